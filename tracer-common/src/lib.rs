@@ -1,0 +1,331 @@
+//! Types shared by the BPF programs (`tracer-ebpf`) and the loader (`tracer-user`).
+//!
+//! Every struct that crosses the kernel/user boundary is defined here once, `#[repr(C)]`, with
+//! explicit padding fields so that both sides (and the verifier, which rejects reads of
+//! uninitialised stack bytes in map keys) agree on every byte. Sizes are checked at compile time.
+//! The `user` feature adds `aya::Pod` impls so the loader can read maps and set globals.
+#![no_std]
+
+pub mod syscalls;
+
+/// Deepest stack `bpf_get_stack` is asked for; the kernel's `sysctl_perf_event_max_stack`
+/// default (127) is the limit that matters.
+pub const MAX_STACK_DEPTH: usize = 127;
+/// `TASK_COMM_LEN` in `include/linux/sched.h`.
+pub const COMM_LEN: usize = 16;
+
+/// Stack id meaning "no stack was asked for or none exists" (e.g. a kernel thread's user stack,
+/// or `--kernel-stacks-only`). Not a loss.
+pub const STACK_ID_NONE: u64 = 0;
+/// Stack id meaning "a stack should exist but could not be recorded". Counted as a loss.
+pub const STACK_ID_MISSED: u64 = 1;
+/// Real stack ids (content hashes) are always >= this value.
+pub const STACK_ID_FIRST_REAL: u64 = 2;
+
+/// Thread-state classes, used both as the `--state` filter mask and in aggregate keys.
+pub mod state {
+    /// `TASK_INTERRUPTIBLE` sleep (S): futex, epoll, read, nanosleep...
+    pub const SLEEPING: u32 = 1 << 0;
+    /// `TASK_UNINTERRUPTIBLE` sleep (D): disk I/O, some kernel locks.
+    pub const DISK: u32 = 1 << 1;
+    /// Left the CPU while still runnable: preempted or yielded (R). Not blocked, waiting for CPU.
+    pub const RUNNABLE: u32 = 1 << 2;
+    /// Any other state the scheduler reports (stopped, traced, parked, idle kernel worker).
+    pub const OTHER: u32 = 1 << 3;
+    /// Default `--state`: blocked time only, like bcc's documentation intends.
+    pub const DEFAULT_MASK: u32 = SLEEPING | DISK;
+    /// Every class.
+    pub const ALL: u32 = SLEEPING | DISK | RUNNABLE | OTHER;
+}
+
+/// Bits of [`Config::flags`].
+pub mod flags {
+    /// Only threads of the tgids in `FILTER_TGIDS` are traced.
+    pub const FILTER_TGIDS: u32 = 1 << 0;
+    /// Only the tids in `FILTER_TIDS` are traced (combined with the tgid filter by OR, like bcc).
+    pub const FILTER_TIDS: u32 = 1 << 1;
+    /// Skip kernel threads.
+    pub const USER_THREADS_ONLY: u32 = 1 << 2;
+    /// Skip user threads.
+    pub const KERNEL_THREADS_ONLY: u32 = 1 << 3;
+    /// Record kernel stacks.
+    pub const KERNEL_STACKS: u32 = 1 << 4;
+    /// Record user stacks.
+    pub const USER_STACKS: u32 = 1 << 5;
+    /// Record who woke each wait (`sched_waking`) and the waker's stacks.
+    pub const WAKERS: u32 = 1 << 6;
+    /// Reuse a thread's last stacks when it blocks again at the same user SP/PC/FP in the same
+    /// syscall on the same resource, instead of walking and hashing them again.
+    pub const STACK_MEMO: u32 = 1 << 7;
+    /// Only threads whose cgroup id equals `Config::cgroup_id`.
+    pub const FILTER_CGROUP: u32 = 1 << 8;
+}
+
+/// Everything the BPF side needs to know before it runs, set as the global `CONFIG` at load.
+///
+/// Kernel struct offsets are read from `/sys/kernel/btf/vmlinux` by the loader: Rust BPF cannot
+/// emit CO-RE relocations, so nothing here is hard-coded.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Waits shorter than this are not charged (filtered, not lost).
+    pub min_block_ns: u64,
+    /// Waits longer than this are not charged (filtered, not lost).
+    pub max_block_ns: u64,
+    /// cgroup v2 id (inode of the cgroup directory) for [`flags::FILTER_CGROUP`].
+    pub cgroup_id: u64,
+    /// Which [`state`] classes are recorded at switch-out.
+    pub state_mask: u32,
+    /// [`flags`] bits.
+    pub flags: u32,
+    /// `offsetof(struct task_struct, pid)`.
+    pub task_pid_off: u32,
+    /// `offsetof(struct task_struct, flags)`.
+    pub task_flags_off: u32,
+    /// Offsets in `struct pt_regs` of the registers the programs read.
+    pub regs: RegsOffsets,
+}
+
+/// Byte offsets of `struct pt_regs` fields (x86_64 names).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RegsOffsets {
+    /// Syscall argument registers in order: di, si, dx, r10, r8, r9.
+    pub args: [u32; 6],
+    /// `orig_ax`: the syscall number at `sys_exit`.
+    pub orig_ax: u32,
+    /// User instruction pointer.
+    pub ip: u32,
+    /// User stack pointer.
+    pub sp: u32,
+    /// User frame pointer.
+    pub bp: u32,
+}
+
+/// The blocking syscall a thread is in, recorded at `sys_enter` and cleared at `sys_exit`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyscallCtx {
+    /// What the resource is: a [`syscalls::kind`] value; `kind::NONE` when not in a tracked syscall.
+    pub kind: u32,
+    /// The raw syscall number (x86_64), `u32::MAX` when none.
+    pub nr: u32,
+    /// The waited-on thing: futex address, fd, epoll fd, or 0.
+    pub resource: u64,
+    /// Kind-specific detail: futex op (command bits), epoll/poll timeout in ms (as i64 bits).
+    pub detail: u64,
+    /// `bpf_ktime_get_ns()` at syscall entry.
+    pub enter_ns: u64,
+}
+
+/// A wait that has begun (switch-out) and not ended (switch-in).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct InFlight {
+    /// `bpf_ktime_get_ns()` at switch-out; 0 means the thread is not in a wait.
+    pub start_ns: u64,
+    /// Kernel stack id at switch-out.
+    pub kernel_stack_id: u64,
+    /// User stack id at switch-out.
+    pub user_stack_id: u64,
+    /// Syscall the thread was in when it left the CPU.
+    pub syscall: SyscallCtx,
+    /// Waker recorded by `sched_waking` for this wait (zeroed at switch-out).
+    pub waker: Waker,
+    /// Thread group id.
+    pub tgid: u32,
+    /// [`state`] class at switch-out.
+    pub state: u32,
+    /// The thread's name at switch-out.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// Who woke a wait.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Waker {
+    /// Waker's kernel stack id.
+    pub kernel_stack_id: u64,
+    /// Waker's user stack id.
+    pub user_stack_id: u64,
+    /// Waker's thread group id.
+    pub tgid: u32,
+    /// Waker's thread id; 0 = not recorded.
+    pub tid: u32,
+    /// Waker's thread name.
+    pub comm: [u8; COMM_LEN],
+}
+
+/// What the kernel keeps per thread, keyed by tid in `THREADS`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ThreadState {
+    /// Current blocking syscall, if any.
+    pub syscall: SyscallCtx,
+    /// Current wait, if any.
+    pub wait: InFlight,
+    /// Stacks of the last wait, reused when the thread blocks again at the same place.
+    pub memo: StackMemo,
+}
+
+/// The per-thread stack memo: the place a thread last blocked and the stacks recorded there.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StackMemo {
+    /// User instruction pointer at switch-out.
+    pub user_ip: u64,
+    /// User stack pointer at switch-out.
+    pub user_sp: u64,
+    /// User frame pointer at switch-out.
+    pub user_bp: u64,
+    /// The return address the frame pointer chain starts with (`*(bp + 8)`).
+    pub user_ret: u64,
+    /// Syscall resource at switch-out.
+    pub resource: u64,
+    /// Syscall number at switch-out.
+    pub nr: u32,
+    /// State class at switch-out.
+    pub state: u32,
+    /// Kernel stack id recorded there.
+    pub kernel_stack_id: u64,
+    /// User stack id recorded there.
+    pub user_stack_id: u64,
+}
+
+/// Aggregation key of `OFFCPU_TOTALS`: one flamegraph line.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OffCpuKey {
+    /// Blocked thread's kernel stack id.
+    pub kernel_stack_id: u64,
+    /// Blocked thread's user stack id.
+    pub user_stack_id: u64,
+    /// Waker's kernel stack id (0 without `--wakers`).
+    pub waker_kernel_stack_id: u64,
+    /// Waker's user stack id (0 without `--wakers`).
+    pub waker_user_stack_id: u64,
+    /// Futex address, fd... (see [`SyscallCtx::resource`]).
+    pub resource: u64,
+    /// Thread group id.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Waker tgid (0 without `--wakers` or when unknown).
+    pub waker_tgid: u32,
+    /// Waker tid.
+    pub waker_tid: u32,
+    /// [`syscalls::kind`] of the wait.
+    pub kind: u32,
+    /// Syscall number or `u32::MAX`.
+    pub nr: u32,
+    /// Futex command, for futex waits.
+    pub futex_op: u32,
+    /// [`state`] class.
+    pub state: u32,
+}
+
+/// Aggregated off-CPU time for one [`OffCpuKey`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct OffCpuValue {
+    /// Sum of wait durations.
+    pub total_ns: u64,
+    /// Number of waits.
+    pub count: u64,
+    /// Longest single wait.
+    pub max_ns: u64,
+    /// Blocked thread's name.
+    pub comm: [u8; COMM_LEN],
+    /// Waker's name (zeroes when unknown).
+    pub waker_comm: [u8; COMM_LEN],
+}
+
+/// A stored stack: instruction pointers, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StackTrace {
+    /// Number of valid entries in `ips`.
+    pub len: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// Return addresses; the first is the current instruction.
+    pub ips: [u64; MAX_STACK_DEPTH],
+}
+
+impl Default for StackTrace {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            _pad: 0,
+            ips: [0; MAX_STACK_DEPTH],
+        }
+    }
+}
+
+/// Indexes into the per-CPU `COUNTERS` array.
+pub mod counter {
+    /// Waits begun (switch-outs that passed the filters and were stored).
+    pub const WAITS_STARTED: u32 = 0;
+    /// Waits ended and charged to `OFFCPU_TOTALS`.
+    pub const WAITS_CHARGED: u32 = 1;
+    /// Waits ended but outside `--min-block-us`/`--max-block-us` (filtered, not lost).
+    pub const WAITS_FILTERED_DURATION: u32 = 2;
+    /// Waits not tracked because `THREADS` was full (lost).
+    pub const DROP_THREADS_FULL: u32 = 3;
+    /// Waits not charged because `OFFCPU_TOTALS` was full (lost).
+    pub const DROP_TOTALS_FULL: u32 = 4;
+    /// Stacks not stored because `STACKS` was full; the wait is kept with a missed stack.
+    pub const DROP_STACKS_FULL: u32 = 5;
+    /// `bpf_get_stack` failed for a kernel stack.
+    pub const KERNEL_STACK_ERROR: u32 = 6;
+    /// `bpf_get_stack` failed or returned nothing for a user thread's user stack.
+    pub const USER_STACK_ERROR: u32 = 7;
+    /// Stacks reused from the per-thread memo instead of being walked again.
+    pub const STACK_MEMO_HITS: u32 = 8;
+    /// Wakers recorded.
+    pub const WAKERS_RECORDED: u32 = 9;
+    /// New-process notices lost because the ring buffer was full (those processes may not
+    /// symbolize if they exit before the trace ends).
+    pub const DROP_NEW_PROCESS_NOTICE: u32 = 10;
+    /// Number of counters.
+    pub const COUNT: u32 = 11;
+}
+
+/// Capacity defaults for the maps (overridable by the loader).
+pub mod capacity {
+    /// Threads tracked at once (`THREADS`). libbpf-tools uses 10240 and drops silently.
+    pub const THREADS: u32 = 65_536;
+    /// Distinct aggregate lines (`OFFCPU_TOTALS`).
+    pub const TOTALS: u32 = 65_536;
+    /// Distinct stacks (`STACKS`).
+    pub const STACKS: u32 = 16_384;
+    /// Filter entries for pids and tids.
+    pub const FILTER: u32 = 1_024;
+    /// Processes remembered as seen (`SEEN_TGIDS`).
+    pub const SEEN_TGIDS: u32 = 16_384;
+    /// Bytes of the new-process ring buffer.
+    pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
+}
+
+const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<SyscallCtx>() == 32);
+const _: () = assert!(core::mem::size_of::<Waker>() == 40);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 120);
+const _: () = assert!(core::mem::size_of::<StackMemo>() == 64);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 216);
+const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 72);
+const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
+const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+
+    // SAFETY: all of these are `#[repr(C)]`, made only of integers and integer arrays, with
+    // explicit padding, so every bit pattern is valid.
+    unsafe impl aya::Pod for Config {}
+    unsafe impl aya::Pod for ThreadState {}
+    unsafe impl aya::Pod for OffCpuKey {}
+    unsafe impl aya::Pod for OffCpuValue {}
+    unsafe impl aya::Pod for StackTrace {}
+}
