@@ -1,0 +1,59 @@
+//! In-kernel filters: which threads are traced at all. Everything a user can filter on is
+//! decided here, before any stack is walked, so rejected threads cost almost nothing.
+
+use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel};
+use tracer_common::flags;
+
+use crate::{
+    config,
+    maps::{FILTER_TGIDS, FILTER_TIDS},
+};
+
+/// `PF_KTHREAD` (include/linux/sched.h); a flag value that has not changed since 2.6.
+const PF_KTHREAD: u32 = 0x0020_0000;
+
+/// Whether the running thread passes the `-p`/`-t`/`--cgroup` filters.
+#[inline(always)]
+pub fn current_selected(tgid: u32, tid: u32) -> bool {
+    let flags = config::flags();
+    if flags & (flags::FILTER_TGIDS | flags::FILTER_TIDS) != 0 {
+        let by_tgid = flags & flags::FILTER_TGIDS != 0 && FILTER_TGIDS.get_ptr(tgid).is_some();
+        let by_tid = flags & flags::FILTER_TIDS != 0 && FILTER_TIDS.get_ptr(tid).is_some();
+        if !by_tgid && !by_tid {
+            return false;
+        }
+    }
+    if flags & flags::FILTER_CGROUP != 0 {
+        // SAFETY: helper without arguments.
+        let cgroup = unsafe { bpf_get_current_cgroup_id() };
+        if cgroup != config::cgroup_id() {
+            return false;
+        }
+    }
+    true
+}
+
+/// Whether the running thread is a kernel thread (`task->flags & PF_KTHREAD`, offset from BTF).
+#[inline(always)]
+pub fn current_is_kthread() -> bool {
+    // SAFETY: `current` is a valid task; the read is checked by the helper.
+    unsafe {
+        let task = bpf_get_current_task() as *const u8;
+        let flags_ptr = task.add(config::task_flags_off() as usize) as *const u32;
+        matches!(bpf_probe_read_kernel(flags_ptr), Ok(f) if f & PF_KTHREAD != 0)
+    }
+}
+
+/// Applies `-u`/`-k`: `Some(is_kthread)` when the running thread's kind is traced.
+#[inline(always)]
+pub fn thread_kind_selected() -> Option<bool> {
+    let kthread = current_is_kthread();
+    let flags = config::flags();
+    if kthread && flags & flags::USER_THREADS_ONLY != 0 {
+        return None;
+    }
+    if !kthread && flags & flags::KERNEL_THREADS_ONLY != 0 {
+        return None;
+    }
+    Some(kthread)
+}

@@ -1,0 +1,89 @@
+//! Every map the programs share with the loader, named for what it holds.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, PerCpuArray, RingBuf},
+};
+use tracer_common::{OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, counter};
+
+/// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
+#[map]
+pub static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(capacity::THREADS, 0);
+
+/// In-kernel aggregate: off-CPU time per (thread, stacks, wait, state, waker).
+#[map]
+pub static OFFCPU_TOTALS: HashMap<OffCpuKey, OffCpuValue> =
+    HashMap::with_max_entries(capacity::TOTALS, 0);
+
+/// Content-addressed stack store: 64-bit hash of the frames -> frames. Unlike
+/// `BPF_MAP_TYPE_STACK_TRACE` there are no bucket collisions that drop hot stacks.
+#[map]
+pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(capacity::STACKS, 0);
+
+/// One stack-sized scratch buffer per CPU (too large for the 512-byte BPF stack).
+#[map]
+pub static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+
+/// Traced process ids (`-p`), when `flags::FILTER_TGIDS` is set.
+#[map]
+pub static FILTER_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::FILTER, 0);
+
+/// Traced thread ids (`-t`), when `flags::FILTER_TIDS` is set.
+#[map]
+pub static FILTER_TIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::FILTER, 0);
+
+/// Processes already announced on `NEW_PROCESSES`.
+#[map]
+pub static SEEN_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::SEEN_TGIDS, 0);
+
+/// Tgids seen for the first time, so the loader can cache their memory maps for
+/// symbolization while they still live.
+#[map]
+pub static NEW_PROCESSES: RingBuf = RingBuf::with_byte_size(capacity::NEW_PROCESS_RING_BYTES, 0);
+
+/// Event and loss counters, indexed by `tracer_common::counter`.
+#[map]
+pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+
+/// Adds one to a counter.
+#[inline(always)]
+pub fn count(index: u32) {
+    if let Some(p) = COUNTERS.get_ptr_mut(index) {
+        // SAFETY: per-CPU slot, and tracing programs do not migrate while running.
+        unsafe { *p += 1 };
+    }
+}
+
+/// Announces `tgid` to the loader the first time it is seen.
+#[inline(always)]
+pub fn announce_process(tgid: u32) {
+    if SEEN_TGIDS.get_ptr(tgid).is_some() {
+        return;
+    }
+    if SEEN_TGIDS.insert(tgid, 1u8, aya_ebpf::bindings::BPF_NOEXIST.into()).is_ok()
+        && NEW_PROCESSES.output::<u32>(tgid, 0).is_err()
+    {
+        count(counter::DROP_NEW_PROCESS_NOTICE);
+    }
+}
+
+/// A zeroed per-thread state, inserted for threads seen for the first time.
+static ZERO_THREAD: ThreadState = unsafe { core::mem::zeroed() };
+
+/// The state of thread `tid`, created if absent; `None` (counted) when `THREADS` is full.
+#[inline(always)]
+pub fn thread_entry(tid: u32) -> Option<&'static mut ThreadState> {
+    if let Some(p) = THREADS.get_ptr_mut(tid) {
+        // SAFETY: map values live as long as the entry; only this thread's hooks write them.
+        return Some(unsafe { &mut *p });
+    }
+    let _ = THREADS.insert(tid, &ZERO_THREAD, aya_ebpf::bindings::BPF_NOEXIST.into());
+    match THREADS.get_ptr_mut(tid) {
+        // SAFETY: as above.
+        Some(p) => Some(unsafe { &mut *p }),
+        None => {
+            count(counter::DROP_THREADS_FULL);
+            None
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! Wakers (`--wakers`, offwaketime's view): when a waiting thread is woken, remember the
+//! waking thread and its stacks on the wait, so the charge at switch-in carries them.
+
+use aya_ebpf::{
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    programs::BtfTracePointContext,
+};
+use tracer_common::{STACK_ID_NONE, counter, flags};
+
+use crate::{
+    config, filter,
+    maps::{THREADS, announce_process, count},
+    stacks,
+};
+
+/// `sched_waking(p)`: `current` is the waker (or whatever ran when an interrupt woke `p`).
+#[inline(always)]
+pub fn on_waking(ctx: &BtfTracePointContext) {
+    if !config::has(flags::WAKERS) {
+        return;
+    }
+    let wakee: *const u8 = ctx.arg(0);
+    // SAFETY: `p` is a valid task; checked read.
+    let tid = unsafe {
+        bpf_probe_read_kernel(wakee.add(config::task_pid_off() as usize) as *const i32)
+    }
+    .unwrap_or(0) as u32;
+    if tid == 0 {
+        return;
+    }
+    let Some(thread) = THREADS.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: a live map value.
+    let wait = unsafe { &mut (*thread).wait };
+    if wait.start_ns == 0 || wait.waker.comm[0] != 0 {
+        return; // not waiting, or already woken once
+    }
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let waker_tid = pid_tgid as u32;
+    let waker_tgid = (pid_tgid >> 32) as u32;
+    let want_user = config::has(flags::USER_STACKS) && waker_tid != 0 && !filter::current_is_kthread();
+    let waker = &mut wait.waker;
+    waker.kernel_stack_id = if config::has(flags::KERNEL_STACKS) {
+        stacks::record(ctx, false)
+    } else {
+        STACK_ID_NONE
+    };
+    waker.user_stack_id = if want_user {
+        stacks::record(ctx, true)
+    } else {
+        STACK_ID_NONE
+    };
+    waker.tgid = waker_tgid;
+    waker.tid = waker_tid;
+    waker.comm = bpf_get_current_comm().unwrap_or_default();
+    count(counter::WAKERS_RECORDED);
+    if waker_tgid != 0 {
+        announce_process(waker_tgid);
+    }
+}
