@@ -59,6 +59,8 @@ pub mod flags {
     pub const STACK_MEMO: u32 = 1 << 7;
     /// Only threads whose cgroup id equals `Config::cgroup_id`.
     pub const FILTER_CGROUP: u32 = 1 << 8;
+    /// Add processes forked by traced processes to the process filter (`-- COMMAND`).
+    pub const FOLLOW_FORKS: u32 = 1 << 9;
 }
 
 /// Everything the BPF side needs to know before it runs, set as the global `CONFIG` at load.
@@ -82,6 +84,10 @@ pub struct Config {
     pub task_pid_off: u32,
     /// `offsetof(struct task_struct, flags)`.
     pub task_flags_off: u32,
+    /// `offsetof(struct task_struct, tgid)`.
+    pub task_tgid_off: u32,
+    /// Explicit padding.
+    pub _pad: u32,
     /// Offsets in `struct pt_regs` of the registers the programs read.
     pub regs: RegsOffsets,
 }
@@ -307,7 +313,7 @@ pub mod capacity {
     pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 80);
+const _: () = assert!(core::mem::size_of::<Config>() == 88);
 const _: () = assert!(core::mem::size_of::<SyscallCtx>() == 32);
 const _: () = assert!(core::mem::size_of::<Waker>() == 40);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 120);

@@ -14,6 +14,8 @@ static CONFIG: Config = Config {
     flags: 0,
     task_pid_off: 0,
     task_flags_off: 0,
+    task_tgid_off: 0,
+    _pad: 0,
     regs: RegsOffsets {
         args: [0; 6],
         orig_ax: 0,
@@ -63,6 +65,11 @@ pub fn state_mask() -> u32 {
 #[inline(always)]
 pub fn task_pid_off() -> u32 {
     field!(task_pid_off)
+}
+
+#[inline(always)]
+pub fn task_tgid_off() -> u32 {
+    field!(task_tgid_off)
 }
 
 #[inline(always)]

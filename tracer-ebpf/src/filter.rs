@@ -1,7 +1,13 @@
 //! In-kernel filters: which threads are traced at all. Everything a user can filter on is
 //! decided here, before any stack is walked, so rejected threads cost almost nothing.
 
-use aya_ebpf::helpers::{bpf_get_current_cgroup_id, bpf_get_current_task, bpf_probe_read_kernel};
+use aya_ebpf::{
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_get_current_task,
+        bpf_probe_read_kernel,
+    },
+    programs::BtfTracePointContext,
+};
 use tracer_common::flags;
 
 use crate::{
@@ -56,4 +62,27 @@ pub fn thread_kind_selected() -> Option<bool> {
         return None;
     }
     Some(kthread)
+}
+
+/// `sched_process_fork` runs in the parent: with `FOLLOW_FORKS`, a new process forked by a
+/// traced process is traced too (perf's inherit), as `-- COMMAND` users expect of scripts.
+#[inline(always)]
+pub fn on_fork(ctx: &BtfTracePointContext) {
+    if !config::has(flags::FOLLOW_FORKS) {
+        return;
+    }
+    let parent_tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if FILTER_TGIDS.get_ptr(parent_tgid).is_none() {
+        return;
+    }
+    let child: *const u8 = ctx.arg(1);
+    // SAFETY: `child` is the new task; checked read.
+    let child_tgid = unsafe {
+        bpf_probe_read_kernel(child.add(config::task_tgid_off() as usize) as *const i32)
+    }
+    .unwrap_or(0) as u32;
+    if child_tgid != 0 && child_tgid != parent_tgid {
+        // A full filter map only means the grandchild goes untraced; nothing to count per wait.
+        let _ = FILTER_TGIDS.insert(child_tgid, 1u8, 0);
+    }
 }

@@ -6,6 +6,8 @@
 //! - `sched_waking`: remember who woke a waiting thread (`--wakers`).
 //! - `sys_enter`/`sys_exit`: which blocking syscall a thread is in, with its key arguments.
 //! - `sched_process_exit`: forget a thread's state.
+//! - `sched_process_fork`: follow children of `-- COMMAND`.
+//! - `sched_process_exec`: tell the loader to cache the new image's maps for symbolization.
 #![no_std]
 #![no_main]
 // Atomic add on map values (see sched.rs); the BPF crate is built with nightly anyway.
@@ -55,6 +57,20 @@ pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
 #[btf_tracepoint(function = "sched_process_exit")]
 pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     sched::on_exit();
+    0
+}
+
+/// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
+#[btf_tracepoint(function = "sched_process_exec")]
+pub fn sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
+    sched::on_exec();
+    0
+}
+
+/// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
+#[btf_tracepoint(function = "sched_process_fork")]
+pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+    filter::on_fork(&ctx);
     0
 }
 

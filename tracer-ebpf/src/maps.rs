@@ -67,6 +67,16 @@ pub fn announce_process(tgid: u32) {
     }
 }
 
+/// Announces `tgid` after an `execve`: its memory maps changed, so the loader must cache them
+/// again even if the process was announced before.
+#[inline(always)]
+pub fn announce_exec(tgid: u32) {
+    let _ = SEEN_TGIDS.insert(tgid, 1u8, 0);
+    if NEW_PROCESSES.output::<u32>(tgid, 0).is_err() {
+        count(counter::DROP_NEW_PROCESS_NOTICE);
+    }
+}
+
 /// A zeroed per-thread state, inserted for threads seen for the first time.
 static ZERO_THREAD: ThreadState = unsafe { core::mem::zeroed() };
 

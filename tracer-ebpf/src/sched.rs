@@ -13,7 +13,9 @@ use tracer_common::{OffCpuKey, OffCpuValue, Waker, counter, state, syscalls};
 
 use crate::{
     config, filter,
-    maps::{OFFCPU_TOTALS, SEEN_TGIDS, THREADS, announce_process, count, thread_entry},
+    maps::{
+        OFFCPU_TOTALS, SEEN_TGIDS, THREADS, announce_exec, announce_process, count, thread_entry,
+    },
     stacks,
 };
 
@@ -186,5 +188,15 @@ pub fn on_exit() {
     let _ = THREADS.remove(tid);
     if tid == tgid {
         let _ = SEEN_TGIDS.remove(tgid);
+    }
+}
+
+/// `sched_process_exec`: the exec'ing thread is `current`; its process has a new image.
+#[inline(always)]
+pub fn on_exec() {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if filter::current_selected(tgid, pid_tgid as u32) {
+        announce_exec(tgid);
     }
 }

@@ -1,1 +1,326 @@
-//! placeholder
+//! Command line: clap derive types, converted at the edge into plain config structs
+//! ([`crate::capture::CaptureConfig`], [`ProfileOutputs`]) so nothing below knows clap.
+//!
+//! Flag names follow bcc's `offcputime` (`-p -t -u -k -U -K -m -M --state`) so its users feel
+//! at home; perf-style long names are accepted too.
+
+use std::{path::PathBuf, time::Duration};
+
+use clap::{Args, Parser, Subcommand};
+use tracer_common::state;
+
+use crate::{
+    capture::{CaptureConfig, ThreadKinds},
+    export::{Format, folded::FoldedOptions},
+};
+
+/// Off-CPU and blocking tracer: where and why threads sleep.
+#[derive(Debug, Parser)]
+#[command(name = "stallwatch", version, about, long_about = None)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Record off-CPU time with kernel and user stacks and write flamegraphs.
+    #[command(after_help = PROFILE_EXAMPLES)]
+    Profile(ProfileArgs),
+}
+
+const PROFILE_EXAMPLES: &str = "\
+EXAMPLES:
+    stallwatch profile -d 10s -o offcpu.svg          # whole host for 10 s, SVG flamegraph
+    stallwatch profile -p 185 -o out.folded          # one process until Ctrl-C, folded stacks
+    stallwatch profile -p 185,186 -t 4242            # several processes, plus one thread
+    stallwatch profile -m 1000 -M 5000000            # only waits of 1 ms to 5 s
+    stallwatch profile --state S,D,R                 # include preemption (runnable) waits
+    stallwatch profile --wakers -p 185               # who woke each wait (offwaketime view)
+    stallwatch profile --process-root --wait-leaf -o a.svg -o a.folded -- ./server --port 80
+    stallwatch profile -U -p 185 > out.folded        # user stacks only, folded on stdout
+
+Folded output is bcc's `offcputime -f -d` layout (values in microseconds); feed it to
+flamegraph.pl, inferno-flamegraph or speedscope. Prints `Tracing ...` on stderr once attached;
+Ctrl-C or SIGTERM ends early and still writes everything.
+
+EXIT STATUS: 0 ok, 1 other error, 2 usage, 3 no privileges, 4 kernel unsupported (no BTF),
+5 process or thread not found, 6 output not writable, 7 COMMAND failed to start.";
+
+/// `stallwatch profile` options.
+#[derive(Debug, Args)]
+pub struct ProfileArgs {
+    /// Trace these processes (repeatable or comma-separated).
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Trace these threads (repeatable or comma-separated).
+    #[arg(short = 't', long = "tid", value_name = "TID", value_delimiter = ',')]
+    pub tids: Vec<u32>,
+    /// Trace only threads in this cgroup v2 directory (e.g. /sys/fs/cgroup/system.slice/x.service).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// User threads only (no kernel threads).
+    #[arg(short = 'u', long, conflicts_with = "kernel_threads_only")]
+    pub user_threads_only: bool,
+    /// Kernel threads only.
+    #[arg(short = 'k', long)]
+    pub kernel_threads_only: bool,
+    /// Record user stacks only.
+    #[arg(short = 'U', long, conflicts_with = "kernel_stacks_only")]
+    pub user_stacks_only: bool,
+    /// Record kernel stacks only.
+    #[arg(short = 'K', long)]
+    pub kernel_stacks_only: bool,
+    /// Only waits of at least this many microseconds.
+    #[arg(short = 'm', long, value_name = "US", default_value_t = 1)]
+    pub min_block_us: u64,
+    /// Only waits of at most this many microseconds.
+    #[arg(short = 'M', long, value_name = "US")]
+    pub max_block_us: Option<u64>,
+    /// Thread states to trace: letters S (sleep), D (disk/uninterruptible), R (runnable:
+    /// preempted, reported apart from blocked time), O (other), comma-separated, or `all`.
+    #[arg(long, value_name = "STATES", default_value = "S,D", value_parser = parse_states)]
+    pub state: u32,
+    /// Record who woke each wait, with the waker's stacks (offwaketime's view).
+    #[arg(long)]
+    pub wakers: bool,
+    /// How long to trace: 10s, 500ms, 2m, or plain seconds. Default: until Ctrl-C, SIGTERM, or
+    /// COMMAND exits.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Write output here (repeatable); format from the extension (.folded, .collapsed, .txt,
+    /// .svg) or --format. Without -o, folded stacks go to stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub outputs: Vec<PathBuf>,
+    /// Output format when the extension does not say: folded or svg.
+    #[arg(long, value_name = "FORMAT", value_parser = parse_format)]
+    pub format: Option<Format>,
+    /// Start each stack with the process as "name (pid)".
+    #[arg(long)]
+    pub process_root: bool,
+    /// End each stack with the wait kind, futex op and resource as leaf frames.
+    #[arg(long)]
+    pub wait_leaf: bool,
+    /// Add [file:line] to frames with debug info.
+    #[arg(long)]
+    pub source_lines: bool,
+    /// Title of the SVG flamegraph.
+    #[arg(long)]
+    pub title: Option<String>,
+    /// Also write the end-of-run summary as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    pub summary_json: Option<PathBuf>,
+    /// Capacity of the stack store (distinct stacks).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::capacity::STACKS)]
+    pub stack_storage_size: u32,
+    /// Walk every stack anew even when a thread blocks again at the same place (for measuring
+    /// the memo's gain).
+    #[arg(long)]
+    pub no_stack_memo: bool,
+    /// Run this command and trace it (and only it) until it exits.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Where and how to write results.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProfileOutputs {
+    /// Files and their formats; empty means folded on stdout.
+    pub files: Vec<(PathBuf, Format)>,
+    /// Folded line options.
+    pub folded: FoldedOptions,
+    /// SVG title override.
+    pub title: Option<String>,
+    /// Summary JSON file.
+    pub summary_json: Option<PathBuf>,
+}
+
+/// An output whose format cannot be told.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot tell the format of {0}: use a .folded or .svg extension, or --format")]
+pub struct UnknownFormat(pub PathBuf);
+
+impl ProfileArgs {
+    /// The capture configuration.
+    pub fn capture_config(&self) -> CaptureConfig {
+        CaptureConfig {
+            pids: self.pids.clone(),
+            tids: self.tids.clone(),
+            filter_processes: !self.command.is_empty(),
+            cgroup: self.cgroup.clone(),
+            min_block_us: self.min_block_us,
+            max_block_us: self.max_block_us,
+            state_mask: self.state,
+            thread_kinds: if self.user_threads_only {
+                ThreadKinds::UserOnly
+            } else if self.kernel_threads_only {
+                ThreadKinds::KernelOnly
+            } else {
+                ThreadKinds::All
+            },
+            kernel_stacks: !self.user_stacks_only,
+            user_stacks: !self.kernel_stacks_only,
+            wakers: self.wakers,
+            stack_memo: !self.no_stack_memo,
+            stack_storage_size: self.stack_storage_size,
+        }
+    }
+
+    /// The outputs, each with its format.
+    pub fn outputs(&self) -> Result<ProfileOutputs, UnknownFormat> {
+        let files = self
+            .outputs
+            .iter()
+            .map(|path| {
+                Format::from_path(path)
+                    .or(self.format)
+                    .map(|f| (path.clone(), f))
+                    .ok_or_else(|| UnknownFormat(path.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ProfileOutputs {
+            files,
+            folded: FoldedOptions {
+                process_root: self.process_root,
+                wait_leaf: self.wait_leaf,
+                source_lines: self.source_lines,
+                user_stacks: !self.kernel_stacks_only,
+                kernel_stacks: !self.user_stacks_only,
+                ..FoldedOptions::default()
+            },
+            title: self.title.clone(),
+            summary_json: self.summary_json.clone(),
+        })
+    }
+}
+
+/// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds (`2.5`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (number, unit_secs) = if let Some(n) = s.strip_suffix("ms") {
+        (n, 0.001)
+    } else if let Some(n) = s.strip_suffix('s') {
+        (n, 1.0)
+    } else if let Some(n) = s.strip_suffix('m') {
+        (n, 60.0)
+    } else if let Some(n) = s.strip_suffix('h') {
+        (n, 3600.0)
+    } else {
+        (s, 1.0)
+    };
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
+    if !value.is_finite() || value <= 0.0 {
+        return Err(format!("duration must be positive, got {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(value * unit_secs))
+}
+
+/// Parses `S,D,R,O`, `all`, or a bcc-style numeric `tracer_common::state` mask.
+pub fn parse_states(s: &str) -> Result<u32, String> {
+    if s.eq_ignore_ascii_case("all") {
+        return Ok(state::ALL);
+    }
+    if let Ok(mask) = s.parse::<u32>() {
+        if mask == 0 || mask & !state::ALL != 0 {
+            return Err(format!("state mask must be within 1..={}", state::ALL));
+        }
+        return Ok(mask);
+    }
+    let mut mask = 0;
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        mask |= match part.to_ascii_uppercase().as_str() {
+            "S" => state::SLEEPING,
+            "D" => state::DISK,
+            "R" => state::RUNNABLE,
+            "O" => state::OTHER,
+            other => return Err(format!("unknown state {other:?}: use S, D, R, O or all")),
+        };
+    }
+    if mask == 0 {
+        return Err("no state given".into());
+    }
+    Ok(mask)
+}
+
+fn parse_format(s: &str) -> Result<Format, String> {
+    Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}: use folded or svg"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(args: &[&str]) -> ProfileArgs {
+        let mut argv = vec!["stallwatch", "profile"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Profile(p) => p,
+        }
+    }
+
+    /// Check that durations accept the units users type and reject nonsense.
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1.5"), Ok(Duration::from_millis(1500)));
+        assert!(parse_duration("-1").is_err());
+        assert!(parse_duration("soon").is_err());
+    }
+
+    /// Check that states parse from letters, `all` and masks.
+    #[test]
+    fn states_parse() {
+        assert_eq!(parse_states("S,D"), Ok(state::DEFAULT_MASK));
+        assert_eq!(parse_states("r"), Ok(state::RUNNABLE));
+        assert_eq!(parse_states("all"), Ok(state::ALL));
+        assert_eq!(parse_states("3"), Ok(state::SLEEPING | state::DISK));
+        assert!(parse_states("X").is_err());
+        assert!(parse_states("0").is_err());
+    }
+
+    /// Check that bcc-style flags map onto the capture configuration.
+    #[test]
+    fn bcc_flags_map_to_capture_config() {
+        let p = profile(&["-p", "1,2", "-p", "3", "-t", "9", "-m", "10", "-M", "20", "-U", "-u"]);
+        let c = p.capture_config();
+        assert_eq!(c.pids, vec![1, 2, 3]);
+        assert_eq!(c.tids, vec![9]);
+        assert_eq!((c.min_block_us, c.max_block_us), (10, Some(20)));
+        assert!(c.user_stacks && !c.kernel_stacks);
+        assert_eq!(c.thread_kinds, ThreadKinds::UserOnly);
+        assert!(!c.filter_processes);
+    }
+
+    /// Check that a command after `--` restricts tracing to it.
+    #[test]
+    fn command_enables_process_filter() {
+        let p = profile(&["--", "sleep", "1"]);
+        assert_eq!(p.command, vec!["sleep", "1"]);
+        assert!(p.capture_config().filter_processes);
+    }
+
+    /// Check that output formats come from extensions, then --format, else an error.
+    #[test]
+    fn output_formats_from_extension_or_flag() {
+        let o = profile(&["-o", "a.svg", "-o", "b.folded"]).outputs().unwrap();
+        assert_eq!(o.files[0].1, Format::Svg);
+        assert_eq!(o.files[1].1, Format::Folded);
+        let o = profile(&["-o", "a.out", "--format", "svg"]).outputs().unwrap();
+        assert_eq!(o.files[0].1, Format::Svg);
+        assert!(profile(&["-o", "a.out"]).outputs().is_err());
+    }
+
+    /// Check that contradictory flags are usage errors.
+    #[test]
+    fn conflicting_flags_are_rejected() {
+        let argv = ["stallwatch", "profile", "-U", "-K"];
+        assert!(Cli::try_parse_from(argv).is_err());
+    }
+}

@@ -5,7 +5,9 @@
 
 pub mod capture;
 pub mod cli;
+pub mod command;
 pub mod export;
 pub mod model;
+pub mod profile;
 pub mod report;
 pub mod symbolize;

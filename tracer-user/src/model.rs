@@ -89,9 +89,10 @@ impl Wait {
         use syscalls::kind;
         match self.kind {
             kind::FUTEX | kind::FUTEX_WAITV => Some(format!("uaddr=0x{:x}", self.resource)),
-            kind::EPOLL => Some(format!("epfd={}", self.resource as i64)),
-            kind::READ | kind::RECV | kind::ACCEPT => Some(format!("fd={}", self.resource as i64)),
-            kind::WAIT_CHILD => Some(format!("pid={}", self.resource as i64)),
+            // fds and pids are C ints: the register's upper half is not part of the value.
+            kind::EPOLL => Some(format!("epfd={}", self.resource as i32)),
+            kind::READ | kind::RECV | kind::ACCEPT => Some(format!("fd={}", self.resource as i32)),
+            kind::WAIT_CHILD => Some(format!("pid={}", self.resource as i32)),
             _ => None,
         }
     }

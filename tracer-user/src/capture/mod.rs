@@ -1,1 +1,152 @@
-//! placeholder
+//! Kernel capture: the only module that knows aya.
+//!
+//! [`Session::start`] checks privileges and BTF, loads the BPF object built by `build.rs`,
+//! writes the [`CaptureConfig`] into its `CONFIG` global and filter maps, and attaches every
+//! program. While tracing, [`Session::new_processes`] reports processes to cache for
+//! symbolization. [`Session::finish`] detaches and drains the maps into a [`crate::model::Capture`].
+
+pub mod btf;
+mod drain;
+mod session;
+
+use std::path::PathBuf;
+
+pub use session::Session;
+
+/// Which threads to trace by kind (`-u` / `-k`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ThreadKinds {
+    /// User and kernel threads.
+    #[default]
+    All,
+    /// User threads only (`--user-threads-only`).
+    UserOnly,
+    /// Kernel threads only (`--kernel-threads-only`).
+    KernelOnly,
+}
+
+/// What to capture; every filter here is applied in the kernel.
+#[derive(Clone, Debug)]
+pub struct CaptureConfig {
+    /// Processes to trace (`-p`); with `tids`, a thread matching either is traced.
+    pub pids: Vec<u32>,
+    /// Threads to trace (`-t`).
+    pub tids: Vec<u32>,
+    /// Restrict to processes added later with [`Session::add_process`] even if `pids` is empty,
+    /// and follow their forks (`-- COMMAND`).
+    pub filter_processes: bool,
+    /// cgroup v2 directory whose threads alone are traced (`--cgroup`).
+    pub cgroup: Option<PathBuf>,
+    /// Shortest wait charged, microseconds (`-m`).
+    pub min_block_us: u64,
+    /// Longest wait charged, microseconds (`-M`).
+    pub max_block_us: Option<u64>,
+    /// `tracer_common::state` bits of the states traced (`--state`).
+    pub state_mask: u32,
+    /// User/kernel thread selection.
+    pub thread_kinds: ThreadKinds,
+    /// Record kernel stacks.
+    pub kernel_stacks: bool,
+    /// Record user stacks.
+    pub user_stacks: bool,
+    /// Record who woke each wait (`--wakers`).
+    pub wakers: bool,
+    /// Reuse a thread's stacks when it blocks again at the same place.
+    pub stack_memo: bool,
+    /// Capacity of the stack store (`--stack-storage-size`).
+    pub stack_storage_size: u32,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            pids: Vec::new(),
+            tids: Vec::new(),
+            filter_processes: false,
+            cgroup: None,
+            min_block_us: 1,
+            max_block_us: None,
+            state_mask: tracer_common::state::DEFAULT_MASK,
+            thread_kinds: ThreadKinds::All,
+            kernel_stacks: true,
+            user_stacks: true,
+            wakers: false,
+            stack_memo: true,
+            stack_storage_size: tracer_common::capacity::STACKS,
+        }
+    }
+}
+
+/// Why a capture could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum CaptureError {
+    /// Not root and without CAP_BPF + CAP_PERFMON.
+    #[error("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON); run with sudo")]
+    NoPrivileges,
+    /// The kernel has no BTF or lacks a needed type.
+    #[error("this kernel is not supported: {0}")]
+    KernelUnsupported(#[source] btf::BtfError),
+    /// The binary was built without its BPF object.
+    #[error(
+        "this stallwatch was built without its BPF programs (bpf-linker was missing); run `cargo xtask setup` and rebuild"
+    )]
+    BpfNotBuilt,
+    /// A `-p` process does not exist.
+    #[error("no process with pid {0}")]
+    PidNotFound(u32),
+    /// A `-t` thread does not exist.
+    #[error("no thread with tid {0}")]
+    TidNotFound(u32),
+    /// `--cgroup` is not a cgroup v2 directory.
+    #[error("cannot use cgroup {path}: {source}")]
+    Cgroup {
+        /// The path given.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Loading the object failed (verifier, map creation...).
+    #[error("loading the BPF programs failed: {0}")]
+    Load(#[source] aya::EbpfError),
+    /// A program could not be loaded or attached.
+    #[error("attaching BPF program {program} failed: {source}")]
+    Attach {
+        /// Program name.
+        program: &'static str,
+        /// Why.
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    /// A map is missing or has an unexpected type.
+    #[error("BPF map {name}: {source}")]
+    Map {
+        /// Map name.
+        name: &'static str,
+        /// Why.
+        #[source]
+        source: aya::maps::MapError,
+    },
+    /// Too many `-p`/`-t` values for the filter maps.
+    #[error("too many processes or threads to filter on (at most {max})")]
+    TooManyFilters {
+        /// The limit.
+        max: u32,
+    },
+}
+
+impl CaptureError {
+    /// True when the error is a permission problem (EPERM/EACCES from the kernel included).
+    pub fn is_permission(&self) -> bool {
+        match self {
+            Self::NoPrivileges => true,
+            Self::Load(e) => is_eperm(&format!("{e:?}")),
+            Self::Attach { source, .. } => is_eperm(&format!("{source:?}")),
+            _ => false,
+        }
+    }
+}
+
+fn is_eperm(debug: &str) -> bool {
+    debug.contains("PermissionDenied") || debug.contains("Operation not permitted")
+}

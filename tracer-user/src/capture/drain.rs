@@ -1,0 +1,226 @@
+//! Turning the BPF maps into owned [`crate::model`] values at the end of a capture.
+
+use std::{collections::HashMap as StdHashMap, time::Duration};
+
+use aya::maps::{HashMap, MapData, PerCpuArray};
+use tracer_common::{
+    InFlight, OffCpuKey, OffCpuValue, STACK_ID_MISSED, STACK_ID_NONE, StackTrace, ThreadState,
+    counter, syscalls,
+};
+
+use super::CaptureError;
+use crate::model::{Capture, Counters, OffCpuSample, RawStack, ThreadState as State, Wait, Waker};
+
+/// The maps drained at the end.
+pub(super) struct Maps {
+    pub totals: HashMap<MapData, OffCpuKey, OffCpuValue>,
+    pub stacks: HashMap<MapData, u64, StackTrace>,
+    pub threads: HashMap<MapData, u32, ThreadState>,
+    pub counters: PerCpuArray<MapData, u64>,
+}
+
+/// Reads everything; waits still in progress are charged up to `now_ns` (CLOCK_MONOTONIC).
+pub(super) fn read(maps: &Maps, now_ns: u64, duration: Duration) -> Result<Capture, CaptureError> {
+    let mut stacks = StackCache {
+        map: &maps.stacks,
+        resolved: StdHashMap::new(),
+    };
+    let mut samples = Vec::new();
+    for entry in maps.totals.iter() {
+        let (key, value) = entry.map_err(|source| CaptureError::Map {
+            name: "OFFCPU_TOTALS",
+            source,
+        })?;
+        samples.push(completed_sample(&key, &value, &mut stacks));
+    }
+    for entry in maps.threads.iter() {
+        let Ok((tid, thread)) = entry else { continue };
+        if thread.wait.start_ns != 0 {
+            samples.push(in_progress_sample(tid, &thread.wait, now_ns, &mut stacks));
+        }
+    }
+    Ok(Capture {
+        samples,
+        counters: read_counters(&maps.counters),
+        duration,
+        process_names: Default::default(),
+    })
+}
+
+struct StackCache<'a> {
+    map: &'a HashMap<MapData, u64, StackTrace>,
+    resolved: StdHashMap<u64, RawStack>,
+}
+
+impl StackCache<'_> {
+    fn get(&mut self, id: u64) -> RawStack {
+        match id {
+            STACK_ID_NONE => RawStack::None,
+            STACK_ID_MISSED => RawStack::Missed,
+            _ => self
+                .resolved
+                .entry(id)
+                .or_insert_with(|| match self.map.get(&id, 0) {
+                    Ok(trace) => frames(&trace),
+                    Err(_) => RawStack::Missed,
+                })
+                .clone(),
+        }
+    }
+}
+
+/// The frames of a stored stack, innermost first.
+pub(crate) fn frames(trace: &StackTrace) -> RawStack {
+    let len = (trace.len as usize).min(trace.ips.len());
+    let ips: Vec<u64> = trace.ips[..len]
+        .iter()
+        .copied()
+        .filter(|&ip| ip != 0)
+        .collect();
+    if ips.is_empty() {
+        RawStack::Missed
+    } else {
+        RawStack::Frames(ips)
+    }
+}
+
+/// A NUL-padded `comm`.
+pub(crate) fn comm(bytes: &[u8]) -> String {
+    let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
+fn wait(kind: u32, nr: u32, resource: u64, futex_op: Option<u32>) -> Wait {
+    let tracked = kind != syscalls::kind::NONE && nr != u32::MAX;
+    Wait {
+        kind: if tracked { kind } else { syscalls::kind::NONE },
+        syscall_nr: tracked.then_some(nr),
+        resource: if tracked { resource } else { 0 },
+        futex_op: if tracked { futex_op } else { None },
+    }
+}
+
+fn completed_sample(key: &OffCpuKey, value: &OffCpuValue, stacks: &mut StackCache) -> OffCpuSample {
+    let waker_comm = comm(&value.waker_comm);
+    let waker = (!waker_comm.is_empty()).then(|| Waker {
+        pid: key.waker_tgid,
+        tid: key.waker_tid,
+        comm: waker_comm,
+        kernel_stack: stacks.get(key.waker_kernel_stack_id),
+        user_stack: stacks.get(key.waker_user_stack_id),
+    });
+    let futex_op = (key.kind == syscalls::kind::FUTEX).then_some(key.futex_op);
+    OffCpuSample {
+        pid: key.tgid,
+        tid: key.tid,
+        comm: comm(&value.comm),
+        kernel_stack: stacks.get(key.kernel_stack_id),
+        user_stack: stacks.get(key.user_stack_id),
+        wait: wait(key.kind, key.nr, key.resource, futex_op),
+        state: Some(State::from_class(key.state)),
+        waker,
+        total_ns: value.total_ns,
+        count: value.count,
+        max_ns: value.max_ns,
+        still_blocked: false,
+    }
+}
+
+fn in_progress_sample(
+    tid: u32,
+    w: &InFlight,
+    now_ns: u64,
+    stacks: &mut StackCache,
+) -> OffCpuSample {
+    let elapsed = now_ns.saturating_sub(w.start_ns);
+    let waker_comm = comm(&w.waker.comm);
+    let waker = (!waker_comm.is_empty()).then(|| Waker {
+        pid: w.waker.tgid,
+        tid: w.waker.tid,
+        comm: waker_comm,
+        kernel_stack: stacks.get(w.waker.kernel_stack_id),
+        user_stack: stacks.get(w.waker.user_stack_id),
+    });
+    let futex_op = (w.syscall.kind == syscalls::kind::FUTEX)
+        .then_some((w.syscall.detail & syscalls::FUTEX_CMD_MASK) as u32);
+    OffCpuSample {
+        pid: w.tgid,
+        tid,
+        comm: comm(&w.comm),
+        kernel_stack: stacks.get(w.kernel_stack_id),
+        user_stack: stacks.get(w.user_stack_id),
+        wait: wait(w.syscall.kind, w.syscall.nr, w.syscall.resource, futex_op),
+        state: Some(State::from_class(w.state)),
+        waker,
+        total_ns: elapsed,
+        count: 1,
+        max_ns: elapsed,
+        still_blocked: true,
+    }
+}
+
+fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
+    let get = |index: u32| -> u64 {
+        map.get(&index, 0)
+            .map(|values| values.iter().sum())
+            .unwrap_or(0)
+    };
+    Counters {
+        waits_started: get(counter::WAITS_STARTED),
+        waits_charged: get(counter::WAITS_CHARGED),
+        waits_filtered_duration: get(counter::WAITS_FILTERED_DURATION),
+        drop_threads_full: get(counter::DROP_THREADS_FULL),
+        drop_totals_full: get(counter::DROP_TOTALS_FULL),
+        drop_stacks_full: get(counter::DROP_STACKS_FULL),
+        kernel_stack_errors: get(counter::KERNEL_STACK_ERROR),
+        user_stack_errors: get(counter::USER_STACK_ERROR),
+        stack_memo_hits: get(counter::STACK_MEMO_HITS),
+        wakers_recorded: get(counter::WAKERS_RECORDED),
+        drop_new_process_notice: get(counter::DROP_NEW_PROCESS_NOTICE),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tracer_common::MAX_STACK_DEPTH;
+
+    use super::*;
+
+    /// Check that a stored stack keeps only its `len` frames, innermost first.
+    #[test]
+    fn frames_respects_len() {
+        let mut ips = [0u64; MAX_STACK_DEPTH];
+        ips[..3].copy_from_slice(&[3, 2, 1]);
+        ips[3] = 99; // beyond len: stale scratch contents
+        let trace = StackTrace {
+            len: 3,
+            _pad: 0,
+            ips,
+        };
+        assert_eq!(frames(&trace), RawStack::Frames(vec![3, 2, 1]));
+        let empty = StackTrace {
+            len: 0,
+            _pad: 0,
+            ips,
+        };
+        assert_eq!(frames(&empty), RawStack::Missed);
+    }
+
+    /// Check that comm stops at the first NUL.
+    #[test]
+    fn comm_stops_at_nul() {
+        assert_eq!(comm(b"sw-sleep\0\0\0garbage"), "sw-sleep");
+        assert_eq!(comm(b"0123456789abcdef"), "0123456789abcdef");
+    }
+
+    /// Check that a wait outside tracked syscalls carries no syscall, resource or op.
+    #[test]
+    fn untracked_wait_is_empty() {
+        let w = wait(syscalls::kind::NONE, 0, 42, Some(0));
+        assert_eq!(w, Wait::default());
+        let w = wait(syscalls::kind::FUTEX, 202, 0x1000, Some(0));
+        assert_eq!(w.syscall_nr, Some(202));
+        assert_eq!(w.resource, 0x1000);
+        assert_eq!(w.futex_op, Some(0));
+    }
+}

@@ -1,0 +1,286 @@
+//! Loading, configuring and attaching the BPF programs, and the live session around them.
+
+use std::{
+    os::unix::fs::MetadataExt as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{HashMap, MapData, PerCpuArray, RingBuf},
+    programs::BtfTracePoint,
+};
+use tracer_common::{Config, OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, flags};
+
+use super::{CaptureConfig, CaptureError, ThreadKinds, btf::KernelOffsets, drain};
+use crate::model::Capture;
+
+/// The BPF object built by `build.rs` (empty when bpf-linker was missing).
+static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stallwatch-bpf"));
+
+/// Every program in the object; each is a `tp_btf` program named after its tracepoint.
+const PROGRAMS: [&str; 7] = [
+    "sched_process_fork",
+    "sched_switch",
+    "sched_waking",
+    "sys_enter",
+    "sys_exit",
+    "sched_process_exit",
+    "sched_process_exec",
+];
+
+/// Capability bits in `/proc/self/status` `CapEff` (include/uapi/linux/capability.h).
+const CAP_SYS_ADMIN: u32 = 21;
+const CAP_PERFMON: u32 = 38;
+const CAP_BPF: u32 = 39;
+
+/// A running capture: programs attached, maps open.
+pub struct Session {
+    ebpf: Option<Ebpf>,
+    filter_tgids: HashMap<MapData, u32, u8>,
+    new_processes: RingBuf<MapData>,
+    maps: drain::Maps,
+    started: Instant,
+}
+
+impl Session {
+    /// Checks privileges, BTF and filters, loads the programs with `config` and attaches them.
+    pub fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
+        if !has_bpf_privileges() {
+            return Err(CaptureError::NoPrivileges);
+        }
+        if BPF_OBJECT.is_empty() {
+            return Err(CaptureError::BpfNotBuilt);
+        }
+        for &pid in &config.pids {
+            if !Path::new(&format!("/proc/{pid}")).exists() {
+                return Err(CaptureError::PidNotFound(pid));
+            }
+        }
+        for &tid in &config.tids {
+            if !Path::new(&format!("/proc/{tid}")).exists() {
+                return Err(CaptureError::TidNotFound(tid));
+            }
+        }
+        let max = capacity::FILTER;
+        if config.pids.len() > max as usize || config.tids.len() > max as usize {
+            return Err(CaptureError::TooManyFilters { max });
+        }
+        let cgroup_id = match &config.cgroup {
+            Some(path) => Some(cgroup_id(path)?),
+            None => None,
+        };
+        let offsets =
+            KernelOffsets::from_running_kernel().map_err(CaptureError::KernelUnsupported)?;
+        let kernel_config = kernel_config(config, &offsets, cgroup_id);
+
+        let mut ebpf = EbpfLoader::new()
+            .override_global("CONFIG", &kernel_config, true)
+            .map_max_entries("STACKS", config.stack_storage_size.max(1))
+            .load(BPF_OBJECT)
+            .map_err(CaptureError::Load)?;
+
+        let mut filter_tgids: HashMap<MapData, u32, u8> = take(&mut ebpf, "FILTER_TGIDS")?;
+        for &pid in &config.pids {
+            insert_filter(&mut filter_tgids, pid, "FILTER_TGIDS")?;
+        }
+        let mut filter_tids: HashMap<MapData, u32, u8> = take(&mut ebpf, "FILTER_TIDS")?;
+        for &tid in &config.tids {
+            insert_filter(&mut filter_tids, tid, "FILTER_TIDS")?;
+        }
+
+        let btf = aya::Btf::from_sys_fs().map_err(|e| {
+            CaptureError::KernelUnsupported(super::btf::BtfError::Missing(format!(
+                "loadable BTF ({e})"
+            )))
+        })?;
+        for name in PROGRAMS {
+            let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
+                let program: &mut BtfTracePoint = ebpf
+                    .program_mut(name)
+                    .ok_or(aya::programs::ProgramError::UnexpectedProgramType)?
+                    .try_into()?;
+                program.load(name, &btf)?;
+                program.attach()?;
+                Ok(())
+            };
+            attach(&mut ebpf).map_err(|source| CaptureError::Attach {
+                program: name,
+                source,
+            })?;
+        }
+
+        let new_processes =
+            RingBuf::try_from(ebpf.take_map("NEW_PROCESSES").ok_or(CaptureError::Map {
+                name: "NEW_PROCESSES",
+                source: aya::maps::MapError::InvalidName {
+                    name: "NEW_PROCESSES".into(),
+                },
+            })?)
+            .map_err(|source| CaptureError::Map {
+                name: "NEW_PROCESSES",
+                source,
+            })?;
+        let maps = drain::Maps {
+            totals: take::<HashMap<MapData, OffCpuKey, OffCpuValue>>(&mut ebpf, "OFFCPU_TOTALS")?,
+            stacks: take::<HashMap<MapData, u64, StackTrace>>(&mut ebpf, "STACKS")?,
+            threads: take::<HashMap<MapData, u32, ThreadState>>(&mut ebpf, "THREADS")?,
+            counters: take::<PerCpuArray<MapData, u64>>(&mut ebpf, "COUNTERS")?,
+        };
+        Ok(Self {
+            ebpf: Some(ebpf),
+            filter_tgids,
+            new_processes,
+            maps,
+            started: Instant::now(),
+        })
+    }
+
+    /// Adds a process to the `-p` filter while tracing (for `-- COMMAND`).
+    pub fn add_process(&mut self, pid: u32) -> Result<(), CaptureError> {
+        insert_filter(&mut self.filter_tgids, pid, "FILTER_TGIDS")
+    }
+
+    /// Processes that appeared or exec'd since the last call: cache their maps now.
+    pub fn new_processes(&mut self) -> Vec<u32> {
+        let mut pids = Vec::new();
+        while let Some(item) = self.new_processes.next() {
+            if let Ok(bytes) = <[u8; 4]>::try_from(&item[..4.min(item.len())]) {
+                pids.push(u32::from_ne_bytes(bytes));
+            }
+        }
+        pids
+    }
+
+    /// How long the session has been tracing.
+    pub fn elapsed(&self) -> Duration {
+        self.started.elapsed()
+    }
+
+    /// Detaches every program, then drains the maps: completed waits from the aggregate, and
+    /// waits still in progress charged up to now.
+    pub fn finish(mut self) -> Result<Capture, CaptureError> {
+        // Dropping the object closes the programs and their links: nothing is charged after
+        // this point, so the drain reads a consistent snapshot.
+        self.ebpf.take();
+        let duration = self.started.elapsed();
+        let now_ns = monotonic_ns();
+        drain::read(&self.maps, now_ns, duration)
+    }
+}
+
+fn take<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, CaptureError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or(CaptureError::Map {
+        name,
+        source: aya::maps::MapError::InvalidName { name: name.into() },
+    })?;
+    T::try_from(map).map_err(|source| CaptureError::Map { name, source })
+}
+
+fn insert_filter(
+    map: &mut HashMap<MapData, u32, u8>,
+    id: u32,
+    name: &'static str,
+) -> Result<(), CaptureError> {
+    map.insert(id, 1, 0)
+        .map_err(|source| CaptureError::Map { name, source })
+}
+
+/// The `CONFIG` global for `config`.
+fn kernel_config(
+    config: &CaptureConfig,
+    offsets: &KernelOffsets,
+    cgroup_id: Option<u64>,
+) -> Config {
+    let mut f = 0;
+    if !config.pids.is_empty() || config.filter_processes {
+        f |= flags::FILTER_TGIDS;
+    }
+    if !config.tids.is_empty() {
+        f |= flags::FILTER_TIDS;
+    }
+    match config.thread_kinds {
+        ThreadKinds::All => {}
+        ThreadKinds::UserOnly => f |= flags::USER_THREADS_ONLY,
+        ThreadKinds::KernelOnly => f |= flags::KERNEL_THREADS_ONLY,
+    }
+    if config.kernel_stacks {
+        f |= flags::KERNEL_STACKS;
+    }
+    if config.user_stacks {
+        f |= flags::USER_STACKS;
+    }
+    if config.wakers {
+        f |= flags::WAKERS;
+    }
+    if config.stack_memo {
+        f |= flags::STACK_MEMO;
+    }
+    if config.filter_processes {
+        f |= flags::FOLLOW_FORKS;
+    }
+    if cgroup_id.is_some() {
+        f |= flags::FILTER_CGROUP;
+    }
+    Config {
+        min_block_ns: config.min_block_us.saturating_mul(1000),
+        max_block_ns: config
+            .max_block_us
+            .map_or(u64::MAX, |us| us.saturating_mul(1000)),
+        cgroup_id: cgroup_id.unwrap_or(0),
+        state_mask: config.state_mask,
+        flags: f,
+        task_pid_off: offsets.task_pid,
+        task_flags_off: offsets.task_flags,
+        task_tgid_off: offsets.task_tgid,
+        _pad: 0,
+        regs: offsets.regs,
+    }
+}
+
+/// The cgroup v2 id of a cgroup directory: its inode number (what `bpf_get_current_cgroup_id`
+/// returns).
+fn cgroup_id(path: &Path) -> Result<u64, CaptureError> {
+    let err = |source| CaptureError::Cgroup {
+        path: path.to_owned(),
+        source,
+    };
+    let meta = std::fs::metadata(path).map_err(err)?;
+    if !meta.is_dir() {
+        return Err(err(std::io::Error::other("not a directory")));
+    }
+    Ok(meta.ino())
+}
+
+/// Root, or CAP_BPF with CAP_PERFMON, or CAP_SYS_ADMIN.
+fn has_bpf_privileges() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return false;
+    };
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
+    has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
+}
+
+/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,555 @@
+//! Folded stacks: one `frame;frame;... VALUE` line per distinct stack.
+//!
+//! The layout follows bcc's `offcputime -f -d` (and `offwaketime -f` with wakers), so the
+//! output feeds `flamegraph.pl`, `inferno-flamegraph` and speedscope unchanged, and people
+//! who know bcc read it without a manual. `docs/formats.md` documents every element; keep the
+//! two in sync.
+//!
+//! Values are microseconds of off-CPU time. Identical lines are merged before rounding, so
+//! many tiny waits on one stack add up instead of each rounding to zero.
+
+use std::{
+    collections::BTreeMap,
+    io::{self, Write},
+};
+
+use tracer_common::syscalls::{self, kind};
+
+use super::ResolvedSample;
+use crate::{
+    model::{RawStack, ThreadState},
+    symbolize::{Frame, sanitize_in_place},
+};
+
+/// What goes into each folded line.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FoldedOptions {
+    /// Start each stack with a `PROCNAME (PID)` frame, so threads group under their process.
+    pub process_root: bool,
+    /// End each blocked stack with what it waited on: `[KIND]`, `[FUTEX_OP]`, `[LABEL]`.
+    pub wait_leaf: bool,
+    /// Append ` [file:line]` to frames with debug info.
+    pub source_lines: bool,
+    /// Include user-space frames.
+    pub user_stacks: bool,
+    /// Include kernel frames.
+    pub kernel_stacks: bool,
+    /// Separate user and kernel frames with a `-` frame (only when both are included).
+    pub delimiter: bool,
+}
+
+impl Default for FoldedOptions {
+    fn default() -> Self {
+        Self {
+            process_root: false,
+            wait_leaf: false,
+            source_lines: false,
+            user_stacks: true,
+            kernel_stacks: true,
+            delimiter: true,
+        }
+    }
+}
+
+/// Folds samples into lines `STACK VALUE`: identical stacks merged (time summed), sorted by
+/// stack, value in microseconds rounded to nearest (at least 1 for non-zero time, so no wait
+/// vanishes). Samples with zero time produce no line.
+pub fn folded_lines(samples: &[ResolvedSample], opts: &FoldedOptions) -> Vec<String> {
+    let mut totals_ns: BTreeMap<String, u64> = BTreeMap::new();
+    for s in samples {
+        if s.sample.total_ns == 0 {
+            continue;
+        }
+        *totals_ns.entry(stack_of(s, opts)).or_default() += s.sample.total_ns;
+    }
+    totals_ns
+        .into_iter()
+        .map(|(stack, ns)| format!("{stack} {}", ns_to_us(ns)))
+        .collect()
+}
+
+/// Writes lines, each followed by a newline.
+pub fn write_folded(lines: &[String], w: &mut impl Write) -> io::Result<()> {
+    for line in lines {
+        w.write_all(line.as_bytes())?;
+        w.write_all(b"\n")?;
+    }
+    w.flush()
+}
+
+/// Nanoseconds to microseconds, rounded to nearest, never rounding non-zero time to 0.
+fn ns_to_us(ns: u64) -> u64 {
+    match ns {
+        0 => 0,
+        _ => (ns.saturating_add(500) / 1000).max(1),
+    }
+}
+
+/// The `;`-joined stack (without value) of one sample.
+fn stack_of(s: &ResolvedSample, opts: &FoldedOptions) -> String {
+    let sample = &s.sample;
+    let both = opts.user_stacks && opts.kernel_stacks && opts.delimiter;
+    let mut frames: Vec<String> = Vec::new();
+
+    if opts.process_root {
+        frames.push(clean(format!("{} ({})", s.process_name, sample.pid)));
+    }
+    frames.push(clean(sample.comm.clone()));
+    if opts.user_stacks {
+        push_stack(&mut frames, &sample.user_stack, &s.user, "user", true, opts);
+    }
+    if both {
+        frames.push("-".into());
+    }
+    if opts.kernel_stacks {
+        push_stack(
+            &mut frames,
+            &sample.kernel_stack,
+            &s.kernel,
+            "kernel",
+            true,
+            opts,
+        );
+    }
+
+    // Leaves: runnable time is CPU wait, never mixed with blocked time, so it is always
+    // marked, and gets no wait kind (the thread was not waiting on that resource).
+    if sample.state == Some(ThreadState::Runnable) {
+        frames.push("[runnable]".into());
+    } else if opts.wait_leaf {
+        let wait = &sample.wait;
+        frames.push(format!("[{}]", wait.kind_name()));
+        if wait.kind == kind::FUTEX
+            && let Some(op) = wait.futex_op
+        {
+            let cmd = (u64::from(op) & syscalls::FUTEX_CMD_MASK) as u32;
+            frames.push(format!("[{}]", syscalls::futex_op_name(cmd)));
+        }
+        if let Some(label) = wait.resource_label() {
+            frames.push(clean(format!("[{label}]")));
+        }
+    }
+    if sample.still_blocked {
+        frames.push("[still blocked]".into());
+    }
+
+    // bcc offwaketime: the waker's stacks follow innermost first, then its comm, so the
+    // flame graph shows the wakeup path growing out of the blocked stack.
+    if let Some(waker) = &sample.waker {
+        frames.push("--".into());
+        if opts.kernel_stacks {
+            push_stack(
+                &mut frames,
+                &waker.kernel_stack,
+                &s.waker_kernel,
+                "kernel",
+                false,
+                opts,
+            );
+        }
+        if both {
+            frames.push("-".into());
+        }
+        if opts.user_stacks {
+            push_stack(
+                &mut frames,
+                &waker.user_stack,
+                &s.waker_user,
+                "user",
+                false,
+                opts,
+            );
+        }
+        frames.push(clean(waker.comm.clone()));
+    }
+    frames.join(";")
+}
+
+/// Appends one stack: its frames (outermost first if `outermost_first`, else innermost
+/// first), `[missed KIND stack]` if it was lost, nothing if there is none.
+fn push_stack(
+    out: &mut Vec<String>,
+    raw: &RawStack,
+    frames: &[Frame],
+    what: &str,
+    outermost_first: bool,
+    opts: &FoldedOptions,
+) {
+    match raw {
+        RawStack::None => {}
+        RawStack::Missed => out.push(format!("[missed {what} stack]")),
+        RawStack::Frames(_) => {
+            let names = frames.iter().map(|f| f.folded_name(opts.source_lines));
+            if outermost_first {
+                out.extend(names.rev());
+            } else {
+                out.extend(names);
+            }
+        }
+    }
+}
+
+/// A free-text frame (comm, process name, label) made safe for the format; an empty one
+/// would make an empty frame, so it becomes `[unnamed]`.
+fn clean(mut s: String) -> String {
+    sanitize_in_place(&mut s);
+    if s.trim().is_empty() {
+        "[unnamed]".into()
+    } else {
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{fs, path::Path};
+
+    use super::*;
+    use crate::model::{OffCpuSample, Wait, Waker};
+
+    /// A named frame.
+    fn f(name: &str) -> Frame {
+        Frame {
+            addr: 0x1000,
+            name: Some(name.into()),
+            ..Frame::default()
+        }
+    }
+
+    /// A resolved sample of pid 100 / tid 101 "worker" with the given frames (innermost
+    /// first) and time.
+    fn sample(user: &[&str], kernel: &[&str], total_ns: u64) -> ResolvedSample {
+        ResolvedSample {
+            sample: OffCpuSample {
+                pid: 100,
+                tid: 101,
+                comm: "worker".into(),
+                user_stack: RawStack::Frames(vec![0; user.len()]),
+                kernel_stack: RawStack::Frames(vec![0; kernel.len()]),
+                state: Some(ThreadState::Sleeping),
+                total_ns,
+                count: 1,
+                max_ns: total_ns,
+                ..OffCpuSample::default()
+            },
+            process_name: "server".into(),
+            user: user.iter().map(|n| f(n)).collect(),
+            kernel: kernel.iter().map(|n| f(n)).collect(),
+            ..ResolvedSample::default()
+        }
+    }
+
+    fn futex_sample() -> ResolvedSample {
+        let mut s = sample(
+            &["pthread_cond_wait", "main"],
+            &["schedule", "futex_wait", "do_syscall_64"],
+            2_000_000,
+        );
+        s.sample.wait = Wait {
+            kind: kind::FUTEX,
+            syscall_nr: Some(syscalls::SYS_FUTEX),
+            resource: 0x7f00_1000,
+            futex_op: Some(128 | 9), // FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG
+        };
+        s
+    }
+
+    /// Check that the default layout is bcc `offcputime -f -d`: comm, user outermost
+    /// first, `-`, kernel outermost first, value in microseconds.
+    #[test]
+    fn default_layout_matches_bcc_offcputime() {
+        let lines = folded_lines(&[futex_sample()], &FoldedOptions::default());
+        assert_eq!(
+            lines,
+            ["worker;main;pthread_cond_wait;-;do_syscall_64;futex_wait;schedule 2000"]
+        );
+    }
+
+    /// Check that process_root prefixes `PROCNAME (PID)`.
+    #[test]
+    fn process_root_prefixes_process_frame() {
+        let opts = FoldedOptions {
+            process_root: true,
+            ..FoldedOptions::default()
+        };
+        let lines = folded_lines(&[sample(&["main"], &["schedule"], 1000)], &opts);
+        assert_eq!(lines, ["server (100);worker;main;-;schedule 1"]);
+    }
+
+    /// Check that wait_leaf appends kind, futex command and resource label.
+    #[test]
+    fn wait_leaf_appends_kind_futex_op_and_label() {
+        let opts = FoldedOptions {
+            wait_leaf: true,
+            ..FoldedOptions::default()
+        };
+        let lines = folded_lines(&[futex_sample()], &opts);
+        assert_eq!(
+            lines,
+            [
+                "worker;main;pthread_cond_wait;-;do_syscall_64;futex_wait;schedule;\
+              [futex];[FUTEX_WAIT_BITSET];[uaddr=0x7f001000] 2000"
+            ]
+        );
+        let mut other = sample(&["main"], &["schedule"], 1000);
+        other.sample.wait = Wait::default();
+        assert_eq!(
+            folded_lines(&[other], &opts),
+            ["worker;main;-;schedule;[other] 1"]
+        );
+    }
+
+    /// Check that runnable time always ends in `[runnable]` (and no wait kind), and
+    /// still-blocked waits always end in `[still blocked]`, so neither merges with blocked time.
+    #[test]
+    fn runnable_and_still_blocked_get_leaves_without_wait_leaf() {
+        let blocked = sample(&["main"], &["schedule"], 1000);
+        let mut runnable = blocked.clone();
+        runnable.sample.state = Some(ThreadState::Runnable);
+        runnable.sample.wait.kind = kind::FUTEX;
+        let mut still = blocked.clone();
+        still.sample.still_blocked = true;
+        let lines = folded_lines(&[blocked, runnable, still], &FoldedOptions::default());
+        assert_eq!(
+            lines,
+            [
+                "worker;main;-;schedule 1",
+                "worker;main;-;schedule;[runnable] 1",
+                "worker;main;-;schedule;[still blocked] 1",
+            ]
+        );
+        let opts = FoldedOptions {
+            wait_leaf: true,
+            ..FoldedOptions::default()
+        };
+        let mut still = sample(&["main"], &["schedule"], 1000);
+        still.sample.still_blocked = true;
+        still.sample.wait.kind = kind::SLEEP;
+        assert_eq!(
+            folded_lines(&[still], &opts),
+            ["worker;main;-;schedule;[sleep];[still blocked] 1"]
+        );
+    }
+
+    /// Check that identical stacks merge (ns summed before rounding) and lines sort.
+    #[test]
+    fn identical_stacks_merge_and_sort() {
+        let a = sample(&["main"], &["schedule"], 400);
+        let b = sample(&["aaa"], &["schedule"], 3_000);
+        let lines = folded_lines(&[a.clone(), b, a.clone(), a], &FoldedOptions::default());
+        // 3 x 400 ns = 1.2 us -> 1, not 3 x 0.
+        assert_eq!(
+            lines,
+            ["worker;aaa;-;schedule 3", "worker;main;-;schedule 1"]
+        );
+    }
+
+    /// Check microsecond rounding: to nearest, half up, never 0 for non-zero time, and
+    /// zero-time samples dropped.
+    #[test]
+    fn values_round_to_nearest_microsecond() {
+        assert_eq!(ns_to_us(0), 0);
+        assert_eq!(ns_to_us(1), 1);
+        assert_eq!(ns_to_us(1_499), 1);
+        assert_eq!(ns_to_us(1_500), 2);
+        assert_eq!(ns_to_us(2_499), 2);
+        assert_eq!(ns_to_us(u64::MAX), u64::MAX / 1000);
+        let zero = sample(&["main"], &["schedule"], 0);
+        assert!(folded_lines(&[zero], &FoldedOptions::default()).is_empty());
+    }
+
+    /// Check that lost stacks print `[missed user stack]` / `[missed kernel stack]`.
+    #[test]
+    fn missed_stacks_are_marked() {
+        let mut s = sample(&[], &[], 1000);
+        s.sample.user_stack = RawStack::Missed;
+        s.sample.kernel_stack = RawStack::Missed;
+        assert_eq!(
+            folded_lines(&[s], &FoldedOptions::default()),
+            ["worker;[missed user stack];-;[missed kernel stack] 1"]
+        );
+    }
+
+    /// Check that a kernel thread (no user stack) keeps the `-` delimiter, and that user-only
+    /// or kernel-only output and a disabled delimiter drop it.
+    #[test]
+    fn kernel_thread_and_single_stack_kinds() {
+        let mut s = sample(&[], &["schedule", "kthread"], 5_000);
+        s.sample.user_stack = RawStack::None;
+        s.sample.comm = "kworker/0:1".into();
+        assert_eq!(
+            folded_lines(std::slice::from_ref(&s), &FoldedOptions::default()),
+            ["kworker/0:1;-;kthread;schedule 5"]
+        );
+        let kernel_only = FoldedOptions {
+            user_stacks: false,
+            ..FoldedOptions::default()
+        };
+        assert_eq!(
+            folded_lines(std::slice::from_ref(&s), &kernel_only),
+            ["kworker/0:1;kthread;schedule 5"]
+        );
+        let user_only = FoldedOptions {
+            kernel_stacks: false,
+            ..FoldedOptions::default()
+        };
+        let u = sample(&["read", "main"], &["schedule"], 1000);
+        assert_eq!(
+            folded_lines(std::slice::from_ref(&u), &user_only),
+            ["worker;main;read 1"]
+        );
+        let no_delim = FoldedOptions {
+            delimiter: false,
+            ..FoldedOptions::default()
+        };
+        assert_eq!(
+            folded_lines(&[u], &no_delim),
+            ["worker;main;read;schedule 1"]
+        );
+    }
+
+    /// Check the bcc offwaketime layout: target, `--`, waker kernel innermost first, `-`,
+    /// waker user innermost first, waker comm.
+    #[test]
+    fn waker_layout_matches_bcc_offwaketime() {
+        let mut s = sample(
+            &["pthread_cond_wait", "main"],
+            &["schedule", "futex_wait"],
+            7_000,
+        );
+        s.sample.waker = Some(Waker {
+            pid: 200,
+            tid: 201,
+            comm: "producer".into(),
+            kernel_stack: RawStack::Frames(vec![0, 0]),
+            user_stack: RawStack::Frames(vec![0, 0]),
+        });
+        s.waker_kernel = vec![f("try_to_wake_up"), f("futex_wake")];
+        s.waker_user = vec![f("pthread_cond_signal"), f("produce")];
+        assert_eq!(
+            folded_lines(std::slice::from_ref(&s), &FoldedOptions::default()),
+            ["worker;main;pthread_cond_wait;-;futex_wait;schedule;--;\
+              try_to_wake_up;futex_wake;-;pthread_cond_signal;produce;producer 7"]
+        );
+        // A waker whose user stack was lost, with the wait leaf in front of `--`.
+        s.sample.waker.as_mut().unwrap().user_stack = RawStack::Missed;
+        s.sample.wait.kind = kind::FUTEX;
+        s.sample.wait.resource = 0x10;
+        let opts = FoldedOptions {
+            wait_leaf: true,
+            ..FoldedOptions::default()
+        };
+        assert_eq!(
+            folded_lines(&[s], &opts),
+            [
+                "worker;main;pthread_cond_wait;-;futex_wait;schedule;[futex];[uaddr=0x10];--;\
+              try_to_wake_up;futex_wake;-;[missed user stack];producer 7"
+            ]
+        );
+    }
+
+    /// Check that `;` and newlines in comms and names never split frames.
+    #[test]
+    fn semicolons_in_names_are_sanitized() {
+        let mut s = sample(&["operator;()", "main"], &["schedule"], 1000);
+        s.sample.comm = "we;ird\n".into();
+        s.process_name = "a;b".into();
+        let opts = FoldedOptions {
+            process_root: true,
+            ..FoldedOptions::default()
+        };
+        assert_eq!(
+            folded_lines(&[s], &opts),
+            ["a:b (100);we:ird ;main;operator:();-;schedule 1"]
+        );
+    }
+
+    /// Check that source lines and inlined markers reach the folded frames.
+    #[test]
+    fn source_lines_and_inlined_frames() {
+        let mut s = sample(&[], &[], 1000);
+        s.sample.kernel_stack = RawStack::None;
+        s.user = vec![
+            Frame {
+                name: Some("lock_slow".into()),
+                file: Some("/src/mutex.rs".into()),
+                line: Some(7),
+                inlined: true,
+                ..Frame::default()
+            },
+            Frame {
+                name: Some("main".into()),
+                file: Some("/src/main.rs".into()),
+                line: Some(3),
+                ..Frame::default()
+            },
+            Frame {
+                module: Some("/lib/libc.so.6".into()),
+                offset: 0x29d90,
+                ..Frame::default()
+            },
+        ];
+        s.sample.user_stack = RawStack::Frames(vec![0; 3]);
+        let opts = FoldedOptions {
+            source_lines: true,
+            ..FoldedOptions::default()
+        };
+        assert_eq!(
+            folded_lines(&[s], &opts),
+            ["worker;libc.so.6+0x29d90;main [main.rs:3];lock_slow (inlined) [mutex.rs:7];- 1"]
+        );
+    }
+
+    /// Check that write_folded writes one line per entry.
+    #[test]
+    fn write_folded_terminates_lines() {
+        let mut out = Vec::new();
+        write_folded(&["a;b 1".into(), "c 2".into()], &mut out).unwrap();
+        assert_eq!(out, b"a;b 1\nc 2\n");
+    }
+
+    /// Check the folded output of a mixed capture against the golden file
+    /// (`UPDATE_GOLDEN=1` rewrites it).
+    #[test]
+    fn folded_output_matches_golden_file() {
+        let mut runnable = sample(&["sched_yield", "main"], &["schedule"], 250_000);
+        runnable.sample.state = Some(ThreadState::Runnable);
+        let mut kthread = sample(&[], &["schedule", "worker_thread", "kthread"], 9_999_500);
+        kthread.sample.user_stack = RawStack::None;
+        kthread.sample.pid = 7;
+        kthread.sample.comm = "kworker/u8:2".into();
+        kthread.process_name = "kworker/u8:2".into();
+        let mut epoll = sample(
+            &["epoll_wait", "event_loop", "main"],
+            &["schedule"],
+            1_234_567,
+        );
+        epoll.sample.wait = Wait {
+            kind: kind::EPOLL,
+            syscall_nr: Some(232),
+            resource: 5,
+            futex_op: None,
+        };
+        let samples = [futex_sample(), runnable, kthread, epoll];
+        let opts = FoldedOptions {
+            process_root: true,
+            wait_leaf: true,
+            ..FoldedOptions::default()
+        };
+        let mut out = Vec::new();
+        write_folded(&folded_lines(&samples, &opts), &mut out).unwrap();
+        let got = String::from_utf8(out).unwrap();
+
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/offcpu.folded");
+        if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            fs::write(&path, &got).unwrap();
+        }
+        let want = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+        assert_eq!(
+            got, want,
+            "folded output changed; UPDATE_GOLDEN=1 rewrites the golden file"
+        );
+    }
+}

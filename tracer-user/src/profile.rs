@@ -1,0 +1,264 @@
+//! `stallwatch profile`: validate outputs, start the capture (and COMMAND), trace until the
+//! duration ends, a signal arrives or COMMAND exits, then symbolize and write every output.
+//!
+//! Errors are a typed enum whose [`ProfileError::exit_code`] is the documented exit status.
+
+use std::{
+    fs, io,
+    io::Write as _,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use tokio::signal::unix::{SignalKind, signal};
+
+use crate::{
+    capture::{CaptureError, Session},
+    cli::{ProfileArgs, ProfileOutputs, UnknownFormat},
+    command::{CommandError, GatedChild},
+    export::{self, Format, folded, svg},
+    model::Capture,
+    report::summary::Summary,
+    symbolize::Symbolizer,
+};
+
+/// How often new processes are picked up for symbolization and COMMAND is checked.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// Why a profile run failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProfileError {
+    /// An output's format cannot be told.
+    #[error(transparent)]
+    Format(#[from] UnknownFormat),
+    /// The capture could not start or be drained.
+    #[error(transparent)]
+    Capture(#[from] CaptureError),
+    /// An output file cannot be written (checked before tracing starts).
+    #[error("cannot write {path}: {source}")]
+    OutputNotWritable {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Writing an output failed after tracing.
+    #[error("writing {path} failed: {source}")]
+    Write {
+        /// The file (or "stdout").
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// Rendering the SVG failed.
+    #[error("rendering the flamegraph failed: {0}")]
+    Svg(#[from] svg::SvgError),
+    /// COMMAND could not be started.
+    #[error(transparent)]
+    Command(#[from] CommandError),
+    /// The async runtime or signal handlers could not be set up.
+    #[error("setting up signal handling failed: {0}")]
+    Runtime(#[source] io::Error),
+}
+
+impl ProfileError {
+    /// The process exit status for this error (documented in `--help` and README).
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Self::Format(_) => 2,
+            Self::Capture(e) if e.is_permission() => 3,
+            Self::Capture(CaptureError::KernelUnsupported(_)) => 4,
+            Self::Capture(CaptureError::PidNotFound(_) | CaptureError::TidNotFound(_)) => 5,
+            Self::OutputNotWritable { .. } => 6,
+            Self::Command(_) => 7,
+            _ => 1,
+        }
+    }
+}
+
+/// Runs `stallwatch profile`.
+pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
+    let outputs = args.outputs()?;
+    check_writable(&outputs)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(ProfileError::Runtime)?;
+    let (capture, symbolizer) = runtime.block_on(trace(args))?;
+    write_outputs(args, &outputs, &capture, symbolizer)
+}
+
+/// Fails early, before anything is traced, if an output cannot be created.
+fn check_writable(outputs: &ProfileOutputs) -> Result<(), ProfileError> {
+    let paths = outputs.files.iter().map(|(p, _)| p).chain(outputs.summary_json.iter());
+    for path in paths {
+        let existed = path.exists();
+        fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| ProfileError::OutputNotWritable {
+                path: path.clone(),
+                source,
+            })?;
+        if !existed {
+            let _ = fs::remove_file(path);
+        }
+    }
+    Ok(())
+}
+
+/// Traces until the duration ends, SIGINT/SIGTERM, or COMMAND exits.
+async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError> {
+    let mut sigint = signal(SignalKind::interrupt()).map_err(ProfileError::Runtime)?;
+    let mut sigterm = signal(SignalKind::terminate()).map_err(ProfileError::Runtime)?;
+    let config = args.capture_config();
+    let mut symbolizer = Symbolizer::new();
+    for &pid in &config.pids {
+        symbolizer.remember_process(pid);
+    }
+    let mut session = Session::start(&config)?;
+
+    let mut child = None;
+    if !args.command.is_empty() {
+        let gated = GatedChild::spawn(&args.command)?;
+        session.add_process(gated.pid())?;
+        child = Some(gated.release()?);
+    }
+    eprintln!("{}", tracing_line(args));
+
+    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
+    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    loop {
+        let until_deadline = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = sigint.recv() => break,
+            _ = sigterm.recv() => break,
+            _ = until_deadline => break,
+            _ = tick.tick() => {
+                for pid in session.new_processes() {
+                    symbolizer.remember_process(pid);
+                }
+                if let Some(c) = child.as_mut()
+                    && matches!(c.try_wait(), Ok(Some(_)))
+                {
+                    break;
+                }
+            }
+        }
+    }
+    for pid in session.new_processes() {
+        symbolizer.remember_process(pid);
+    }
+    let mut capture = session.finish()?;
+    // Host-wide traces would otherwise show stallwatch's own idle threads.
+    let own_pid = std::process::id();
+    capture.samples.retain(|s| s.pid != own_pid);
+    let pids: std::collections::BTreeSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
+    for pid in pids {
+        if let Some(name) = symbolizer.process_name(pid) {
+            capture.process_names.insert(pid, name);
+        }
+    }
+    if let Some(mut c) = child {
+        // The command may still run if we were interrupted; it got the same SIGINT from the
+        // terminal, so wait briefly rather than leave a zombie.
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while matches!(c.try_wait(), Ok(None)) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+    Ok((capture, symbolizer))
+}
+
+/// bcc's "Tracing off-CPU time (us) of ... Hit Ctrl-C to end." line, which scripts wait for.
+fn tracing_line(args: &ProfileArgs) -> String {
+    let mut what = Vec::new();
+    if !args.pids.is_empty() {
+        what.push(format!("PID {}", join(&args.pids)));
+    }
+    if !args.tids.is_empty() {
+        what.push(format!("TID {}", join(&args.tids)));
+    }
+    if !args.command.is_empty() {
+        what.push(format!("command {:?}", args.command.join(" ")));
+    }
+    if let Some(cg) = &args.cgroup {
+        what.push(format!("cgroup {}", cg.display()));
+    }
+    let what = if what.is_empty() { "all threads".to_string() } else { what.join(", ") };
+    let stacks = match (args.user_stacks_only, args.kernel_stacks_only) {
+        (true, _) => "user",
+        (_, true) => "kernel",
+        _ => "user + kernel",
+    };
+    let end = match args.duration {
+        Some(d) => format!(" for {} secs", d.as_secs_f64()),
+        None => String::new(),
+    };
+    format!("Tracing off-CPU time (us) of {what} by {stacks} stack{end}... Hit Ctrl-C to end.")
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn write_outputs(
+    args: &ProfileArgs,
+    outputs: &ProfileOutputs,
+    capture: &Capture,
+    mut symbolizer: Symbolizer,
+) -> Result<(), ProfileError> {
+    let resolved = export::resolve(capture, &mut symbolizer);
+    let lines = folded::folded_lines(&resolved, &outputs.folded);
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| ProfileError::Write { path, source }
+    };
+    if outputs.files.is_empty() {
+        let mut stdout = io::stdout().lock();
+        folded::write_folded(&lines, &mut stdout)
+            .and_then(|_| stdout.flush())
+            .map_err(write_err(Path::new("stdout")))?;
+    }
+    for (path, format) in &outputs.files {
+        let file = fs::File::create(path).map_err(write_err(path))?;
+        let mut file = io::BufWriter::new(file);
+        match format {
+            Format::Folded => folded::write_folded(&lines, &mut file).map_err(write_err(path))?,
+            Format::Svg => {
+                let title = outputs.title.clone().unwrap_or_else(|| svg_title(args));
+                svg::write_svg(&lines, &title, &mut file)?;
+            }
+        }
+        file.flush().map_err(write_err(path))?;
+    }
+    let summary = Summary::from_capture(capture, |pid| symbolizer.process_name(pid));
+    eprint!("{}", summary.render_text(10));
+    for (path, _) in &outputs.files {
+        eprintln!("Wrote {}", path.display());
+    }
+    if let Some(path) = &outputs.summary_json {
+        let json = serde_json::to_vec_pretty(&summary).map_err(io::Error::from).map_err(write_err(path))?;
+        fs::write(path, json).map_err(write_err(path))?;
+    }
+    Ok(())
+}
+
+fn svg_title(args: &ProfileArgs) -> String {
+    let line = tracing_line(args);
+    let what = line
+        .strip_prefix("Tracing off-CPU time (us) of ")
+        .and_then(|s| s.split(" by ").next())
+        .unwrap_or("all threads");
+    format!("Off-CPU time of {what} (us)")
+}

@@ -1,0 +1,499 @@
+//! The end-of-run summary: totals per process, wait kind and thread, plus the loss counters.
+//!
+//! Blocked time (S, D and other states) and runnable time (waiting for a CPU) are different
+//! problems with different fixes, so they are never added together: every total here is
+//! blocked time, and runnable time is one separate number. Waits still in progress when the
+//! trace ended are blocked time too (charged up to the end) and are also shown on their own,
+//! since their real length is unknown. The same struct serializes to JSON for scripts.
+
+use std::{collections::HashMap, fmt::Write as _};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Capture, Counters, ThreadState};
+
+/// Totals of one capture.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Summary {
+    /// How long the trace ran.
+    pub duration_ms: u64,
+    /// Blocked off-CPU time (not runnable), including `still_blocked_us`.
+    pub blocked_us: u64,
+    /// Time spent runnable but off-CPU (preempted, waiting for a CPU).
+    pub runnable_us: u64,
+    /// Blocked time of waits still in progress at the end (part of `blocked_us`).
+    pub still_blocked_us: u64,
+    /// Number of blocked waits.
+    pub waits: u64,
+    /// Blocked time per process, largest first.
+    pub processes: Vec<ProcessTotal>,
+    /// Blocked time per wait kind, largest first.
+    pub wait_kinds: Vec<KindTotal>,
+    /// Blocked time per thread, largest first.
+    pub threads: Vec<ThreadTotal>,
+    /// Kernel-side counters as captured.
+    pub counters: Counters,
+    /// Non-zero loss counters.
+    pub losses: Vec<Loss>,
+}
+
+/// Blocked time of one process.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcessTotal {
+    /// Process id.
+    pub pid: u32,
+    /// Process name.
+    pub name: String,
+    /// Blocked off-CPU time.
+    pub offcpu_us: u64,
+    /// Number of blocked waits.
+    pub waits: u64,
+}
+
+/// Blocked time of one wait kind (`futex`, `epoll`, ... `other`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindTotal {
+    /// Wait kind name, as in the folded `[KIND]` leaf.
+    pub kind: String,
+    /// Blocked off-CPU time.
+    pub offcpu_us: u64,
+    /// Number of blocked waits.
+    pub waits: u64,
+}
+
+/// Blocked time of one thread.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ThreadTotal {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: String,
+    /// Blocked off-CPU time.
+    pub offcpu_us: u64,
+    /// Number of blocked waits.
+    pub waits: u64,
+}
+
+/// One kind of loss and how often it happened.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Loss {
+    /// What was lost, e.g. "stack map full".
+    pub reason: String,
+    /// How many times.
+    pub count: u64,
+}
+
+/// Accumulator: nanoseconds and waits.
+#[derive(Clone, Copy, Default)]
+struct Acc {
+    ns: u64,
+    waits: u64,
+}
+
+impl Acc {
+    fn add(&mut self, ns: u64, waits: u64) {
+        self.ns = self.ns.saturating_add(ns);
+        self.waits = self.waits.saturating_add(waits);
+    }
+}
+
+impl Summary {
+    /// Totals of `capture`. Process names come from the capture, else `process_name`, else
+    /// the comm of the process' main thread (or any of its threads).
+    pub fn from_capture(capture: &Capture, process_name: impl Fn(u32) -> Option<String>) -> Self {
+        let (mut blocked, mut runnable, mut still) = (Acc::default(), 0u64, 0u64);
+        let mut by_pid: HashMap<u32, Acc> = HashMap::new();
+        let mut by_kind: HashMap<&'static str, Acc> = HashMap::new();
+        let mut by_tid: HashMap<(u32, u32), (Acc, &str)> = HashMap::new();
+        let mut comm_of_pid: HashMap<u32, &str> = HashMap::new();
+
+        for s in &capture.samples {
+            // The main thread's comm names the process; any thread's will do otherwise.
+            if s.tid == s.pid || !comm_of_pid.contains_key(&s.pid) {
+                comm_of_pid.insert(s.pid, &s.comm);
+            }
+            if s.state == Some(ThreadState::Runnable) {
+                runnable = runnable.saturating_add(s.total_ns);
+                continue;
+            }
+            blocked.add(s.total_ns, s.count);
+            if s.still_blocked {
+                still = still.saturating_add(s.total_ns);
+            }
+            by_pid.entry(s.pid).or_default().add(s.total_ns, s.count);
+            by_kind
+                .entry(s.wait.kind_name())
+                .or_default()
+                .add(s.total_ns, s.count);
+            by_tid
+                .entry((s.pid, s.tid))
+                .or_insert((Acc::default(), &s.comm))
+                .0
+                .add(s.total_ns, s.count);
+        }
+
+        let mut processes: Vec<ProcessTotal> = by_pid
+            .into_iter()
+            .map(|(pid, acc)| ProcessTotal {
+                pid,
+                name: capture
+                    .process_names
+                    .get(&pid)
+                    .cloned()
+                    .or_else(|| process_name(pid))
+                    .or_else(|| comm_of_pid.get(&pid).map(|c| c.to_string()))
+                    .unwrap_or_default(),
+                offcpu_us: ns_to_us(acc.ns),
+                waits: acc.waits,
+            })
+            .collect();
+        processes.sort_by(|a, b| b.offcpu_us.cmp(&a.offcpu_us).then(a.pid.cmp(&b.pid)));
+
+        let mut wait_kinds: Vec<KindTotal> = by_kind
+            .into_iter()
+            .map(|(kind, acc)| KindTotal {
+                kind: kind.to_owned(),
+                offcpu_us: ns_to_us(acc.ns),
+                waits: acc.waits,
+            })
+            .collect();
+        wait_kinds.sort_by(|a, b| {
+            b.offcpu_us
+                .cmp(&a.offcpu_us)
+                .then_with(|| a.kind.cmp(&b.kind))
+        });
+
+        let mut threads: Vec<ThreadTotal> = by_tid
+            .into_iter()
+            .map(|((pid, tid), (acc, comm))| ThreadTotal {
+                pid,
+                tid,
+                comm: comm.to_owned(),
+                offcpu_us: ns_to_us(acc.ns),
+                waits: acc.waits,
+            })
+            .collect();
+        threads.sort_by(|a, b| {
+            b.offcpu_us
+                .cmp(&a.offcpu_us)
+                .then((a.pid, a.tid).cmp(&(b.pid, b.tid)))
+        });
+
+        Summary {
+            duration_ms: u64::try_from(capture.duration.as_millis()).unwrap_or(u64::MAX),
+            blocked_us: ns_to_us(blocked.ns),
+            runnable_us: ns_to_us(runnable),
+            still_blocked_us: ns_to_us(still),
+            waits: blocked.waits,
+            processes,
+            wait_kinds,
+            threads,
+            counters: capture.counters.clone(),
+            losses: capture
+                .counters
+                .losses()
+                .into_iter()
+                .map(|(reason, count)| Loss {
+                    reason: reason.to_owned(),
+                    count,
+                })
+                .collect(),
+        }
+    }
+
+    /// A short block of text for stderr: duration and totals, the `top` processes, wait
+    /// kinds, event counts and losses (each with what to do about it).
+    pub fn render_text(&self, top: usize) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "Traced {}: {} blocked off-CPU in {} waits, {} runnable (waiting for a CPU)",
+            fmt_us(self.duration_ms.saturating_mul(1000)),
+            fmt_us(self.blocked_us),
+            self.waits,
+            fmt_us(self.runnable_us),
+        );
+        if self.still_blocked_us > 0 {
+            let _ = writeln!(
+                out,
+                "  of which {} in waits still blocked when the trace ended",
+                fmt_us(self.still_blocked_us)
+            );
+        }
+        if !self.processes.is_empty() {
+            let shown = self.processes.len().min(top);
+            let _ = writeln!(
+                out,
+                "Blocked time by process (top {shown} of {}):",
+                self.processes.len()
+            );
+            for p in self.processes.iter().take(top) {
+                let _ = writeln!(
+                    out,
+                    "  {:>10}  {:>7} waits  {} ({})",
+                    fmt_us(p.offcpu_us),
+                    p.waits,
+                    p.name,
+                    p.pid
+                );
+            }
+        }
+        if !self.wait_kinds.is_empty() {
+            let _ = writeln!(out, "Blocked time by wait kind:");
+            for k in &self.wait_kinds {
+                let _ = writeln!(
+                    out,
+                    "  {:>10}  {:>7} waits  {}",
+                    fmt_us(k.offcpu_us),
+                    k.waits,
+                    k.kind
+                );
+            }
+        }
+        let c = &self.counters;
+        let _ = writeln!(
+            out,
+            "Events: {} waits charged, {} stack memo hits, {} wakers recorded",
+            c.waits_charged, c.stack_memo_hits, c.wakers_recorded
+        );
+        if self.losses.is_empty() {
+            let _ = writeln!(out, "Lost: none");
+        } else {
+            let _ = writeln!(out, "Lost:");
+            for l in &self.losses {
+                let _ = writeln!(
+                    out,
+                    "  {}: {} ({})",
+                    l.reason,
+                    l.count,
+                    loss_hint(&l.reason)
+                );
+            }
+        }
+        out
+    }
+}
+
+/// What to do about a loss, by its [`Counters::losses`] name.
+fn loss_hint(reason: &str) -> &'static str {
+    match reason {
+        "stack map full" => "raise --stack-storage-size",
+        "thread map full" => "too many threads blocked at once; narrow with -p/-t",
+        "aggregate map full" => "too many distinct stacks; narrow with -p/-t or raise -m",
+        "kernel stack error" => "kernel stack walks failed; those waits show [missed kernel stack]",
+        "user stack error" => "user stack walks failed; those waits show [missed user stack]",
+        "new-process notice lost" => {
+            "short-lived processes may show module+offset frames instead of names"
+        }
+        _ => "see docs/formats.md",
+    }
+}
+
+/// Nanoseconds to microseconds, rounded to nearest.
+fn ns_to_us(ns: u64) -> u64 {
+    ns.saturating_add(500) / 1000
+}
+
+/// Human duration from microseconds: `850 us`, `12.3 ms`, `4.56 s`.
+fn fmt_us(us: u64) -> String {
+    match us {
+        0..1_000 => format!("{us} us"),
+        1_000..1_000_000 => format!("{:.1} ms", us as f64 / 1e3),
+        _ => format!("{:.2} s", us as f64 / 1e6),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tracer_common::syscalls::kind;
+
+    use super::*;
+    use crate::model::{OffCpuSample, Wait};
+
+    fn s(
+        pid: u32,
+        tid: u32,
+        comm: &str,
+        wait_kind: u32,
+        state: ThreadState,
+        ns: u64,
+    ) -> OffCpuSample {
+        OffCpuSample {
+            pid,
+            tid,
+            comm: comm.into(),
+            wait: Wait {
+                kind: wait_kind,
+                ..Wait::default()
+            },
+            state: Some(state),
+            total_ns: ns,
+            count: 2,
+            max_ns: ns,
+            ..OffCpuSample::default()
+        }
+    }
+
+    fn capture() -> Capture {
+        let mut still = s(20, 21, "db-io", kind::READ, ThreadState::Disk, 4_000_000);
+        still.still_blocked = true;
+        let mut c = Capture {
+            samples: vec![
+                s(
+                    10,
+                    10,
+                    "server",
+                    kind::EPOLL,
+                    ThreadState::Sleeping,
+                    1_000_000,
+                ),
+                s(
+                    10,
+                    11,
+                    "worker",
+                    kind::FUTEX,
+                    ThreadState::Sleeping,
+                    3_000_400,
+                ),
+                s(
+                    10,
+                    11,
+                    "worker",
+                    kind::FUTEX,
+                    ThreadState::Runnable,
+                    9_000_000,
+                ),
+                still,
+                s(30, 31, "helper", kind::NONE, ThreadState::Other, 500_000),
+            ],
+            duration: Duration::from_millis(2_500),
+            ..Capture::default()
+        };
+        c.process_names.insert(10, "server-main".into());
+        c.counters.waits_charged = 11;
+        c.counters.stack_memo_hits = 4;
+        c
+    }
+
+    /// Check that totals count blocked time only, runnable apart, still-blocked included,
+    /// and lists are sorted by time descending with names from capture, callback, comm.
+    #[test]
+    fn totals_separate_blocked_runnable_and_still_blocked() {
+        let sum = Summary::from_capture(&capture(), |pid| (pid == 20).then(|| "db".into()));
+        assert_eq!(sum.duration_ms, 2_500);
+        assert_eq!(sum.blocked_us, 8_500);
+        assert_eq!(sum.runnable_us, 9_000);
+        assert_eq!(sum.still_blocked_us, 4_000);
+        assert_eq!(sum.waits, 8);
+        let procs: Vec<(u32, &str, u64)> = sum
+            .processes
+            .iter()
+            .map(|p| (p.pid, p.name.as_str(), p.offcpu_us))
+            .collect();
+        assert_eq!(
+            procs,
+            [
+                (10, "server-main", 4_000),
+                (20, "db", 4_000),
+                (30, "helper", 500)
+            ]
+        );
+        let kinds: Vec<(&str, u64, u64)> = sum
+            .wait_kinds
+            .iter()
+            .map(|k| (k.kind.as_str(), k.offcpu_us, k.waits))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("read", 4_000, 2),
+                ("futex", 3_000, 2),
+                ("epoll", 1_000, 2),
+                ("other", 500, 2)
+            ]
+        );
+        let threads: Vec<(u32, &str, u64)> = sum
+            .threads
+            .iter()
+            .map(|t| (t.tid, t.comm.as_str(), t.offcpu_us))
+            .collect();
+        assert_eq!(
+            threads,
+            [
+                (21, "db-io", 4_000),
+                (11, "worker", 3_000),
+                (10, "server", 1_000),
+                (31, "helper", 500)
+            ]
+        );
+        assert!(sum.losses.is_empty());
+    }
+
+    /// Check the text block: totals, top-N processes, kinds, events, and "Lost: none".
+    #[test]
+    fn render_text_shows_totals_top_processes_and_no_losses() {
+        let text = Summary::from_capture(&capture(), |_| None).render_text(2);
+        assert!(
+            text.starts_with("Traced 2.50 s: 8.5 ms blocked off-CPU in 8 waits, 9.0 ms runnable"),
+            "{text}"
+        );
+        assert!(text.contains("4.0 ms in waits still blocked"), "{text}");
+        assert!(text.contains("(top 2 of 3)"), "{text}");
+        assert!(text.contains("server-main (10)"), "{text}");
+        assert!(!text.contains("helper (30)"), "{text}");
+        assert!(text.contains("futex"), "{text}");
+        assert!(text.contains("Events: 11 waits charged, 4 stack memo hits, 0 wakers recorded"));
+        assert!(text.ends_with("Lost: none\n"), "{text}");
+    }
+
+    /// Check that losses are listed with counts and a hint.
+    #[test]
+    fn losses_are_listed_with_hints() {
+        let mut c = capture();
+        c.counters.drop_stacks_full = 12;
+        c.counters.user_stack_errors = 3;
+        let sum = Summary::from_capture(&c, |_| None);
+        assert_eq!(
+            sum.losses,
+            [
+                Loss {
+                    reason: "stack map full".into(),
+                    count: 12
+                },
+                Loss {
+                    reason: "user stack error".into(),
+                    count: 3
+                },
+            ]
+        );
+        let text = sum.render_text(10);
+        assert!(
+            text.contains("  stack map full: 12 (raise --stack-storage-size)"),
+            "{text}"
+        );
+        assert!(!text.contains("Lost: none"));
+    }
+
+    /// Check that the summary round-trips through JSON.
+    #[test]
+    fn summary_round_trips_through_json() {
+        let sum = Summary::from_capture(&capture(), |_| None);
+        let json = serde_json::to_string(&sum).unwrap();
+        assert_eq!(serde_json::from_str::<Summary>(&json).unwrap(), sum);
+        assert!(json.contains("\"blocked_us\":8500"));
+    }
+
+    /// Check that an empty capture gives zeros and still renders.
+    #[test]
+    fn empty_capture_renders() {
+        let text = Summary::from_capture(&Capture::default(), |_| None).render_text(5);
+        assert!(
+            text.starts_with("Traced 0 us: 0 us blocked off-CPU in 0 waits"),
+            "{text}"
+        );
+    }
+}
