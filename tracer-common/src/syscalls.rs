@@ -41,23 +41,23 @@ pub const SYS_FUTEX_WAITV: u32 = 449;
 #[inline(always)]
 pub fn classify(nr: u32) -> Option<(u32, usize, Option<usize>)> {
     Some(match nr {
-        0 | 19 => (kind::READ, 0, None),      // read, readv
-        7 => (kind::POLL, 0, Some(2)),        // poll(fds, nfds, timeout_ms)
-        23 => (kind::SELECT, 0, None),        // select(nfds, ...)
-        35 => (kind::SLEEP, 0, None),         // nanosleep
-        43 => (kind::ACCEPT, 0, None),        // accept
-        45 | 47 => (kind::RECV, 0, None),     // recvfrom, recvmsg
-        61 => (kind::WAIT_CHILD, 0, None),    // wait4(pid, ...)
-        202 => (kind::FUTEX, 0, Some(1)),     // futex(uaddr, op, ...)
-        230 => (kind::SLEEP, 0, None),        // clock_nanosleep(clockid, ...)
-        232 => (kind::EPOLL, 0, Some(3)),     // epoll_wait(epfd, events, max, timeout_ms)
-        247 => (kind::WAIT_CHILD, 1, None),   // waitid(which, id, ...)
-        270 => (kind::SELECT, 0, None),       // pselect6
-        271 => (kind::POLL, 0, None),         // ppoll
-        281 => (kind::EPOLL, 0, Some(3)),     // epoll_pwait
-        288 => (kind::ACCEPT, 0, None),       // accept4
-        441 => (kind::EPOLL, 0, None),        // epoll_pwait2 (timeout is a pointer)
-        449 => (kind::FUTEX_WAITV, 0, None),  // futex_waitv(waiters, nr, ...)
+        0 | 19 => (kind::READ, 0, None),     // read, readv
+        7 => (kind::POLL, 0, Some(2)),       // poll(fds, nfds, timeout_ms)
+        23 => (kind::SELECT, 0, None),       // select(nfds, ...)
+        35 => (kind::SLEEP, 0, None),        // nanosleep
+        43 => (kind::ACCEPT, 0, None),       // accept
+        45 | 47 => (kind::RECV, 0, None),    // recvfrom, recvmsg
+        61 => (kind::WAIT_CHILD, 0, None),   // wait4(pid, ...)
+        202 => (kind::FUTEX, 0, Some(1)),    // futex(uaddr, op, ...)
+        230 => (kind::SLEEP, 0, None),       // clock_nanosleep(clockid, ...)
+        232 => (kind::EPOLL, 0, Some(3)),    // epoll_wait(epfd, events, max, timeout_ms)
+        247 => (kind::WAIT_CHILD, 1, None),  // waitid(which, id, ...)
+        270 => (kind::SELECT, 0, None),      // pselect6
+        271 => (kind::POLL, 0, None),        // ppoll
+        281 => (kind::EPOLL, 0, Some(3)),    // epoll_pwait
+        288 => (kind::ACCEPT, 0, None),      // accept4
+        441 => (kind::EPOLL, 0, None),       // epoll_pwait2 (timeout is a pointer)
+        449 => (kind::FUTEX_WAITV, 0, None), // futex_waitv(waiters, nr, ...)
         _ => return None,
     })
 }

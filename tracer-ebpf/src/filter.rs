@@ -77,10 +77,9 @@ pub fn on_fork(ctx: &BtfTracePointContext) {
     }
     let child: *const u8 = ctx.arg(1);
     // SAFETY: `child` is the new task; checked read.
-    let child_tgid = unsafe {
-        bpf_probe_read_kernel(child.add(config::task_tgid_off() as usize) as *const i32)
-    }
-    .unwrap_or(0) as u32;
+    let child_tgid =
+        unsafe { bpf_probe_read_kernel(child.add(config::task_tgid_off() as usize) as *const i32) }
+            .unwrap_or(0) as u32;
     if child_tgid != 0 && child_tgid != parent_tgid {
         // A full filter map only means the grandchild goes untraced; nothing to count per wait.
         let _ = FILTER_TGIDS.insert(child_tgid, 1u8, 0);

@@ -60,7 +60,9 @@ pub fn announce_process(tgid: u32) {
     if SEEN_TGIDS.get_ptr(tgid).is_some() {
         return;
     }
-    if SEEN_TGIDS.insert(tgid, 1u8, aya_ebpf::bindings::BPF_NOEXIST.into()).is_ok()
+    if SEEN_TGIDS
+        .insert(tgid, 1u8, aya_ebpf::bindings::BPF_NOEXIST.into())
+        .is_ok()
         && NEW_PROCESSES.output::<u32>(tgid, 0).is_err()
     {
         count(counter::DROP_NEW_PROCESS_NOTICE);

@@ -6,7 +6,9 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
+    },
     programs::BtfTracePointContext,
 };
 use tracer_common::{OffCpuKey, OffCpuValue, Waker, counter, state, syscalls};
@@ -95,10 +97,9 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
 #[inline(always)]
 fn switch_in(next: *const u8, now: u64) {
     // SAFETY: `next` is the task being switched to; the read is checked by the helper.
-    let tid = unsafe {
-        bpf_probe_read_kernel(next.add(config::task_pid_off() as usize) as *const i32)
-    }
-    .unwrap_or(0) as u32;
+    let tid =
+        unsafe { bpf_probe_read_kernel(next.add(config::task_pid_off() as usize) as *const i32) }
+            .unwrap_or(0) as u32;
     if tid == 0 {
         return;
     }
@@ -153,7 +154,10 @@ fn charge(key: &OffCpuKey, delta_ns: u64, comm: &[u8; 16], waker_comm: &[u8; 16]
         comm: *comm,
         waker_comm: *waker_comm,
     };
-    if OFFCPU_TOTALS.insert(key, &value, BPF_NOEXIST.into()).is_ok() {
+    if OFFCPU_TOTALS
+        .insert(key, &value, BPF_NOEXIST.into())
+        .is_ok()
+    {
         count(counter::WAITS_CHARGED);
     } else if !add_to_existing(key, delta_ns) {
         count(counter::DROP_TOTALS_FULL);

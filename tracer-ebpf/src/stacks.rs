@@ -48,12 +48,7 @@ pub fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
     // SAFETY: `scratch` is a valid per-CPU map value of the declared size.
     unsafe {
         let ips = (*scratch).ips.as_mut_ptr() as *mut c_void;
-        let bytes = bpf_get_stack(
-            ctx.as_ptr(),
-            ips,
-            (MAX_STACK_DEPTH * 8) as u32,
-            stack_flags,
-        );
+        let bytes = bpf_get_stack(ctx.as_ptr(), ips, (MAX_STACK_DEPTH * 8) as u32, stack_flags);
         if bytes <= 0 {
             count(if user {
                 counter::USER_STACK_ERROR
@@ -92,7 +87,8 @@ fn user_place() -> (u64, u64, u64, u64) {
     // read goes through a checked probe-read helper.
     unsafe {
         let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
-        let read = |off: u32| bpf_probe_read_kernel(regs.add(off as usize) as *const u64).unwrap_or(0);
+        let read =
+            |off: u32| bpf_probe_read_kernel(regs.add(off as usize) as *const u64).unwrap_or(0);
         let ip = read(config::regs_ip_off());
         let sp = read(config::regs_sp_off());
         let bp = read(config::regs_bp_off());
@@ -113,8 +109,16 @@ pub fn for_wait<C: EbpfContext>(
     let want_kernel = flags & flags::KERNEL_STACKS != 0;
     let want_user = flags & flags::USER_STACKS != 0 && !kthread;
     let walk = |ctx: &C| {
-        let k = if want_kernel { record(ctx, false) } else { STACK_ID_NONE };
-        let u = if want_user { record(ctx, true) } else { STACK_ID_NONE };
+        let k = if want_kernel {
+            record(ctx, false)
+        } else {
+            STACK_ID_NONE
+        };
+        let u = if want_user {
+            record(ctx, true)
+        } else {
+            STACK_ID_NONE
+        };
         (k, u)
     };
     let memo_allowed = flags & flags::STACK_MEMO != 0

@@ -21,10 +21,9 @@ pub fn on_waking(ctx: &BtfTracePointContext) {
     }
     let wakee: *const u8 = ctx.arg(0);
     // SAFETY: `p` is a valid task; checked read.
-    let tid = unsafe {
-        bpf_probe_read_kernel(wakee.add(config::task_pid_off() as usize) as *const i32)
-    }
-    .unwrap_or(0) as u32;
+    let tid =
+        unsafe { bpf_probe_read_kernel(wakee.add(config::task_pid_off() as usize) as *const i32) }
+            .unwrap_or(0) as u32;
     if tid == 0 {
         return;
     }
@@ -39,7 +38,8 @@ pub fn on_waking(ctx: &BtfTracePointContext) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let waker_tid = pid_tgid as u32;
     let waker_tgid = (pid_tgid >> 32) as u32;
-    let want_user = config::has(flags::USER_STACKS) && waker_tid != 0 && !filter::current_is_kthread();
+    let want_user =
+        config::has(flags::USER_STACKS) && waker_tid != 0 && !filter::current_is_kthread();
     let waker = &mut wait.waker;
     waker.kernel_stack_id = if config::has(flags::KERNEL_STACKS) {
         stacks::record(ctx, false)

@@ -288,7 +288,9 @@ mod tests {
     /// Check that bcc-style flags map onto the capture configuration.
     #[test]
     fn bcc_flags_map_to_capture_config() {
-        let p = profile(&["-p", "1,2", "-p", "3", "-t", "9", "-m", "10", "-M", "20", "-U", "-u"]);
+        let p = profile(&[
+            "-p", "1,2", "-p", "3", "-t", "9", "-m", "10", "-M", "20", "-U", "-u",
+        ]);
         let c = p.capture_config();
         assert_eq!(c.pids, vec![1, 2, 3]);
         assert_eq!(c.tids, vec![9]);
@@ -309,10 +311,14 @@ mod tests {
     /// Check that output formats come from extensions, then --format, else an error.
     #[test]
     fn output_formats_from_extension_or_flag() {
-        let o = profile(&["-o", "a.svg", "-o", "b.folded"]).outputs().unwrap();
+        let o = profile(&["-o", "a.svg", "-o", "b.folded"])
+            .outputs()
+            .unwrap();
         assert_eq!(o.files[0].1, Format::Svg);
         assert_eq!(o.files[1].1, Format::Folded);
-        let o = profile(&["-o", "a.out", "--format", "svg"]).outputs().unwrap();
+        let o = profile(&["-o", "a.out", "--format", "svg"])
+            .outputs()
+            .unwrap();
         assert_eq!(o.files[0].1, Format::Svg);
         assert!(profile(&["-o", "a.out"]).outputs().is_err());
     }

@@ -53,7 +53,9 @@ impl GatedChild {
                 libc::write(pid_write, pid.as_ptr().cast(), pid.len());
                 let mut byte = 0u8;
                 if libc::read(gate_read, (&raw mut byte).cast(), 1) != 1 {
-                    return Err(io::Error::other("tracer went away before the command started"));
+                    return Err(io::Error::other(
+                        "tracer went away before the command started",
+                    ));
                 }
                 Ok(())
             });

@@ -92,7 +92,11 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
 
 /// Fails early, before anything is traced, if an output cannot be created.
 fn check_writable(outputs: &ProfileOutputs) -> Result<(), ProfileError> {
-    let paths = outputs.files.iter().map(|(p, _)| p).chain(outputs.summary_json.iter());
+    let paths = outputs
+        .files
+        .iter()
+        .map(|(p, _)| p)
+        .chain(outputs.summary_json.iter());
     for path in paths {
         let existed = path.exists();
         fs::OpenOptions::new()
@@ -129,8 +133,13 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError
     }
     eprintln!("{}", tracing_line(args));
 
+    // Processes named on the command line are re-cached now and then: libraries they load
+    // later must still resolve if they exit before the end (re-caching unchanged maps is cheap).
+    let mut watched: Vec<u32> = config.pids.clone();
+    watched.extend(child.as_ref().map(|c| c.id()));
     let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
     let mut tick = tokio::time::interval(POLL_INTERVAL);
+    let mut ticks: u64 = 0;
     loop {
         let until_deadline = async {
             match deadline {
@@ -143,6 +152,10 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError
             _ = sigterm.recv() => break,
             _ = until_deadline => break,
             _ = tick.tick() => {
+                ticks += 1;
+                if ticks % 10 == 2 {
+                    watched.iter().for_each(|&pid| symbolizer.remember_process(pid));
+                }
                 for pid in session.new_processes() {
                     symbolizer.remember_process(pid);
                 }
@@ -195,7 +208,11 @@ fn tracing_line(args: &ProfileArgs) -> String {
     if let Some(cg) = &args.cgroup {
         what.push(format!("cgroup {}", cg.display()));
     }
-    let what = if what.is_empty() { "all threads".to_string() } else { what.join(", ") };
+    let what = if what.is_empty() {
+        "all threads".to_string()
+    } else {
+        what.join(", ")
+    };
     let stacks = match (args.user_stacks_only, args.kernel_stacks_only) {
         (true, _) => "user",
         (_, true) => "kernel",
@@ -248,7 +265,9 @@ fn write_outputs(
         eprintln!("Wrote {}", path.display());
     }
     if let Some(path) = &outputs.summary_json {
-        let json = serde_json::to_vec_pretty(&summary).map_err(io::Error::from).map_err(write_err(path))?;
+        let json = serde_json::to_vec_pretty(&summary)
+            .map_err(io::Error::from)
+            .map_err(write_err(path))?;
         fs::write(path, json).map_err(write_err(path))?;
     }
     Ok(())

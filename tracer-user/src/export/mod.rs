@@ -117,14 +117,75 @@ fn user_frames(symbolizer: &mut Symbolizer, pid: u32, stack: &RawStack) -> Vec<F
 
 fn kernel_frames(symbolizer: &mut Symbolizer, stack: &RawStack) -> Vec<Frame> {
     match stack {
-        RawStack::Frames(addrs) => symbolizer.kernel(addrs),
+        RawStack::Frames(addrs) => strip_tracer_frames(symbolizer.kernel(addrs)),
         RawStack::None | RawStack::Missed => Vec::new(),
     }
+}
+
+/// Whether a kernel frame belongs to the tracepoint machinery that ran our BPF program.
+fn is_tracepoint_frame(frame: &Frame) -> bool {
+    frame.name.as_deref().is_some_and(|n| {
+        n.starts_with("bpf_trace_run")
+            || n.starts_with("__traceiter_")
+            || n.starts_with("__bpf_trace_")
+    })
+}
+
+/// Drops the innermost frames up to the tracepoint dispatch (`__traceiter_sched_switch`,
+/// `bpf_trace_run4`, the JIT-ed program itself): they are the tracer, not the traced thread,
+/// and the JIT-ed program's address has no reliable symbol. Found by name rather than by a
+/// fixed skip count, because which of them appear varies with kernel version and inlining.
+pub fn strip_tracer_frames(mut frames: Vec<Frame>) -> Vec<Frame> {
+    // Only the innermost few frames can be tracer frames.
+    let window = frames.len().min(8);
+    if let Some(last) = frames[..window].iter().rposition(is_tracepoint_frame) {
+        frames.drain(..=last);
+    }
+    frames
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn named(name: &str) -> Frame {
+        Frame {
+            addr: 1,
+            name: Some(name.into()),
+            module: None,
+            offset: 0,
+            file: None,
+            line: None,
+            inlined: false,
+        }
+    }
+
+    /// Check that the tracepoint dispatch frames above `__schedule` are removed, and nothing
+    /// when there are none.
+    #[test]
+    fn tracer_frames_are_stripped() {
+        let names = |v: Vec<Frame>| v.into_iter().map(|f| f.name.unwrap()).collect::<Vec<_>>();
+        let stack = [
+            "bpf_prog_x",
+            "bpf_trace_run4",
+            "__traceiter_sched_switch",
+            "__schedule",
+            "schedule",
+        ];
+        let frames = stack.iter().map(|n| named(n)).collect();
+        assert_eq!(
+            names(strip_tracer_frames(frames)),
+            ["__schedule", "schedule"]
+        );
+        let plain: Vec<Frame> = ["__schedule", "schedule"]
+            .iter()
+            .map(|n| named(n))
+            .collect();
+        assert_eq!(
+            names(strip_tracer_frames(plain)),
+            ["__schedule", "schedule"]
+        );
+    }
 
     /// Check that file extensions map to formats, case-insensitively, and others to none.
     #[test]
