@@ -214,6 +214,10 @@ impl Symbolizer {
         }
 
         let mappings = parse_maps(&maps);
+        if mappings.is_empty() && self.processes.contains_key(&pid) {
+            // A zombie (exited, not yet reaped) shows empty maps: keep what was cached.
+            return;
+        }
         for m in &mappings {
             if m.dev_ino.1 == 0 || self.files.contains_key(&m.dev_ino) {
                 continue;
