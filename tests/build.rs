@@ -1,0 +1,57 @@
+//! Builds the C workloads in `workloads/` into `OUT_DIR`, one binary per `.c` file, and exports
+//! each path as `<STEM>_BIN` (`offcpu_sites.c` -> `OFFCPU_SITES_BIN`).
+//!
+//! Frame pointers everywhere (including leaf functions) so the tracer's frame-pointer walk sees
+//! the workload's own frames; glibc has none, which is why the sites issue raw syscalls.
+
+use std::{env, fs, path::PathBuf, process::Command};
+
+use anyhow::{Context, Result, bail};
+
+const CFLAGS: &[&str] = &[
+    "-O2",
+    "-g",
+    "-Wall",
+    "-fno-omit-frame-pointer",
+    "-mno-omit-leaf-frame-pointer",
+    "-pthread",
+];
+
+fn main() -> Result<()> {
+    let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
+    let out_dir = PathBuf::from(env::var("OUT_DIR")?);
+    let workloads = manifest_dir.join("workloads");
+    println!("cargo:rerun-if-changed={}", workloads.display());
+
+    let mut sources: Vec<PathBuf> = fs::read_dir(&workloads)
+        .with_context(|| format!("reading {}", workloads.display()))?
+        .map(|entry| entry.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    sources.retain(|p| p.extension().is_some_and(|e| e == "c"));
+    sources.sort();
+
+    for source in sources {
+        println!("cargo:rerun-if-changed={}", source.display());
+        let stem = source
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .context("workload file name is not UTF-8")?;
+        let output = out_dir.join(stem);
+        let status = Command::new("gcc")
+            .args(CFLAGS)
+            .arg("-o")
+            .arg(&output)
+            .arg(&source)
+            .status()
+            .context("running gcc (the C workloads need it)")?;
+        if !status.success() {
+            bail!("gcc failed on {}: {status}", source.display());
+        }
+        println!(
+            "cargo:rustc-env={}_BIN={}",
+            stem.to_uppercase(),
+            output.display()
+        );
+    }
+    Ok(())
+}
