@@ -293,8 +293,11 @@ pub mod counter {
     /// New-process notices lost because the ring buffer was full (those processes may not
     /// symbolize if they exit before the trace ends).
     pub const DROP_NEW_PROCESS_NOTICE: u32 = 10;
+    /// A thread left the CPU again while its previous wait was still stamped: its switch-in
+    /// was never seen, so the previous wait is lost.
+    pub const DROP_UNMATCHED_WAIT: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 }
 
 /// Capacity defaults for the maps (overridable by the loader).

@@ -80,6 +80,11 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
     let Some(thread) = thread_entry(tid) else {
         return;
     };
+    if thread.wait.start_ns != 0 {
+        // The previous wait's switch-in was never seen (observed rarely on 6.18, cause not
+        // yet known): its time is lost, and said so.
+        count(counter::DROP_UNMATCHED_WAIT);
+    }
     let (kernel_stack_id, user_stack_id) = stacks::for_wait(ctx, thread, class, kthread);
     let wait = &mut thread.wait;
     wait.kernel_stack_id = kernel_stack_id;

@@ -168,6 +168,9 @@ pub struct Counters {
     pub wakers_recorded: u64,
     /// New-process notices lost (symbolization of short-lived processes may suffer).
     pub drop_new_process_notice: u64,
+    /// Waits lost because their end (switch-in) was never seen.
+    #[serde(default)]
+    pub drop_unmatched_wait: u64,
 }
 
 impl Counters {
@@ -180,6 +183,7 @@ impl Counters {
             ("kernel stack error", self.kernel_stack_errors),
             ("user stack error", self.user_stack_errors),
             ("new-process notice lost", self.drop_new_process_notice),
+            ("wait end not seen", self.drop_unmatched_wait),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

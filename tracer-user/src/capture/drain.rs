@@ -177,6 +177,7 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
         stack_memo_hits: get(counter::STACK_MEMO_HITS),
         wakers_recorded: get(counter::WAKERS_RECORDED),
         drop_new_process_notice: get(counter::DROP_NEW_PROCESS_NOTICE),
+        drop_unmatched_wait: get(counter::DROP_UNMATCHED_WAIT),
     }
 }
 
