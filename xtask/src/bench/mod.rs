@@ -1,0 +1,234 @@
+//! `cargo xtask bench`: what tracing costs a context-switch-heavy workload.
+//!
+//! `tests/workloads/pingpong.c` bounces a byte between two processes pinned to CPU 0, so its
+//! throughput is bounded by context-switch cost, which is exactly where an off-CPU tracer's
+//! hooks run. Each round runs every configuration once, in an order that rotates per round so
+//! slow drift of the machine does not favour one configuration; the report compares medians.
+//! The tracers run host-wide in the background while pingpong runs, with
+//! `kernel.bpf_stats_enabled=1` so the kernel also reports each program's run time.
+
+mod bpf_stats;
+mod report;
+mod tracer;
+
+use std::{ffi::OsString, fs, path::Path, thread, time::Duration};
+
+use anyhow::{Context as _, bail};
+use serde_json::Value;
+
+use self::{
+    bpf_stats::{StatsEnabled, Totals},
+    tracer::{Ready, Running, Spec},
+};
+use crate::{build, setup, util};
+
+/// Options of `cargo xtask bench`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// Rounds; every configuration runs once per round.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Seconds of pingpong per run.
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Print the report only; do not write docs/performance.md.
+    #[arg(long)]
+    no_docs: bool,
+}
+
+/// One benchmarked configuration and what it measured.
+pub struct Config {
+    /// Short label used in tables.
+    pub label: String,
+    /// `None` for the untraced baseline.
+    tracer: Option<Spec>,
+    /// Pingpong results, one per round.
+    pub runs: Vec<PingPong>,
+    /// BPF run time and count per program name, summed over rounds.
+    pub bpf: Totals,
+    /// The tracer failed; the configuration is left out from the next round on.
+    dropped: bool,
+}
+
+/// One pingpong result line.
+#[derive(Clone, Copy, Debug)]
+pub struct PingPong {
+    pub round_trips: u64,
+    pub round_trips_per_sec: f64,
+    pub involuntary_switches: u64,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    if opts.rounds == 0 || opts.seconds <= 0.0 {
+        bail!("--rounds and --seconds must be positive");
+    }
+    if !util::is_root() {
+        bail!("the benchmark loads BPF programs host-wide: run `cargo xtask bench` as root");
+    }
+    setup::run(&setup::Options {})?;
+    let mut notes = Vec::new();
+    if let Err(err) = build::build_stallwatch() {
+        notes.push(format!(
+            "stallwatch not benchmarked: build failed ({err:#})"
+        ));
+    }
+    let pingpong = util::target_dir().join("bench/pingpong");
+    util::compile_c(
+        &util::workspace_root().join("tests/workloads/pingpong.c"),
+        &pingpong,
+    )?;
+
+    let mut configs = configurations(&mut notes);
+    let _stats = StatsEnabled::enable()?;
+    for round in 0..opts.rounds {
+        let n = configs.len();
+        for i in 0..n {
+            let index = (i + round) % n;
+            let config = &mut configs[index];
+            eprintln!(
+                "bench: round {}/{}: {}",
+                round + 1,
+                opts.rounds,
+                config.label
+            );
+            if let Err(err) = run_once(config, &pingpong, opts.seconds) {
+                if config.tracer.is_none() {
+                    return Err(err.context("untraced pingpong run"));
+                }
+                // A tracer that cannot run is reported, not fatal: the others still compare.
+                notes.push(format!(
+                    "{} dropped in round {}: {err:#}",
+                    config.label,
+                    round + 1
+                ));
+                config.dropped = true;
+            }
+            // Let writeback and the tracer's exit settle before the next run.
+            thread::sleep(Duration::from_millis(500));
+        }
+        configs.retain(|c| !c.dropped);
+    }
+    drop(_stats);
+
+    let markdown = report::markdown(&configs, &notes, opts)?;
+    println!("{markdown}");
+    if !opts.no_docs {
+        let path = util::workspace_root().join("docs/performance.md");
+        fs::write(&path, &markdown).with_context(|| format!("writing {}", path.display()))?;
+        eprintln!("bench: wrote {}", path.display());
+    }
+    Ok(())
+}
+
+/// The untraced baseline and every tracer that is available here.
+fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
+    let config = |label: &str, tracer| Config {
+        label: label.to_owned(),
+        tracer,
+        runs: Vec::new(),
+        bpf: Totals::new(),
+        dropped: false,
+    };
+    let mut configs = vec![config("untraced", None)];
+
+    let stallwatch = util::stallwatch_bin();
+    let folded = util::target_dir().join("bench/stallwatch.folded");
+    let help = util::output(util::cmd(&stallwatch).args(["profile", "--help"]));
+    match help {
+        Ok(help) if help.contains("--no-stack-memo") => {
+            let spec = |extra: &[&str]| Spec {
+                program: stallwatch.clone(),
+                args: ["profile", "-d", "1000", "-o"]
+                    .iter()
+                    .map(OsString::from)
+                    .chain([folded.clone().into_os_string()])
+                    .chain(extra.iter().map(OsString::from))
+                    .collect(),
+                ready: Ready::Line("Tracing"),
+                resend_sigint: false,
+            };
+            configs.push(config("stallwatch", Some(spec(&[]))));
+            configs.push(config(
+                "stallwatch --no-stack-memo",
+                Some(spec(&["--no-stack-memo"])),
+            ));
+        }
+        Ok(_) => notes.push(format!(
+            "stallwatch not benchmarked: `{} profile --help` does not offer --no-stack-memo",
+            stallwatch.display()
+        )),
+        Err(err) => notes.push(format!("stallwatch not benchmarked: {err:#}")),
+    }
+
+    // libbpf-tools' offcputime may print nothing until Ctrl-C (and block-buffers stdout into a
+    // pipe), so its attach is also detected by its program appearing.
+    let offcputime = Path::new("/usr/sbin/offcputime");
+    if offcputime.is_file() {
+        configs.push(config(
+            "offcputime (libbpf-tools)",
+            Some(Spec {
+                program: offcputime.to_path_buf(),
+                args: Vec::new(),
+                ready: Ready::LineOrPrograms("Tracing off-CPU time"),
+                resend_sigint: true,
+            }),
+        ));
+    } else {
+        notes.push("offcputime not benchmarked: /usr/sbin/offcputime missing".into());
+    }
+
+    match util::find_program("bpftrace") {
+        Some(bpftrace) => configs.push(config(
+            "bpftrace sched_switch count",
+            Some(Spec {
+                program: bpftrace,
+                args: vec![
+                    "-e".into(),
+                    "tracepoint:sched:sched_switch { @[cpu] = count(); }".into(),
+                ],
+                ready: Ready::LineOrPrograms("Attaching"),
+                resend_sigint: true,
+            }),
+        )),
+        None => notes.push("bpftrace reference not run: bpftrace missing".into()),
+    }
+    configs
+}
+
+/// One pingpong run under `config`, recording throughput and the tracer's BPF counters.
+fn run_once(config: &mut Config, pingpong: &Path, seconds: f64) -> anyhow::Result<()> {
+    let Some(spec) = &config.tracer else {
+        config.runs.push(pingpong_run(pingpong, seconds)?);
+        return Ok(());
+    };
+    let tracer = Running::start(spec, |pid| !bpf_stats::owned_by(pid).is_empty())?;
+    let owned = bpf_stats::owned_by(tracer.pid());
+    let start: Vec<_> = bpf_stats::snapshot()?
+        .into_iter()
+        .filter(|p| owned.contains(&p.id))
+        .collect();
+    let result = pingpong_run(pingpong, seconds);
+    let end = bpf_stats::snapshot()?;
+    tracer.stop()?;
+    let result = result?;
+    bpf_stats::add_deltas(&mut config.bpf, &start, &end);
+    config.runs.push(result);
+    Ok(())
+}
+
+/// Run pingpong for `seconds` and parse its JSON line.
+fn pingpong_run(pingpong: &Path, seconds: f64) -> anyhow::Result<PingPong> {
+    let out = util::output(util::cmd(pingpong).arg("-d").arg(seconds.to_string()))?;
+    let json: Value = serde_json::from_str(out.trim())
+        .with_context(|| format!("parsing pingpong output {out:?}"))?;
+    let field = |name: &str| {
+        json.get(name)
+            .and_then(Value::as_f64)
+            .with_context(|| format!("pingpong output lacks {name}: {out:?}"))
+    };
+    Ok(PingPong {
+        round_trips: field("round_trips")? as u64,
+        round_trips_per_sec: field("round_trips_per_sec")?,
+        involuntary_switches: field("involuntary_switches").unwrap_or(0.0) as u64,
+    })
+}

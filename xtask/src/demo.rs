@@ -1,0 +1,80 @@
+//! `cargo xtask demo`: build stallwatch, profile the bundled demo workload
+//! (`xtask/demo/demo_workload.c`) and show where its threads waited.
+
+use std::fs;
+
+use anyhow::Context as _;
+
+use crate::{build, setup, util};
+
+/// Options of `cargo xtask demo`.
+#[derive(clap::Args)]
+pub struct Options {
+    /// How many of the heaviest folded stacks to print.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+}
+
+pub fn run(opts: &Options) -> anyhow::Result<()> {
+    setup::run(&setup::Options {})?;
+    build::build_stallwatch()?;
+
+    let out_dir = util::target_dir().join("demo");
+    let workload = out_dir.join("demo_workload");
+    util::compile_c(
+        &util::workspace_root().join("xtask/demo/demo_workload.c"),
+        &workload,
+    )?;
+    let svg = out_dir.join("offcpu.svg");
+    let folded = out_dir.join("offcpu.folded");
+
+    // stallwatch prints its summary on stderr, which we let through.
+    util::run(
+        util::cmd(util::stallwatch_bin())
+            .args(["profile", "--process-root", "--wait-leaf", "-o"])
+            .arg(&svg)
+            .arg("-o")
+            .arg(&folded)
+            .arg("--")
+            .arg(&workload),
+    )
+    .context("profiling the demo workload")?;
+
+    let text =
+        fs::read_to_string(&folded).with_context(|| format!("reading {}", folded.display()))?;
+    println!(
+        "\nTop {} off-CPU stacks (blocked microseconds, stack):",
+        opts.top
+    );
+    for (value, stack) in top_stacks(&text, opts.top) {
+        println!("{value:>14}  {stack}");
+    }
+    println!("\nWrote:\n  {}\n  {}", svg.display(), folded.display());
+    Ok(())
+}
+
+/// The `n` heaviest lines of a folded file (`frame;frame;... VALUE`), heaviest first.
+fn top_stacks(folded: &str, n: usize) -> Vec<(u64, &str)> {
+    let mut lines: Vec<(u64, &str)> = folded
+        .lines()
+        .filter_map(|line| {
+            let (stack, value) = line.trim_end().rsplit_once(' ')?;
+            Some((value.parse().ok()?, stack))
+        })
+        .collect();
+    lines.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    lines.truncate(n);
+    lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that folded lines are ranked by value and malformed lines are skipped.
+    #[test]
+    fn top_stacks_ranks_by_value() {
+        let folded = "a;b 10\nnot a line\nc;d 300\ne 20\n";
+        assert_eq!(top_stacks(folded, 2), vec![(300, "c;d"), (20, "e")]);
+    }
+}
