@@ -61,7 +61,9 @@ fn site_totals_stacks_and_leaves_match_ground_truth() {
     )
     .expect("summary is JSON");
     // Every wait is traced, except those the tracer itself reports as lost.
-    let reported_lost = summary["counters"]["drop_unmatched_wait"].as_u64().unwrap_or(0);
+    let reported_lost = summary["counters"]["drop_unmatched_wait"]
+        .as_u64()
+        .unwrap_or(0);
     for &(thread, _, _) in SITES {
         let truth = trace.truth.site(thread);
         let waits = summary["threads"]
