@@ -11,14 +11,17 @@ use std::{env, fs, path::PathBuf};
 use anyhow::{Context as _, Result};
 use aya_build::{Package, Toolchain};
 
-fn bpf_linker_available() -> bool {
-    if which::which("bpf-linker").is_ok() {
-        return true;
-    }
-    let cargo_home = env::var_os("CARGO_HOME")
+/// `$CARGO_HOME/bin`, where `cargo install bpf-linker` puts it.
+fn cargo_bin_dir() -> Option<PathBuf> {
+    env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")));
-    cargo_home.is_some_and(|home| home.join("bin/bpf-linker").is_file())
+        .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
+        .map(|home| home.join("bin"))
+}
+
+fn bpf_linker_available() -> bool {
+    which::which("bpf-linker").is_ok()
+        || cargo_bin_dir().is_some_and(|bin| bin.join("bpf-linker").is_file())
 }
 
 fn main() -> Result<()> {
@@ -38,8 +41,7 @@ fn main() -> Result<()> {
         return Ok(());
     }
     // Make a bpf-linker in $CARGO_HOME/bin visible to the nested cargo.
-    if let Some(home) = env::var_os("HOME") {
-        let bin = PathBuf::from(home).join(".cargo/bin");
+    if let Some(bin) = cargo_bin_dir() {
         let mut paths: Vec<PathBuf> =
             env::split_paths(&env::var_os("PATH").unwrap_or_default()).collect();
         if !paths.contains(&bin) {
