@@ -79,6 +79,22 @@ pub fn announce_exec(tgid: u32) {
     }
 }
 
+/// The tid of `task` (not `current`: `next`, a wakee) and its state, if the thread is tracked.
+#[inline(always)]
+pub fn task_thread(task: *const u8) -> Option<(u32, *mut ThreadState)> {
+    // SAFETY: `task` is a task_struct the tracepoint handed us; the read is checked.
+    let tid = unsafe {
+        aya_ebpf::helpers::bpf_probe_read_kernel(
+            task.add(crate::config::task_pid_off() as usize) as *const i32
+        )
+    }
+    .unwrap_or(0) as u32;
+    if tid == 0 {
+        return None;
+    }
+    THREADS.get_ptr_mut(tid).map(|thread| (tid, thread))
+}
+
 /// A zeroed per-thread state, inserted for threads seen for the first time.
 static ZERO_THREAD: ThreadState = unsafe { core::mem::zeroed() };
 

@@ -6,9 +6,7 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
 use aya_ebpf::{
     bindings::BPF_NOEXIST,
-    helpers::{
-        bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel,
-    },
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::BtfTracePointContext,
 };
 use tracer_common::{OffCpuKey, OffCpuValue, Waker, counter, state, syscalls};
@@ -16,7 +14,8 @@ use tracer_common::{OffCpuKey, OffCpuValue, Waker, counter, state, syscalls};
 use crate::{
     config, filter,
     maps::{
-        OFFCPU_TOTALS, SEEN_TGIDS, THREADS, announce_exec, announce_process, count, thread_entry,
+        OFFCPU_TOTALS, SEEN_TGIDS, THREADS, announce_exec, announce_process, count, task_thread,
+        thread_entry,
     },
     stacks,
 };
@@ -101,14 +100,7 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
 
 #[inline(always)]
 fn switch_in(next: *const u8, now: u64) {
-    // SAFETY: `next` is the task being switched to; the read is checked by the helper.
-    let tid =
-        unsafe { bpf_probe_read_kernel(next.add(config::task_pid_off() as usize) as *const i32) }
-            .unwrap_or(0) as u32;
-    if tid == 0 {
-        return;
-    }
-    let Some(thread) = THREADS.get_ptr_mut(tid) else {
+    let Some((tid, thread)) = task_thread(next) else {
         return;
     };
     // SAFETY: a live map value.

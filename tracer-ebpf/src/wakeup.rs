@@ -2,14 +2,14 @@
 //! waking thread and its stacks on the wait, so the charge at switch-in carries them.
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_probe_read_kernel},
+    helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
     programs::BtfTracePointContext,
 };
 use tracer_common::{STACK_ID_NONE, counter, flags};
 
 use crate::{
     config, filter,
-    maps::{THREADS, announce_process, count},
+    maps::{announce_process, count, task_thread},
     stacks,
 };
 
@@ -20,14 +20,7 @@ pub fn on_waking(ctx: &BtfTracePointContext) {
         return;
     }
     let wakee: *const u8 = ctx.arg(0);
-    // SAFETY: `p` is a valid task; checked read.
-    let tid =
-        unsafe { bpf_probe_read_kernel(wakee.add(config::task_pid_off() as usize) as *const i32) }
-            .unwrap_or(0) as u32;
-    if tid == 0 {
-        return;
-    }
-    let Some(thread) = THREADS.get_ptr_mut(tid) else {
+    let Some((_, thread)) = task_thread(wakee) else {
         return;
     };
     // SAFETY: a live map value.
