@@ -100,15 +100,32 @@ fn wait(kind: u32, nr: u32, resource: u64, futex_op: Option<u32>) -> Wait {
     }
 }
 
+/// The waker of a wait, if one was recorded (its comm is set when it is).
+fn waker(
+    waker_comm: &[u8],
+    pid: u32,
+    tid: u32,
+    (kernel_stack_id, user_stack_id): (u64, u64),
+    stacks: &mut StackCache,
+) -> Option<Waker> {
+    let comm = comm(waker_comm);
+    (!comm.is_empty()).then(|| Waker {
+        pid,
+        tid,
+        comm,
+        kernel_stack: stacks.get(kernel_stack_id),
+        user_stack: stacks.get(user_stack_id),
+    })
+}
+
 fn completed_sample(key: &OffCpuKey, value: &OffCpuValue, stacks: &mut StackCache) -> OffCpuSample {
-    let waker_comm = comm(&value.waker_comm);
-    let waker = (!waker_comm.is_empty()).then(|| Waker {
-        pid: key.waker_tgid,
-        tid: key.waker_tid,
-        comm: waker_comm,
-        kernel_stack: stacks.get(key.waker_kernel_stack_id),
-        user_stack: stacks.get(key.waker_user_stack_id),
-    });
+    let waker = waker(
+        &value.waker_comm,
+        key.waker_tgid,
+        key.waker_tid,
+        (key.waker_kernel_stack_id, key.waker_user_stack_id),
+        stacks,
+    );
     let futex_op = (key.kind == syscalls::kind::FUTEX).then_some(key.futex_op);
     OffCpuSample {
         pid: key.tgid,
@@ -133,14 +150,13 @@ fn in_progress_sample(
     stacks: &mut StackCache,
 ) -> OffCpuSample {
     let elapsed = now_ns.saturating_sub(w.start_ns);
-    let waker_comm = comm(&w.waker.comm);
-    let waker = (!waker_comm.is_empty()).then(|| Waker {
-        pid: w.waker.tgid,
-        tid: w.waker.tid,
-        comm: waker_comm,
-        kernel_stack: stacks.get(w.waker.kernel_stack_id),
-        user_stack: stacks.get(w.waker.user_stack_id),
-    });
+    let waker = waker(
+        &w.waker.comm,
+        w.waker.tgid,
+        w.waker.tid,
+        (w.waker.kernel_stack_id, w.waker.user_stack_id),
+        stacks,
+    );
     let futex_op = (w.syscall.kind == syscalls::kind::FUTEX)
         .then_some((w.syscall.detail & syscalls::FUTEX_CMD_MASK) as u32);
     OffCpuSample {
