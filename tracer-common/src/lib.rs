@@ -61,6 +61,12 @@ pub mod flags {
     pub const FILTER_CGROUP: u32 = 1 << 8;
     /// Add processes forked by traced processes to the process filter (`-- COMMAND`).
     pub const FOLLOW_FORKS: u32 = 1 << 9;
+    /// Keep waits in flight only; do not aggregate ended waits into `OFFCPU_TOTALS`
+    /// (`watch`, which only looks at threads still blocked).
+    pub const IN_FLIGHT_ONLY: u32 = 1 << 10;
+    /// Record the user registers (ip, sp, bp) at switch-out so user space can unwind a
+    /// still-blocked thread's stack with DWARF CFI (`watch`).
+    pub const USER_REGS: u32 = 1 << 11;
 }
 
 /// Everything the BPF side needs to know before it runs, set as the global `CONFIG` at load.
@@ -120,8 +126,52 @@ pub struct SyscallCtx {
     pub resource: u64,
     /// Kind-specific detail: futex op (command bits), epoll/poll timeout in ms (as i64 bits).
     pub detail: u64,
+    /// The raw timeout argument (see [`syscalls::classify`]): milliseconds as i64 bits for
+    /// epoll_wait/poll, a user pointer (0 = none, wait for ever) for futex, ppoll, select,
+    /// epoll_pwait2 and futex_waitv; 0 for syscalls without one.
+    pub timeout: u64,
     /// `bpf_ktime_get_ns()` at syscall entry.
     pub enter_ns: u64,
+}
+
+/// User registers of a thread at switch-out: where its user stack can be unwound from while
+/// it stays blocked.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UserRegs {
+    /// Instruction pointer (after the `syscall` instruction).
+    pub ip: u64,
+    /// Stack pointer.
+    pub sp: u64,
+    /// Frame pointer register (rbp), whatever the code uses it for.
+    pub bp: u64,
+}
+
+/// A `FUTEX_LOCK_PI` that the kernel refused with `EDEADLK`: it found the lock chain loops
+/// back to the caller. glibc then parks the thread for ever on a futex word on its own
+/// stack, so the lock it wanted is only known from this record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FailedLock {
+    /// The PI futex address; 0 when there is no record.
+    pub uaddr: u64,
+    /// `bpf_ktime_get_ns()` when the lock failed.
+    pub at_ns: u64,
+    /// The futex word at the failure (owner tid in its low 30 bits).
+    pub word: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+}
+
+/// How a thread has been using poll-style waits (epoll_wait, poll, select): a thread that
+/// keeps returning from them is an event loop.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PollHistory {
+    /// `bpf_ktime_get_ns()` at the last return from a poll-style syscall.
+    pub last_exit_ns: u64,
+    /// Poll-style syscalls returned from since tracing began.
+    pub count: u64,
 }
 
 /// A wait that has begun (switch-out) and not ended (switch-in).
@@ -136,6 +186,8 @@ pub struct InFlight {
     pub user_stack_id: u64,
     /// Syscall the thread was in when it left the CPU.
     pub syscall: SyscallCtx,
+    /// User registers at switch-out (zero unless [`flags::USER_REGS`]).
+    pub user_regs: UserRegs,
     /// Waker recorded by `sched_waking` for this wait (zeroed at switch-out).
     pub waker: Waker,
     /// Thread group id.
@@ -172,6 +224,10 @@ pub struct ThreadState {
     pub wait: InFlight,
     /// Stacks of the last wait, reused when the thread blocks again at the same place.
     pub memo: StackMemo,
+    /// The last `FUTEX_LOCK_PI` that failed with `EDEADLK` (cleared by a successful one).
+    pub failed_lock: FailedLock,
+    /// Poll-style syscalls seen.
+    pub poll: PollHistory,
 }
 
 /// The per-thread stack memo: the place a thread last blocked and the stacks recorded there.
@@ -317,11 +373,14 @@ pub mod capacity {
 }
 
 const _: () = assert!(core::mem::size_of::<Config>() == 88);
-const _: () = assert!(core::mem::size_of::<SyscallCtx>() == 32);
+const _: () = assert!(core::mem::size_of::<SyscallCtx>() == 40);
+const _: () = assert!(core::mem::size_of::<UserRegs>() == 24);
+const _: () = assert!(core::mem::size_of::<FailedLock>() == 24);
+const _: () = assert!(core::mem::size_of::<PollHistory>() == 16);
 const _: () = assert!(core::mem::size_of::<Waker>() == 40);
-const _: () = assert!(core::mem::size_of::<InFlight>() == 120);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 152);
 const _: () = assert!(core::mem::size_of::<StackMemo>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 216);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 296);
 const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 72);
 const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
 const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);

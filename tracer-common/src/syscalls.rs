@@ -36,31 +36,74 @@ pub const SYS_FUTEX: u32 = 202;
 /// `futex_waitv`.
 pub const SYS_FUTEX_WAITV: u32 = 449;
 
-/// Classifies a syscall number: `Some((kind, index of the resource argument, index of the
-/// detail argument))`, or `None` if the syscall is not tracked.
+/// How a tracked syscall's arguments are read: which argument is the waited-on resource, which
+/// the kind-specific detail, which the timeout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArgLayout {
+    /// A [`kind`] value.
+    pub kind: u32,
+    /// Index of the resource argument.
+    pub resource: usize,
+    /// Index of the detail argument (futex op, poll/epoll timeout in ms).
+    pub detail: Option<usize>,
+    /// Index of the timeout argument (a pointer, or milliseconds for poll/epoll_wait).
+    pub timeout: Option<usize>,
+}
+
+const fn layout(
+    kind: u32,
+    resource: usize,
+    detail: Option<usize>,
+    timeout: Option<usize>,
+) -> ArgLayout {
+    ArgLayout {
+        kind,
+        resource,
+        detail,
+        timeout,
+    }
+}
+
+/// Classifies a syscall number: how to read its arguments, or `None` if it is not tracked.
 #[inline(always)]
-pub fn classify(nr: u32) -> Option<(u32, usize, Option<usize>)> {
+pub fn classify(nr: u32) -> Option<ArgLayout> {
+    use kind::*;
     Some(match nr {
-        0 | 19 => (kind::READ, 0, None),     // read, readv
-        7 => (kind::POLL, 0, Some(2)),       // poll(fds, nfds, timeout_ms)
-        23 => (kind::SELECT, 0, None),       // select(nfds, ...)
-        35 => (kind::SLEEP, 0, None),        // nanosleep
-        43 => (kind::ACCEPT, 0, None),       // accept
-        45 | 47 => (kind::RECV, 0, None),    // recvfrom, recvmsg
-        61 => (kind::WAIT_CHILD, 0, None),   // wait4(pid, ...)
-        202 => (kind::FUTEX, 0, Some(1)),    // futex(uaddr, op, ...)
-        230 => (kind::SLEEP, 0, None),       // clock_nanosleep(clockid, ...)
-        232 => (kind::EPOLL, 0, Some(3)),    // epoll_wait(epfd, events, max, timeout_ms)
-        247 => (kind::WAIT_CHILD, 1, None),  // waitid(which, id, ...)
-        270 => (kind::SELECT, 0, None),      // pselect6
-        271 => (kind::POLL, 0, None),        // ppoll
-        281 => (kind::EPOLL, 0, Some(3)),    // epoll_pwait
-        288 => (kind::ACCEPT, 0, None),      // accept4
-        441 => (kind::EPOLL, 0, None),       // epoll_pwait2 (timeout is a pointer)
-        449 => (kind::FUTEX_WAITV, 0, None), // futex_waitv(waiters, nr, ...)
+        0 | 19 => layout(READ, 0, None, None),        // read, readv
+        7 => layout(POLL, 0, Some(2), Some(2)),       // poll(fds, nfds, timeout_ms)
+        23 => layout(SELECT, 0, None, Some(4)),       // select(nfds, r, w, e, tvp)
+        35 => layout(SLEEP, 0, None, None),           // nanosleep
+        43 => layout(ACCEPT, 0, None, None),          // accept
+        45 | 47 => layout(RECV, 0, None, None),       // recvfrom, recvmsg
+        61 => layout(WAIT_CHILD, 0, None, None),      // wait4(pid, ...)
+        202 => layout(FUTEX, 0, Some(1), Some(3)),    // futex(uaddr, op, val, utime)
+        230 => layout(SLEEP, 0, None, None),          // clock_nanosleep(clockid, ...)
+        232 => layout(EPOLL, 0, Some(3), Some(3)),    // epoll_wait(epfd, ev, max, ms)
+        247 => layout(WAIT_CHILD, 1, None, None),     // waitid(which, id, ...)
+        270 => layout(SELECT, 0, None, Some(4)),      // pselect6(nfds, r, w, e, tsp)
+        271 => layout(POLL, 0, None, Some(2)),        // ppoll(fds, nfds, tsp, ...)
+        281 => layout(EPOLL, 0, Some(3), Some(3)),    // epoll_pwait(epfd, ev, max, ms)
+        288 => layout(ACCEPT, 0, None, None),         // accept4
+        441 => layout(EPOLL, 0, None, Some(3)),       // epoll_pwait2(epfd, ev, max, tsp)
+        449 => layout(FUTEX_WAITV, 0, None, Some(3)), // futex_waitv(w, nr, fl, tsp)
         _ => return None,
     })
 }
+
+/// Whether the timeout argument of syscall `nr` is in milliseconds (`-1` = for ever) rather
+/// than a pointer (`NULL` = for ever).
+pub fn timeout_is_ms(nr: u32) -> bool {
+    matches!(nr, 7 | 232 | 281)
+}
+
+/// `FUTEX_LOCK_PI`.
+pub const FUTEX_LOCK_PI: u32 = 6;
+/// `FUTEX_LOCK_PI2`.
+pub const FUTEX_LOCK_PI2: u32 = 13;
+/// `FUTEX_TID_MASK`: the owner tid bits of a PI futex word.
+pub const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
+/// `EDEADLK`.
+pub const EDEADLK: i64 = 35;
 
 /// Mask applied to the futex op argument to get the command (`FUTEX_CMD_MASK`: drops
 /// `FUTEX_PRIVATE_FLAG` and `FUTEX_CLOCK_REALTIME`).

@@ -9,7 +9,7 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::BtfTracePointContext,
 };
-use tracer_common::{OffCpuKey, OffCpuValue, Waker, counter, state, syscalls};
+use tracer_common::{OffCpuKey, OffCpuValue, UserRegs, Waker, counter, flags, state, syscalls};
 
 use crate::{
     config, filter,
@@ -89,6 +89,11 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
     wait.kernel_stack_id = kernel_stack_id;
     wait.user_stack_id = user_stack_id;
     wait.syscall = thread.syscall;
+    wait.user_regs = if kthread || !config::has(flags::USER_REGS) {
+        UserRegs::default()
+    } else {
+        stacks::user_regs()
+    };
     wait.waker = Waker::default();
     wait.tgid = tgid;
     wait.state = class;
@@ -110,6 +115,9 @@ fn switch_in(next: *const u8, now: u64) {
         return;
     }
     wait.start_ns = 0;
+    if config::has(flags::IN_FLIGHT_ONLY) {
+        return;
+    }
     let delta = now.saturating_sub(start);
     if delta < config::min_block_ns() || delta > config::max_block_ns() {
         count(counter::WAITS_FILTERED_DURATION);

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     MAX_STACK_DEPTH, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, StackMemo, ThreadState,
-    counter, flags, state, syscalls,
+    UserRegs, counter, flags, state, syscalls,
 };
 
 use crate::{
@@ -80,9 +80,17 @@ pub fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
     }
 }
 
-/// Where the running thread is in user space: (ip, sp, bp, return address at bp+8).
+/// The running thread's saved user registers.
 #[inline(always)]
-fn user_place() -> (u64, u64, u64, u64) {
+pub fn user_regs() -> UserRegs {
+    let (ip, sp, bp, _) = user_place(false);
+    UserRegs { ip, sp, bp }
+}
+
+/// Where the running thread is in user space: (ip, sp, bp, and with `with_ret` the return
+/// address at bp+8).
+#[inline(always)]
+fn user_place(with_ret: bool) -> (u64, u64, u64, u64) {
     // SAFETY: `bpf_task_pt_regs(current)` points at the thread's saved user registers; every
     // read goes through a checked probe-read helper.
     unsafe {
@@ -92,7 +100,11 @@ fn user_place() -> (u64, u64, u64, u64) {
         let ip = read(config::regs_ip_off());
         let sp = read(config::regs_sp_off());
         let bp = read(config::regs_bp_off());
-        let ret = bpf_probe_read_user((bp + 8) as *const u64).unwrap_or(0);
+        let ret = if with_ret {
+            bpf_probe_read_user((bp + 8) as *const u64).unwrap_or(0)
+        } else {
+            0
+        };
         (ip, sp, bp, ret)
     }
 }
@@ -128,7 +140,7 @@ pub fn for_wait<C: EbpfContext>(
     if !memo_allowed {
         return walk(ctx);
     }
-    let (ip, sp, bp, ret) = user_place();
+    let (ip, sp, bp, ret) = user_place(true);
     let memo = &mut thread.memo;
     if memo.user_ip == ip
         && memo.user_sp == sp

@@ -3,10 +3,12 @@
 //! records it, exit always clears it (futexctn's pairing).
 
 use aya_ebpf::{
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel},
+    helpers::{
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+    },
     programs::BtfTracePointContext,
 };
-use tracer_common::{SyscallCtx, syscalls};
+use tracer_common::{FailedLock, SyscallCtx, ThreadState, syscalls};
 
 use crate::{config, filter, maps::THREADS, maps::thread_entry};
 
@@ -26,7 +28,7 @@ pub fn on_enter(ctx: &BtfTracePointContext) {
         return;
     }
     let nr = id as u32;
-    let Some((kind, resource_arg, detail_arg)) = syscalls::classify(nr) else {
+    let Some(layout) = syscalls::classify(nr) else {
         return;
     };
     let pid_tgid = bpf_get_current_pid_tgid();
@@ -35,8 +37,13 @@ pub fn on_enter(ctx: &BtfTracePointContext) {
         return;
     }
     let regs: *const u8 = ctx.arg(0);
-    let resource = arg(regs, resource_arg);
-    let detail = match detail_arg {
+    let resource = arg(regs, layout.resource);
+    let detail = match layout.detail {
+        Some(i) => arg(regs, i),
+        None => 0,
+    };
+    let timeout = match layout.timeout {
+        Some(i) if Some(i) == layout.detail => detail,
         Some(i) => arg(regs, i),
         None => 0,
     };
@@ -44,19 +51,22 @@ pub fn on_enter(ctx: &BtfTracePointContext) {
         return;
     };
     thread.syscall = SyscallCtx {
-        kind,
+        kind: layout.kind,
         nr,
         resource,
         detail,
+        timeout,
         // SAFETY: helper without arguments.
         enter_ns: unsafe { bpf_ktime_get_ns() },
     };
 }
 
-/// `sys_exit`.
+/// `sys_exit`: clears the syscall context, and remembers what `watch` needs afterwards: a PI
+/// lock the kernel refused as a deadlock, and the return from a poll-style wait.
 #[inline(always)]
 pub fn on_exit(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
+    let ret: i64 = ctx.arg(1);
     // SAFETY: as in `arg`.
     let nr = unsafe {
         bpf_probe_read_kernel(regs.add(config::regs_orig_ax_off() as usize) as *const u64)
@@ -66,11 +76,46 @@ pub fn on_exit(ctx: &BtfTracePointContext) {
         return;
     }
     let tid = bpf_get_current_pid_tgid() as u32;
-    if let Some(thread) = THREADS.get_ptr_mut(tid) {
-        // SAFETY: a live map value written only by this thread's hooks.
-        unsafe {
-            (*thread).syscall.kind = syscalls::kind::NONE;
-            (*thread).syscall.nr = u32::MAX;
+    let Some(thread) = THREADS.get_ptr_mut(tid) else {
+        return;
+    };
+    // SAFETY: a live map value written only by this thread's hooks.
+    let thread = unsafe { &mut *thread };
+    let ctx_nr = thread.syscall.nr;
+    match thread.syscall.kind {
+        syscalls::kind::FUTEX if ctx_nr == nr as u32 => {
+            let cmd = (thread.syscall.detail & syscalls::FUTEX_CMD_MASK) as u32;
+            if cmd == syscalls::FUTEX_LOCK_PI || cmd == syscalls::FUTEX_LOCK_PI2 {
+                pi_lock_result(thread, ret);
+            }
         }
+        syscalls::kind::EPOLL | syscalls::kind::POLL | syscalls::kind::SELECT => {
+            // SAFETY: helper without arguments.
+            thread.poll.last_exit_ns = unsafe { bpf_ktime_get_ns() };
+            thread.poll.count += 1;
+        }
+        _ => {}
+    }
+    thread.syscall.kind = syscalls::kind::NONE;
+    thread.syscall.nr = u32::MAX;
+}
+
+/// Records a `FUTEX_LOCK_PI` refused with `EDEADLK` (address and the word naming the owner),
+/// forgets it once a PI lock succeeds.
+#[inline(always)]
+fn pi_lock_result(thread: &mut ThreadState, ret: i64) {
+    if ret == 0 {
+        thread.failed_lock = FailedLock::default();
+    } else if ret == -syscalls::EDEADLK {
+        let uaddr = thread.syscall.resource;
+        // SAFETY: checked read of the caller's own futex word.
+        let word = unsafe { bpf_probe_read_user(uaddr as *const u32) }.unwrap_or(0);
+        thread.failed_lock = FailedLock {
+            uaddr,
+            // SAFETY: helper without arguments.
+            at_ns: unsafe { bpf_ktime_get_ns() },
+            word,
+            _pad: 0,
+        };
     }
 }

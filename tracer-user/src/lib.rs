@@ -10,4 +10,5 @@ pub mod export;
 pub mod model;
 pub mod profile;
 pub mod report;
+pub mod stall;
 pub mod symbolize;
