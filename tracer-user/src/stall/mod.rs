@@ -2,4 +2,9 @@
 //! (timed or indefinite), build each process's wait-for graph from futex owners, find cycles,
 //! and give every blocked thread a verdict. Pure: no `/proc`, no BPF, no clock.
 
+pub mod analyze;
+pub mod graph;
 pub mod model;
+pub mod owner;
+pub mod timing;
+pub mod tracker;

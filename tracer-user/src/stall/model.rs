@@ -150,9 +150,6 @@ pub struct ProcessView {
     pub name: String,
     /// Every thread of the process at the scan.
     pub tids: Vec<u32>,
-    /// The process holds a timerfd or signalfd, or a socket/pipe/other fd that something
-    /// outside it could make ready: a thread blocked on it could be woken from outside.
-    pub has_external_wakers: bool,
 }
 
 /// What a blocked thread's situation is.

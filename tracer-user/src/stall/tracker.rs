@@ -1,0 +1,222 @@
+//! Report each stall once: when it crosses the threshold, and again when it ends.
+//!
+//! A wait is identified by (tid, start time): a thread that wakes and blocks again is a new
+//! wait. A reported wait is resolved when it is no longer among the blocked waits of a scan,
+//! not when its verdict fades, so a transient gap in owner information never produces a false
+//! "resolved".
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::model::{Analysis, Cycle, Finding, Verdict};
+
+/// One wait: thread and start time (CLOCK_MONOTONIC ns).
+pub type WaitKey = (u32, u64);
+
+/// A reported stall that ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolution {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: String,
+    /// The verdict it was reported with.
+    pub verdict: Verdict,
+    /// How long the wait lasted, as far as the last scan saw it, ns.
+    pub blocked_for_ns: u64,
+}
+
+/// What changed since the previous scan.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Changes {
+    /// Problems not reported before (or whose verdict changed), plus idle threads of the
+    /// same processes for context.
+    pub new_findings: Vec<Finding>,
+    /// Reported problems whose wait ended.
+    pub resolved: Vec<Resolution>,
+    /// Cycles not reported before.
+    pub new_cycles: Vec<Cycle>,
+}
+
+impl Changes {
+    /// True when there is nothing to report.
+    pub fn is_empty(&self) -> bool {
+        self.new_findings.is_empty() && self.resolved.is_empty() && self.new_cycles.is_empty()
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Reported {
+    pid: u32,
+    comm: String,
+    verdict: Verdict,
+    since_ns: u64,
+}
+
+/// The reported stalls and cycles, across scans.
+#[derive(Debug, Default)]
+pub struct Tracker {
+    reported: BTreeMap<WaitKey, Reported>,
+    cycles: BTreeSet<Vec<u32>>,
+}
+
+impl Tracker {
+    /// Folds in one scan. `blocked` holds every wait still blocked at the scan, whether or not
+    /// it is a finding; `now_ns` is the scan time.
+    pub fn update(
+        &mut self,
+        analysis: Analysis,
+        blocked: &BTreeSet<WaitKey>,
+        now_ns: u64,
+    ) -> Changes {
+        let mut changes = Changes::default();
+        let gone: Vec<WaitKey> = self
+            .reported
+            .keys()
+            .filter(|k| !blocked.contains(k))
+            .copied()
+            .collect();
+        for key in gone {
+            let r = self.reported.remove(&key).expect("key just listed");
+            changes.resolved.push(Resolution {
+                pid: r.pid,
+                tid: key.0,
+                comm: r.comm,
+                verdict: r.verdict,
+                blocked_for_ns: now_ns.saturating_sub(r.since_ns),
+            });
+        }
+        let mut newly: BTreeSet<WaitKey> = BTreeSet::new();
+        for finding in analysis.findings.iter().filter(|f| f.verdict.is_problem()) {
+            let t = &finding.thread;
+            let key = (t.tid, t.since_ns);
+            if self
+                .reported
+                .get(&key)
+                .is_some_and(|r| r.verdict == finding.verdict)
+            {
+                continue;
+            }
+            newly.insert(key);
+            self.reported.insert(
+                key,
+                Reported {
+                    pid: t.pid,
+                    comm: t.comm.clone(),
+                    verdict: finding.verdict,
+                    since_ns: t.since_ns,
+                },
+            );
+        }
+        let new_pids: BTreeSet<u32> = analysis
+            .findings
+            .iter()
+            .filter(|f| newly.contains(&(f.thread.tid, f.thread.since_ns)))
+            .map(|f| f.thread.pid)
+            .collect();
+        changes.new_findings = analysis
+            .findings
+            .into_iter()
+            .filter(|f| {
+                let key = (f.thread.tid, f.thread.since_ns);
+                if f.verdict.is_problem() {
+                    newly.contains(&key)
+                } else {
+                    new_pids.contains(&f.thread.pid)
+                }
+            })
+            .collect();
+        for cycle in analysis.cycles {
+            let mut tids: Vec<u32> = cycle.edges.iter().map(|e| e.tid).collect();
+            tids.sort_unstable();
+            if self.cycles.insert(tids) {
+                changes.new_cycles.push(cycle);
+            }
+        }
+        changes
+    }
+
+    /// Number of problems reported and not yet resolved.
+    pub fn open_problems(&self) -> usize {
+        self.reported.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stall::model::{BlockedThread, Origin, Timing};
+
+    fn finding(tid: u32, since_ns: u64, verdict: Verdict) -> Finding {
+        Finding {
+            thread: BlockedThread {
+                pid: 1,
+                tid,
+                comm: format!("t{tid}"),
+                state: 'S',
+                since_ns,
+                blocked_for_ns: 0,
+                origin: Origin::Traced,
+                call: None,
+                timing: Timing::Indefinite,
+                futex: None,
+                fd: None,
+                event_loop: false,
+                wchan: None,
+                kernel_stack: Vec::new(),
+                user_stack: Vec::new(),
+            },
+            verdict,
+            explanation: String::new(),
+        }
+    }
+
+    fn scan(findings: Vec<Finding>) -> (Analysis, BTreeSet<WaitKey>) {
+        let blocked = findings
+            .iter()
+            .map(|f| (f.thread.tid, f.thread.since_ns))
+            .collect();
+        (
+            Analysis {
+                findings,
+                cycles: Vec::new(),
+            },
+            blocked,
+        )
+    }
+
+    /// Check that a stall is reported once, not every interval, and resolved once with its
+    /// duration when its wait ends.
+    #[test]
+    fn reported_once_then_resolved() {
+        let mut tracker = Tracker::default();
+        let (a, b) = scan(vec![finding(5, 100, Verdict::Stall)]);
+        assert_eq!(tracker.update(a, &b, 1_000).new_findings.len(), 1);
+        let (a, b) = scan(vec![finding(5, 100, Verdict::Stall)]);
+        assert!(tracker.update(a, &b, 2_000).is_empty());
+        let (a, b) = scan(vec![]);
+        let changes = tracker.update(a, &b, 3_100);
+        assert_eq!(changes.resolved.len(), 1);
+        assert_eq!(changes.resolved[0].blocked_for_ns, 3_000);
+        assert_eq!(tracker.open_problems(), 0);
+    }
+
+    /// Check that a new wait of the same thread, or a changed verdict, is reported again,
+    /// and that idle threads come along only as context of a new problem in their process.
+    #[test]
+    fn new_wait_or_verdict_is_new_and_idle_is_context() {
+        let mut tracker = Tracker::default();
+        let (a, b) = scan(vec![finding(5, 100, Verdict::Idle)]);
+        assert!(tracker.update(a, &b, 1_000).is_empty());
+        let (a, b) = scan(vec![
+            finding(5, 100, Verdict::Idle),
+            finding(6, 100, Verdict::Stall),
+        ]);
+        assert_eq!(tracker.update(a, &b, 2_000).new_findings.len(), 2);
+        let (a, b) = scan(vec![finding(6, 100, Verdict::Deadlock)]);
+        let changes = tracker.update(a, &b, 3_000);
+        assert_eq!(changes.new_findings[0].verdict, Verdict::Deadlock);
+        assert!(changes.resolved.is_empty());
+    }
+}
