@@ -1,0 +1,442 @@
+//! What `stallwatch watch` prints after each scan: text for people, JSON Lines for scripts.
+//!
+//! Detection (`crate::stall`) decides *what* a blocked thread is; this module only decides how
+//! to say it. Both renderings read the same [`WatchReport`] and share the small vocabulary
+//! below (how a call, a resource, a timing is named), so the text and the JSON never disagree
+//! about what a thread waits on. Everything here is pure: no clock, no `/proc`, so the output
+//! is unit-tested from hand-written findings.
+
+pub mod json;
+pub mod text;
+
+use std::{
+    collections::BTreeMap,
+    time::{Duration, SystemTime},
+};
+
+use tracer_common::syscalls::{self, kind};
+
+use crate::stall::model::{BlockedThread, Cycle, Finding, FutexWait, OwnerSource, Timing, Verdict};
+
+/// Version of the JSON Lines format written by [`json::write_json_line`]. Bumped on an
+/// incompatible change (a field removed, renamed or changing type or meaning); adding fields
+/// does not bump it. See `docs/json-schema.md`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// What one scan of `watch` has to say: stalls that crossed the threshold since the last
+/// report, stalls that ended, new deadlock cycles.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WatchReport {
+    /// Time since `watch` started.
+    pub elapsed: Duration,
+    /// Wall-clock time of the scan.
+    pub wall_clock: SystemTime,
+    /// How long a wait must last to be reported.
+    pub threshold: Duration,
+    /// Threads newly past the threshold (or whose verdict changed) since the last report.
+    pub new_findings: Vec<Finding>,
+    /// Reported waits that ended since the last report.
+    pub resolved: Vec<Resolved>,
+    /// Deadlock cycles not reported before.
+    pub new_cycles: Vec<Cycle>,
+    /// Process names by pid, for the processes in this report.
+    pub process_names: BTreeMap<u32, String>,
+    /// Kernel-side loss counters, non-zero only.
+    pub losses: Vec<(&'static str, u64)>,
+    /// The last report (exit, `--once`).
+    pub is_final: bool,
+}
+
+/// A reported wait that ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Resolved {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: String,
+    /// The verdict it had when last reported.
+    pub verdict: Verdict,
+    /// How long the wait lasted, ns.
+    pub blocked_for_ns: u64,
+}
+
+impl WatchReport {
+    /// True when the report has nothing to say about threads: no finding, no cycle, nothing
+    /// resolved (losses alone do not count).
+    pub fn has_no_threads(&self) -> bool {
+        self.new_findings.is_empty() && self.resolved.is_empty() && self.new_cycles.is_empty()
+    }
+
+    /// Name of process `pid`: from `process_names`, else the comm of its main thread if that
+    /// thread is among the findings, else `"?"`.
+    pub fn process_name(&self, pid: u32) -> &str {
+        if let Some(name) = self.process_names.get(&pid) {
+            return name;
+        }
+        self.new_findings
+            .iter()
+            .find(|f| f.thread.pid == pid && f.thread.tid == pid)
+            .map_or("?", |f| f.thread.comm.as_str())
+    }
+
+    /// The finding of thread `tid` of process `pid`, if it is in this report.
+    pub fn finding(&self, pid: u32, tid: u32) -> Option<&Finding> {
+        self.new_findings
+            .iter()
+            .find(|f| f.thread.pid == pid && f.thread.tid == tid)
+    }
+}
+
+/// An address as both renderings write it: `0x` and lowercase hex, no padding.
+pub(crate) fn hex(addr: u64) -> String {
+    format!("0x{addr:x}")
+}
+
+/// The syscall name, if the thread is in a syscall stallwatch knows.
+pub(crate) fn syscall_name(t: &BlockedThread) -> Option<&'static str> {
+    t.call.and_then(|c| syscalls::name(c.nr))
+}
+
+/// The futex command name (`FUTEX_WAIT`...), for futex waits.
+pub(crate) fn futex_op(t: &BlockedThread) -> Option<&'static str> {
+    if let Some(f) = &t.futex {
+        return Some(syscalls::futex_op_name(f.op));
+    }
+    let call = t.call?;
+    (call.nr == syscalls::SYS_FUTEX)
+        .then(|| syscalls::futex_op_name((call.detail & syscalls::FUTEX_CMD_MASK) as u32))
+}
+
+/// The wait kind name (`futex`, `recv`, ... `other`), as in folded wait leaves.
+pub(crate) fn kind_name(t: &BlockedThread) -> &'static str {
+    syscalls::kind_name(t.call.map_or(kind::NONE, |c| c.kind))
+}
+
+/// `indefinite`, `timed` or `unknown`.
+pub(crate) fn timing_name(timing: Timing) -> &'static str {
+    match timing {
+        Timing::Indefinite => "indefinite",
+        Timing::Timed => "timed",
+        Timing::Unknown => "unknown",
+    }
+}
+
+/// `pi_word`, `glibc_mutex`, `join`, `failed_pi_lock`.
+pub(crate) fn owner_source_name(source: OwnerSource) -> &'static str {
+    match source {
+        OwnerSource::PiWord => "pi_word",
+        OwnerSource::GlibcMutex => "glibc_mutex",
+        OwnerSource::Join => "join",
+        OwnerSource::FailedPiLock => "failed_pi_lock",
+    }
+}
+
+/// What the thread is in: `recvfrom`, `futex FUTEX_WAIT`, or, outside a known syscall,
+/// the kernel wait channel (`kernel wait in folio_wait_bit`) or `an untracked wait`.
+pub(crate) fn describe_call(t: &BlockedThread) -> String {
+    match (syscall_name(t), futex_op(t)) {
+        (Some(name), Some(op)) => format!("{name} {op}"),
+        (Some(name), None) => name.to_owned(),
+        (None, _) => match t.call {
+            Some(c) => format!("syscall {}", c.nr),
+            None => match &t.wchan {
+                Some(w) if !w.is_empty() && w != "0" => format!("kernel wait in {w}"),
+                _ => "an untracked wait".to_owned(),
+            },
+        },
+    }
+}
+
+/// The kind of thing waited on, as the JSON `resource.type`: `futex`, `fd`, `child`,
+/// `sleep` or `none`.
+pub(crate) fn resource_type(t: &BlockedThread) -> &'static str {
+    if t.futex.is_some() {
+        return "futex";
+    }
+    if t.fd.is_some() {
+        return "fd";
+    }
+    match t.call.map_or(kind::NONE, |c| c.kind) {
+        kind::FUTEX | kind::FUTEX_WAITV => "futex",
+        kind::EPOLL | kind::READ | kind::RECV | kind::ACCEPT => "fd",
+        kind::WAIT_CHILD => "child",
+        kind::SLEEP => "sleep",
+        _ => "none",
+    }
+}
+
+/// One phrase naming what the thread waits on, with its holder when known:
+/// `mutex 0x55d0c0a0 held by tid 1236`, `thread 4242 to exit`, `futex 0x7f.. (no owner
+/// known)`, the fd's description, `child 4711`, or `nothing known`.
+pub(crate) fn describe_resource(t: &BlockedThread) -> String {
+    if let Some(f) = &t.futex {
+        return describe_futex(f);
+    }
+    if let Some(fd) = &t.fd {
+        return if fd.description.is_empty() {
+            format!("fd {} ({})", fd.fd, fd.fd_type)
+        } else {
+            fd.description.clone()
+        };
+    }
+    let Some(call) = t.call else {
+        return "nothing known".to_owned();
+    };
+    match call.kind {
+        kind::FUTEX | kind::FUTEX_WAITV => format!("futex {} (no owner known)", hex(call.resource)),
+        kind::EPOLL | kind::READ | kind::RECV | kind::ACCEPT => format!("fd {}", call.resource),
+        kind::WAIT_CHILD => describe_child(call.resource as i64),
+        kind::SLEEP => "a timer".to_owned(),
+        _ => "nothing known".to_owned(),
+    }
+}
+
+/// A futex wait as a phrase: a lock with its holder, a join, or a bare futex.
+fn describe_futex(f: &FutexWait) -> String {
+    let lock = hex(f.lock_uaddr.unwrap_or(f.uaddr));
+    match f.owner {
+        Some(o) => match o.source {
+            OwnerSource::Join => format!("thread {} to exit", o.tid),
+            OwnerSource::PiWord => format!("PI mutex {lock} held by tid {}", o.tid),
+            OwnerSource::FailedPiLock => {
+                format!(
+                    "PI mutex {lock} held by tid {} (lock refused: EDEADLK)",
+                    o.tid
+                )
+            }
+            OwnerSource::GlibcMutex => format!("mutex {lock} held by tid {}", o.tid),
+        },
+        None => format!("futex {lock} (no owner known)"),
+    }
+}
+
+/// The pid argument of wait4/waitid as a phrase.
+fn describe_child(pid: i64) -> String {
+    match pid {
+        -1 => "any child".to_owned(),
+        0 => "any child in its process group".to_owned(),
+        p if p < 0 => format!("any child in process group {}", -p),
+        p => format!("child {p}"),
+    }
+}
+
+/// Nanoseconds to milliseconds, rounded to nearest.
+pub(crate) fn ns_to_ms(ns: u64) -> u64 {
+    ns.saturating_add(500_000) / 1_000_000
+}
+
+/// Test inputs shared by the text and JSON tests: an ABBA deadlock, four identical recv
+/// stalls, an idle pool, a resolved wait.
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use std::time::{Duration, SystemTime};
+
+    use tracer_common::syscalls::kind;
+
+    use super::{Resolved, WatchReport};
+    use crate::{
+        stall::model::{
+            BlockedThread, Cycle, CycleEdge, FdInfo, Finding, FutexOwner, FutexWait, Origin,
+            OwnerSource, SyscallCall, Timing, Verdict,
+        },
+        symbolize::Frame,
+    };
+
+    /// Wall clock of every fixture report: 2023-11-14T22:13:20.123Z.
+    pub fn wall_clock() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
+    }
+
+    /// A frame with a symbol, and a source line when `file` is given.
+    pub fn sym(addr: u64, name: &str, offset: u64, file: Option<(&str, u32)>) -> Frame {
+        Frame {
+            addr,
+            name: Some(name.into()),
+            module: Some("/usr/lib/libc.so.6".into()),
+            offset,
+            file: file.map(|(f, _)| f.into()),
+            line: file.map(|(_, l)| l),
+            inlined: false,
+        }
+    }
+
+    /// A thread in `futex(FUTEX_WAIT)` with no futex details.
+    pub fn thread(pid: u32, tid: u32, comm: &str, blocked_for_ns: u64) -> BlockedThread {
+        BlockedThread {
+            pid,
+            tid,
+            comm: comm.into(),
+            state: 'S',
+            since_ns: 1_000,
+            blocked_for_ns,
+            origin: Origin::Traced,
+            call: Some(SyscallCall {
+                nr: 202,
+                kind: kind::FUTEX,
+                resource: 0x7f00_0000_1000,
+                detail: 128,
+                timeout: 0,
+            }),
+            timing: Timing::Indefinite,
+            futex: None,
+            fd: None,
+            event_loop: false,
+            wchan: None,
+            kernel_stack: Vec::new(),
+            user_stack: Vec::new(),
+        }
+    }
+
+    /// One ABBA thread: `tid` waits for glibc mutex `want`, held by `owner`.
+    fn abba_thread(tid: u32, comm: &str, want: u64, owner: u32, func: &str) -> Finding {
+        let mut t = thread(1234, tid, comm, 14_200_000_000);
+        t.futex = Some(FutexWait {
+            uaddr: want,
+            op: 0,
+            word: Some(2),
+            lock_uaddr: None,
+            owner: Some(FutexOwner {
+                tid: owner,
+                source: OwnerSource::GlibcMutex,
+            }),
+        });
+        t.user_stack = vec![
+            sym(0x7f3a_1000_0010, "__lll_lock_wait", 0x10, None),
+            sym(
+                0x7f3a_1000_0120,
+                "pthread_mutex_lock",
+                0x20,
+                Some(("pthread_mutex_lock.c", 80)),
+            ),
+            sym(0x55d0_0000_1190, func, 0x1e, Some(("/src/abba.c", 22))),
+        ];
+        t.kernel_stack = [
+            sym(0xffff_ffff_8100_0010, "schedule", 0x10, None),
+            sym(0xffff_ffff_8100_0220, "futex_wait", 0x5f, None),
+        ]
+        .into_iter()
+        .map(|f| Frame { module: None, ..f })
+        .collect();
+        Finding {
+            thread: t,
+            verdict: Verdict::Deadlock,
+            explanation: format!("waits for mutex {want:#x} held by {owner}"),
+        }
+    }
+
+    /// Process 1234 `deadlock_abba`: threads 1235 and 1236 each hold the mutex the other
+    /// wants.
+    pub fn abba() -> (Vec<Finding>, Cycle) {
+        let findings = vec![
+            abba_thread(1235, "abba-a", 0x55d0_c0a0, 1236, "lock_b"),
+            abba_thread(1236, "abba-b", 0x55d0_c0e0, 1235, "lock_a"),
+        ];
+        let cycle = Cycle {
+            pid: 1234,
+            edges: vec![
+                CycleEdge {
+                    tid: 1235,
+                    waits_for_resource: "mutex 0x55d0c0a0".into(),
+                    owner_tid: 1236,
+                },
+                CycleEdge {
+                    tid: 1236,
+                    waits_for_resource: "mutex 0x55d0c0e0".into(),
+                    owner_tid: 1235,
+                },
+            ],
+        };
+        (findings, cycle)
+    }
+
+    /// Process 2000 `api`: four workers in `recvfrom` on the same database connection,
+    /// blocked 28 to 31 s.
+    pub fn recv_stalls() -> Vec<Finding> {
+        (0..4u32)
+            .map(|i| {
+                let mut t = thread(
+                    2000,
+                    2001 + i,
+                    &format!("worker-{i}"),
+                    28_000_000_000 + u64::from(i) * 1_000_000_000,
+                );
+                t.call = Some(SyscallCall {
+                    nr: 45,
+                    kind: kind::RECV,
+                    resource: 7,
+                    detail: 0,
+                    timeout: 0,
+                });
+                t.fd = Some(FdInfo {
+                    fd: 7,
+                    fd_type: "socket".into(),
+                    local: Some("127.0.0.1:41234".into()),
+                    peer: Some("127.0.0.1:5432".into()),
+                    description: "TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED)".into(),
+                    external: false,
+                });
+                t.user_stack = vec![
+                    sym(0x7f3a_1000_0500, "recv", 0x15, None),
+                    sym(0x55d0_0000_2000, "db_query", 0x40, Some(("db.c", 120))),
+                ];
+                Finding {
+                    thread: t,
+                    verdict: Verdict::Stall,
+                    explanation: "waits for data from 127.0.0.1:5432".into(),
+                }
+            })
+            .collect()
+    }
+
+    /// Three idle pool workers of process `pid`, in `FUTEX_WAIT` on condition variables with
+    /// no owner.
+    pub fn idle_pool(pid: u32) -> Vec<Finding> {
+        (0..3u32)
+            .map(|i| {
+                let mut t = thread(pid, pid + 100 + i, &format!("pool-{i}"), 60_000_000_000);
+                t.futex = Some(FutexWait {
+                    uaddr: 0x7f00_0000_2000 + u64::from(i) * 0x40,
+                    op: 0,
+                    word: Some(0),
+                    lock_uaddr: None,
+                    owner: None,
+                });
+                Finding {
+                    thread: t,
+                    verdict: Verdict::Idle,
+                    explanation: "an idle pool worker waiting for work".into(),
+                }
+            })
+            .collect()
+    }
+
+    /// A report at +12 s with a 5 s threshold holding `findings` and `cycles`.
+    pub fn report(findings: Vec<Finding>, cycles: Vec<Cycle>) -> WatchReport {
+        WatchReport {
+            elapsed: Duration::from_millis(12_000),
+            wall_clock: wall_clock(),
+            threshold: Duration::from_secs(5),
+            new_findings: findings,
+            resolved: Vec::new(),
+            new_cycles: cycles,
+            process_names: [(1234, "deadlock_abba".to_owned()), (2000, "api".to_owned())]
+                .into_iter()
+                .collect(),
+            losses: Vec::new(),
+            is_final: false,
+        }
+    }
+
+    /// A resolved stall of thread 1235.
+    pub fn resolved() -> Resolved {
+        Resolved {
+            pid: 1234,
+            tid: 1235,
+            comm: "abba-a".into(),
+            verdict: Verdict::Stall,
+            blocked_for_ns: 14_200_000_000,
+        }
+    }
+}

@@ -1,0 +1,625 @@
+//! `watch` reports for people, printed as each scan finds something.
+//!
+//! The reader wants the worst news first and no repetition: deadlocks come first in the
+//! jstack layout Java developers already know (who waits for what, held by whom, then the
+//! stacks), then other problems with threads blocked the same way on the same thing merged
+//! into one headline (a pool of 40 workers stuck on one socket is one problem, not 40), then
+//! idle threads, listed only when they may help explain a problem in the same process.
+//! Every line that starts a finding begins with the verdict name, so the text greps like the
+//! JSON.
+
+use std::{collections::BTreeMap, fmt::Write as _};
+
+use super::{Resolved, WatchReport, describe_call, describe_resource};
+use crate::{
+    stall::model::{Cycle, Finding, Origin, Timing, Verdict},
+    symbolize::Frame,
+};
+
+/// Renders one report: a time stamp line, then per process the deadlocks, the other problem
+/// findings and (if there are problems) the idle threads, then resolved waits and losses.
+/// Returns an empty string for a non-final report with nothing in it.
+pub fn render_text(report: &WatchReport) -> String {
+    if report.has_no_threads() && report.losses.is_empty() && !report.is_final {
+        return String::new();
+    }
+    let mut out = String::new();
+    stamp_line(&mut out, report);
+    if report.has_no_threads() && report.is_final {
+        let _ = writeln!(
+            out,
+            "No stalls past the threshold ({}) were found.",
+            fmt_ns(duration_ns(report.threshold))
+        );
+    }
+    for pid in pids(report) {
+        process_block(&mut out, report, pid);
+    }
+    let mut resolved: Vec<&Resolved> = report.resolved.iter().collect();
+    resolved.sort_by_key(|r| (r.pid, r.tid));
+    for r in resolved {
+        resolved_line(&mut out, report, r);
+    }
+    if !report.losses.is_empty() {
+        let lost: Vec<String> = report
+            .losses
+            .iter()
+            .map(|(what, n)| format!("{what} {n}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "Lost: {} (some waits or stacks may be missing)",
+            lost.join(", ")
+        );
+    }
+    out
+}
+
+/// `[+12.0s] 5 threads past 5.0 s, 1 new deadlock, 1 resolved (final)`.
+fn stamp_line(out: &mut String, report: &WatchReport) {
+    let mut parts = Vec::new();
+    if !report.new_findings.is_empty() {
+        parts.push(format!(
+            "{} past {}",
+            plural(report.new_findings.len(), "thread", "threads"),
+            fmt_ns(duration_ns(report.threshold))
+        ));
+    }
+    if !report.new_cycles.is_empty() {
+        parts.push(plural(
+            report.new_cycles.len(),
+            "new deadlock",
+            "new deadlocks",
+        ));
+    }
+    if !report.resolved.is_empty() {
+        parts.push(format!("{} resolved", report.resolved.len()));
+    }
+    if parts.is_empty() {
+        parts.push("nothing new".to_owned());
+    }
+    let _ = writeln!(
+        out,
+        "[+{:.1}s] {}{}",
+        report.elapsed.as_secs_f64(),
+        parts.join(", "),
+        if report.is_final { " (final)" } else { "" }
+    );
+}
+
+/// Every pid with a finding or a cycle, ascending.
+fn pids(report: &WatchReport) -> Vec<u32> {
+    let mut pids: Vec<u32> = report
+        .new_findings
+        .iter()
+        .map(|f| f.thread.pid)
+        .chain(report.new_cycles.iter().map(|c| c.pid))
+        .collect();
+    pids.sort_unstable();
+    pids.dedup();
+    pids
+}
+
+/// One process: its cycles, then its other problems grouped, then its idle threads.
+fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
+    let name = report.process_name(pid);
+    let cycles: Vec<&Cycle> = report.new_cycles.iter().filter(|c| c.pid == pid).collect();
+    for cycle in &cycles {
+        cycle_block(out, report, cycle);
+    }
+    let in_cycle = |tid: u32| cycles.iter().any(|c| c.edges.iter().any(|e| e.tid == tid));
+    let rest: Vec<&Finding> = report
+        .new_findings
+        .iter()
+        .filter(|f| f.thread.pid == pid && !in_cycle(f.thread.tid))
+        .collect();
+    let problems = groups(rest.iter().copied().filter(|f| f.verdict.is_problem()));
+    let idle = idle_groups(rest.iter().copied().filter(|f| !f.verdict.is_problem()));
+    // Idle threads alone are no news; beside a problem they may be part of the story.
+    if problems.is_empty() && (cycles.is_empty() || idle.is_empty()) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "{} process {pid} ({name}):",
+        if cycles.is_empty() { "In" } else { "Also in" }
+    );
+    for g in &problems {
+        group_block(out, g);
+    }
+    for (key, members) in &idle {
+        idle_line(out, key, members);
+    }
+}
+
+/// A deadlock in the jstack layout: one line per edge, then the stacks of its threads.
+fn cycle_block(out: &mut String, report: &WatchReport, cycle: &Cycle) {
+    let _ = writeln!(
+        out,
+        "Found one deadlock in process {} ({}):",
+        cycle.pid,
+        report.process_name(cycle.pid)
+    );
+    let who = |tid: u32| match report.finding(cycle.pid, tid) {
+        Some(f) => format!("\"{}\" (tid {tid})", f.thread.comm),
+        None => format!("tid {tid}"),
+    };
+    for e in &cycle.edges {
+        let _ = writeln!(
+            out,
+            "  {}: waiting for {}, held by {}",
+            who(e.tid),
+            e.waits_for_resource,
+            who(e.owner_tid)
+        );
+    }
+    let _ = writeln!(out, "Stacks of the threads listed above:");
+    for e in &cycle.edges {
+        match report.finding(cycle.pid, e.tid) {
+            Some(f) => {
+                thread_header(out, f);
+                stack_lines(out, f);
+            }
+            None => {
+                let _ = writeln!(out, "  tid {}: not in this report", e.tid);
+            }
+        }
+    }
+}
+
+/// `  "abba-a" tid 1235, state S, blocked for 14.2 s in futex FUTEX_WAIT on mutex ...`.
+fn thread_header(out: &mut String, f: &Finding) {
+    let t = &f.thread;
+    let _ = writeln!(
+        out,
+        "  \"{}\" tid {}, state {}, blocked for {}{} in {} on {}{}",
+        t.comm,
+        t.tid,
+        t.state,
+        fmt_ns(t.blocked_for_ns),
+        origin_note(t.origin),
+        describe_call(t),
+        describe_resource(t),
+        if t.timing == Timing::Timed {
+            " (timed)"
+        } else {
+            ""
+        }
+    );
+}
+
+/// Marks a duration that is only approximate: a wait already running when `watch` attached.
+fn origin_note(origin: Origin) -> &'static str {
+    match origin {
+        Origin::Traced => "",
+        Origin::Snapshot => " (approx., began before watch attached)",
+    }
+}
+
+/// The user frames then the kernel frames of a thread, innermost first, one per line.
+fn stack_lines(out: &mut String, f: &Finding) {
+    for (label, frames) in [
+        ("user", &f.thread.user_stack),
+        ("kernel", &f.thread.kernel_stack),
+    ] {
+        if frames.is_empty() {
+            let _ = writeln!(out, "      {label}: no stack");
+            continue;
+        }
+        let _ = writeln!(out, "      {label}:");
+        for frame in frames {
+            let _ = writeln!(out, "        {}", frame_text(frame));
+        }
+    }
+}
+
+/// `name+0xoff (file:line)`, `name (inlined) (file:line)`, `module+0xoff` or
+/// `[unknown 0xaddr]`; file and module as basenames.
+fn frame_text(frame: &Frame) -> String {
+    let mut s = match (&frame.name, &frame.module) {
+        (Some(name), _) if frame.inlined => format!("{name} (inlined)"),
+        (Some(name), _) => format!("{name}+0x{:x}", frame.offset),
+        (None, Some(module)) => format!("{}+0x{:x}", basename(module), frame.offset),
+        (None, None) => format!("[unknown 0x{:x}]", frame.addr),
+    };
+    if let Some(file) = &frame.file {
+        match frame.line {
+            Some(line) => {
+                let _ = write!(s, " ({}:{line})", basename(file));
+            }
+            None => {
+                let _ = write!(s, " ({})", basename(file));
+            }
+        }
+    }
+    s
+}
+
+/// Last path component.
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// Problem findings blocked the same way on the same thing, with the same verdict.
+struct Group<'a> {
+    verdict: Verdict,
+    call: String,
+    resource: String,
+    /// Longest blocked first.
+    members: Vec<&'a Finding>,
+}
+
+/// Groups findings by (verdict, call, resource); groups ordered by verdict severity, then
+/// longest wait.
+fn groups<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<Group<'a>> {
+    let mut by_key: BTreeMap<(Verdict, String, String), Vec<&Finding>> = BTreeMap::new();
+    for f in findings {
+        let key = (
+            f.verdict,
+            describe_call(&f.thread),
+            describe_resource(&f.thread),
+        );
+        by_key.entry(key).or_default().push(f);
+    }
+    let mut groups: Vec<Group> = by_key
+        .into_iter()
+        .map(|((verdict, call, resource), mut members)| {
+            members.sort_by_key(|f| (std::cmp::Reverse(f.thread.blocked_for_ns), f.thread.tid));
+            Group {
+                verdict,
+                call,
+                resource,
+                members,
+            }
+        })
+        .collect();
+    groups.sort_by_key(|g| (g.verdict, std::cmp::Reverse(longest_ns(g))));
+    groups
+}
+
+/// The longest wait of a group.
+fn longest_ns(g: &Group) -> u64 {
+    g.members.first().map_or(0, |f| f.thread.blocked_for_ns)
+}
+
+/// A group: headline, threads, explanations, stacks.
+fn group_block(out: &mut String, g: &Group) {
+    let subject = match g.members.as_slice() {
+        [only] => format!("thread {} ({})", only.thread.tid, only.thread.comm),
+        many => format!("{} threads", many.len()),
+    };
+    let _ = writeln!(
+        out,
+        "{}: {subject} blocked in {} on {} for {}{}",
+        g.verdict.name(),
+        g.call,
+        g.resource,
+        fmt_ns(longest_ns(g)),
+        verdict_meaning(g.verdict)
+    );
+    if g.members.len() > 1 {
+        let threads: Vec<String> = g
+            .members
+            .iter()
+            .map(|f| {
+                format!(
+                    "{} ({}, {})",
+                    f.thread.tid,
+                    f.thread.comm,
+                    fmt_ns(f.thread.blocked_for_ns)
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "  threads: {}", threads.join(", "));
+    }
+    explanation_lines(out, &g.members);
+    distinct_stacks(out, &g.members);
+}
+
+/// What a verdict means, appended to its headline.
+fn verdict_meaning(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Deadlock => "; part of a deadlock cycle, it can never wake",
+        Verdict::BlockedByDeadlock => "; it waits on a deadlocked thread and can never wake",
+        Verdict::ProcessStalled => {
+            "; every thread of the process waits and nothing outside it can wake them"
+        }
+        Verdict::EventLoopBlocked => {
+            "; an event-loop thread stuck outside its poll call: its events are not handled"
+        }
+        Verdict::Stall => "; an indefinite wait past the threshold",
+        Verdict::Idle => "; waiting for work",
+    }
+}
+
+/// The findings' explanations: once if they all agree, else one line per thread.
+fn explanation_lines(out: &mut String, members: &[&Finding]) {
+    let Some(first) = members.first() else {
+        return;
+    };
+    if members.iter().all(|f| f.explanation == first.explanation) {
+        if !first.explanation.is_empty() {
+            let _ = writeln!(out, "  why: {}", first.explanation);
+        }
+        return;
+    }
+    for f in members {
+        let _ = writeln!(out, "  why ({}): {}", f.thread.tid, f.explanation);
+    }
+}
+
+/// One stack per distinct (user, kernel) stack in the group, with the threads sharing it.
+fn distinct_stacks(out: &mut String, members: &[&Finding]) {
+    let mut distinct: Vec<(&Finding, Vec<u32>)> = Vec::new();
+    for f in members {
+        let same = distinct.iter_mut().find(|(rep, _)| {
+            rep.thread.user_stack == f.thread.user_stack
+                && rep.thread.kernel_stack == f.thread.kernel_stack
+        });
+        match same {
+            Some((_, tids)) => tids.push(f.thread.tid),
+            None => distinct.push((f, vec![f.thread.tid])),
+        }
+    }
+    for (rep, tids) in &distinct {
+        let who = match tids.as_slice() {
+            [tid] => format!("thread {tid}"),
+            _ if distinct.len() == 1 => format!("all {} threads", tids.len()),
+            many => format!("threads {}", join_nums(many)),
+        };
+        let _ = writeln!(out, "  stack of {who}:");
+        stack_lines(out, rep);
+    }
+}
+
+/// Idle findings of one process by (call, class of resource): a condition variable per
+/// worker still makes one line.
+fn idle_groups<'a>(
+    findings: impl Iterator<Item = &'a Finding>,
+) -> BTreeMap<(String, String), Vec<&'a Finding>> {
+    let mut by_key: BTreeMap<(String, String), Vec<&Finding>> = BTreeMap::new();
+    for f in findings {
+        let class = match &f.thread.futex {
+            Some(fw) if fw.owner.is_none() => " (no owner known)".to_owned(),
+            _ => format!(" on {}", describe_resource(&f.thread)),
+        };
+        by_key
+            .entry((describe_call(&f.thread), class))
+            .or_default()
+            .push(f);
+    }
+    by_key
+}
+
+/// `idle: 3 threads waiting in futex FUTEX_WAIT (no owner known): pool-0 (1100), ...`.
+fn idle_line(out: &mut String, (call, class): &(String, String), members: &[&Finding]) {
+    let mut members = members.to_vec();
+    members.sort_by_key(|f| f.thread.tid);
+    let names: Vec<String> = members
+        .iter()
+        .map(|f| format!("{} ({})", f.thread.comm, f.thread.tid))
+        .collect();
+    let _ = writeln!(
+        out,
+        "idle: {} waiting in {call}{class}: {}",
+        plural(members.len(), "thread", "threads"),
+        names.join(", ")
+    );
+}
+
+/// `resolved: thread 1235 (abba-a) in process 1234 (deadlock_abba) after 14.2 s (was stall)`.
+fn resolved_line(out: &mut String, report: &WatchReport, r: &Resolved) {
+    let process = match report.process_names.get(&r.pid) {
+        Some(name) => format!("{} ({name})", r.pid),
+        None => r.pid.to_string(),
+    };
+    let _ = writeln!(
+        out,
+        "resolved: thread {} ({}) in process {process} after {} (was {})",
+        r.tid,
+        r.comm,
+        fmt_ns(r.blocked_for_ns),
+        r.verdict.name()
+    );
+}
+
+/// `1 thread`, `3 threads`.
+fn plural(n: usize, one: &str, many: &str) -> String {
+    if n == 1 {
+        format!("1 {one}")
+    } else {
+        format!("{n} {many}")
+    }
+}
+
+/// `1, 2 and 3`.
+fn join_nums(nums: &[u32]) -> String {
+    let strs: Vec<String> = nums.iter().map(u32::to_string).collect();
+    match strs.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} and {last}", rest.join(", ")),
+        _ => strs.join(""),
+    }
+}
+
+/// A duration in ns.
+fn duration_ns(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// Human duration: `850 ms`, `14.2 s`, `12 min 5 s`, `3 h 20 min`.
+fn fmt_ns(ns: u64) -> String {
+    let ms = super::ns_to_ms(ns);
+    match ms {
+        0..1_000 => format!("{ms} ms"),
+        1_000..60_000 => format!("{:.1} s", ms as f64 / 1e3),
+        60_000..3_600_000 => format!("{} min {} s", ms / 60_000, ms % 60_000 / 1_000),
+        _ => format!("{} h {} min", ms / 3_600_000, ms % 3_600_000 / 60_000),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::watch::fixtures::{abba, idle_pool, recv_stalls, report, resolved};
+
+    /// Check that a deadlock is printed jstack style: header, one line per edge naming the
+    /// waiter and the holder, then each thread's stack, user then kernel, innermost first.
+    #[test]
+    fn deadlock_prints_edges_with_owners_then_stacks() {
+        let (findings, cycle) = abba();
+        let text = render_text(&report(findings, vec![cycle]));
+        assert!(
+            text.starts_with("[+12.0s] 2 threads past 5.0 s, 1 new deadlock\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Found one deadlock in process 1234 (deadlock_abba):\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\"abba-a\" (tid 1235): waiting for mutex 0x55d0c0a0, held by \"abba-b\" (tid 1236)"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "\"abba-b\" (tid 1236): waiting for mutex 0x55d0c0e0, held by \"abba-a\" (tid 1235)"
+            ),
+            "{text}"
+        );
+        let stacks = text
+            .find("Stacks of the threads listed above:")
+            .expect("stacks");
+        let header = text
+            .find("\"abba-a\" tid 1235, state S, blocked for 14.2 s in futex FUTEX_WAIT on mutex 0x55d0c0a0 held by tid 1236")
+            .expect("thread header");
+        let inner = text.find("__lll_lock_wait+0x10").expect("innermost");
+        let lock = text
+            .find("pthread_mutex_lock+0x20 (pthread_mutex_lock.c:80)")
+            .expect("lock");
+        let caller = text.find("lock_b+0x1e (abba.c:22)").expect("caller");
+        let kernel = text.find("schedule+0x10").expect("kernel frame");
+        assert!(stacks < header && header < inner, "{text}");
+        assert!(inner < lock && lock < caller && caller < kernel, "{text}");
+        // Cycle threads are not repeated as separate findings.
+        assert!(!text.contains("deadlock: "), "{text}");
+    }
+
+    /// Check that four threads in recvfrom on one connection make one headline with the
+    /// longest wait, every thread listed, one shared explanation and one stack.
+    #[test]
+    fn identical_stalls_are_grouped_under_one_headline() {
+        let text = render_text(&report(recv_stalls(), Vec::new()));
+        assert!(text.contains("In process 2000 (api):\n"), "{text}");
+        assert!(
+            text.contains(
+                "stall: 4 threads blocked in recvfrom on TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED) for 31.0 s"
+            ),
+            "{text}"
+        );
+        assert_eq!(text.matches("stall: ").count(), 1, "{text}");
+        for (tid, name) in [(2001, "worker-0"), (2004, "worker-3")] {
+            assert!(text.contains(&format!("{tid} ({name}, ")), "{text}");
+        }
+        assert_eq!(text.matches("why: waits for data").count(), 1, "{text}");
+        assert!(text.contains("stack of all 4 threads:"), "{text}");
+        assert_eq!(
+            text.matches("db_query+0x40 (db.c:120)").count(),
+            1,
+            "{text}"
+        );
+        assert!(text.contains("kernel: no stack"), "{text}");
+    }
+
+    /// Check that different stacks in one group are all printed, each with its threads.
+    #[test]
+    fn differing_stacks_in_a_group_are_all_printed() {
+        let mut findings = recv_stalls();
+        findings[3].thread.user_stack.pop();
+        let text = render_text(&report(findings, Vec::new()));
+        assert!(
+            text.contains("stack of threads 2003, 2002 and 2001:"),
+            "{text}"
+        );
+        assert!(text.contains("stack of thread 2004:"), "{text}");
+    }
+
+    /// Check that idle threads are listed compactly in a process with problems and left out
+    /// of a process without any.
+    #[test]
+    fn idle_threads_shown_only_beside_problems() {
+        let mut findings = recv_stalls();
+        findings.extend(idle_pool(2000));
+        findings.extend(idle_pool(3000));
+        let text = render_text(&report(findings, Vec::new()));
+        assert!(
+            text.contains(
+                "idle: 3 threads waiting in futex FUTEX_WAIT (no owner known): pool-0 (2100), pool-1 (2101), pool-2 (2102)"
+            ),
+            "{text}"
+        );
+        assert!(!text.contains("3100"), "{text}");
+        assert!(!text.contains("process 3000"), "{text}");
+        assert!(text.find("stall: ") < text.find("idle: "), "{text}");
+    }
+
+    /// Check the resolved line and the losses footer.
+    #[test]
+    fn resolved_and_losses_are_reported() {
+        let mut r = report(Vec::new(), Vec::new());
+        r.resolved.push(resolved());
+        r.losses = vec![("stack map full", 3)];
+        let text = render_text(&r);
+        assert!(
+            text.contains(
+                "resolved: thread 1235 (abba-a) in process 1234 (deadlock_abba) after 14.2 s (was stall)"
+            ),
+            "{text}"
+        );
+        assert!(text.starts_with("[+12.0s] 1 resolved\n"), "{text}");
+        assert!(text.contains("Lost: stack map full 3"), "{text}");
+    }
+
+    /// Check that an empty final report says nothing was found and an empty intermediate
+    /// report prints nothing.
+    #[test]
+    fn empty_reports() {
+        let mut r = report(Vec::new(), Vec::new());
+        assert_eq!(render_text(&r), "");
+        r.is_final = true;
+        assert_eq!(
+            render_text(&r),
+            "[+12.0s] nothing new (final)\nNo stalls past the threshold (5.0 s) were found.\n"
+        );
+    }
+
+    /// Check each problem verdict's headline and frame fallbacks.
+    #[test]
+    fn verdict_headlines_and_frame_names() {
+        let mut findings = recv_stalls();
+        findings.truncate(1);
+        findings[0].verdict = Verdict::EventLoopBlocked;
+        let text = render_text(&report(findings, Vec::new()));
+        assert!(
+            text.contains("event_loop_blocked: thread 2001 (worker-0) blocked in recvfrom on TCP"),
+            "{text}"
+        );
+        assert!(text.contains("its events are not handled"), "{text}");
+        let module_only = Frame {
+            addr: 0x1234,
+            module: Some("/usr/lib/libfoo.so.1".into()),
+            offset: 0x1a2b,
+            ..Frame::default()
+        };
+        assert_eq!(frame_text(&module_only), "libfoo.so.1+0x1a2b");
+        assert_eq!(
+            frame_text(&Frame {
+                addr: 0xdead,
+                ..Frame::default()
+            }),
+            "[unknown 0xdead]"
+        );
+        assert_eq!(fmt_ns(725_000_000_000), "12 min 5 s");
+    }
+}
