@@ -2,6 +2,8 @@
 //!
 //! Data flows one way: BPF maps -> [`capture`] -> [`model`] -> [`symbolize`] ->
 //! [`export`] / [`report`]. Only `capture` knows aya; everything after it is pure Rust.
+//! [`unwind`] re-unwinds the user stacks of threads that stay blocked, with DWARF CFI read
+//! from their modules, where the BPF frame-pointer walk loses frames.
 
 pub mod capture;
 pub mod cli;
@@ -12,3 +14,4 @@ pub mod profile;
 pub mod report;
 pub mod stall;
 pub mod symbolize;
+pub mod unwind;

@@ -1,0 +1,80 @@
+//! Reads of another process's memory through `/proc/PID/mem`, cached per page: a walk reads
+//! the same few stack pages over and over, and each pread is a syscall plus a page-table walk.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::unix::fs::FileExt;
+
+const PAGE_SIZE: u64 = 4096;
+/// Upper bound on cached pages (16 MiB) so that a pathological walk cannot hoard memory.
+const MAX_CACHED_PAGES: usize = 4096;
+/// Addresses at or above this are never user memory (57-bit address spaces included).
+const USER_LIMIT: u64 = 1 << 56;
+
+/// A page cache over `/proc/PID/mem`, meant to live for one unwind (memory may change after).
+pub(super) struct ProcMem {
+    file: File,
+    /// `None` records a page that could not be read (unmapped), so it is not retried.
+    pages: HashMap<u64, Option<Box<[u8]>>>,
+}
+
+impl ProcMem {
+    /// Opens `/proc/PID/mem` for reading.
+    pub fn open(pid: u32) -> io::Result<Self> {
+        Ok(Self {
+            file: File::open(format!("/proc/{pid}/mem"))?,
+            pages: HashMap::new(),
+        })
+    }
+
+    /// The little-endian u64 at `addr`, or `None` if any of its bytes is unreadable.
+    pub fn read_u64(&mut self, addr: u64) -> Option<u64> {
+        let mut buf = [0u8; 8];
+        self.read_bytes(addr, &mut buf)
+            .then(|| u64::from_le_bytes(buf))
+    }
+
+    /// Fills `buf` from `addr`; false if any byte is unreadable.
+    pub fn read_bytes(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+        let mut done = 0;
+        while done < buf.len() {
+            let Some(at) = addr.checked_add(done as u64) else {
+                return false;
+            };
+            let page_start = at & !(PAGE_SIZE - 1);
+            let in_page = (at - page_start) as usize;
+            let Some(page) = self.page(page_start) else {
+                return false;
+            };
+            let n = (page.len() - in_page).min(buf.len() - done);
+            buf[done..done + n].copy_from_slice(&page[in_page..in_page + n]);
+            done += n;
+        }
+        true
+    }
+
+    /// The page at `page_start`, read on first use.
+    fn page(&mut self, page_start: u64) -> Option<&[u8]> {
+        if page_start >= USER_LIMIT {
+            return None;
+        }
+        if self.pages.len() >= MAX_CACHED_PAGES && !self.pages.contains_key(&page_start) {
+            self.pages.clear();
+        }
+        let file = &self.file;
+        self.pages
+            .entry(page_start)
+            .or_insert_with(|| read_page(file, page_start))
+            .as_deref()
+    }
+}
+
+/// One whole page, or `None` if it is not mapped (a short read counts as unmapped).
+fn read_page(file: &File, page_start: u64) -> Option<Box<[u8]>> {
+    let mut page = vec![0u8; PAGE_SIZE as usize];
+    match file.read_at(&mut page, page_start) {
+        Ok(n) if n == page.len() => Some(page.into_boxed_slice()),
+        _ => None,
+    }
+}

@@ -1,0 +1,273 @@
+//! Tests of the unwinder against real blocked threads: one of this test process, and a
+//! C program built with frame pointers that blocks in glibc (which has none).
+
+use std::io::Write;
+use std::os::fd::RawFd;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::symbolize::Symbolizer;
+
+const MAX_FRAMES: usize = 64;
+
+/// ip and sp of a thread blocked in a syscall, from `/proc/PID/task/TID/syscall`
+/// (`nr arg1..arg6 sp pc` in hex), once it is in syscall `nr`.
+fn blocked_regs(pid: u32, tid: u32, nr: u64) -> UserRegs {
+    let path = format!("/proc/{pid}/task/{tid}/syscall");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let text = std::fs::read_to_string(&path).expect("read syscall file");
+        let fields: Vec<&str> = text.split_whitespace().collect();
+        let hex = |s: &str| u64::from_str_radix(s.trim_start_matches("0x"), 16).ok();
+        if fields.len() == 9 && fields[0].parse::<u64>().ok() == Some(nr) {
+            return UserRegs {
+                ip: hex(fields[8]).expect("pc"),
+                sp: hex(fields[7]).expect("sp"),
+                bp: None,
+            };
+        }
+        assert!(Instant::now() < deadline, "never blocked in {nr}: {text}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Symbolized function names of `addrs` (unknown frames as "?").
+fn names(pid: u32, addrs: &[u64]) -> Vec<String> {
+    Symbolizer::new()
+        .user(pid, addrs)
+        .into_iter()
+        .map(|f| f.name.unwrap_or_else(|| "?".into()))
+        .collect()
+}
+
+/// Index of the first name containing `needle`, after `from`.
+fn position(names: &[String], needle: &str, from: usize) -> Option<usize> {
+    names[from..]
+        .iter()
+        .position(|n| n.contains(needle))
+        .map(|i| i + from)
+}
+
+/// Asserts that `needles` appear in `names` in this order.
+fn assert_in_order(names: &[String], needles: &[&str]) {
+    let mut from = 0;
+    for needle in needles {
+        let Some(i) = position(names, needle, from) else {
+            panic!("{needle} missing after frame {from} in {names:#?}");
+        };
+        from = i + 1;
+    }
+}
+
+#[inline(never)]
+fn unwind_test_inner(fd: RawFd) -> isize {
+    let mut byte = [0u8; 1];
+    // SAFETY: reads one byte into a live one-byte buffer.
+    let n = unsafe { libc::read(fd, byte.as_mut_ptr().cast(), 1) };
+    std::hint::black_box(&byte);
+    std::hint::black_box(n)
+}
+
+#[inline(never)]
+fn unwind_test_middle(fd: RawFd) -> isize {
+    let n = unwind_test_inner(std::hint::black_box(fd));
+    std::hint::black_box(n)
+}
+
+#[inline(never)]
+fn unwind_test_outer(fd: RawFd) -> isize {
+    let n = unwind_test_middle(std::hint::black_box(fd));
+    std::hint::black_box(n)
+}
+
+/// A pipe as (read end, write end).
+fn pipe() -> (RawFd, RawFd) {
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two fds into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    (fds[0], fds[1])
+}
+
+/// A thread of this process blocked in read(2) under three Rust frames unwinds, without
+/// rbp, through libc's read into those frames, innermost first.
+#[test]
+fn unwinds_own_thread_blocked_in_read() {
+    let (read_fd, write_fd) = pipe();
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+        unwind_test_outer(read_fd)
+    });
+    let pid = std::process::id();
+    let tid = tid_rx.recv().unwrap();
+    let regs = blocked_regs(pid, tid, libc::SYS_read as u64);
+    let result = Unwinder::new().unwind(pid, regs, MAX_FRAMES);
+    // SAFETY: writes one byte from a live buffer, then closes fds this test owns.
+    unsafe {
+        libc::write(write_fd, b"x".as_ptr().cast(), 1);
+    }
+    assert_eq!(reader.join().unwrap(), 1);
+    // SAFETY: both fds are owned by this test and no longer used.
+    unsafe {
+        libc::close(read_fd);
+        libc::close(write_fd);
+    }
+    let addrs = result.expect("unwind");
+    assert_eq!(addrs[0], regs.ip);
+    let names = names(pid, &addrs);
+    let inner = position(&names, "unwind_test_inner", 0).expect("inner frame");
+    assert!(
+        inner > 0,
+        "libc's read should be below our frames: {names:#?}"
+    );
+    assert_in_order(
+        &names,
+        &[
+            "unwind_test_inner",
+            "unwind_test_middle",
+            "unwind_test_outer",
+        ],
+    );
+}
+
+const C_PROGRAM: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+volatile int sink;
+
+__attribute__((noinline)) void caller_of_lock(pthread_mutex_t *m) {
+    pthread_mutex_lock(m);
+    sink++;
+}
+
+__attribute__((noinline)) void middle_of_lock(pthread_mutex_t *m) {
+    caller_of_lock(m);
+    sink++;
+}
+
+__attribute__((noinline)) void outer_of_lock(pthread_mutex_t *m) {
+    middle_of_lock(m);
+    sink++;
+}
+
+int main(void) {
+    pthread_mutex_lock(&lock);
+    puts("locked");
+    fflush(stdout);
+    outer_of_lock(&lock); /* relocking a normal mutex blocks forever */
+    return sink;
+}
+"#;
+
+/// Builds [`C_PROGRAM`] with frame pointers and starts it.
+fn spawn_c_program(dir: &std::path::Path) -> Child {
+    let source = dir.join("lock.c");
+    let binary = dir.join("lock");
+    std::fs::File::create(&source)
+        .and_then(|mut f| f.write_all(C_PROGRAM.as_bytes()))
+        .expect("write C source");
+    let status = Command::new("gcc")
+        .args(["-O2", "-g", "-fno-omit-frame-pointer", "-pthread", "-o"])
+        .arg(&binary)
+        .arg(&source)
+        .status()
+        .expect("run gcc");
+    assert!(status.success(), "gcc failed");
+    Command::new(&binary)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start C program")
+}
+
+/// A C program built with frame pointers, blocked in glibc's lock wait (no frame pointers,
+/// rsp-based CFI), unwinds without rbp back into its own frames via the frame-record scan.
+#[test]
+fn recovers_frame_pointer_callers_of_glibc_without_rbp() {
+    let dir = std::env::temp_dir().join(format!("unwind-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut child = spawn_c_program(&dir);
+    let pid = child.id();
+    let regs = blocked_regs(pid, pid, libc::SYS_futex as u64);
+    let result = Unwinder::new().unwind(pid, regs, MAX_FRAMES);
+    let names = result.as_deref().map(|addrs| names(pid, addrs));
+    child.kill().expect("kill C program");
+    child.wait().expect("reap C program");
+    std::fs::remove_dir_all(&dir).ok();
+    let names = names.expect("unwind");
+    assert_in_order(
+        &names,
+        &["caller_of_lock", "middle_of_lock", "outer_of_lock", "main"],
+    );
+}
+
+/// A pid that does not exist is an error, not a panic or an empty stack.
+#[test]
+fn bogus_pid_is_an_error() {
+    let regs = UserRegs {
+        ip: 0x1000,
+        sp: 0x2000,
+        bp: None,
+    };
+    let err = Unwinder::new()
+        .unwind(0x7fff_fff0, regs, MAX_FRAMES)
+        .unwrap_err();
+    assert!(matches!(err, UnwindError::ProcessGone { .. }), "{err:?}");
+}
+
+/// Garbage stack pointers (unmapped, past user space, into zeroed memory) give a short
+/// stack, never a panic or a long walk.
+#[test]
+fn garbage_sp_gives_short_stack() {
+    let pid = std::process::id();
+    let ip = unwind_test_inner as *const () as usize as u64;
+    let zeros = vec![0u64; 16 * 1024];
+    let zeros_sp = zeros.as_ptr() as u64;
+    let mut unwinder = Unwinder::new();
+    for sp in [0, 8, 0x1000, u64::MAX - 7, u64::MAX, 1 << 63, zeros_sp] {
+        for bp in [None, Some(0), Some(sp), Some(u64::MAX)] {
+            let addrs = unwinder
+                .unwind(pid, UserRegs { ip, sp, bp }, MAX_FRAMES)
+                .expect("unwind of own process");
+            assert_eq!(addrs.first(), Some(&ip));
+            assert!(addrs.len() <= 2, "sp {sp:#x} bp {bp:?}: {addrs:x?}");
+        }
+    }
+    assert!(
+        unwinder
+            .unwind(
+                pid,
+                UserRegs {
+                    ip,
+                    sp: 0,
+                    bp: None
+                },
+                0
+            )
+            .unwrap()
+            .is_empty()
+    );
+    unwinder.forget(pid);
+}
+
+/// Maps lines with odd spacing, deleted files and pseudo paths parse; junk does not.
+#[test]
+fn parses_maps_lines() {
+    let m = Mapping::parse(
+        "7ff6-7ff8 r-xp 00026000 fe:00 326279                     /usr/lib/a b.so (deleted)",
+    )
+    .unwrap();
+    assert_eq!((m.start, m.end, m.offset), (0x7ff6, 0x7ff8, 0x26000));
+    assert_eq!((m.dev, m.inode), ((0xfe, 0), 326279));
+    assert!(m.executable && m.is_file());
+    assert_eq!(m.path, "/usr/lib/a b.so (deleted)");
+    let vdso = Mapping::parse("1000-3000 r-xp 00000000 00:00 0 [vdso]").unwrap();
+    assert!(vdso.is_vdso() && !vdso.is_file());
+    assert!(Mapping::parse("1000-3000 rw-p 0 00:00 0").is_some_and(|m| m.path.is_empty()));
+    assert!(Mapping::parse("zz-3000 r-xp 0 00:00 0").is_none());
+    assert!(Mapping::parse("3000-1000 r-xp 0 00:00 0").is_none());
+}
