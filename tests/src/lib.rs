@@ -4,11 +4,13 @@
 //! trace workloads (`workloads/`) that measure their own blocked time, so every number the
 //! tracer reports can be checked against ground truth. [`require_bpf`] gates every test that
 //! needs root and BTF; the rest of the crate is plumbing: [`tracer`] runs the binary,
-//! [`workload`] drives the workloads, [`folded`] reads the output.
+//! [`workload`] drives the workloads, [`folded`] reads the output. [`watch_workloads`] runs the
+//! programs that get stuck on purpose (deadlocks, stalled I/O) for `stallwatch watch`.
 
 pub mod folded;
 pub mod sites;
 pub mod tracer;
+pub mod watch_workloads;
 pub mod workload;
 
 use std::{
@@ -63,6 +65,21 @@ pub fn stallwatch_bin() -> PathBuf {
 /// The `offcpu_sites` workload, built by `build.rs`.
 pub fn offcpu_sites_bin() -> &'static Path {
     Path::new(env!("OFFCPU_SITES_BIN"))
+}
+
+/// The `deadlock_abba` workload (see [`watch_workloads::abba`]), built by `build.rs`.
+pub fn deadlock_abba_bin() -> &'static Path {
+    Path::new(env!("DEADLOCK_ABBA_BIN"))
+}
+
+/// The `recv_stall` workload (see [`watch_workloads::recv`]), built by `build.rs`.
+pub fn recv_stall_bin() -> &'static Path {
+    Path::new(env!("RECV_STALL_BIN"))
+}
+
+/// The `healthy` workload (see [`watch_workloads::healthy`]), built by `build.rs`.
+pub fn healthy_bin() -> &'static Path {
+    Path::new(env!("HEALTHY_BIN"))
 }
 
 /// A file in `workloads/` (scripts that need no build).
