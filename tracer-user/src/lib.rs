@@ -9,6 +9,7 @@ pub mod capture;
 pub mod cli;
 pub mod command;
 pub mod export;
+pub mod inspect;
 pub mod model;
 pub mod profile;
 pub mod report;
