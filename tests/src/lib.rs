@@ -10,6 +10,7 @@
 pub mod folded;
 pub mod sites;
 pub mod tracer;
+pub mod watch_report;
 pub mod watch_workloads;
 pub mod workload;
 

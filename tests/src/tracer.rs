@@ -124,14 +124,14 @@ impl Tracer {
         self.stderr_text.lock().expect("stderr buffer").clone()
     }
 
-    /// Blocks until stderr has a line starting with `Tracing` (BPF attached). Panics with the
+    /// Blocks until stderr has a line starting with `Tracing` or `Watching` (BPF attached). Panics with the
     /// stderr so far if the tracer exits first or [`TRACING_TIMEOUT`] passes.
     pub fn wait_tracing(&mut self) {
         let deadline = Instant::now() + TRACING_TIMEOUT;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.stderr_lines.recv_timeout(left) {
-                Ok(line) if line.starts_with("Tracing") => return,
+                Ok(line) if line.starts_with("Tracing") || line.starts_with("Watching") => return,
                 Ok(_) => {}
                 Err(RecvTimeoutError::Timeout) => {
                     let _ = self.child.kill();

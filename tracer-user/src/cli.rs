@@ -29,6 +29,70 @@ pub enum Command {
     /// Record off-CPU time with kernel and user stacks and write flamegraphs.
     #[command(after_help = PROFILE_EXAMPLES)]
     Profile(ProfileArgs),
+    /// Report threads blocked past a threshold, live: stalls, blocked event loops and
+    /// deadlock cycles, with owners and stacks.
+    #[command(after_help = WATCH_EXAMPLES)]
+    Watch(WatchArgs),
+}
+
+const WATCH_EXAMPLES: &str = "\
+EXAMPLES:
+    stallwatch watch                                  # whole host, report waits past 5 s
+    stallwatch watch -p 185 --threshold 2s            # one process, 2 s threshold
+    stallwatch watch -p 185 --once                    # one snapshot of what is blocked now, then exit
+    stallwatch watch --json -o stalls.jsonl -d 10m    # JSON Lines for 10 minutes
+    stallwatch watch -p 185 --exit-on-deadlock        # stop at the first deadlock (exit status 11)
+
+Waits already in progress when watch starts are read from /proc. Each stall is reported when
+it crosses the threshold and again when it ends. Ctrl-C or SIGTERM ends and prints a summary.
+JSON Lines schema: docs/json-schema.md.
+
+EXIT STATUS: 0 nothing past the threshold, 10 stalls found (no deadlock), 11 deadlock found,
+1 other error, 2 usage, 3 no privileges, 4 kernel unsupported (no BTF), 5 process not found,
+6 output not writable.";
+
+/// `stallwatch watch` options.
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// Watch these processes (repeatable or comma-separated). Default: every process.
+    #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
+    pub pids: Vec<u32>,
+    /// Report threads blocked at least this long: 5s, 500ms, 2m, or plain seconds.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub threshold: Duration,
+    /// How often to look: 1s, 200ms...
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+    /// Write JSON Lines (one report object per line; docs/json-schema.md) instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Write reports to this file instead of stdout.
+    #[arg(short = 'o', long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Read what is blocked now from /proc, report it (threshold applies) and exit, without
+    /// loading BPF programs.
+    #[arg(long)]
+    pub once: bool,
+    /// Stop after this long. Default: until Ctrl-C or SIGTERM.
+    #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
+    pub duration: Option<Duration>,
+    /// Stop at the first deadlock found.
+    #[arg(long)]
+    pub exit_on_deadlock: bool,
+}
+
+impl WatchArgs {
+    /// The capture configuration: in-flight waits of every state that blocks, with user
+    /// registers for unwinding, nothing aggregated.
+    pub fn capture_config(&self) -> CaptureConfig {
+        CaptureConfig {
+            pids: self.pids.clone(),
+            state_mask: state::DEFAULT_MASK,
+            in_flight_only: true,
+            user_regs: true,
+            ..CaptureConfig::default()
+        }
+    }
 }
 
 const PROFILE_EXAMPLES: &str = "\
@@ -165,6 +229,8 @@ impl ProfileArgs {
             wakers: self.wakers,
             stack_memo: !self.no_stack_memo,
             stack_storage_size: self.stack_storage_size,
+            in_flight_only: false,
+            user_regs: false,
         }
     }
 
@@ -260,7 +326,31 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).expect("parse").command {
             Command::Profile(p) => p,
+            Command::Watch(_) => panic!("parsed as watch"),
         }
+    }
+
+    fn watch(args: &[&str]) -> WatchArgs {
+        let mut argv = vec!["stallwatch", "watch"];
+        argv.extend_from_slice(args);
+        match Cli::try_parse_from(argv).expect("parse").command {
+            Command::Watch(w) => w,
+            Command::Profile(_) => panic!("parsed as profile"),
+        }
+    }
+
+    /// Check that watch's defaults are the issue's (5 s threshold, 1 s interval, host-wide)
+    /// and its capture keeps only waits in flight, with user registers.
+    #[test]
+    fn watch_defaults_and_capture() {
+        let w = watch(&[]);
+        assert_eq!(w.threshold, Duration::from_secs(5));
+        assert_eq!(w.interval, Duration::from_secs(1));
+        assert!(w.pids.is_empty() && !w.once && !w.json && !w.exit_on_deadlock);
+        let config = watch(&["-p", "1,2", "--threshold", "500ms"]).capture_config();
+        assert_eq!(config.pids, [1, 2]);
+        assert!(config.in_flight_only && config.user_regs);
+        assert!(Cli::try_parse_from(["stallwatch", "watch", "--threshold", "soon"]).is_err());
     }
 
     /// Check that durations accept the units users type and reject nonsense.

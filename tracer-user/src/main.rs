@@ -5,35 +5,39 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracer_user::{
     cli::{Cli, Command},
-    profile,
+    profile, watch,
 };
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match &cli.command {
-        Command::Profile(args) => profile::run(args),
+        Command::Profile(args) => profile::run(args)
+            .map(|()| 0)
+            .map_err(|e| (e.exit_code(), Box::new(e) as Box<dyn std::error::Error>)),
+        Command::Watch(args) => watch::run(args)
+            .map(|found| found.exit_code())
+            .map_err(|e| (e.exit_code(), Box::new(e) as Box<dyn std::error::Error>)),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(err) => {
-            let mut message = format!("stallwatch: error: {err}");
-            let mut source = std::error::Error::source(&err);
-            while let Some(cause) = source {
-                let cause = cause.to_string();
-                if !message.contains(&cause) {
-                    message.push_str(": ");
-                    message.push_str(&cause);
-                }
-                source = cause_of(source);
-            }
-            eprintln!("{message}");
-            ExitCode::from(err.exit_code() as u8)
+        Ok(code) => ExitCode::from(code as u8),
+        Err((code, err)) => {
+            eprintln!("{}", one_line(err.as_ref()));
+            ExitCode::from(code as u8)
         }
     }
 }
 
-fn cause_of<'a>(
-    e: Option<&'a (dyn std::error::Error + 'static)>,
-) -> Option<&'a (dyn std::error::Error + 'static)> {
-    e.and_then(std::error::Error::source)
+/// `stallwatch: error: ...` with every distinct cause appended.
+fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = format!("stallwatch: error: {err}");
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
 }

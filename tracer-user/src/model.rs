@@ -203,3 +203,38 @@ pub struct Capture {
     /// Process names by pid, read while the processes lived.
     pub process_names: BTreeMap<u32, String>,
 }
+
+/// A wait still in progress, read live from the kernel's per-thread state (`watch`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InFlightWait {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name at switch-out.
+    pub comm: String,
+    /// When the thread left the CPU (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// State class at switch-out.
+    pub state: Option<ThreadState>,
+    /// Syscall number, if the thread was in a tracked syscall.
+    pub syscall_nr: Option<u32>,
+    /// `tracer_common::syscalls::kind`.
+    pub kind: u32,
+    /// Resource argument (futex address, fd...).
+    pub resource: u64,
+    /// Detail argument (futex op, poll timeout).
+    pub detail: u64,
+    /// Timeout argument.
+    pub timeout: u64,
+    /// User (ip, sp, bp) at switch-out, when recorded.
+    pub user_regs: Option<(u64, u64, u64)>,
+    /// Kernel stack at switch-out.
+    pub kernel_stack: RawStack,
+    /// User stack at switch-out (frame-pointer walk).
+    pub user_stack: RawStack,
+    /// A PI lock refused with EDEADLK before this wait: (address, word at the failure, time).
+    pub refused_pi_lock: Option<(u64, u32, u64)>,
+    /// Last return from epoll_wait/poll/select (CLOCK_MONOTONIC ns) and how many there were.
+    pub last_poll_exit: Option<(u64, u64)>,
+}

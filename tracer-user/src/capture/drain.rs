@@ -9,7 +9,9 @@ use tracer_common::{
 };
 
 use super::CaptureError;
-use crate::model::{Capture, Counters, OffCpuSample, RawStack, ThreadState as State, Wait, Waker};
+use crate::model::{
+    Capture, Counters, InFlightWait, OffCpuSample, RawStack, ThreadState as State, Wait, Waker,
+};
 
 /// The maps drained at the end.
 pub(super) struct Maps {
@@ -173,6 +175,61 @@ fn in_progress_sample(
         max_ns: elapsed,
         still_blocked: true,
     }
+}
+
+/// Waits in progress that began at or before `started_before_ns`, with their stacks.
+pub(super) fn read_in_flight(
+    maps: &Maps,
+    started_before_ns: u64,
+) -> Result<Vec<InFlightWait>, CaptureError> {
+    let mut stacks = StackCache {
+        map: &maps.stacks,
+        resolved: StdHashMap::new(),
+    };
+    let mut waits = Vec::new();
+    for entry in maps.threads.iter() {
+        // An entry can vanish (thread exit) between the key walk and the lookup.
+        let Ok((tid, thread)) = entry else { continue };
+        let w = &thread.wait;
+        if w.start_ns == 0 || w.start_ns > started_before_ns {
+            continue;
+        }
+        let tracked = w.syscall.kind != syscalls::kind::NONE && w.syscall.nr != u32::MAX;
+        let regs = w.user_regs;
+        let failed = thread.failed_lock;
+        waits.push(InFlightWait {
+            pid: w.tgid,
+            tid,
+            comm: comm(&w.comm),
+            start_ns: w.start_ns,
+            state: Some(State::from_class(w.state)),
+            syscall_nr: tracked.then_some(w.syscall.nr),
+            kind: if tracked {
+                w.syscall.kind
+            } else {
+                syscalls::kind::NONE
+            },
+            resource: w.syscall.resource,
+            detail: w.syscall.detail,
+            timeout: w.syscall.timeout,
+            user_regs: (regs.ip != 0).then_some((regs.ip, regs.sp, regs.bp)),
+            kernel_stack: stacks.get(w.kernel_stack_id),
+            user_stack: stacks.get(w.user_stack_id),
+            refused_pi_lock: (failed.uaddr != 0 && failed.at_ns <= w.start_ns).then_some((
+                failed.uaddr,
+                failed.word,
+                failed.at_ns,
+            )),
+            last_poll_exit: (thread.poll.count > 0)
+                .then_some((thread.poll.last_exit_ns, thread.poll.count)),
+        });
+    }
+    Ok(waits)
+}
+
+/// The counters now.
+pub(super) fn counters(maps: &Maps) -> Counters {
+    read_counters(&maps.counters)
 }
 
 fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {

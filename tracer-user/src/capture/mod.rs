@@ -11,7 +11,7 @@ mod session;
 
 use std::path::PathBuf;
 
-pub use session::Session;
+pub use session::{Session, monotonic_ns};
 
 /// Which threads to trace by kind (`-u` / `-k`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -55,6 +55,10 @@ pub struct CaptureConfig {
     pub stack_memo: bool,
     /// Capacity of the stack store (`--stack-storage-size`).
     pub stack_storage_size: u32,
+    /// Keep waits in flight only, aggregate nothing (`watch`).
+    pub in_flight_only: bool,
+    /// Record user registers at switch-out for user-space unwinding (`watch`).
+    pub user_regs: bool,
 }
 
 impl Default for CaptureConfig {
@@ -73,6 +77,8 @@ impl Default for CaptureConfig {
             wakers: false,
             stack_memo: true,
             stack_storage_size: tracer_common::capacity::STACKS,
+            in_flight_only: false,
+            user_regs: false,
         }
     }
 }

@@ -14,7 +14,7 @@ use aya::{
 use tracer_common::{Config, OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, flags};
 
 use super::{CaptureConfig, CaptureError, ThreadKinds, btf::KernelOffsets, drain};
-use crate::model::Capture;
+use crate::model::{Capture, Counters, InFlightWait};
 
 /// The BPF object built by `build.rs` (empty when bpf-linker was missing).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stallwatch-bpf"));
@@ -158,6 +158,17 @@ impl Session {
         self.started.elapsed()
     }
 
+    /// Waits in progress that began at least `min_age` ago (`watch`), read while tracing.
+    pub fn in_flight(&self, min_age: Duration) -> Result<Vec<InFlightWait>, CaptureError> {
+        let before = monotonic_ns().saturating_sub(min_age.as_nanos() as u64);
+        drain::read_in_flight(&self.maps, before)
+    }
+
+    /// Event and loss counters so far.
+    pub fn counters(&self) -> Counters {
+        drain::counters(&self.maps)
+    }
+
     /// Detaches every program, then drains the maps: completed waits from the aggregate, and
     /// waits still in progress charged up to now.
     pub fn finish(mut self) -> Result<Capture, CaptureError> {
@@ -226,6 +237,12 @@ fn kernel_config(
     if cgroup_id.is_some() {
         f |= flags::FILTER_CGROUP;
     }
+    if config.in_flight_only {
+        f |= flags::IN_FLIGHT_ONLY;
+    }
+    if config.user_regs {
+        f |= flags::USER_REGS;
+    }
     Config {
         min_block_ns: config.min_block_us.saturating_mul(1000),
         max_block_ns: config
@@ -275,7 +292,7 @@ fn has_bpf_privileges() -> bool {
 }
 
 /// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

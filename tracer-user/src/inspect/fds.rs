@@ -56,6 +56,23 @@ pub enum FdType {
     Other,
 }
 
+impl FdType {
+    /// Lower-case name, as in JSON reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Socket => "socket",
+            Self::Pipe => "pipe",
+            Self::Fifo => "fifo",
+            Self::File => "file",
+            Self::EventFd => "eventfd",
+            Self::TimerFd => "timerfd",
+            Self::Epoll => "epoll",
+            Self::SignalFd => "signalfd",
+            Self::Other => "other",
+        }
+    }
+}
+
 /// Access mode of an open file, from the `O_ACCMODE` bits of `fdinfo`'s `flags`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]

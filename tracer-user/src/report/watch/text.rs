@@ -12,7 +12,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{Resolved, WatchReport, describe_call, describe_resource};
 use crate::{
-    stall::model::{Cycle, Finding, Origin, Timing, Verdict},
+    stall::model::{BlockedThread, Cycle, Finding, Origin, Timing, Verdict},
     symbolize::Frame,
 };
 
@@ -257,7 +257,7 @@ fn groups<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<Group<'a>> {
         let key = (
             f.verdict,
             describe_call(&f.thread),
-            describe_resource(&f.thread),
+            group_resource(&f.thread),
         );
         by_key.entry(key).or_default().push(f);
     }
@@ -275,6 +275,18 @@ fn groups<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<Group<'a>> {
         .collect();
     groups.sort_by_key(|g| (g.verdict, std::cmp::Reverse(longest_ns(g))));
     groups
+}
+
+/// What a group's threads wait on: a socket's peer address, so that every connection to the
+/// same server groups together (`4 threads blocked in recvfrom on 127.0.0.1:5432`), else the
+/// full resource description.
+fn group_resource(t: &BlockedThread) -> String {
+    match &t.fd {
+        Some(fd) if fd.fd_type == "socket" && fd.peer.is_some() => {
+            fd.peer.clone().unwrap_or_default()
+        }
+        _ => describe_resource(t),
+    }
 }
 
 /// The longest wait of a group.

@@ -1,0 +1,424 @@
+//! `stallwatch watch` on real stuck programs: deadlocks (glibc, PI, Rust std), a silent TCP
+//! server, blocked asyncio loops, and a healthy control. Root only.
+
+use std::{path::Path, thread, time::Duration};
+
+use serde_json::Value;
+use stallwatch_tests::{
+    TempDir, deadlock_abba_bin, healthy_bin, recv_stall_bin, require_bpf,
+    tracer::{RunOutput, Tracer, run},
+    watch_report::{WatchOutput, cycle_edges, user_symbols},
+    watch_workloads::{
+        DELAY_MS_ARG, MAIN, READY, RunningWorkload, abba, asyncio, healthy, recv, rust_abba,
+    },
+    workload_file,
+};
+
+/// Long enough for `watch` to attach before the workload blocks.
+const ATTACH_DELAY_MS: &str = "3000";
+/// How long a watch run may take in all.
+const RUN_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Starts `watch -p PID --json -o OUT ARGS`, waits until it is attached, and checks the
+/// workload did not block before that (else the test would not test tracing).
+fn attach_watch(workload: &RunningWorkload, out: &Path, args: &[&str], not_yet: &str) -> Tracer {
+    let pid = workload.pid().to_string();
+    let mut command: Vec<&str> = vec!["watch", "-p", &pid, "--json", "-o"];
+    let out = out.to_str().expect("UTF-8 temp path");
+    command.push(out);
+    command.extend_from_slice(args);
+    let mut tracer = Tracer::spawn(&command);
+    tracer.wait_tracing();
+    assert!(
+        !workload.lines().iter().any(|l| l == not_yet),
+        "the workload printed {not_yet} before watch attached; raise ATTACH_DELAY_MS"
+    );
+    tracer
+}
+
+/// `watch ARGS` run to its end, with its JSON output.
+fn finish(tracer: Tracer, out: &Path) -> (RunOutput, WatchOutput) {
+    let result = tracer.wait(RUN_TIMEOUT);
+    let report = WatchOutput::read(out);
+    (result, report)
+}
+
+fn hex(addr: u64) -> String {
+    format!("0x{addr:x}")
+}
+
+/// The one cycle among tids `a` and `b`, checked to be a <-> b. (A cycle is reported when
+/// found and restated in the final report.)
+fn assert_abba_cycle(report: &WatchOutput, a: u32, b: u32) {
+    let mut distinct: Vec<Vec<(u32, u32)>> = report
+        .cycles()
+        .into_iter()
+        .map(|c| {
+            let mut edges = cycle_edges(c);
+            edges.sort_unstable();
+            edges
+        })
+        .collect();
+    distinct.dedup();
+    let mut expected = vec![(a, b), (b, a)];
+    expected.sort_unstable();
+    assert_eq!(distinct, [expected], "cycles:\n{}", report.dump());
+}
+
+/// The first report object of `tid` with verdict `verdict`.
+fn thread_with<'a>(report: &'a WatchOutput, tid: u32, verdict: &str) -> &'a Value {
+    report
+        .thread(tid)
+        .into_iter()
+        .find(|t| t["verdict"] == verdict)
+        .unwrap_or_else(|| panic!("no {verdict} verdict for tid {tid}:\n{}", report.dump()))
+}
+
+/// Checks one deadlocked thread: its owner, the mutex it wants and its lock-call frame.
+fn assert_deadlocked(report: &WatchOutput, tid: u32, owner: u32, mutex: u64, frame: &str) {
+    let t = thread_with(report, tid, "deadlock");
+    assert_eq!(t["resource"]["owner_tid"], owner, "owner of {tid}:\n{t:#}");
+    let wanted = t["resource"]["lock_uaddr"]
+        .as_str()
+        .or(t["resource"]["futex_uaddr"].as_str());
+    assert_eq!(wanted, Some(hex(mutex).as_str()), "mutex of {tid}:\n{t:#}");
+    let symbols = user_symbols(t);
+    assert!(
+        symbols.iter().any(|s| s == frame),
+        "{frame} not in the user stack of {tid}: {symbols:?}"
+    );
+}
+
+/// Check that a pthread ABBA deadlock that forms while `watch` runs is reported as one cycle
+/// with both owners and both lock-call frames, that the thread joining a member is blocked
+/// by the deadlock, that the healthy thread is not reported, and that --exit-on-deadlock
+/// exits with 11.
+#[test]
+fn abba_deadlock_is_reported_with_owners_and_stacks() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("watch-abba");
+    let out = dir.join("watch.jsonl");
+    let workload = RunningWorkload::spawn(deadlock_abba_bin(), &[DELAY_MS_ARG, ATTACH_DELAY_MS]);
+    let tracer = attach_watch(
+        &workload,
+        &out,
+        &[
+            "--threshold",
+            "1s",
+            "--interval",
+            "200ms",
+            "--exit-on-deadlock",
+            "-d",
+            "40s",
+        ],
+        READY,
+    );
+    let (result, report) = finish(tracer, &out);
+    result.assert_code(11);
+    let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
+    assert_abba_cycle(&report, a, b);
+    let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
+    assert_deadlocked(&report, a, b, lock_b, abba::LOCK_B_WHILE_HOLDING_A);
+    assert_deadlocked(&report, b, a, lock_a, abba::LOCK_A_WHILE_HOLDING_B);
+    assert_eq!(thread_with(&report, a, "deadlock")["origin"], "traced");
+    let main = workload.tid(MAIN);
+    assert!(
+        report
+            .verdicts(main)
+            .iter()
+            .all(|v| v == "blocked_by_deadlock"),
+        "main joins abba-a: {:?}",
+        report.verdicts(main)
+    );
+    let healthy = workload.tid(abba::HEALTHY);
+    assert!(
+        report.thread(healthy).is_empty(),
+        "healthy thread reported:\n{}",
+        report.dump()
+    );
+}
+
+/// Check that a deadlock that formed before `watch` started is found from /proc alone, both
+/// by `--once` and by a live watch, with owners and lock-call frames unwound without frame
+/// pointers in glibc.
+#[test]
+fn deadlock_before_attach_is_found_from_proc() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("watch-before");
+    let workload = RunningWorkload::spawn(deadlock_abba_bin(), &[]);
+    workload.wait_for(READY, Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(1500));
+    let pid = workload.pid().to_string();
+    let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
+    let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
+
+    let once = dir.join("once.jsonl");
+    let result = run(
+        [
+            "watch",
+            "-p",
+            &pid,
+            "--once",
+            "--threshold",
+            "1s",
+            "--json",
+            "-o",
+            once.to_str().unwrap(),
+        ],
+        RUN_TIMEOUT,
+    );
+    result.assert_code(11);
+    let live = dir.join("live.jsonl");
+    let result = run(
+        [
+            "watch",
+            "-p",
+            &pid,
+            "--threshold",
+            "1s",
+            "--interval",
+            "200ms",
+            "--json",
+            "-o",
+            live.to_str().unwrap(),
+            "--exit-on-deadlock",
+            "-d",
+            "30s",
+        ],
+        RUN_TIMEOUT,
+    );
+    result.assert_code(11);
+    for path in [once, live] {
+        let report = WatchOutput::read(&path);
+        assert_abba_cycle(&report, a, b);
+        assert_deadlocked(&report, a, b, lock_b, abba::LOCK_B_WHILE_HOLDING_A);
+        assert_deadlocked(&report, b, a, lock_a, abba::LOCK_A_WHILE_HOLDING_B);
+        let t = thread_with(&report, a, "deadlock");
+        assert_eq!(t["origin"], "snapshot", "{t:#}");
+        assert!(
+            t["blocked_for_ms"].as_u64().unwrap_or(0) >= 1000,
+            "blocked_for_ms of a deadlock 1.5 s old: {t:#}"
+        );
+        assert!(
+            !t["kernel_stack"].as_array().is_none_or(Vec::is_empty),
+            "no kernel stack: {t:#}"
+        );
+    }
+}
+
+/// Check that a PI-mutex ABBA, where the kernel refuses the closing lock with EDEADLK and
+/// glibc parks that thread on a word of its own stack, is still reported as the full cycle.
+#[test]
+fn pi_mutex_deadlock_is_reported_from_the_refused_lock() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("watch-pi");
+    let out = dir.join("watch.jsonl");
+    let workload = RunningWorkload::spawn(
+        deadlock_abba_bin(),
+        &[abba::PI_FLAG, DELAY_MS_ARG, ATTACH_DELAY_MS],
+    );
+    let tracer = attach_watch(
+        &workload,
+        &out,
+        &[
+            "--threshold",
+            "1s",
+            "--interval",
+            "200ms",
+            "--exit-on-deadlock",
+            "-d",
+            "40s",
+        ],
+        READY,
+    );
+    let (result, report) = finish(tracer, &out);
+    result.assert_code(11);
+    let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
+    assert_abba_cycle(&report, a, b);
+    let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
+    assert_deadlocked(&report, a, b, lock_b, abba::LOCK_B_WHILE_HOLDING_A);
+    assert_deadlocked(&report, b, a, lock_a, abba::LOCK_A_WHILE_HOLDING_B);
+    let sources: Vec<&Value> = [a, b]
+        .iter()
+        .map(|&t| &thread_with(&report, t, "deadlock")["resource"]["owner_source"])
+        .collect();
+    assert!(
+        sources.contains(&&Value::from("failed_pi_lock"))
+            && sources.contains(&&Value::from("pi_word")),
+        "owner sources {sources:?}:\n{}",
+        report.dump()
+    );
+}
+
+/// Check that a Rust std::sync::Mutex ABBA (no owner in the lock word) is reported as a
+/// stall or stalled process, with the lock-call frames, and that no cycle is invented.
+#[test]
+fn rust_mutex_deadlock_is_a_stall_without_an_invented_cycle() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("watch-rust");
+    let out = dir.join("watch.jsonl");
+    let binary = Path::new(env!("CARGO_BIN_EXE_rust_mutex_abba"));
+    let workload = RunningWorkload::spawn(binary, &[DELAY_MS_ARG, ATTACH_DELAY_MS]);
+    let tracer = attach_watch(&workload, &out, &["--threshold", "1s", "-d", "8s"], READY);
+    let (result, report) = finish(tracer, &out);
+    result.assert_code(10);
+    assert!(
+        report.cycles().is_empty(),
+        "invented cycle:\n{}",
+        report.dump()
+    );
+    for (role, frame) in [
+        (rust_abba::THREAD_A, rust_abba::LOCK_B_WHILE_HOLDING_A),
+        (rust_abba::THREAD_B, rust_abba::LOCK_A_WHILE_HOLDING_B),
+    ] {
+        let tid = workload.tid(role);
+        let t = report
+            .thread(tid)
+            .into_iter()
+            .find(|t| t["verdict"] == "stall" || t["verdict"] == "process_stalled")
+            .unwrap_or_else(|| panic!("{role} not reported as a stall:\n{}", report.dump()));
+        assert!(
+            t["resource"]["owner_tid"].is_null(),
+            "owner invented: {t:#}"
+        );
+        assert!(
+            user_symbols(t).iter().any(|s| s.contains(frame)),
+            "{frame} missing: {t:#}"
+        );
+    }
+}
+
+/// Check that threads blocked in recv on a server that never answers are stalls naming the
+/// peer address, and the server idle in accept is not a problem.
+#[test]
+fn recv_on_a_silent_server_names_the_peer() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("watch-recv");
+    let out = dir.join("watch.jsonl");
+    let workload = RunningWorkload::spawn(recv_stall_bin(), &[DELAY_MS_ARG, ATTACH_DELAY_MS]);
+    let tracer = attach_watch(&workload, &out, &["--threshold", "1s", "-d", "8s"], READY);
+    let (result, report) = finish(tracer, &out);
+    result.assert_code(10);
+    let peer = format!("127.0.0.1:{}", workload.port());
+    for client in recv::CLIENTS {
+        let t = thread_with(&report, workload.tid(client), "stall");
+        assert_eq!(t["resource"]["peer"], peer.as_str(), "{t:#}");
+        assert_eq!(t["wait"]["syscall"], "recvfrom", "{t:#}");
+        assert!(
+            user_symbols(t).iter().any(|s| s == recv::RECV_FUNCTION),
+            "{t:#}"
+        );
+    }
+    let server = workload.tid(recv::SERVER);
+    assert!(
+        report.verdicts(server).iter().all(|v| v == "idle"),
+        "server in accept: {:?}",
+        report.verdicts(server)
+    );
+    // The human report groups the four clients under one headline with the peer.
+    let text = run(
+        [
+            "watch",
+            "-p",
+            &workload.pid().to_string(),
+            "--once",
+            "--threshold",
+            "1s",
+        ],
+        RUN_TIMEOUT,
+    );
+    text.assert_code(10);
+    assert!(
+        text.stdout.contains("4 threads blocked in recvfrom") && text.stdout.contains(&peer),
+        "text report:\n{}",
+        text.stdout
+    );
+}
+
+/// Check that an asyncio loop blocked by time.sleep, and one blocked by threading.Lock in a
+/// coroutine, are reported as blocked event loops.
+#[test]
+fn blocked_asyncio_loops_are_reported() {
+    if !require_bpf() {
+        return;
+    }
+    for mode in [asyncio::MODE_SLEEP, asyncio::MODE_LOCK] {
+        let dir = TempDir::new("watch-asyncio");
+        let out = dir.join("watch.jsonl");
+        let workload = RunningWorkload::spawn_python(
+            &workload_file(asyncio::SCRIPT),
+            &[mode, asyncio::WARMUP_S_ARG, "4"],
+        );
+        workload.wait_for(READY, Duration::from_secs(20));
+        let tracer = attach_watch(
+            &workload,
+            &out,
+            &["--threshold", "1s", "-d", "9s"],
+            asyncio::BLOCKING,
+        );
+        let (result, report) = finish(tracer, &out);
+        result.assert_code(10);
+        let tid = workload.tid(asyncio::LOOP);
+        let t = thread_with(&report, tid, "event_loop_blocked");
+        assert!(t["event_loop"] == true, "{mode}: {t:#}");
+    }
+}
+
+/// Check that a healthy program (timers, an epoll loop with timeouts, a busy condvar, idle
+/// pool workers, a briefly contended mutex) gets no problem verdict and exit status 0.
+#[test]
+fn healthy_program_has_no_problem_verdicts() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("watch-healthy");
+    let out = dir.join("watch.jsonl");
+    let workload = RunningWorkload::spawn(healthy_bin(), &[]);
+    workload.wait_for(READY, Duration::from_secs(20));
+    let pid = workload.pid().to_string();
+    let result = run(
+        [
+            "watch",
+            "-p",
+            &pid,
+            "--threshold",
+            "1s",
+            "--interval",
+            "200ms",
+            "-d",
+            "5s",
+            "--json",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+        RUN_TIMEOUT,
+    );
+    result.assert_code(0);
+    let report = WatchOutput::read(&out);
+    assert!(
+        report.problems().is_empty(),
+        "problems in a healthy program:\n{}",
+        report.dump()
+    );
+    assert!(report.cycles().is_empty());
+    // The idle pool workers are blocked past the threshold, yet --once reports nothing.
+    for worker in healthy::POOL {
+        let tid = workload.tid(worker);
+        assert!(report.verdicts(tid).iter().all(|v| v == "idle"));
+    }
+    let result = run(
+        ["watch", "-p", &pid, "--once", "--threshold", "1s"],
+        RUN_TIMEOUT,
+    );
+    result.assert_code(0);
+}

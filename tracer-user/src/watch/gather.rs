@@ -1,0 +1,307 @@
+//! Turning raw waits (BPF in-flight state, `/proc` snapshot) into [`BlockedThread`]s: unwound
+//! and symbolized stacks, the fd a thread waits on, the futex word and its trusted owner.
+//!
+//! What cannot change during one wait (stacks, fd description) is gathered once per wait and
+//! cached; futex owners are read again every scan, since a lock can change hands while a
+//! waiter sleeps.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use tracer_common::syscalls::{self, kind};
+
+use super::snapshot::{self, SnapshotWait};
+use crate::{
+    export::strip_tracer_frames,
+    inspect::{FdDescription, FdScanner, FdType, ProcessMemory, threads},
+    model::{InFlightWait, RawStack},
+    stall::{
+        model::{BlockedThread, FdInfo, FutexWait, Origin, ProcessView, SyscallCall},
+        owner::{FutexMemory, RefusedPiLock, infer_owner, waiting_code},
+        timing::{is_poll, timing},
+        tracker::WaitKey,
+    },
+    symbolize::Symbolizer,
+    unwind::{Unwinder, UserRegs},
+};
+
+/// A thread counts as an event loop when it returned from a poll-style call at least this
+/// many times, the last one at most [`EVENT_LOOP_GAP`] before its current wait began.
+const EVENT_LOOP_MIN_POLLS: u64 = 2;
+/// See [`EVENT_LOOP_MIN_POLLS`].
+const EVENT_LOOP_GAP: Duration = Duration::from_secs(1);
+/// Deepest user stack unwound.
+const MAX_USER_FRAMES: usize = 127;
+
+/// The result of one scan.
+pub struct Scanned {
+    /// Threads blocked at least the threshold, gathered.
+    pub threads: Vec<BlockedThread>,
+    /// Their processes, with every thread.
+    pub processes: BTreeMap<u32, ProcessView>,
+    /// Every wait blocked at least the threshold (findings or not).
+    pub keys: BTreeSet<WaitKey>,
+}
+
+/// Gathers blocked threads, keeping what it learnt across scans.
+pub struct Gatherer {
+    pids: Vec<u32>,
+    threshold: Duration,
+    symbolizer: Symbolizer,
+    unwinder: Unwinder,
+    snapshot: BTreeMap<u32, SnapshotWait>,
+    gathered: BTreeMap<WaitKey, BlockedThread>,
+    fds: FdScanner,
+}
+
+impl Gatherer {
+    /// A gatherer for `pids` (every process when empty).
+    pub fn new(pids: Vec<u32>, threshold: Duration) -> Self {
+        Self {
+            pids,
+            threshold,
+            symbolizer: Symbolizer::new(),
+            unwinder: Unwinder::new(),
+            snapshot: BTreeMap::new(),
+            gathered: BTreeMap::new(),
+            fds: FdScanner::new(),
+        }
+    }
+
+    /// The threshold.
+    pub fn threshold(&self) -> Duration {
+        self.threshold
+    }
+
+    /// Reads every sleeping target thread from `/proc`.
+    pub fn take_snapshot(&mut self, now_ns: u64) {
+        self.snapshot = snapshot::take(&self.pids, now_ns);
+    }
+
+    /// Name of process `pid`.
+    pub fn process_name(&self, pid: u32) -> String {
+        self.symbolizer
+            .process_name(pid)
+            .or_else(|| {
+                std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                    .ok()
+                    .map(|s| s.trim_end().to_string())
+            })
+            .unwrap_or_else(|| format!("pid {pid}"))
+    }
+
+    /// One scan over `traced` (BPF waits already past the threshold) and the snapshot.
+    pub fn scan(&mut self, traced: Vec<InFlightWait>, now_ns: u64) -> Scanned {
+        let own = std::process::id();
+        let threshold_ns = self.threshold.as_nanos() as u64;
+        // Pipe holders and socket tables are indexed once per scan.
+        self.fds.clear();
+        let mut keys = BTreeSet::new();
+        let mut threads = Vec::new();
+        let traced_tids: BTreeSet<u32> = traced.iter().map(|w| w.tid).collect();
+        // A thread that ran since attaching is the BPF side's now.
+        self.snapshot
+            .retain(|tid, w| !traced_tids.contains(tid) && snapshot::still_waiting(w));
+        for wait in traced.iter().filter(|w| w.pid != own) {
+            let key = (wait.tid, wait.start_ns);
+            keys.insert(key);
+            if !self.gathered.contains_key(&key) {
+                let thread = self.gather_traced(wait);
+                self.gathered.insert(key, thread);
+            }
+        }
+        let snapshot_keys: Vec<(u32, u64)> = self
+            .snapshot
+            .values()
+            .filter(|w| now_ns.saturating_sub(w.since_ns) >= threshold_ns)
+            .map(|w| (w.tid, w.since_ns))
+            .collect();
+        for key in snapshot_keys {
+            keys.insert(key);
+            if !self.gathered.contains_key(&key) {
+                let thread = self.gather_snapshot(&self.snapshot[&key.0].clone());
+                self.gathered.insert(key, thread);
+            }
+        }
+        self.gathered.retain(|k, _| keys.contains(k));
+
+        let pids: BTreeSet<u32> = self.gathered.values().map(|t| t.pid).collect();
+        let processes: BTreeMap<u32, ProcessView> = pids
+            .into_iter()
+            .map(|pid| {
+                let view = ProcessView {
+                    pid,
+                    name: self.process_name(pid),
+                    tids: threads::list_tids(pid).unwrap_or_default(),
+                };
+                (pid, view)
+            })
+            .collect();
+        let refused: BTreeMap<u32, (u64, u32)> = traced
+            .iter()
+            .filter_map(|w| {
+                w.refused_pi_lock
+                    .map(|(uaddr, word, _)| (w.tid, (uaddr, word)))
+            })
+            .collect();
+        for thread in self.gathered.values_mut() {
+            thread.blocked_for_ns = now_ns.saturating_sub(thread.since_ns);
+            if let Some(process) = processes.get(&thread.pid) {
+                refresh_futex(thread, refused.get(&thread.tid).copied(), &process.tids);
+            }
+            threads.push(thread.clone());
+        }
+        Scanned {
+            threads,
+            processes,
+            keys,
+        }
+    }
+
+    fn gather_traced(&mut self, wait: &InFlightWait) -> BlockedThread {
+        let call = wait.syscall_nr.map(|nr| SyscallCall {
+            nr,
+            kind: wait.kind,
+            resource: wait.resource,
+            detail: wait.detail,
+            timeout: wait.timeout,
+        });
+        let kernel_stack = match &wait.kernel_stack {
+            RawStack::Frames(addrs) => strip_tracer_frames(self.symbolizer.kernel(addrs)),
+            _ => Vec::new(),
+        };
+        let unwound = wait.user_regs.and_then(|(ip, sp, bp)| {
+            let regs = UserRegs {
+                ip,
+                sp,
+                bp: Some(bp),
+            };
+            self.unwinder.unwind(wait.pid, regs, MAX_USER_FRAMES).ok()
+        });
+        let user_addrs = match (unwound, &wait.user_stack) {
+            (Some(addrs), RawStack::Frames(fp)) if addrs.len() < 2 && fp.len() > addrs.len() => {
+                fp.clone()
+            }
+            (Some(addrs), _) => addrs,
+            (None, RawStack::Frames(fp)) => fp.clone(),
+            (None, _) => Vec::new(),
+        };
+        let user_stack = self.symbolizer.user(wait.pid, &user_addrs);
+        let event_loop = wait.last_poll_exit.is_some_and(|(last_ns, count)| {
+            count >= EVENT_LOOP_MIN_POLLS
+                && wait.start_ns.saturating_sub(last_ns) <= EVENT_LOOP_GAP.as_nanos() as u64
+        }) && !is_poll(call.as_ref());
+        let state = wait.state.map_or('?', |s| s.letter());
+        let wchan = (state == 'D')
+            .then(|| read_wchan(wait.pid, wait.tid))
+            .flatten();
+        BlockedThread {
+            pid: wait.pid,
+            tid: wait.tid,
+            comm: wait.comm.clone(),
+            state,
+            since_ns: wait.start_ns,
+            blocked_for_ns: 0,
+            origin: Origin::Traced,
+            timing: call
+                .as_ref()
+                .map_or(crate::stall::model::Timing::Unknown, timing),
+            futex: None,
+            fd: call.and_then(|c| fd_info(&mut self.fds, wait.pid, &c)),
+            call,
+            event_loop,
+            wchan,
+            kernel_stack,
+            user_stack,
+        }
+    }
+
+    fn gather_snapshot(&mut self, wait: &SnapshotWait) -> BlockedThread {
+        let user_addrs = wait
+            .pc_sp
+            .and_then(|(ip, sp)| {
+                let regs = UserRegs { ip, sp, bp: None };
+                self.unwinder.unwind(wait.pid, regs, MAX_USER_FRAMES).ok()
+            })
+            .unwrap_or_default();
+        let user_stack = self.symbolizer.user(wait.pid, &user_addrs);
+        BlockedThread {
+            pid: wait.pid,
+            tid: wait.tid,
+            comm: wait.comm.clone(),
+            state: wait.state,
+            since_ns: wait.since_ns,
+            blocked_for_ns: 0,
+            origin: Origin::Snapshot,
+            timing: wait
+                .call
+                .as_ref()
+                .map_or(crate::stall::model::Timing::Unknown, timing),
+            futex: None,
+            fd: wait.call.and_then(|c| fd_info(&mut self.fds, wait.pid, &c)),
+            call: wait.call,
+            event_loop: false,
+            wchan: wait.wchan.clone(),
+            kernel_stack: wait.kernel_stack.clone(),
+            user_stack,
+        }
+    }
+}
+
+/// Reads the futex word (and the glibc mutex fields after it) and infers the owner.
+fn refresh_futex(thread: &mut BlockedThread, refused: Option<(u64, u32)>, live_tids: &[u32]) {
+    let Some(call) = thread.call.filter(|c| c.kind == kind::FUTEX) else {
+        return;
+    };
+    let op = (call.detail & syscalls::FUTEX_CMD_MASK) as u32;
+    let uaddr = call.resource;
+    let memory = ProcessMemory::open(thread.pid).ok();
+    let read = |addr: u64| memory.as_ref().and_then(|m| m.read_u32(addr).ok());
+    let words = FutexMemory {
+        word: read(uaddr),
+        owner_field: read(uaddr + 8),
+        nusers: read(uaddr + 12),
+        kind: read(uaddr + 16),
+    };
+    let refused = refused.map(|(lock, word)| RefusedPiLock {
+        uaddr: lock,
+        word: read(lock).unwrap_or(word),
+    });
+    let code = waiting_code(&thread.user_stack);
+    let owner = infer_owner(op, &words, refused, code, thread.tid, live_tids);
+    thread.futex = Some(FutexWait {
+        uaddr,
+        op,
+        word: words.word,
+        lock_uaddr: refused.map(|r| r.uaddr),
+        owner,
+    });
+}
+
+/// What the fd of an fd wait is.
+fn fd_info(fds: &mut FdScanner, pid: u32, call: &SyscallCall) -> Option<FdInfo> {
+    if !matches!(
+        call.kind,
+        kind::READ | kind::RECV | kind::ACCEPT | kind::EPOLL
+    ) {
+        return None;
+    }
+    let fd = call.resource as i32;
+    let d: FdDescription = fds.describe(pid, fd).ok()?;
+    Some(FdInfo {
+        fd,
+        fd_type: d.fd_type.name().to_string(),
+        local: d.socket.as_ref().map(|s| s.local.clone()),
+        peer: d.socket.as_ref().and_then(|s| s.peer.clone()),
+        external: d.fd_type != FdType::Epoll || !d.epoll_targets.is_empty(),
+        description: d.description,
+    })
+}
+
+fn read_wchan(pid: u32, tid: u32) -> Option<String> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok()?;
+    let s = s.trim();
+    (!s.is_empty() && s != "0").then(|| s.to_string())
+}

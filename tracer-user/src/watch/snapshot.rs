@@ -1,0 +1,142 @@
+//! Waits that began before `watch` attached, read from `/proc`.
+//!
+//! The BPF programs only see a wait begin at switch-out; a thread already asleep (the hang
+//! that made someone run `watch`) never switches out again. So every target thread in S or D
+//! state is read once at start: its syscall and arguments, SP/PC, kernel stack and wchan, and
+//! when it last ran. Such a wait lasts as long as the thread's run count (`schedstat`) stays
+//! the same: once it runs, anything it blocks on next is traced by BPF.
+
+use std::collections::BTreeMap;
+
+use tracer_common::syscalls;
+
+use crate::{
+    inspect::{
+        self,
+        threads::{self, ProcSyscall, ProcThread},
+    },
+    stall::model::SyscallCall,
+    symbolize::Frame,
+};
+
+/// One thread found asleep when `watch` started.
+#[derive(Clone, Debug)]
+pub struct SnapshotWait {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: String,
+    /// S or D.
+    pub state: char,
+    /// Best estimate of when it fell asleep (CLOCK_MONOTONIC ns).
+    pub since_ns: u64,
+    /// The syscall it sleeps in, if one stallwatch follows.
+    pub call: Option<SyscallCall>,
+    /// User (pc, sp) from `/proc/PID/task/TID/syscall`.
+    pub pc_sp: Option<(u64, u64)>,
+    /// Kernel stack from `/proc/PID/task/TID/stack` (names only; needs root).
+    pub kernel_stack: Vec<Frame>,
+    /// Kernel wait channel.
+    pub wchan: Option<String>,
+    /// Timeslices run when read; a change means the wait ended.
+    pub run_count: Option<u64>,
+}
+
+/// Every sleeping thread of `pids` (every process when empty), except this process's own.
+pub fn take(pids: &[u32], now_ns: u64) -> BTreeMap<u32, SnapshotWait> {
+    let own = std::process::id();
+    let pids = if pids.is_empty() {
+        threads::list_pids()
+    } else {
+        pids.to_vec()
+    };
+    let mut waits = BTreeMap::new();
+    for pid in pids.into_iter().filter(|&p| p != own) {
+        let Ok(tids) = threads::list_tids(pid) else {
+            continue;
+        };
+        for tid in tids {
+            if let Ok(thread) = threads::read_thread(pid, tid)
+                && let Some(wait) = sleeping(thread, now_ns)
+            {
+                waits.insert(tid, wait);
+            }
+        }
+    }
+    waits
+}
+
+/// Whether a snapshot wait is still going on: same thread, asleep, not run since.
+pub fn still_waiting(wait: &SnapshotWait) -> bool {
+    match threads::read_thread(wait.pid, wait.tid) {
+        Ok(now) => matches!(now.state, 'S' | 'D') && now.run_count == wait.run_count,
+        Err(_) => false,
+    }
+}
+
+fn sleeping(thread: ProcThread, now_ns: u64) -> Option<SnapshotWait> {
+    if !matches!(thread.state, 'S' | 'D') {
+        return None;
+    }
+    let since_ns = inspect::blocked_since_ns(&thread)
+        .map(|(ns, _)| ns)
+        .unwrap_or(now_ns)
+        .min(now_ns);
+    let (call, pc_sp) = match thread.syscall {
+        ProcSyscall::InSyscall { nr, args, sp, pc } => (call_from_args(nr, &args), Some((pc, sp))),
+        ProcSyscall::NotInSyscall { sp, pc } => (None, Some((pc, sp))),
+        _ => (None, None),
+    };
+    let kernel_stack = thread
+        .kernel_stack
+        .iter()
+        .map(|f| Frame {
+            name: Some(f.name.clone()),
+            offset: f.offset,
+            module: Some("[kernel]".to_string()),
+            ..Frame::default()
+        })
+        .collect();
+    Some(SnapshotWait {
+        pid: thread.pid,
+        tid: thread.tid,
+        comm: thread.comm,
+        state: thread.state,
+        since_ns,
+        call,
+        pc_sp,
+        kernel_stack,
+        wchan: thread.wchan,
+        run_count: thread.run_count,
+    })
+}
+
+/// The tracked syscall `nr` with its arguments as `/proc` shows them, read the way the BPF
+/// side reads them at `sys_enter`.
+pub fn call_from_args(nr: u32, args: &[u64; 6]) -> Option<SyscallCall> {
+    let layout = syscalls::classify(nr)?;
+    Some(SyscallCall {
+        nr,
+        kind: layout.kind,
+        resource: args[layout.resource],
+        detail: layout.detail.map_or(0, |i| args[i]),
+        timeout: layout.timeout.map_or(0, |i| args[i]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that /proc arguments are read with the same layout as at sys_enter.
+    #[test]
+    fn arguments_follow_the_bpf_layout() {
+        let call = call_from_args(202, &[0x5000, 128, 2, 0, 0, 0]).unwrap();
+        assert_eq!((call.resource, call.detail, call.timeout), (0x5000, 128, 0));
+        let call = call_from_args(232, &[4, 0x7000, 16, u32::MAX as u64, 0, 0]).unwrap();
+        assert_eq!((call.resource, call.timeout), (4, u32::MAX as u64));
+        assert!(call_from_args(1, &[0; 6]).is_none()); // write: not tracked
+    }
+}
