@@ -518,16 +518,14 @@ mod tests {
         assert!(!text.contains("deadlock: "), "{text}");
     }
 
-    /// Check that four threads in recvfrom on one connection make one headline with the
-    /// longest wait, every thread listed, one shared explanation and one stack.
+    /// Check that four threads in recvfrom on connections to one peer make one headline, named
+    /// by the peer, with the longest wait, every thread listed, one shared explanation and one stack.
     #[test]
     fn identical_stalls_are_grouped_under_one_headline() {
         let text = render_text(&report(recv_stalls(), Vec::new()));
         assert!(text.contains("In process 2000 (api):\n"), "{text}");
         assert!(
-            text.contains(
-                "stall: 4 threads blocked in recvfrom on TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED) for 31.0 s"
-            ),
+            text.contains("stall: 4 threads blocked in recvfrom on 127.0.0.1:5432 for 31.0 s"),
             "{text}"
         );
         assert_eq!(text.matches("stall: ").count(), 1, "{text}");
@@ -614,7 +612,9 @@ mod tests {
         findings[0].verdict = Verdict::EventLoopBlocked;
         let text = render_text(&report(findings, Vec::new()));
         assert!(
-            text.contains("event_loop_blocked: thread 2001 (worker-0) blocked in recvfrom on TCP"),
+            text.contains(
+                "event_loop_blocked: thread 2001 (worker-0) blocked in recvfrom on 127.0.0.1:5432"
+            ),
             "{text}"
         );
         assert!(text.contains("its events are not handled"), "{text}");
