@@ -88,6 +88,9 @@ impl WatchArgs {
         CaptureConfig {
             pids: self.pids.clone(),
             state_mask: state::DEFAULT_MASK,
+            // Kernel threads sleep "indefinitely" by design (workers, kthreadd); user threads
+            // are what hangs.
+            thread_kinds: ThreadKinds::UserOnly,
             in_flight_only: true,
             user_regs: true,
             ..CaptureConfig::default()

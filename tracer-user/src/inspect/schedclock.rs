@@ -301,6 +301,7 @@ mod tests {
             sleep_start_ns: None,
             run_count: None,
             cpu_time_ns: None,
+            kernel_thread: false,
         }
     }
 

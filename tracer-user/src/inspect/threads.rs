@@ -117,7 +117,13 @@ pub struct ProcThread {
     pub run_count: Option<u64>,
     /// CPU time consumed so far, ns (first field of `schedstat`).
     pub cpu_time_ns: Option<u64>,
+    /// A kernel thread (`PF_KTHREAD` in `stat`'s flags): it has no user side, and its
+    /// `syscall` file reads as syscall 0 with zero arguments.
+    pub kernel_thread: bool,
 }
+
+/// `PF_KTHREAD` (include/linux/sched.h).
+const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Reads one thread of process `pid`. Fails with [`InspectError::Gone`] if it has exited (or
 /// `tid` is not a thread of `pid`); files other than `stat` that cannot be read only leave
@@ -155,6 +161,7 @@ pub fn read_thread(pid: u32, tid: u32) -> Result<ProcThread, InspectError> {
         sleep_start_ns: sched.sleep_start_ns.or(sched.block_start_ns),
         run_count: schedstat.map(|s| s.run_count).or(sched.nr_switches),
         cpu_time_ns: schedstat.map(|s| s.cpu_time_ns),
+        kernel_thread: stat.flags & PF_KTHREAD != 0,
     })
 }
 

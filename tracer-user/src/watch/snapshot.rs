@@ -77,7 +77,9 @@ pub fn still_waiting(wait: &SnapshotWait) -> bool {
 }
 
 fn sleeping(thread: ProcThread, now_ns: u64) -> Option<SnapshotWait> {
-    if !matches!(thread.state, 'S' | 'D') {
+    // Kernel threads are not watched (the BPF side skips them too): they have no user side
+    // and `/proc` shows them "in" syscall 0.
+    if !matches!(thread.state, 'S' | 'D') || thread.kernel_thread {
         return None;
     }
     let since_ns = inspect::blocked_since_ns(&thread)
