@@ -344,6 +344,12 @@ impl RunningWorkload {
             .unwrap_or_else(|e| panic!("bad port {value:?}: {e}"))
     }
 
+    /// Kills the workload (SIGKILL) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Waits up to `timeout` for the process to exit by itself (e.g. its safety timeout).
     pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
         let deadline = Instant::now() + timeout;

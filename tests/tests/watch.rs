@@ -43,6 +43,13 @@ fn finish(tracer: Tracer, out: &Path) -> (RunOutput, WatchOutput) {
     (result, report)
 }
 
+/// Stops a watch with `signal`, with its JSON output.
+fn finish_with(tracer: Tracer, out: &Path, signal: libc::c_int) -> (RunOutput, WatchOutput) {
+    let result = tracer.stop(signal);
+    let report = WatchOutput::read(out);
+    (result, report)
+}
+
 fn hex(addr: u64) -> String {
     format!("0x{addr:x}")
 }
@@ -421,4 +428,123 @@ fn healthy_program_has_no_problem_verdicts() {
         RUN_TIMEOUT,
     );
     result.assert_code(0);
+}
+
+/// Check that a reported stall is reported again when it ends (here: its process is killed),
+/// with how long it lasted, and not repeated every interval in between.
+#[test]
+fn stall_is_reported_once_then_resolved() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("watch-resolved");
+    let out = dir.join("watch.jsonl");
+    let mut workload = RunningWorkload::spawn(recv_stall_bin(), &[DELAY_MS_ARG, ATTACH_DELAY_MS]);
+    let client = workload.tid(recv::CLIENTS[0]);
+    let tracer = attach_watch(
+        &workload,
+        &out,
+        &["--threshold", "1s", "--interval", "200ms"],
+        READY,
+    );
+    workload.wait_for(READY, Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(2500));
+    workload.kill();
+    thread::sleep(Duration::from_millis(1000));
+    let (result, report) = finish_with(tracer, &out, libc::SIGINT);
+    result.assert_code(10);
+    // Reported in one interval report (and restated in the final one), not in every interval.
+    let reports_with_client = report
+        .reports
+        .iter()
+        .filter(|r| r["final"] == false)
+        .filter(|r| {
+            r["threads"]
+                .as_array()
+                .is_some_and(|ts| ts.iter().any(|t| t["tid"] == client))
+        })
+        .count();
+    assert_eq!(reports_with_client, 1, "{}", report.dump());
+    let resolved: Vec<&Value> = report
+        .reports
+        .iter()
+        .flat_map(|r| r["resolved"].as_array().into_iter().flatten())
+        .filter(|r| r["tid"] == client)
+        .collect();
+    assert_eq!(resolved.len(), 1, "{}", report.dump());
+    assert_eq!(resolved[0]["verdict"], "stall");
+    let lasted_ms = resolved[0]["blocked_for_ms"].as_u64().unwrap_or(0);
+    assert!(
+        (2000..6000).contains(&lasted_ms),
+        "blocked {lasted_ms} ms before the kill, about 2.6 s expected"
+    );
+}
+
+/// Check that SIGTERM ends a watch that has no duration, and the final report still says
+/// what is blocked.
+#[test]
+fn sigterm_writes_the_final_report() {
+    if !require_bpf() {
+        return;
+    }
+    let workload = RunningWorkload::spawn(recv_stall_bin(), &[]);
+    workload.wait_for(READY, Duration::from_secs(20));
+    let pid = workload.pid().to_string();
+    let mut tracer = Tracer::spawn(["watch", "-p", &pid, "--threshold", "1s"]);
+    tracer.wait_tracing();
+    thread::sleep(Duration::from_millis(2000));
+    let result = tracer.stop(libc::SIGTERM);
+    result.assert_code(10);
+    let final_part = result
+        .stdout
+        .split("(final)")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no final report:\n{}", result.stdout));
+    assert!(
+        final_part.contains("4 threads blocked in recvfrom"),
+        "{}",
+        result.stdout
+    );
+}
+
+/// Check the error exits: a missing pid (5, one line), an unwritable output (6, before
+/// attaching), a bad option value (2), and no privileges (3).
+#[test]
+fn watch_errors_have_distinct_exit_codes() {
+    let bad_value = run(["watch", "--threshold", "soon"], RUN_TIMEOUT);
+    bad_value.assert_code(2);
+    if !require_bpf() {
+        return;
+    }
+    let missing = run(["watch", "-p", "999999999", "-d", "2s"], RUN_TIMEOUT);
+    missing.assert_code(5);
+    assert_eq!(
+        missing.stderr.trim().lines().count(),
+        1,
+        "{}",
+        missing.stderr
+    );
+    let unwritable = run(
+        ["watch", "-o", "/nonexistent-dir/x.jsonl", "-d", "2s"],
+        RUN_TIMEOUT,
+    );
+    unwritable.assert_code(6);
+    assert!(
+        !unwritable.stderr.contains("Watching"),
+        "{}",
+        unwritable.stderr
+    );
+    let mut command = std::process::Command::new(stallwatch_tests::stallwatch_bin());
+    std::os::unix::process::CommandExt::uid(&mut command, 65534);
+    std::os::unix::process::CommandExt::gid(&mut command, 65534);
+    let output = command
+        .args(["watch", "-d", "1s"])
+        .output()
+        .expect("running stallwatch as nobody");
+    assert_eq!(
+        output.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
