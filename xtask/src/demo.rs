@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: build stallwatch, profile the bundled demo workload
-//! (`xtask/demo/demo_workload.c`) and show where its threads waited.
+//! (`xtask/demo/demo_workload.c`) and show where its threads waited, then let `stallwatch
+//! watch` find a live deadlock (the ABBA workload of the integration tests).
 
 use std::fs;
 
@@ -50,7 +51,33 @@ pub fn run(opts: &Options) -> anyhow::Result<()> {
         println!("{value:>14}  {stack}");
     }
     println!("\nWrote:\n  {}\n  {}", svg.display(), folded.display());
-    Ok(())
+    watch_deadlock(&out_dir)
+}
+
+/// Starts a program that deadlocks two threads after 2 s and runs `stallwatch watch` on it
+/// until it reports the deadlock (exit status 11).
+fn watch_deadlock(out_dir: &std::path::Path) -> anyhow::Result<()> {
+    let program = out_dir.join("deadlock_abba");
+    util::compile_c(
+        &util::workspace_root().join("tests/workloads/deadlock_abba.c"),
+        &program,
+    )?;
+    println!("\nNow a program whose threads deadlock in 2 s, under `stallwatch watch`:");
+    let mut child = util::cmd(&program)
+        .args(["--delay-ms", "2000", "--timeout-s", "60"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| format!("starting {}", program.display()))?;
+    let mut watch = util::cmd(util::stallwatch_bin());
+    watch.args(["watch", "--threshold", "1s", "--exit-on-deadlock", "-d", "30s", "-p"]);
+    let status = watch.arg(child.id().to_string()).status();
+    let _ = child.kill();
+    let _ = child.wait();
+    let status = status.context("running stallwatch watch")?;
+    match status.code() {
+        Some(11) => Ok(()),
+        _ => anyhow::bail!("stallwatch watch did not report the deadlock ({status})"),
+    }
 }
 
 /// The `n` heaviest lines of a folded file (`frame;frame;... VALUE`), heaviest first.

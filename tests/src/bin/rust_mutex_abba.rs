@@ -35,12 +35,15 @@ fn lock(mutex: &'static Mutex<u64>) -> MutexGuard<'static, u64> {
 }
 
 // Every lock sits in its own never-inlined function, and `black_box` after the call keeps the
-// function a frame on the blocked stack (no tail call).
+// function a frame on the blocked stack (no tail call). Each also passes its own marker to
+// `black_box`: otherwise `rust_take_b` and `rust_lock_b_while_holding_a` compile to identical
+// code, and the release build folds them into one symbol.
 
 #[inline(never)]
 fn rust_take_a() -> MutexGuard<'static, u64> {
     let guard = lock(&LOCK_A);
     black_box(&guard);
+    black_box(1u32);
     guard
 }
 
@@ -48,6 +51,7 @@ fn rust_take_a() -> MutexGuard<'static, u64> {
 fn rust_take_b() -> MutexGuard<'static, u64> {
     let guard = lock(&LOCK_B);
     black_box(&guard);
+    black_box(2u32);
     guard
 }
 
@@ -55,6 +59,7 @@ fn rust_take_b() -> MutexGuard<'static, u64> {
 fn rust_lock_b_while_holding_a() -> MutexGuard<'static, u64> {
     let guard = lock(&LOCK_B);
     black_box(&guard);
+    black_box(3u32);
     guard
 }
 
@@ -62,6 +67,7 @@ fn rust_lock_b_while_holding_a() -> MutexGuard<'static, u64> {
 fn rust_lock_a_while_holding_b() -> MutexGuard<'static, u64> {
     let guard = lock(&LOCK_A);
     black_box(&guard);
+    black_box(4u32);
     guard
 }
 
