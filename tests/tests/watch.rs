@@ -96,6 +96,35 @@ fn assert_deadlocked(report: &WatchOutput, tid: u32, owner: u32, mutex: u64, fra
     );
 }
 
+/// Runs `deadlock_abba WORKLOAD_ARGS` so that its deadlock forms while `watch
+/// --exit-on-deadlock` runs, and checks what every ABBA report must hold: exit status 11,
+/// one cycle a <-> b, each thread's owner, wanted mutex and lock-call frame.
+fn watch_abba_forming(workload_args: &[&str]) -> (RunningWorkload, WatchOutput) {
+    let dir = TempDir::new("watch-abba");
+    let out = dir.join("watch.jsonl");
+    let mut args = workload_args.to_vec();
+    args.extend([DELAY_MS_ARG, ATTACH_DELAY_MS]);
+    let workload = RunningWorkload::spawn(deadlock_abba_bin(), &args);
+    let watch_args = [
+        "--threshold",
+        "1s",
+        "--interval",
+        "200ms",
+        "--exit-on-deadlock",
+        "-d",
+        "40s",
+    ];
+    let tracer = attach_watch(&workload, &out, &watch_args, READY);
+    let (result, report) = finish(tracer, &out);
+    result.assert_code(11);
+    let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
+    assert_abba_cycle(&report, a, b);
+    let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
+    assert_deadlocked(&report, a, b, lock_b, abba::LOCK_B_WHILE_HOLDING_A);
+    assert_deadlocked(&report, b, a, lock_a, abba::LOCK_A_WHILE_HOLDING_B);
+    (workload, report)
+}
+
 /// Check that a pthread ABBA deadlock that forms while `watch` runs is reported as one cycle
 /// with both owners and both lock-call frames, that the thread joining a member is blocked
 /// by the deadlock, that the healthy thread is not reported, and that --exit-on-deadlock
@@ -105,30 +134,8 @@ fn abba_deadlock_is_reported_with_owners_and_stacks() {
     if !require_bpf() {
         return;
     }
-    let dir = TempDir::new("watch-abba");
-    let out = dir.join("watch.jsonl");
-    let workload = RunningWorkload::spawn(deadlock_abba_bin(), &[DELAY_MS_ARG, ATTACH_DELAY_MS]);
-    let tracer = attach_watch(
-        &workload,
-        &out,
-        &[
-            "--threshold",
-            "1s",
-            "--interval",
-            "200ms",
-            "--exit-on-deadlock",
-            "-d",
-            "40s",
-        ],
-        READY,
-    );
-    let (result, report) = finish(tracer, &out);
-    result.assert_code(11);
-    let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
-    assert_abba_cycle(&report, a, b);
-    let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
-    assert_deadlocked(&report, a, b, lock_b, abba::LOCK_B_WHILE_HOLDING_A);
-    assert_deadlocked(&report, b, a, lock_a, abba::LOCK_A_WHILE_HOLDING_B);
+    let (workload, report) = watch_abba_forming(&[]);
+    let a = workload.tid(abba::THREAD_A);
     assert_eq!(thread_with(&report, a, "deadlock")["origin"], "traced");
     let main = workload.tid(MAIN);
     assert!(
@@ -224,33 +231,8 @@ fn pi_mutex_deadlock_is_reported_from_the_refused_lock() {
     if !require_bpf() {
         return;
     }
-    let dir = TempDir::new("watch-pi");
-    let out = dir.join("watch.jsonl");
-    let workload = RunningWorkload::spawn(
-        deadlock_abba_bin(),
-        &[abba::PI_FLAG, DELAY_MS_ARG, ATTACH_DELAY_MS],
-    );
-    let tracer = attach_watch(
-        &workload,
-        &out,
-        &[
-            "--threshold",
-            "1s",
-            "--interval",
-            "200ms",
-            "--exit-on-deadlock",
-            "-d",
-            "40s",
-        ],
-        READY,
-    );
-    let (result, report) = finish(tracer, &out);
-    result.assert_code(11);
+    let (workload, report) = watch_abba_forming(&[abba::PI_FLAG]);
     let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
-    assert_abba_cycle(&report, a, b);
-    let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
-    assert_deadlocked(&report, a, b, lock_b, abba::LOCK_B_WHILE_HOLDING_A);
-    assert_deadlocked(&report, b, a, lock_a, abba::LOCK_A_WHILE_HOLDING_B);
     let sources: Vec<&Value> = [a, b]
         .iter()
         .map(|&t| &thread_with(&report, t, "deadlock")["resource"]["owner_source"])
@@ -304,7 +286,9 @@ fn rust_mutex_deadlock_is_a_stall_without_an_invented_cycle() {
 }
 
 /// Check that threads blocked in recv on a server that never answers are stalls naming the
-/// peer address, and the server idle in accept is not a problem.
+/// peer address, and the server idle in accept is not a problem. Scanning every 100 ms makes
+/// the stack store be swept (every 10 scans) before and while they block: their kernel stacks
+/// must survive it.
 #[test]
 fn recv_on_a_silent_server_names_the_peer() {
     if !require_bpf() {
@@ -313,7 +297,8 @@ fn recv_on_a_silent_server_names_the_peer() {
     let dir = TempDir::new("watch-recv");
     let out = dir.join("watch.jsonl");
     let workload = RunningWorkload::spawn(recv_stall_bin(), &[DELAY_MS_ARG, ATTACH_DELAY_MS]);
-    let tracer = attach_watch(&workload, &out, &["--threshold", "1s", "-d", "8s"], READY);
+    let args = ["--threshold", "1s", "--interval", "100ms", "-d", "8s"];
+    let tracer = attach_watch(&workload, &out, &args, READY);
     let (result, report) = finish(tracer, &out);
     result.assert_code(10);
     let peer = format!("127.0.0.1:{}", workload.port());
@@ -325,6 +310,8 @@ fn recv_on_a_silent_server_names_the_peer() {
             user_symbols(t).iter().any(|s| s == recv::RECV_FUNCTION),
             "{t:#}"
         );
+        let kernel = t["kernel_stack"].as_array().map_or(0, Vec::len);
+        assert!(kernel > 0, "kernel stack lost: {t:#}");
     }
     let server = workload.tid(recv::SERVER);
     assert!(

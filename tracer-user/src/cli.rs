@@ -69,8 +69,8 @@ pub struct WatchArgs {
     /// Write reports to this file instead of stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// Read what is blocked now from /proc, report it (threshold applies) and exit, without
-    /// loading BPF programs.
+    /// Dump every thread blocked at least --threshold now (idle ones too) with its verdict,
+    /// what it waits on and its stacks, read from /proc without loading BPF programs; then exit.
     #[arg(long)]
     pub once: bool,
     /// Stop after this long. Default: until Ctrl-C or SIGTERM.
@@ -91,6 +91,9 @@ impl WatchArgs {
             // Kernel threads sleep "indefinitely" by design (workers, kthreadd); user threads
             // are what hangs.
             thread_kinds: ThreadKinds::UserOnly,
+            // User stacks are unwound in user space from the registers (DWARF CFI), which is
+            // better than the kernel's frame-pointer walk and fills no map.
+            user_stacks: false,
             in_flight_only: true,
             user_regs: true,
             ..CaptureConfig::default()

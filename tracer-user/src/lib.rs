@@ -9,6 +9,7 @@
 
 pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod command;
 pub mod export;
 pub mod inspect;
@@ -17,5 +18,6 @@ pub mod profile;
 pub mod report;
 pub mod stall;
 pub mod symbolize;
+pub mod ticker;
 pub mod unwind;
 pub mod watch;

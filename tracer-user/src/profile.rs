@@ -10,8 +10,6 @@ use std::{
     time::Duration,
 };
 
-use tokio::signal::unix::{SignalKind, signal};
-
 use crate::{
     capture::{CaptureError, Session},
     cli::{ProfileArgs, ProfileOutputs, UnknownFormat},
@@ -20,6 +18,7 @@ use crate::{
     model::Capture,
     report::summary::Summary,
     symbolize::Symbolizer,
+    ticker::Ticker,
 };
 
 /// How often new processes are picked up for symbolization and COMMAND is checked.
@@ -116,8 +115,7 @@ fn check_writable(outputs: &ProfileOutputs) -> Result<(), ProfileError> {
 
 /// Traces until the duration ends, SIGINT/SIGTERM, or COMMAND exits.
 async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(ProfileError::Runtime)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(ProfileError::Runtime)?;
+    let mut ticker = Ticker::new().map_err(ProfileError::Runtime)?;
     let config = args.capture_config();
     let mut symbolizer = Symbolizer::new();
     for &pid in &config.pids {
@@ -137,34 +135,22 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError
     // later must still resolve if they exit before the end (re-caching unchanged maps is cheap).
     let mut watched: Vec<u32> = config.pids.clone();
     watched.extend(child.as_ref().map(|c| c.id()));
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(POLL_INTERVAL);
+    ticker.start(POLL_INTERVAL, args.duration);
     let mut ticks: u64 = 0;
-    loop {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = until_deadline => break,
-            _ = tick.tick() => {
-                ticks += 1;
-                if ticks % 10 == 2 {
-                    watched.iter().for_each(|&pid| symbolizer.remember_process(pid));
-                }
-                for pid in session.new_processes() {
-                    symbolizer.remember_process(pid);
-                }
-                if let Some(c) = child.as_mut()
-                    && matches!(c.try_wait(), Ok(Some(_)))
-                {
-                    break;
-                }
-            }
+    while ticker.tick().await {
+        ticks += 1;
+        if ticks % 10 == 2 {
+            watched
+                .iter()
+                .for_each(|&pid| symbolizer.remember_process(pid));
+        }
+        for pid in session.new_processes() {
+            symbolizer.remember_process(pid);
+        }
+        if let Some(c) = child.as_mut()
+            && matches!(c.try_wait(), Ok(Some(_)))
+        {
+            break;
         }
     }
     for pid in session.new_processes() {

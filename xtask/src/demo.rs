@@ -69,7 +69,15 @@ fn watch_deadlock(out_dir: &std::path::Path) -> anyhow::Result<()> {
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
     let mut watch = util::cmd(util::stallwatch_bin());
-    watch.args(["watch", "--threshold", "1s", "--exit-on-deadlock", "-d", "30s", "-p"]);
+    watch.args([
+        "watch",
+        "--threshold",
+        "1s",
+        "--exit-on-deadlock",
+        "-d",
+        "30s",
+        "-p",
+    ]);
     let status = watch.arg(child.id().to_string()).status();
     let _ = child.kill();
     let _ = child.wait();

@@ -7,11 +7,12 @@
 
 pub mod btf;
 mod drain;
+mod evict;
 mod session;
 
 use std::path::PathBuf;
 
-pub use session::{Session, monotonic_ns};
+pub use session::Session;
 
 /// Which threads to trace by kind (`-u` / `-k`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

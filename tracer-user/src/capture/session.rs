@@ -13,8 +13,13 @@ use aya::{
 };
 use tracer_common::{Config, OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, flags};
 
-use super::{CaptureConfig, CaptureError, ThreadKinds, btf::KernelOffsets, drain};
-use crate::model::{Capture, Counters, InFlightWait};
+use super::{
+    CaptureConfig, CaptureError, ThreadKinds, btf::KernelOffsets, drain, evict::StackSweeper,
+};
+use crate::{
+    clock::monotonic_ns,
+    model::{Capture, Counters, InFlightWait},
+};
 
 /// The BPF object built by `build.rs` (empty when bpf-linker was missing).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stallwatch-bpf"));
@@ -41,6 +46,7 @@ pub struct Session {
     filter_tgids: HashMap<MapData, u32, u8>,
     new_processes: RingBuf<MapData>,
     maps: drain::Maps,
+    sweeper: StackSweeper,
     started: Instant,
 }
 
@@ -133,6 +139,7 @@ impl Session {
             filter_tgids,
             new_processes,
             maps,
+            sweeper: StackSweeper::default(),
             started: Instant::now(),
         })
     }
@@ -162,6 +169,13 @@ impl Session {
     pub fn in_flight(&self, min_age: Duration) -> Result<Vec<InFlightWait>, CaptureError> {
         let before = monotonic_ns().saturating_sub(min_age.as_nanos() as u64);
         drain::read_in_flight(&self.maps, before)
+    }
+
+    /// Deletes stored stacks that no thread state has referred to over two calls (`watch`,
+    /// which needs only the stacks of waits in flight); returns how many.
+    pub fn sweep_stacks(&mut self) -> usize {
+        self.sweeper
+            .sweep(&mut self.maps.stacks, &self.maps.threads)
     }
 
     /// Event and loss counters so far.
@@ -289,15 +303,4 @@ fn has_bpf_privileges() -> bool {
         .unwrap_or(0);
     let has = |bit: u32| cap_eff & (1u64 << bit) != 0;
     has(CAP_SYS_ADMIN) || (has(CAP_BPF) && has(CAP_PERFMON))
-}
-
-/// `CLOCK_MONOTONIC`, the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

@@ -58,6 +58,7 @@ use std::{
 use serde::Serialize;
 
 use super::{InspectError, threads::ProcThread};
+use crate::clock::monotonic_ns;
 
 /// How [`blocked_since_ns`] got its answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -71,17 +72,6 @@ pub enum Exactness {
     /// From `se.exec_start` alone (no offset measurable for its CPU): too early by that
     /// CPU's accumulated steal/IRQ time, which can be seconds or more.
     LastRan,
-}
-
-/// `CLOCK_MONOTONIC` now, ns.
-pub fn monotonic_now_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid, writable timespec; CLOCK_MONOTONIC always exists on Linux.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Per-CPU offsets `CLOCK_MONOTONIC - rq->clock_task`, measured on demand and cached.
@@ -183,7 +173,7 @@ pub fn measure_cpu_offset_ns(cpu: u32) -> Result<i64, InspectError> {
             let mut read_end = File::from(read_end);
             let mut byte = [0u8; 1];
             for _ in 0..ROUNDS {
-                helper_before_block.store(monotonic_now_ns(), Ordering::SeqCst);
+                helper_before_block.store(monotonic_ns(), Ordering::SeqCst);
                 if read_end.read_exact(&mut byte).is_err() {
                     return;
                 }

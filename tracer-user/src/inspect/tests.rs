@@ -15,7 +15,7 @@ use std::{
 };
 
 use super::*;
-use crate::inspect::schedclock::monotonic_now_ns;
+use crate::clock::monotonic_ns;
 
 fn pipe() -> (OwnedFd, OwnedFd) {
     let mut fds = [0; 2];
@@ -76,7 +76,7 @@ impl BlockedReader {
             tx.send(unsafe { libc::gettid() } as u32).unwrap();
             // Let the main thread wake and move on before noting the time and blocking.
             thread::sleep(Duration::from_millis(20));
-            thread_blocked_at.store(monotonic_now_ns(), Ordering::SeqCst);
+            thread_blocked_at.store(monotonic_ns(), Ordering::SeqCst);
             let mut byte = [0u8; 1];
             let _ = r.read(&mut byte);
         });

@@ -3,6 +3,8 @@
 //! and give every blocked thread a verdict. Pure: no `/proc`, no BPF, no clock.
 
 pub mod analyze;
+#[cfg(test)]
+pub(crate) mod fixtures;
 pub mod graph;
 pub mod model;
 pub mod owner;

@@ -158,16 +158,7 @@ pub fn infer_owner(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn frames(names: &[&str]) -> Vec<Frame> {
-        names
-            .iter()
-            .map(|n| Frame {
-                name: Some(n.to_string()),
-                ..Frame::default()
-            })
-            .collect()
-    }
+    use crate::stall::fixtures::frames;
 
     fn glibc_mutex(owner: u32) -> FutexMemory {
         FutexMemory {

@@ -146,27 +146,13 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stall::model::{BlockedThread, Origin, Timing};
+    use crate::stall::fixtures::futex_thread;
 
     fn finding(tid: u32, since_ns: u64, verdict: Verdict) -> Finding {
+        let mut thread = futex_thread(1, tid, &format!("t{tid}"), 0);
+        thread.since_ns = since_ns;
         Finding {
-            thread: BlockedThread {
-                pid: 1,
-                tid,
-                comm: format!("t{tid}"),
-                state: 'S',
-                since_ns,
-                blocked_for_ns: 0,
-                origin: Origin::Traced,
-                call: None,
-                timing: Timing::Indefinite,
-                futex: None,
-                fd: None,
-                event_loop: false,
-                wchan: None,
-                kernel_stack: Vec::new(),
-                user_stack: Vec::new(),
-            },
+            thread,
             verdict,
             explanation: String::new(),
         }

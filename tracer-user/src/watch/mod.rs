@@ -15,21 +15,26 @@ use std::{
     fs, io,
     io::Write as _,
     path::PathBuf,
-    time::{Duration, Instant, SystemTime},
+    time::{Instant, SystemTime},
 };
 
-use tokio::signal::unix::{SignalKind, signal};
-
 use crate::{
-    capture::{CaptureError, Session, monotonic_ns},
+    capture::{CaptureError, Session},
     cli::WatchArgs,
+    clock::monotonic_ns,
     report::watch::{Resolved, WatchReport, json, text},
     stall::{
         analyze::analyze,
+        model::Analysis,
         tracker::{Changes, Tracker},
     },
+    ticker::Ticker,
 };
 use gather::Gatherer;
+
+/// Every this many scans, stacks no wait refers to any more are deleted from the kernel's
+/// store, so a long host-wide watch does not fill it.
+const STACK_SWEEP_SCANS: u64 = 10;
 
 /// Why `watch` failed.
 #[derive(Debug, thiserror::Error)]
@@ -156,18 +161,23 @@ fn once(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchError> {
     let mut gatherer = Gatherer::new(args.pids.clone(), args.threshold);
     gatherer.take_snapshot(monotonic_ns());
     let mut tracker = Tracker::default();
-    let (changes, _) = scan(&mut gatherer, &mut tracker, None)?;
+    let (changes, analysis) = scan(&mut gatherer, &mut tracker, None)?;
     let mut found = Found::default();
     found.add(&changes);
-    output.write(&report(args, &gatherer, started, changes, true, None))?;
+    // A dump: every blocked thread past the threshold, idle ones included.
+    let everything = Changes {
+        new_findings: analysis.findings,
+        resolved: Vec::new(),
+        new_cycles: analysis.cycles,
+    };
+    output.write(&report(args, &gatherer, started, everything, true, None))?;
     Ok(found)
 }
 
 async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchError> {
-    let mut sigint = signal(SignalKind::interrupt()).map_err(WatchError::Runtime)?;
-    let mut sigterm = signal(SignalKind::terminate()).map_err(WatchError::Runtime)?;
+    let mut ticker = Ticker::new().map_err(WatchError::Runtime)?;
     let started = Instant::now();
-    let session = Session::start(&args.capture_config())?;
+    let mut session = Session::start(&args.capture_config())?;
     // After attaching: every wait that begins from now on is traced, every earlier one is
     // still asleep now and is in the snapshot.
     let mut gatherer = Gatherer::new(args.pids.clone(), args.threshold);
@@ -177,32 +187,29 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
     let mut tracker = Tracker::default();
     let mut found = Found::default();
     let mut open = Changes::default();
-    let deadline = args.duration.map(|d| tokio::time::Instant::now() + d);
-    let mut tick = tokio::time::interval(args.interval.max(Duration::from_millis(10)));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        let until_deadline = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            _ = sigint.recv() => break,
-            _ = sigterm.recv() => break,
-            _ = until_deadline => break,
-            _ = tick.tick() => {
-                let (changes, now_open) = scan(&mut gatherer, &mut tracker, Some(&session))?;
-                open = now_open;
-                found.add(&changes);
-                if !changes.is_empty() {
-                    let losses = session.counters().losses();
-                    output.write(&report(args, &gatherer, started, changes, false, Some(losses)))?;
-                }
-                if args.exit_on_deadlock && found.deadlock {
-                    break;
-                }
-            }
+    ticker.start(args.interval, args.duration);
+    let mut scans: u64 = 0;
+    while ticker.tick().await {
+        scans += 1;
+        if scans.is_multiple_of(STACK_SWEEP_SCANS) {
+            session.sweep_stacks();
+        }
+        let (changes, analysis) = scan(&mut gatherer, &mut tracker, Some(&session))?;
+        open = open_problems(analysis);
+        found.add(&changes);
+        if !changes.is_empty() {
+            let losses = session.counters().losses();
+            output.write(&report(
+                args,
+                &gatherer,
+                started,
+                changes,
+                false,
+                Some(losses),
+            ))?;
+        }
+        if args.exit_on_deadlock && found.deadlock {
+            break;
         }
     }
     let losses = session.counters().losses();
@@ -214,13 +221,12 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
 }
 
 /// One scan: waits past the threshold, analyzed, folded into the tracker. Returns what
-/// changed, and what is open now (problems with their processes' idle threads, cycles) for
-/// the final report.
+/// changed, and the whole analysis.
 fn scan(
     gatherer: &mut Gatherer,
     tracker: &mut Tracker,
     session: Option<&Session>,
-) -> Result<(Changes, Changes), WatchError> {
+) -> Result<(Changes, Analysis), WatchError> {
     let traced = match session {
         Some(s) => s.in_flight(gatherer.threshold())?,
         None => Vec::new(),
@@ -228,23 +234,28 @@ fn scan(
     let now_ns = monotonic_ns();
     let scanned = gatherer.scan(traced, now_ns);
     let analysis = analyze(scanned.threads, &scanned.processes);
+    let changes = tracker.update(analysis.clone(), &scanned.keys, now_ns);
+    Ok((changes, analysis))
+}
+
+/// Everything open in `analysis`: the problems with the idle threads of their processes, and
+/// the cycles (what the final report restates).
+fn open_problems(analysis: Analysis) -> Changes {
     let problem_pids: BTreeSet<u32> = analysis
         .findings
         .iter()
         .filter(|f| f.verdict.is_problem())
         .map(|f| f.thread.pid)
         .collect();
-    let open = Changes {
+    Changes {
         new_findings: analysis
             .findings
-            .iter()
+            .into_iter()
             .filter(|f| problem_pids.contains(&f.thread.pid))
-            .cloned()
             .collect(),
         resolved: Vec::new(),
-        new_cycles: analysis.cycles.clone(),
-    };
-    Ok((tracker.update(analysis, &scanned.keys, now_ns), open))
+        new_cycles: analysis.cycles,
+    }
 }
 
 fn report(

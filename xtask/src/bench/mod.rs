@@ -152,6 +152,21 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                 "stallwatch --no-stack-memo",
                 Some(spec(&["--no-stack-memo"])),
             ));
+            // `watch` keeps waits in flight only (no aggregation) but reads user registers at
+            // every switch-out, and scans its maps every second.
+            configs.push(config(
+                "stallwatch watch",
+                Some(Spec {
+                    program: stallwatch.clone(),
+                    args: ["watch", "-d", "1000", "-o"]
+                        .iter()
+                        .map(OsString::from)
+                        .chain([util::target_dir().join("bench/watch.txt").into_os_string()])
+                        .collect(),
+                    ready: Ready::Line("Watching"),
+                    resend_sigint: false,
+                }),
+            ));
         }
         Ok(_) => notes.push(format!(
             "stallwatch not benchmarked: `{} profile --help` does not offer --no-stack-memo",

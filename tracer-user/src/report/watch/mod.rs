@@ -238,8 +238,8 @@ pub(crate) mod fixtures {
     use super::{Resolved, WatchReport};
     use crate::{
         stall::model::{
-            BlockedThread, Cycle, CycleEdge, FdInfo, Finding, FutexOwner, FutexWait, Origin,
-            OwnerSource, SyscallCall, Timing, Verdict,
+            Cycle, CycleEdge, FdInfo, Finding, FutexOwner, FutexWait, OwnerSource, SyscallCall,
+            Verdict,
         },
         symbolize::Frame,
     };
@@ -263,31 +263,7 @@ pub(crate) mod fixtures {
     }
 
     /// A thread in `futex(FUTEX_WAIT)` with no futex details.
-    pub fn thread(pid: u32, tid: u32, comm: &str, blocked_for_ns: u64) -> BlockedThread {
-        BlockedThread {
-            pid,
-            tid,
-            comm: comm.into(),
-            state: 'S',
-            since_ns: 1_000,
-            blocked_for_ns,
-            origin: Origin::Traced,
-            call: Some(SyscallCall {
-                nr: 202,
-                kind: kind::FUTEX,
-                resource: 0x7f00_0000_1000,
-                detail: 128,
-                timeout: 0,
-            }),
-            timing: Timing::Indefinite,
-            futex: None,
-            fd: None,
-            event_loop: false,
-            wchan: None,
-            kernel_stack: Vec::new(),
-            user_stack: Vec::new(),
-        }
-    }
+    pub use crate::stall::fixtures::futex_thread as thread;
 
     /// One ABBA thread: `tid` waits for glibc mutex `want`, held by `owner`.
     fn abba_thread(tid: u32, comm: &str, want: u64, owner: u32, func: &str) -> Finding {

@@ -17,7 +17,7 @@ use crate::{
 };
 
 /// Renders one report: a time stamp line, then per process the deadlocks, the other problem
-/// findings and (if there are problems) the idle threads, then resolved waits and losses.
+/// findings and the idle threads, then resolved waits and losses.
 /// Returns an empty string for a non-final report with nothing in it.
 pub fn render_text(report: &WatchReport) -> String {
     if report.has_no_threads() && report.losses.is_empty() && !report.is_final {
@@ -115,8 +115,9 @@ fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
         .collect();
     let problems = groups(rest.iter().copied().filter(|f| f.verdict.is_problem()));
     let idle = idle_groups(rest.iter().copied().filter(|f| !f.verdict.is_problem()));
-    // Idle threads alone are no news; beside a problem they may be part of the story.
-    if problems.is_empty() && (cycles.is_empty() || idle.is_empty()) {
+    // What to show is the caller's choice: a live watch passes idle threads only beside a
+    // problem of their process, `--once` (a dump) passes every blocked thread.
+    if problems.is_empty() && idle.is_empty() {
         return;
     }
     let _ = writeln!(
@@ -555,10 +556,10 @@ mod tests {
         assert!(text.contains("stack of thread 2004:"), "{text}");
     }
 
-    /// Check that idle threads are listed compactly in a process with problems and left out
-    /// of a process without any.
+    /// Check that idle threads are listed compactly, after the problems of their process, and
+    /// that a process with idle threads only gets its own block.
     #[test]
-    fn idle_threads_shown_only_beside_problems() {
+    fn idle_threads_listed_after_problems() {
         let mut findings = recv_stalls();
         findings.extend(idle_pool(2000));
         findings.extend(idle_pool(3000));
@@ -569,8 +570,7 @@ mod tests {
             ),
             "{text}"
         );
-        assert!(!text.contains("3100"), "{text}");
-        assert!(!text.contains("process 3000"), "{text}");
+        assert!(text.contains("In process 3000"), "{text}");
         assert!(text.find("stall: ") < text.find("idle: "), "{text}");
     }
 

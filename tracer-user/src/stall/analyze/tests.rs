@@ -1,20 +1,10 @@
 //! Verdicts over hand-built threads: each test is one situation from the issue.
 
 use super::*;
-use crate::{
-    stall::model::{FdInfo, FutexWait, Origin, SyscallCall},
-    symbolize::Frame,
+use crate::stall::{
+    fixtures::{self, frames},
+    model::{FdInfo, FutexWait, SyscallCall},
 };
-
-fn frames(names: &[&str]) -> Vec<Frame> {
-    names
-        .iter()
-        .map(|n| Frame {
-            name: Some(n.to_string()),
-            ..Frame::default()
-        })
-        .collect()
-}
 
 fn futex_thread(
     tid: u32,
@@ -22,35 +12,16 @@ fn futex_thread(
     owner: Option<(u32, OwnerSource)>,
     stack: &[&str],
 ) -> BlockedThread {
-    BlockedThread {
-        pid: 1,
-        tid,
-        comm: format!("t{tid}"),
-        state: 'S',
-        since_ns: 0,
-        blocked_for_ns: 6_000_000_000,
-        origin: Origin::Traced,
-        call: Some(SyscallCall {
-            nr: 202,
-            kind: kind::FUTEX,
-            resource: uaddr,
-            detail: 128,
-            timeout: 0,
-        }),
-        timing: Timing::Indefinite,
-        futex: Some(FutexWait {
-            uaddr,
-            op: 0,
-            word: Some(2),
-            lock_uaddr: None,
-            owner: owner.map(|(tid, source)| FutexOwner { tid, source }),
-        }),
-        fd: None,
-        event_loop: false,
-        wchan: None,
-        kernel_stack: Vec::new(),
-        user_stack: frames(stack),
-    }
+    let mut t = fixtures::futex_thread(1, tid, &format!("t{tid}"), 6_000_000_000);
+    t.futex = Some(FutexWait {
+        uaddr,
+        op: 0,
+        word: Some(2),
+        lock_uaddr: None,
+        owner: owner.map(|(tid, source)| FutexOwner { tid, source }),
+    });
+    t.user_stack = frames(stack);
+    t
 }
 
 fn process(tids: &[u32]) -> BTreeMap<u32, ProcessView> {
