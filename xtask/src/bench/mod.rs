@@ -146,6 +146,7 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                     .collect(),
                 ready: Ready::Line("Tracing"),
                 resend_sigint: false,
+                ok_codes: &[],
             };
             configs.push(config("stallwatch", Some(spec(&[]))));
             configs.push(config(
@@ -165,6 +166,7 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                         .collect(),
                     ready: Ready::Line("Watching"),
                     resend_sigint: false,
+                    ok_codes: &[10, 11],
                 }),
             ));
         }
@@ -186,6 +188,7 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                 args: Vec::new(),
                 ready: Ready::LineOrPrograms("Tracing off-CPU time"),
                 resend_sigint: true,
+                ok_codes: &[],
             }),
         ));
     } else {
@@ -203,6 +206,7 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                 ],
                 ready: Ready::LineOrPrograms("Attaching"),
                 resend_sigint: true,
+                ok_codes: &[],
             }),
         )),
         None => notes.push("bpftrace reference not run: bpftrace missing".into()),

@@ -80,10 +80,13 @@ pub fn markdown(configs: &[Config], notes: &[String], opts: &Options) -> anyhow:
          context switches and throughput is bounded by switch cost, which is where an off-CPU \
          tracer's hooks run. Each of {} rounds runs every configuration once, in an order that \
          rotates by one per round. Tracers run host-wide in the background: started, waited for \
-         until attached (stallwatch prints a line starting `Tracing`; offcputime and bpftrace \
+         until attached (stallwatch prints a line starting `Tracing` or `Watching`; offcputime \
+         and bpftrace \
          are detected by their process holding BPF programs), then pingpong runs, then the tracer \
-         gets SIGINT and must exit 0. stallwatch runs as `stallwatch profile -d 1000 -o \
-         FILE.folded [--no-stack-memo]`, offcputime as plain `offcputime`, bpftrace as \
+         gets SIGINT and must exit 0 (`watch`: 0, 10 or 11, as it may find stalls elsewhere on \
+         the host). stallwatch runs as `stallwatch profile -d 1000 -o FILE.folded \
+         [--no-stack-memo]` and `stallwatch watch -d 1000 -o FILE` (waits in flight only, user \
+         registers at each switch-out, a map scan every second), offcputime as plain `offcputime`, bpftrace as \
          `bpftrace -e 'tracepoint:sched:sched_switch {{ @[cpu] = count(); }}'` (a bare \
          sched_switch hook without stacks, as a floor). Symbolizing and writing output after \
          SIGINT is outside the measured window.\n",

@@ -41,12 +41,16 @@ pub struct Spec {
     /// Repeat SIGINT every few seconds until it exits: bpftrace 0.17 was seen to miss the first
     /// one. Not for stallwatch, whose output writing a second SIGINT could cut short.
     pub resend_sigint: bool,
+    /// Exit codes that mean success besides 0 (`stallwatch watch` exits 10 or 11 when it
+    /// found stalls, which a host-wide run may).
+    pub ok_codes: &'static [i32],
 }
 
 /// A started, attached tracer.
 pub struct Running {
     child: Child,
     resend_sigint: bool,
+    ok_codes: &'static [i32],
     lines: Receiver<String>,
     log: Vec<String>,
     shown: String,
@@ -72,6 +76,7 @@ impl Running {
         let mut running = Running {
             child,
             resend_sigint: spec.resend_sigint,
+            ok_codes: spec.ok_codes,
             lines,
             log: Vec::new(),
             shown,
@@ -128,7 +133,7 @@ impl Running {
         );
     }
 
-    /// SIGINT the tracer and wait for it; a non-zero exit is reported as an error.
+    /// SIGINT the tracer and wait for it; an exit code other than 0 and `ok_codes` is an error.
     pub fn stop(mut self) -> anyhow::Result<()> {
         let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
         let interrupt = || {
@@ -142,7 +147,7 @@ impl Running {
         loop {
             if let Some(status) = self.child.try_wait()? {
                 self.log.extend(self.lines.try_iter());
-                if !status.success() {
+                if !status.success() && !status.code().is_some_and(|c| self.ok_codes.contains(&c)) {
                     let tail = self.tail();
                     bail!("`{}` exited with {status} after SIGINT{tail}", self.shown);
                 }
