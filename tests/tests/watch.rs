@@ -488,7 +488,8 @@ fn sigterm_writes_the_final_report() {
         .nth(1)
         .unwrap_or_else(|| panic!("no final report:\n{}", result.stdout));
     assert!(
-        final_part.contains("4 threads blocked in recvfrom"),
+        final_part.contains("still blocked at exit: 4 threads")
+            && final_part.contains("stall: client-0"),
         "{}",
         result.stdout
     );

@@ -215,7 +215,8 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
     let losses = session.counters().losses();
     drop(session);
     // The last report restates what is still blocked, so a run ended by Ctrl-C still says it.
-    let last = report(args, &gatherer, started, open, true, Some(losses));
+    let mut last = report(args, &gatherer, started, open, true, Some(losses));
+    last.restated = true;
     output.write(&last)?;
     Ok(found)
 }
@@ -292,6 +293,7 @@ fn report(
         new_cycles: changes.new_cycles,
         losses: losses.unwrap_or_default(),
         is_final,
+        restated: false,
     }
 }
 

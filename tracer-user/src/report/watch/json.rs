@@ -37,6 +37,7 @@ pub fn to_json(report: &WatchReport) -> Value {
         "timestamp": rfc3339_utc(report.wall_clock),
         "threshold_ms": millis(report.threshold),
         "final": report.is_final,
+        "restated": report.restated,
         "threads": report.new_findings.iter().map(|f| thread_json(report, f)).collect::<Vec<_>>(),
         "resolved": report.resolved.iter().map(|r| resolved_json(report, r)).collect::<Vec<_>>(),
         "cycles": report.new_cycles.iter().map(|c| cycle_json(report, c)).collect::<Vec<_>>(),

@@ -45,6 +45,9 @@ pub struct WatchReport {
     pub losses: Vec<(&'static str, u64)>,
     /// The last report (exit, `--once`).
     pub is_final: bool,
+    /// The findings and cycles are what is still open at exit, already reported when they
+    /// appeared (the final report of a live watch), not new.
+    pub restated: bool,
 }
 
 /// A reported wait that ended.
@@ -402,6 +405,7 @@ pub(crate) mod fixtures {
                 .collect(),
             losses: Vec::new(),
             is_final: false,
+            restated: false,
         }
     }
 

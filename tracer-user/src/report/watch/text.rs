@@ -24,6 +24,10 @@ pub fn render_text(report: &WatchReport) -> String {
         return String::new();
     }
     let mut out = String::new();
+    if report.restated {
+        still_open_summary(&mut out, report);
+        return out;
+    }
     stamp_line(&mut out, report);
     if report.has_no_threads() && report.is_final {
         let _ = writeln!(
@@ -40,6 +44,12 @@ pub fn render_text(report: &WatchReport) -> String {
     for r in resolved {
         resolved_line(&mut out, report, r);
     }
+    losses_line(&mut out, report);
+    out
+}
+
+/// `Lost: ...` when the kernel side counted losses.
+fn losses_line(out: &mut String, report: &WatchReport) {
     if !report.losses.is_empty() {
         let lost: Vec<String> = report
             .losses
@@ -52,7 +62,48 @@ pub fn render_text(report: &WatchReport) -> String {
             lost.join(", ")
         );
     }
-    out
+}
+
+/// The end of a live watch: what is still stuck, one line per process and verdict, without
+/// the stacks already printed when each was reported.
+fn still_open_summary(out: &mut String, report: &WatchReport) {
+    let problems: Vec<&Finding> = report
+        .new_findings
+        .iter()
+        .filter(|f| f.verdict.is_problem())
+        .collect();
+    let _ = write!(out, "[+{:.1}s] (final) ", report.elapsed.as_secs_f64());
+    if problems.is_empty() {
+        let _ = writeln!(out, "nothing is blocked past the threshold now.");
+    } else {
+        let _ = writeln!(
+            out,
+            "still blocked at exit: {}, {}:",
+            plural(problems.len(), "thread", "threads"),
+            plural(report.new_cycles.len(), "deadlock", "deadlocks")
+        );
+    }
+    let mut by_process: BTreeMap<(u32, Verdict), Vec<&Finding>> = BTreeMap::new();
+    for f in problems {
+        by_process
+            .entry((f.thread.pid, f.verdict))
+            .or_default()
+            .push(f);
+    }
+    for ((pid, verdict), members) in by_process {
+        let names: Vec<String> = members
+            .iter()
+            .map(|f| format!("{} ({})", f.thread.comm, f.thread.tid))
+            .collect();
+        let _ = writeln!(
+            out,
+            "  process {pid} ({}): {}: {}",
+            report.process_name(pid),
+            verdict.name(),
+            names.join(", ")
+        );
+    }
+    losses_line(out, report);
 }
 
 /// `[+12.0s] 5 threads past 5.0 s, 1 new deadlock, 1 resolved (final)`.
@@ -572,6 +623,26 @@ mod tests {
         );
         assert!(text.contains("In process 3000"), "{text}");
         assert!(text.find("stall: ") < text.find("idle: "), "{text}");
+    }
+
+    /// Check that the final report of a live watch restates what is open in one line per
+    /// process and verdict, without stacks.
+    #[test]
+    fn restated_final_report_is_a_summary() {
+        let mut r = report(recv_stalls(), Vec::new());
+        r.is_final = true;
+        r.restated = true;
+        let text = render_text(&r);
+        assert!(
+            text.contains("still blocked at exit: 4 threads, 0 deadlocks:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  process 2000 (api): stall: worker-0 (2001)"),
+            "{text}"
+        );
+        assert!(!text.contains("user:"), "{text}");
+        assert_eq!(text.lines().count(), 2, "{text}");
     }
 
     /// Check the resolved line and the losses footer.
