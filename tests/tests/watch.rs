@@ -460,6 +460,13 @@ fn stall_is_reported_once_then_resolved() {
         .collect();
     assert_eq!(resolved.len(), 1, "{}", report.dump());
     assert_eq!(resolved[0]["verdict"], "stall");
+    // The process is gone by then, yet still named.
+    assert_eq!(
+        resolved[0]["process_name"],
+        "recv_stall",
+        "{}",
+        report.dump()
+    );
     let lasted_ms = resolved[0]["blocked_for_ms"].as_u64().unwrap_or(0);
     assert!(
         (2000..6000).contains(&lasted_ms),

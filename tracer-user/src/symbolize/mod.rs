@@ -187,6 +187,13 @@ impl Symbolizer {
         }
     }
 
+    /// Drops what is kept for `pid` (its maps and resolved addresses), for long runs where
+    /// processes come and go (`watch`). Mapped files stay open: they are shared by path.
+    pub fn forget_process(&mut self, pid: u32) {
+        self.processes.remove(&pid);
+        self.user_cache.retain(|&(p, _, _), _| p != pid);
+    }
+
     /// Cache what is needed to symbolize `pid` later even after it exits (its executable
     /// mappings, with the mapped files held open) and its process name (`/proc/PID/comm`).
     /// Cheap to call repeatedly: the maps are re-parsed only when their text changed (exec,

@@ -54,7 +54,15 @@ pub struct Gatherer {
     snapshot: BTreeMap<u32, SnapshotWait>,
     gathered: BTreeMap<WaitKey, BlockedThread>,
     fds: FdScanner,
+    /// Processes the symbolizer and unwinder hold state for.
+    known_pids: BTreeSet<u32>,
+    /// Names of processes seen, kept after they exit so that their stalls' resolution can
+    /// still name them (pruned of exited processes past [`MAX_REMEMBERED_NAMES`]).
+    names: BTreeMap<u32, String>,
 }
+
+/// See `Gatherer::names`.
+const MAX_REMEMBERED_NAMES: usize = 4096;
 
 impl Gatherer {
     /// A gatherer for `pids` (every process when empty).
@@ -67,6 +75,8 @@ impl Gatherer {
             snapshot: BTreeMap::new(),
             gathered: BTreeMap::new(),
             fds: FdScanner::new(),
+            known_pids: BTreeSet::new(),
+            names: BTreeMap::new(),
         }
     }
 
@@ -82,8 +92,10 @@ impl Gatherer {
 
     /// Name of process `pid`.
     pub fn process_name(&self, pid: u32) -> String {
-        self.symbolizer
-            .process_name(pid)
+        self.names
+            .get(&pid)
+            .cloned()
+            .or_else(|| self.symbolizer.process_name(pid))
             .or_else(|| {
                 std::fs::read_to_string(format!("/proc/{pid}/comm"))
                     .ok()
@@ -98,6 +110,7 @@ impl Gatherer {
         let threshold_ns = self.threshold.as_nanos() as u64;
         // Pipe holders and socket tables are indexed once per scan.
         self.fds.clear();
+        self.forget_exited();
         let mut keys = BTreeSet::new();
         let mut threads = Vec::new();
         let traced_tids: BTreeSet<u32> = traced.iter().map(|w| w.tid).collect();
@@ -160,7 +173,37 @@ impl Gatherer {
         }
     }
 
+    /// Drops the symbolizer's and unwinder's state of processes that exited, so a long
+    /// host-wide watch does not grow with every process it ever saw.
+    fn forget_exited(&mut self) {
+        let exited: Vec<u32> = self
+            .known_pids
+            .iter()
+            .copied()
+            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+            .collect();
+        for pid in exited {
+            self.symbolizer.forget_process(pid);
+            self.unwinder.forget(pid);
+            self.known_pids.remove(&pid);
+        }
+        if self.names.len() > MAX_REMEMBERED_NAMES {
+            self.names
+                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
+        }
+    }
+
+    /// Remembers the name of a process whose waits are gathered.
+    fn note_process(&mut self, pid: u32) {
+        self.known_pids.insert(pid);
+        if !self.names.contains_key(&pid) {
+            let name = self.process_name(pid);
+            self.names.insert(pid, name);
+        }
+    }
+
     fn gather_traced(&mut self, wait: &InFlightWait) -> BlockedThread {
+        self.note_process(wait.pid);
         let call = wait.syscall_nr.map(|nr| SyscallCall {
             nr,
             kind: wait.kind,
@@ -219,6 +262,7 @@ impl Gatherer {
     }
 
     fn gather_snapshot(&mut self, wait: &SnapshotWait) -> BlockedThread {
+        self.note_process(wait.pid);
         let user_addrs = wait
             .pc_sp
             .and_then(|(ip, sp)| {
