@@ -28,8 +28,10 @@ use crate::{
 };
 
 /// A thread counts as an event loop when it returned from a poll-style call at least this
-/// many times, the last one at most [`EVENT_LOOP_GAP`] before its current wait began.
-const EVENT_LOOP_MIN_POLLS: u64 = 2;
+/// many times since `watch` attached, the last one at most [`EVENT_LOOP_GAP`] before its
+/// current wait began. One is enough: a loop idle in `epoll_wait` when `watch` attached
+/// returns once, with the event whose handler then blocks.
+const EVENT_LOOP_MIN_POLLS: u64 = 1;
 /// See [`EVENT_LOOP_MIN_POLLS`].
 const EVENT_LOOP_GAP: Duration = Duration::from_secs(1);
 /// Deepest user stack unwound.

@@ -68,11 +68,22 @@ pub fn take(pids: &[u32], now_ns: u64) -> BTreeMap<u32, SnapshotWait> {
     waits
 }
 
-/// Whether a snapshot wait is still going on: same thread, asleep, not run since.
+/// Whether a snapshot wait is still going on: the thread has not run since (its `schedstat`
+/// run count is unchanged; one small file per thread and scan). Without schedstat, the whole
+/// thread is read again.
 pub fn still_waiting(wait: &SnapshotWait) -> bool {
-    match threads::read_thread(wait.pid, wait.tid) {
-        Ok(now) => matches!(now.state, 'S' | 'D') && now.run_count == wait.run_count,
-        Err(_) => false,
+    let path = format!("/proc/{}/task/{}/schedstat", wait.pid, wait.tid);
+    let run_count = std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| threads::parse_schedstat(&text))
+        .map(|s| s.run_count)
+        .filter(|&n| n != 0);
+    match (run_count, wait.run_count) {
+        (Some(now), Some(then)) => now == then,
+        _ => match threads::read_thread(wait.pid, wait.tid) {
+            Ok(now) => matches!(now.state, 'S' | 'D') && now.run_count == wait.run_count,
+            Err(_) => false,
+        },
     }
 }
 
