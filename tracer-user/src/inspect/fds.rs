@@ -14,7 +14,7 @@
 //! their fd table (`clone` without `CLONE_FILES`) are seen through their process only.
 //!
 //! fd targets come from `procfs`; `fdinfo` (flags, `eventfd-count`, timerfd and epoll
-//! lines) is parsed here by [`parse_fdinfo`].
+//! lines) is parsed by [`super::fdinfo`].
 
 use std::{
     collections::{HashMap, hash_map::Entry},
@@ -24,8 +24,11 @@ use std::{
 use procfs::process::FDTarget;
 use serde::Serialize;
 
+pub use super::fdinfo::{EpollWatch, FdInfoFields, parse_fdinfo};
 use super::{
-    InspectError, list_pids, read_text_optional,
+    InspectError,
+    fdinfo::read_fdinfo,
+    list_pids,
     sockets::{SocketInfo, SocketTables},
 };
 
@@ -499,7 +502,7 @@ fn format_secs(ns: u64) -> String {
     format!("{text} s")
 }
 
-fn clock_name(id: i64) -> String {
+pub(super) fn clock_name(id: i64) -> String {
     match id {
         0 => "CLOCK_REALTIME".into(),
         1 => "CLOCK_MONOTONIC".into(),
@@ -558,218 +561,5 @@ fn signal_names(mask: u64) -> String {
     }
 }
 
-/// One `tfd:` line of an epoll fd's `fdinfo`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpollWatch {
-    /// Watched fd number.
-    pub fd: i32,
-    /// Event mask (`events:`, hex).
-    pub events: u32,
-    /// Inode of the watched file (`ino:`, hex), to detect a reused fd number.
-    pub inode: Option<u64>,
-}
-
-/// The parts of `/proc/PID/fdinfo/FD` that inspection uses.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FdInfoFields {
-    /// `flags:` (octal open flags).
-    pub flags: Option<u32>,
-    /// `eventfd-count:` (hex).
-    pub eventfd_count: Option<u64>,
-    /// timerfd `clockid:`/`ticks:`/`it_value:`/`it_interval:`.
-    pub timer: Option<TimerFdState>,
-    /// epoll `tfd:` lines.
-    pub epoll: Vec<EpollWatch>,
-    /// signalfd `sigmask:` (hex).
-    pub sigmask: Option<u64>,
-}
-
-fn read_fdinfo(pid: u32, fd: i32) -> Result<Option<FdInfoFields>, InspectError> {
-    Ok(
-        read_text_optional(&format!("/proc/{pid}/fdinfo/{fd}"), &format!("/proc/{pid}"))?
-            .map(|t| parse_fdinfo(&t)),
-    )
-}
-
-/// Parses `/proc/PID/fdinfo/FD`. Unknown lines are ignored, malformed values left `None`.
-pub fn parse_fdinfo(text: &str) -> FdInfoFields {
-    let mut fields = FdInfoFields::default();
-    let (mut clock, mut ticks, mut value, mut interval) = (None, None, None, None);
-    for line in text.lines() {
-        let Some((key, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let rest = rest.trim();
-        match key.trim() {
-            "flags" => fields.flags = u32::from_str_radix(rest, 8).ok(),
-            "eventfd-count" => fields.eventfd_count = u64::from_str_radix(rest, 16).ok(),
-            "sigmask" => fields.sigmask = u64::from_str_radix(rest, 16).ok(),
-            "clockid" => clock = rest.parse::<i64>().ok(),
-            "ticks" => ticks = rest.parse::<u64>().ok(),
-            "it_value" => value = parse_sec_nsec_pair(rest),
-            "it_interval" => interval = parse_sec_nsec_pair(rest),
-            "tfd" => {
-                if let Some(watch) = parse_tfd_line(line) {
-                    fields.epoll.push(watch);
-                }
-            }
-            _ => {}
-        }
-    }
-    if let (Some(clock), Some(value)) = (clock, value) {
-        fields.timer = Some(TimerFdState {
-            clock: clock_name(clock),
-            next_expiry_ns: value,
-            interval_ns: interval.unwrap_or(0),
-            ticks: ticks.unwrap_or(0),
-        });
-    }
-    fields
-}
-
-/// `(0, 98929393)` -> ns.
-fn parse_sec_nsec_pair(text: &str) -> Option<u64> {
-    let inner = text.strip_prefix('(')?.strip_suffix(')')?;
-    let (sec, nsec) = inner.split_once(',')?;
-    let sec: u64 = sec.trim().parse().ok()?;
-    let nsec: u64 = nsec.trim().parse().ok()?;
-    sec.checked_mul(1_000_000_000)?.checked_add(nsec)
-}
-
-/// `tfd:        5 events:       19 data:                5  pos:0 ino:5f sdev:f`.
-fn parse_tfd_line(line: &str) -> Option<EpollWatch> {
-    let mut values: HashMap<&str, &str> = HashMap::new();
-    let mut tokens = line.split_ascii_whitespace();
-    while let Some(token) = tokens.next() {
-        match token.split_once(':') {
-            Some((key, "")) => {
-                if let Some(value) = tokens.next() {
-                    values.insert(key, value);
-                }
-            }
-            Some((key, value)) => {
-                values.insert(key, value);
-            }
-            None => {}
-        }
-    }
-    Some(EpollWatch {
-        fd: values.get("tfd")?.parse().ok()?,
-        events: u32::from_str_radix(values.get("events")?, 16).ok()?,
-        inode: values
-            .get("ino")
-            .and_then(|v| u64::from_str_radix(v, 16).ok()),
-    })
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fdinfo_pipe_and_eventfd() {
-        let pipe = "pos:\t0\nflags:\t02000001\nmnt_id:\t15\nino:\t1057\n";
-        let f = parse_fdinfo(pipe);
-        assert_eq!(f.flags, Some(0o2000001));
-        assert_eq!(
-            f.flags.and_then(FdAccess::from_flags),
-            Some(FdAccess::Write)
-        );
-        let eventfd = "pos:\t0\nflags:\t02\nmnt_id:\t16\nino:\t1058\n\
-                       eventfd-count:               1a\neventfd-id: 3\neventfd-semaphore: 0\n";
-        let f = parse_fdinfo(eventfd);
-        assert_eq!(f.eventfd_count, Some(26));
-        assert_eq!(
-            f.flags.and_then(FdAccess::from_flags),
-            Some(FdAccess::ReadWrite)
-        );
-    }
-
-    #[test]
-    fn fdinfo_timerfd() {
-        let text = "pos:\t0\nflags:\t02\nmnt_id:\t16\nino:\t1058\nclockid: 1\nticks: 3\n\
-                    settime flags: 00\nit_value: (0, 98929393)\nit_interval: (1, 500000000)\n";
-        let t = parse_fdinfo(text).timer.expect("timer");
-        assert_eq!(
-            t,
-            TimerFdState {
-                clock: "CLOCK_MONOTONIC".into(),
-                next_expiry_ns: 98_929_393,
-                interval_ns: 1_500_000_000,
-                ticks: 3
-            }
-        );
-        assert_eq!(
-            timer_summary(&t),
-            "timerfd CLOCK_MONOTONIC, next in 0.099 s, interval 1.5 s"
-        );
-        let disarmed = TimerFdState {
-            next_expiry_ns: 0,
-            interval_ns: 0,
-            ..t
-        };
-        assert_eq!(
-            timer_summary(&disarmed),
-            "timerfd CLOCK_MONOTONIC, disarmed"
-        );
-    }
-
-    #[test]
-    fn fdinfo_epoll_and_signalfd() {
-        let text = "pos:\t0\nflags:\t02\nmnt_id:\t16\nino:\t1058\n\
-            tfd:        5 events:       19 data:                5  pos:0 ino:5f sdev:f\n\
-            tfd:       12 events: 80000001 data:     7f0000000000  pos:0 ino:1a2b sdev:8\n\
-            tfd: bogus\n";
-        let f = parse_fdinfo(text);
-        assert_eq!(
-            f.epoll,
-            vec![
-                EpollWatch {
-                    fd: 5,
-                    events: 0x19,
-                    inode: Some(0x5f)
-                },
-                EpollWatch {
-                    fd: 12,
-                    events: 0x8000_0001,
-                    inode: Some(0x1a2b)
-                },
-            ]
-        );
-        let f = parse_fdinfo("sigmask:\t0000000000004002\n");
-        assert_eq!(f.sigmask, Some(0x4002));
-        assert_eq!(signal_names(0x4002), "SIGINT, SIGTERM");
-        assert_eq!(parse_fdinfo("garbage\n:\n"), FdInfoFields::default());
-    }
-
-    #[test]
-    fn pipe_summaries() {
-        let writer = FdHolder {
-            pid: 4711,
-            comm: "writer".into(),
-            fd: 5,
-            access: Some(FdAccess::Write),
-        };
-        let reader = FdHolder {
-            pid: 4712,
-            comm: "reader".into(),
-            fd: 3,
-            access: Some(FdAccess::Read),
-        };
-        let peers = [writer, reader];
-        assert_eq!(
-            pipe_summary("pipe:[1234]", Some(FdAccess::Read), &peers),
-            "pipe:[1234], write end held by 4711 (writer) fd 5"
-        );
-        assert_eq!(
-            pipe_summary("pipe:[1234]", Some(FdAccess::Write), &peers),
-            "pipe:[1234], read end held by 4712 (reader) fd 3"
-        );
-        assert_eq!(
-            pipe_summary("pipe:[1234]", Some(FdAccess::Write), &peers[..1]),
-            "pipe:[1234], no read end open elsewhere"
-        );
-        assert_eq!(format_secs(100_000_000), "0.1 s");
-        assert_eq!(format_secs(12_000_000_000), "12 s");
-    }
-}
+mod tests;

@@ -37,6 +37,7 @@
 //! becomes `None`/`Unknown`, only the fields nothing works without (a thread's `stat`) turn
 //! into an error.
 
+pub mod fdinfo;
 pub mod fds;
 pub mod memory;
 pub mod schedclock;
