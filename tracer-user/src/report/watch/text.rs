@@ -91,16 +91,12 @@ fn still_open_summary(out: &mut String, report: &WatchReport) {
             .push(f);
     }
     for ((pid, verdict), members) in by_process {
-        let names: Vec<String> = members
-            .iter()
-            .map(|f| format!("{} ({})", f.thread.comm, f.thread.tid))
-            .collect();
         let _ = writeln!(
             out,
             "  process {pid} ({}): {}: {}",
             report.process_name(pid),
             verdict.name(),
-            names.join(", ")
+            thread_names(&members)
         );
     }
     losses_line(out, report);
@@ -455,19 +451,24 @@ fn idle_groups<'a>(
     by_key
 }
 
-/// `idle: 3 threads waiting in futex FUTEX_WAIT (no owner known): pool-0 (1100), ...`.
-fn idle_line(out: &mut String, (call, class): &(String, String), members: &[&Finding]) {
-    let mut members = members.to_vec();
-    members.sort_by_key(|f| f.thread.tid);
+/// `pool-0 (1100), pool-1 (1101)`: the threads' names and tids, in the given order.
+fn thread_names(members: &[&Finding]) -> String {
     let names: Vec<String> = members
         .iter()
         .map(|f| format!("{} ({})", f.thread.comm, f.thread.tid))
         .collect();
+    names.join(", ")
+}
+
+/// `idle: 3 threads waiting in futex FUTEX_WAIT (no owner known): pool-0 (1100), ...`.
+fn idle_line(out: &mut String, (call, class): &(String, String), members: &[&Finding]) {
+    let mut members = members.to_vec();
+    members.sort_by_key(|f| f.thread.tid);
     let _ = writeln!(
         out,
         "idle: {} waiting in {call}{class}: {}",
         plural(members.len(), "thread", "threads"),
-        names.join(", ")
+        thread_names(&members)
     );
 }
 
