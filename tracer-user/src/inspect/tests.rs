@@ -392,3 +392,12 @@ fn descriptions_serialize_to_json() {
     let json = serde_json::to_value(&t).unwrap();
     assert!(json["syscall"]["kind"].is_string(), "{json}");
 }
+
+/// Check that the state letter is found after a comm containing spaces and parentheses.
+#[test]
+fn state_after_a_tricky_comm() {
+    use crate::inspect::threads::parse_state;
+    assert_eq!(parse_state("42 (a) b (c)) S 1 42 42 0"), Some('S'));
+    assert_eq!(parse_state("7 (bash) R 1"), Some('R'));
+    assert_eq!(parse_state("garbage"), None);
+}

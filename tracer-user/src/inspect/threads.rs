@@ -165,6 +165,20 @@ pub fn read_thread(pid: u32, tid: u32) -> Result<ProcThread, InspectError> {
     })
 }
 
+/// The scheduler state letter of one thread (`stat` field 3), or `None` if it is gone. One
+/// small read, for checks repeated every scan.
+pub fn read_state(pid: u32, tid: u32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
+    parse_state(&stat)
+}
+
+/// The state letter in a `stat` line: the first field after the parenthesised comm, which
+/// may itself contain spaces and parentheses.
+pub fn parse_state(stat: &str) -> Option<char> {
+    let (_, after_comm) = stat.rsplit_once(')')?;
+    after_comm.trim_start().chars().next()
+}
+
 /// Parses `/proc/PID/task/TID/syscall`: `running`, `-1 SP PC`, or
 /// `NR ARG1 .. ARG6 SP PC` (NR decimal, the rest `0x` hex).
 pub fn parse_syscall(text: &str) -> ProcSyscall {

@@ -119,7 +119,13 @@ impl Gatherer {
         // A thread that ran since attaching is the BPF side's now.
         self.snapshot
             .retain(|tid, w| !traced_tids.contains(tid) && snapshot::still_waiting(w));
-        for wait in traced.iter().filter(|w| w.pid != own) {
+        // The kernel's word that a thread is asleep, checked every scan: should a switch-in
+        // ever be missed (see `counter::DROP_UNMATCHED_WAIT`), a running thread would otherwise
+        // look blocked for ever.
+        let asleep = |w: &&InFlightWait| {
+            threads::read_state(w.pid, w.tid).is_some_and(|s| matches!(s, 'S' | 'D'))
+        };
+        for wait in traced.iter().filter(|w| w.pid != own).filter(asleep) {
             let key = (wait.tid, wait.start_ns);
             keys.insert(key);
             if !self.gathered.contains_key(&key) {
