@@ -43,13 +43,6 @@ fn finish(tracer: Tracer, out: &Path) -> (RunOutput, WatchOutput) {
     (result, report)
 }
 
-/// Stops a watch with `signal`, with its JSON output.
-fn finish_with(tracer: Tracer, out: &Path, signal: libc::c_int) -> (RunOutput, WatchOutput) {
-    let result = tracer.stop(signal);
-    let report = WatchOutput::read(out);
-    (result, report)
-}
-
 fn hex(addr: u64) -> String {
     format!("0x{addr:x}")
 }
@@ -418,7 +411,8 @@ fn healthy_program_has_no_problem_verdicts() {
 }
 
 /// Check that a reported stall is reported again when it ends (here: its process is killed),
-/// with how long it lasted, and not repeated every interval in between.
+/// with how long it lasted, and not repeated every interval in between; and that watch ends
+/// by itself when its only process is gone.
 #[test]
 fn stall_is_reported_once_then_resolved() {
     if !require_bpf() {
@@ -437,8 +431,13 @@ fn stall_is_reported_once_then_resolved() {
     workload.wait_for(READY, Duration::from_secs(20));
     thread::sleep(Duration::from_millis(2500));
     workload.kill();
-    thread::sleep(Duration::from_millis(1000));
-    let (result, report) = finish_with(tracer, &out, libc::SIGINT);
+    // With -p, watch ends by itself once every watched process is gone.
+    let (result, report) = finish(tracer, &out);
+    assert!(
+        result.stderr.contains("every watched process has exited"),
+        "{}",
+        result.stderr
+    );
     result.assert_code(10);
     // Reported in one interval report (and restated in the final one), not in every interval.
     let reports_with_client = report

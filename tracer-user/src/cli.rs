@@ -73,7 +73,8 @@ pub struct WatchArgs {
     /// what it waits on and its stacks, read from /proc without loading BPF programs; then exit.
     #[arg(long)]
     pub once: bool,
-    /// Stop after this long. Default: until Ctrl-C or SIGTERM.
+    /// Stop after this long. Default: until Ctrl-C, SIGTERM, or (with -p) every watched
+    /// process has exited.
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
     /// Stop at the first deadlock found.

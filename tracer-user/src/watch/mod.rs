@@ -137,12 +137,15 @@ impl Output {
     }
 }
 
+/// Whether process `pid` still exists.
+fn process_exists(pid: u32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+}
+
 /// Runs `stallwatch watch`; returns what was found (the exit status).
 pub fn run(args: &WatchArgs) -> Result<Found, WatchError> {
-    for &pid in &args.pids {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(WatchError::PidNotFound(pid));
-        }
+    if let Some(&pid) = args.pids.iter().find(|&&pid| !process_exists(pid)) {
+        return Err(WatchError::PidNotFound(pid));
     }
     let mut output = Output::open(args)?;
     if args.once {
@@ -209,6 +212,10 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
             ))?;
         }
         if args.exit_on_deadlock && found.deadlock {
+            break;
+        }
+        if !args.pids.is_empty() && !args.pids.iter().any(|&pid| process_exists(pid)) {
+            eprintln!("stallwatch: every watched process has exited");
             break;
         }
     }
