@@ -238,6 +238,62 @@ fn pi_mutex_deadlock_is_reported_from_the_refused_lock() {
     );
 }
 
+/// Check that a PI-mutex deadlock that formed before `watch` started, where the refused lock
+/// was never seen, invents no cycle: the thread glibc parked is a stall explained as such, and
+/// the other thread's wait names the parked thread as the owner of its lock.
+#[test]
+fn pi_deadlock_before_attach_is_explained_without_a_cycle() {
+    if !require_bpf() {
+        return;
+    }
+    let workload = RunningWorkload::spawn(deadlock_abba_bin(), &[abba::PI_FLAG]);
+    workload.wait_for(READY, Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(1500));
+    let dir = TempDir::new("watch-pi-before");
+    let out = dir.join("once.jsonl");
+    let pid = workload.pid().to_string();
+    let out_arg = out.to_str().expect("UTF-8 temp path");
+    let once = [
+        "watch",
+        "-p",
+        &pid,
+        "--once",
+        "--threshold",
+        "1s",
+        "--json",
+        "-o",
+        out_arg,
+    ];
+    run(once, RUN_TIMEOUT).assert_code(10);
+    let report = WatchOutput::read(&out);
+    assert!(
+        report.cycles().is_empty(),
+        "invented cycle:\n{}",
+        report.dump()
+    );
+    let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
+    let parked: Vec<u32> = [a, b]
+        .into_iter()
+        .filter(|&tid| {
+            report.thread(tid).iter().any(|t| {
+                t["explanation"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("parked for ever by glibc"))
+            })
+        })
+        .collect();
+    assert_eq!(
+        parked.len(),
+        1,
+        "one parked thread expected:\n{}",
+        report.dump()
+    );
+    let other = if parked[0] == a { b } else { a };
+    let t = thread_with(&report, other, "stall");
+    assert_eq!(t["resource"]["owner_tid"], parked[0], "{t:#}");
+    assert_eq!(t["resource"]["owner_source"], "pi_word", "{t:#}");
+}
+
 /// Check that a Rust std::sync::Mutex ABBA (no owner in the lock word) is reported as a
 /// stall or stalled process, with the lock-call frames, and that no cycle is invented.
 #[test]

@@ -14,7 +14,7 @@ use super::{
     model::{
         Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Timing, Verdict,
     },
-    owner::{WaitingCode, waiting_code},
+    owner::{WaitingCode, parked_by_glibc, waiting_code},
     timing::is_poll,
 };
 
@@ -159,6 +159,14 @@ fn ordinary_verdict(
                     name_of(owner.tid, by_tid)
                 ),
             ),
+            None if is_parked_by_glibc(thread) => (
+                Verdict::Stall,
+                format!(
+                    "parked for ever by glibc inside pthread_mutex_lock for {blocked:.1} s: the \
+                     kernel refused its PI lock (EDEADLK: a lock cycle runs through this thread, \
+                     or ESRCH: the owner died) before watch attached, so the lock is not known"
+                ),
+            ),
             None => match waiting_code(&thread.user_stack) {
                 WaitingCode::Lock { .. } => (
                     Verdict::Stall,
@@ -189,6 +197,19 @@ fn ordinary_verdict(
         ),
         kind::WAIT_CHILD => (Verdict::Idle, "waits for a child process".to_string()),
         _ => (Verdict::Idle, format!("waits for events in {what}")),
+    })
+}
+
+/// See [`parked_by_glibc`].
+fn is_parked_by_glibc(thread: &BlockedThread) -> bool {
+    thread.futex.as_ref().is_some_and(|f| {
+        parked_by_glibc(
+            f.op,
+            f.uaddr,
+            f.word,
+            thread.user_sp,
+            waiting_code(&thread.user_stack),
+        )
     })
 }
 

@@ -41,5 +41,6 @@ pub fn futex_thread(pid: u32, tid: u32, comm: &str, blocked_for_ns: u64) -> Bloc
         wchan: None,
         kernel_stack: Vec::new(),
         user_stack: Vec::new(),
+        user_sp: None,
     }
 }

@@ -139,6 +139,8 @@ pub struct BlockedThread {
     pub kernel_stack: Vec<Frame>,
     /// User stack, innermost first.
     pub user_stack: Vec<Frame>,
+    /// User stack pointer when the wait began, if known.
+    pub user_sp: Option<u64>,
 }
 
 /// A process whose threads `watch` looked at in a scan.

@@ -107,6 +107,30 @@ pub fn waiting_code(user_stack: &[Frame]) -> WaitingCode {
     }
 }
 
+/// How far above the stack pointer a futex word still counts as on the thread's own stack.
+const OWN_STACK_WINDOW: u64 = 64 * 1024;
+
+/// Whether a thread shows the signature of glibc parking it for ever inside
+/// `pthread_mutex_lock` after the kernel refused a PI lock (`EDEADLK`: the lock chain loops
+/// back to it; or `ESRCH`: the owner died): a futex wait without timeout on a zero word on its
+/// own stack, called from glibc's mutex code. (With `watch` attached at the refusal, the
+/// refused lock itself is known instead; see [`RefusedPiLock`].)
+pub fn parked_by_glibc(
+    op: u32,
+    uaddr: u64,
+    word: Option<u32>,
+    user_sp: Option<u64>,
+    code: WaitingCode,
+) -> bool {
+    const FUTEX_WAIT: u32 = 0;
+    const FUTEX_WAIT_BITSET: u32 = 9;
+    let on_own_stack = user_sp.is_some_and(|sp| uaddr >= sp && uaddr - sp < OWN_STACK_WINDOW);
+    matches!(op, FUTEX_WAIT | FUTEX_WAIT_BITSET)
+        && word == Some(0)
+        && on_own_stack
+        && code == WaitingCode::Lock { glibc_mutex: true }
+}
+
 /// The owner of the futex a thread waits on, if it can be trusted.
 ///
 /// `op` is the futex command, `live_tids` every thread of the waiter's process.
@@ -236,6 +260,25 @@ mod tests {
             infer_owner(0, &join, None, WaitingCode::Condition, 100, &LIVE),
             None
         );
+    }
+
+    /// Check that glibc's park after a refused PI lock is recognised only on a zero word on the
+    /// thread's own stack, in glibc's mutex code.
+    #[test]
+    fn glibc_park_signature() {
+        let sp = 0x7ff0_0000_0000;
+        assert!(parked_by_glibc(9, sp + 0x74, Some(0), Some(sp), GLIBC));
+        assert!(!parked_by_glibc(9, sp + 0x74, Some(2), Some(sp), GLIBC));
+        assert!(!parked_by_glibc(9, 0x5555_0000, Some(0), Some(sp), GLIBC));
+        assert!(!parked_by_glibc(9, sp + 0x74, Some(0), None, GLIBC));
+        assert!(!parked_by_glibc(
+            9,
+            sp + 0x74,
+            Some(0),
+            Some(sp),
+            WaitingCode::Condition
+        ));
+        assert!(!parked_by_glibc(6, sp + 0x74, Some(0), Some(sp), GLIBC));
     }
 
     /// Check that the innermost recognisable frame decides what the waiting code is.

@@ -266,6 +266,7 @@ impl Gatherer {
             wchan,
             kernel_stack,
             user_stack,
+            user_sp: wait.user_regs.map(|(_, sp, _)| sp),
         }
     }
 
@@ -298,6 +299,7 @@ impl Gatherer {
             wchan: wait.wchan.clone(),
             kernel_stack: wait.kernel_stack.clone(),
             user_stack,
+            user_sp: wait.pc_sp.map(|(_, sp)| sp),
         }
     }
 }
