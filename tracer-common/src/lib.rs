@@ -350,7 +350,8 @@ pub mod counter {
     /// symbolize if they exit before the trace ends).
     pub const DROP_NEW_PROCESS_NOTICE: u32 = 10;
     /// A thread left the CPU again while its previous wait was still stamped: its switch-in
-    /// was never seen, so the previous wait is lost.
+    /// was never seen, so the previous wait is lost. Happens when the kernel emits no
+    /// `sched_switch` for the task that switched to it (see `sched.rs`).
     pub const DROP_UNMATCHED_WAIT: u32 = 11;
     /// Number of counters.
     pub const COUNT: u32 = 12;

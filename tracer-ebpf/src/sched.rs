@@ -80,8 +80,10 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
         return;
     };
     if thread.wait.start_ns != 0 {
-        // The previous wait's switch-in was never seen (observed rarely on 6.18, cause not
-        // yet known): its time is lost, and said so.
+        // The previous wait's switch-in was never seen: its time is lost, and said so. Seen
+        // when the kernel emits no `sched_switch` for some `prev` tasks (on the 6.18 test VM,
+        // none for its PID 1's threads, in ftrace and perf tracepoints alike), so a switch from
+        // such a task straight to this thread is invisible. Nothing here can recover it.
         count(counter::DROP_UNMATCHED_WAIT);
     }
     let (kernel_stack_id, user_stack_id) = stacks::for_wait(ctx, thread, class, kthread);
