@@ -105,6 +105,9 @@ pub const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 /// `EDEADLK`.
 pub const EDEADLK: i64 = 35;
 
+/// `FUTEX_PRIVATE_FLAG`: the futex is private to the process (no other process can wake it).
+pub const FUTEX_PRIVATE_FLAG: u64 = 128;
+
 /// Mask applied to the futex op argument to get the command (`FUTEX_CMD_MASK`: drops
 /// `FUTEX_PRIVATE_FLAG` and `FUTEX_CLOCK_REALTIME`).
 pub const FUTEX_CMD_MASK: u64 = !(128 | 256);

@@ -177,20 +177,29 @@ fn in_progress_sample(
     }
 }
 
-/// Waits in progress that began at or before `started_before_ns`, with their stacks.
+/// How soon after a refused PI lock the thread's wait must begin for the refusal to explain
+/// it (glibc parks the thread within microseconds).
+const REFUSED_LOCK_WINDOW_NS: u64 = 50_000_000;
+
+/// Waits in progress that began at or before `started_before_ns`, with their stacks; and the
+/// tids of every thread with a wait in progress, however recent.
 pub(super) fn read_in_flight(
     maps: &Maps,
     started_before_ns: u64,
-) -> Result<Vec<InFlightWait>, CaptureError> {
+) -> Result<(Vec<InFlightWait>, Vec<u32>), CaptureError> {
     let mut stacks = StackCache {
         map: &maps.stacks,
         resolved: StdHashMap::new(),
     };
     let mut waits = Vec::new();
+    let mut waiting_tids = Vec::new();
     for entry in maps.threads.iter() {
         // An entry can vanish (thread exit) between the key walk and the lookup.
         let Ok((tid, thread)) = entry else { continue };
         let w = &thread.wait;
+        if w.start_ns != 0 {
+            waiting_tids.push(tid);
+        }
         if w.start_ns == 0 || w.start_ns > started_before_ns {
             continue;
         }
@@ -215,16 +224,18 @@ pub(super) fn read_in_flight(
             user_regs: (regs.ip != 0).then_some((regs.ip, regs.sp, regs.bp)),
             kernel_stack: stacks.get(w.kernel_stack_id),
             user_stack: stacks.get(w.user_stack_id),
-            refused_pi_lock: (failed.uaddr != 0 && failed.at_ns <= w.start_ns).then_some((
-                failed.uaddr,
-                failed.word,
-                failed.at_ns,
-            )),
+            // glibc parks the thread right after the refusal; an older refusal belongs to an
+            // earlier wait and must not lend this one an owner.
+            refused_pi_lock: (failed.uaddr != 0
+                && failed.at_ns <= w.start_ns
+                && w.start_ns - failed.at_ns <= REFUSED_LOCK_WINDOW_NS)
+                .then_some((failed.uaddr, failed.word, failed.at_ns)),
+
             last_poll_exit: (thread.poll.count > 0)
                 .then_some((thread.poll.last_exit_ns, thread.poll.count)),
         });
     }
-    Ok(waits)
+    Ok((waits, waiting_tids))
 }
 
 /// The counters now.

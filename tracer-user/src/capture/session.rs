@@ -165,8 +165,12 @@ impl Session {
         self.started.elapsed()
     }
 
-    /// Waits in progress that began at least `min_age` ago (`watch`), read while tracing.
-    pub fn in_flight(&self, min_age: Duration) -> Result<Vec<InFlightWait>, CaptureError> {
+    /// Waits in progress that began at least `min_age` ago (`watch`), read while tracing, and
+    /// the tids of every thread with a wait in progress, however recent.
+    pub fn in_flight(
+        &self,
+        min_age: Duration,
+    ) -> Result<(Vec<InFlightWait>, Vec<u32>), CaptureError> {
         let before = monotonic_ns().saturating_sub(min_age.as_nanos() as u64);
         drain::read_in_flight(&self.maps, before)
     }

@@ -11,14 +11,9 @@ use std::{fs::File, io, os::unix::fs::FileExt};
 
 use super::InspectError;
 
-/// Byte offset of `__owner` (the owning thread's TID) in glibc's `pthread_mutex_t`, on
-/// x86_64 and aarch64 alike (`int __lock; unsigned __count; int __owner; ...`).
-pub const GLIBC_MUTEX_OWNER_OFFSET: u64 = 8;
-
 /// An open `/proc/PID/mem` of one process.
 #[derive(Debug)]
 pub struct ProcessMemory {
-    pid: u32,
     file: File,
 }
 
@@ -27,12 +22,7 @@ impl ProcessMemory {
     pub fn open(pid: u32) -> Result<Self, InspectError> {
         let path = format!("/proc/{pid}/mem");
         let file = File::open(&path).map_err(|e| InspectError::io(path, e))?;
-        Ok(Self { pid, file })
-    }
-
-    /// The process whose memory this is.
-    pub fn pid(&self) -> u32 {
-        self.pid
+        Ok(Self { file })
     }
 
     /// Fills `buf` from the target's address `addr`. Fails with `EIO` for unmapped memory
@@ -51,19 +41,6 @@ impl ProcessMemory {
         self.read(addr, &mut bytes)?;
         Ok(u32::from_ne_bytes(bytes))
     }
-
-    /// Reads a native-endian `u64` at `addr`.
-    pub fn read_u64(&self, addr: u64) -> io::Result<u64> {
-        let mut bytes = [0; 8];
-        self.read(addr, &mut bytes)?;
-        Ok(u64::from_ne_bytes(bytes))
-    }
-
-    /// Reads the owner TID of the glibc `pthread_mutex_t` at `mutex_addr` (0 when unlocked;
-    /// only meaningful if the address really is a glibc mutex).
-    pub fn read_glibc_mutex_owner(&self, mutex_addr: u64) -> io::Result<u32> {
-        self.read_u32(mutex_addr.saturating_add(GLIBC_MUTEX_OWNER_OFFSET))
-    }
 }
 
 #[cfg(test)]
@@ -79,10 +56,12 @@ mod tests {
         let addr32 = std::ptr::addr_of!(KNOWN_U32) as u64;
         let addr64 = std::ptr::addr_of!(KNOWN_U64) as u64;
         assert_eq!(mem.read_u32(addr32).unwrap(), 0xdead_beef);
-        assert_eq!(mem.read_u64(addr64).unwrap(), 0x0123_4567_89ab_cdef);
+        let mut bytes = [0u8; 8];
+        mem.read(addr64, &mut bytes).unwrap();
+        assert_eq!(u64::from_ne_bytes(bytes), 0x0123_4567_89ab_cdef);
         let heap = Box::new([7u32, 0, 4242, 9]);
         let base = heap.as_ptr() as u64;
-        assert_eq!(mem.read_glibc_mutex_owner(base).unwrap(), 4242);
+        assert_eq!(mem.read_u32(base + 8).unwrap(), 4242);
         // Page 0 is never mapped.
         assert!(mem.read_u32(8).is_err());
     }

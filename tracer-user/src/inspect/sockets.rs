@@ -168,11 +168,6 @@ fn optional_table<T>(
     }
 }
 
-/// Looks up socket inode `inode` in the tables of process `pid`'s network namespace.
-pub fn socket_info(pid: u32, inode: u64) -> Result<Option<SocketInfo>, InspectError> {
-    Ok(SocketTables::read(pid)?.find(inode))
-}
-
 /// `a.b.c.d:port`, or `[v6]:port`; v4-mapped IPv6 addresses are shown as IPv4.
 pub fn format_addr(addr: &SocketAddr) -> String {
     match addr {

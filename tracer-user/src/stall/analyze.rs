@@ -10,6 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracer_common::syscalls::{self, kind};
 
 use super::{
+    describe::{describe_call, resource_phrase},
     graph::WaitForGraph,
     model::{
         Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Timing, Verdict,
@@ -27,7 +28,7 @@ pub fn analyze(threads: Vec<BlockedThread>, processes: &BTreeMap<u32, ProcessVie
         if let Some(owner) = owner_in_process(thread, processes) {
             graphs.entry(thread.pid).or_default().add(
                 thread.tid,
-                resource_label(thread),
+                resource_phrase(thread),
                 owner.tid,
             );
         }
@@ -63,7 +64,7 @@ pub fn analyze(threads: Vec<BlockedThread>, processes: &BTreeMap<u32, ProcessVie
                 Verdict::BlockedByDeadlock,
                 format!(
                     "waits for {}, behind deadlocked {}",
-                    resource_label(thread),
+                    resource_phrase(thread),
                     name_of(member, &by_tid)
                 ),
             ))
@@ -75,7 +76,7 @@ pub fn analyze(threads: Vec<BlockedThread>, processes: &BTreeMap<u32, ProcessVie
                     "all {n} threads of the process wait indefinitely on futexes that nothing \
                      outside the process can wake (likely deadlock; lock owners unknown); this \
                      one waits for {}",
-                    resource_label(thread)
+                    resource_phrase(thread)
                 ),
             ))
         } else if thread.event_loop && !is_poll(thread.call.as_ref()) {
@@ -83,7 +84,7 @@ pub fn analyze(threads: Vec<BlockedThread>, processes: &BTreeMap<u32, ProcessVie
                 Verdict::EventLoopBlocked,
                 format!(
                     "event loop thread blocked in {} for {:.1} s instead of polling for events",
-                    wait_label(thread),
+                    describe_call(thread),
                     secs(thread.blocked_for_ns)
                 ),
             ))
@@ -112,15 +113,17 @@ fn owner_in_process(
     process.tids.contains(&owner.tid).then_some(owner)
 }
 
-/// Every thread of the process blocked past the threshold in an indefinite futex wait: no
-/// timer, fd or child can end any of them.
+/// Every thread of the process blocked past the threshold in an indefinite wait on a
+/// process-private futex: no timer, fd, child or other process can end any of them. (A
+/// shared futex, e.g. a semaphore in shared memory, can be woken from another process.)
 fn process_stalled(process: &ProcessView, by_tid: &BTreeMap<u32, &BlockedThread>) -> bool {
     !process.tids.is_empty()
         && process.tids.iter().all(|tid| {
             by_tid.get(tid).is_some_and(|t| {
                 t.timing == Timing::Indefinite
-                    && t.call
-                        .is_some_and(|c| matches!(c.kind, kind::FUTEX | kind::FUTEX_WAITV))
+                    && t.call.is_some_and(|c| {
+                        c.kind == kind::FUTEX && c.detail & syscalls::FUTEX_PRIVATE_FLAG != 0
+                    })
             })
         })
 }
@@ -144,7 +147,7 @@ fn ordinary_verdict(
         Timing::Indefinite => {}
     }
     let call = thread.call?;
-    let what = wait_label(thread);
+    let what = describe_call(thread);
     Some(match call.kind {
         kind::FUTEX => match thread.futex.as_ref().and_then(|f| f.owner) {
             Some(owner) if owner.source == OwnerSource::Join => (
@@ -155,7 +158,7 @@ fn ordinary_verdict(
                 Verdict::Stall,
                 format!(
                     "waits for {} held by {} for {blocked:.1} s",
-                    resource_label(thread),
+                    resource_phrase(thread),
                     name_of(owner.tid, by_tid)
                 ),
             ),
@@ -170,10 +173,7 @@ fn ordinary_verdict(
             None => match waiting_code(&thread.user_stack) {
                 WaitingCode::Lock { .. } => (
                     Verdict::Stall,
-                    format!(
-                        "waits for {} for {blocked:.1} s; its owner cannot be known",
-                        resource_label(thread)
-                    ),
+                    format!("waits for {} for {blocked:.1} s", resource_phrase(thread)),
                 ),
                 _ => (
                     Verdict::Idle,
@@ -187,13 +187,13 @@ fn ordinary_verdict(
             Verdict::Stall,
             format!(
                 "blocked in {what} on {} for {blocked:.1} s",
-                resource_label(thread)
+                resource_phrase(thread)
             ),
         ),
         kind::READ | kind::RECV => (Verdict::Idle, "waits for terminal input".to_string()),
         kind::ACCEPT => (
             Verdict::Idle,
-            format!("waits for connections on {}", resource_label(thread)),
+            format!("waits for connections on {}", resource_phrase(thread)),
         ),
         kind::WAIT_CHILD => (Verdict::Idle, "waits for a child process".to_string()),
         _ => (Verdict::Idle, format!("waits for events in {what}")),
@@ -211,47 +211,6 @@ fn is_parked_by_glibc(thread: &BlockedThread) -> bool {
             waiting_code(&thread.user_stack),
         )
     })
-}
-
-/// `futex(FUTEX_WAIT)`, `recvfrom`, ...
-pub fn wait_label(thread: &BlockedThread) -> String {
-    let Some(call) = thread.call else {
-        return thread
-            .wchan
-            .clone()
-            .unwrap_or_else(|| "an untracked wait".to_string());
-    };
-    let name = syscalls::name(call.nr).unwrap_or("syscall");
-    match &thread.futex {
-        Some(f) => format!("{name}({})", syscalls::futex_op_name(f.op)),
-        None => name.to_string(),
-    }
-}
-
-/// What the thread waits for, for humans: `mutex 0x55..`, `thread 4242 to exit`, the fd's
-/// description.
-pub fn resource_label(thread: &BlockedThread) -> String {
-    if let Some(f) = &thread.futex {
-        let addr = f.lock_uaddr.unwrap_or(f.uaddr);
-        return match f.owner.map(|o| o.source) {
-            Some(OwnerSource::Join) => format!("thread {} to exit", f.owner.map_or(0, |o| o.tid)),
-            Some(OwnerSource::GlibcMutex | OwnerSource::PiWord | OwnerSource::FailedPiLock) => {
-                format!("mutex 0x{addr:x}")
-            }
-            None => match waiting_code(&thread.user_stack) {
-                WaitingCode::Lock { .. } => format!("lock 0x{addr:x}"),
-                _ => format!("futex 0x{addr:x}"),
-            },
-        };
-    }
-    if let Some(fd) = &thread.fd {
-        return format!("fd {} ({})", fd.fd, fd.description);
-    }
-    match thread.call {
-        Some(call) if call.kind == kind::WAIT_CHILD => "a child process".to_string(),
-        Some(call) => format!("0x{:x}", call.resource),
-        None => "nothing known".to_string(),
-    }
 }
 
 fn is_terminal(thread: &BlockedThread) -> bool {

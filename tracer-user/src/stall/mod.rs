@@ -3,6 +3,7 @@
 //! and give every blocked thread a verdict. Pure: no `/proc`, no BPF, no clock.
 
 pub mod analyze;
+pub mod describe;
 #[cfg(test)]
 pub(crate) mod fixtures;
 pub mod graph;

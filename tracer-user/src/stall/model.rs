@@ -148,8 +148,6 @@ pub struct BlockedThread {
 pub struct ProcessView {
     /// Process id.
     pub pid: u32,
-    /// Process name (main thread's comm).
-    pub name: String,
     /// Every thread of the process at the scan.
     pub tids: Vec<u32>,
 }

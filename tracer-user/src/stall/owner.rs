@@ -26,6 +26,10 @@ const GLIBC_KIND_BITS: u32 = 0x3 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200;
 /// How many innermost user frames are searched for the code that waits.
 const FRAMES_SEARCHED: usize = 6;
 
+/// Bytes read at a futex address: the word and, should it be a glibc `pthread_mutex_t`,
+/// `__count`, `__owner` (8), `__nusers` (12) and `__kind` (16) after it.
+pub const FUTEX_MEMORY_BYTES: usize = 20;
+
 /// The words read around a futex address in the waiting process.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct FutexMemory {
@@ -37,6 +41,31 @@ pub struct FutexMemory {
     pub nusers: Option<u32>,
     /// The u32 at `uaddr + 16` (`__kind`).
     pub kind: Option<u32>,
+}
+
+impl FutexMemory {
+    /// From the [`FUTEX_MEMORY_BYTES`] at the futex address (native endian).
+    pub fn from_bytes(bytes: &[u8; FUTEX_MEMORY_BYTES]) -> Self {
+        let u32_at = |off: usize| {
+            let mut word = [0; 4];
+            word.copy_from_slice(&bytes[off..off + 4]);
+            Some(u32::from_ne_bytes(word))
+        };
+        Self {
+            word: u32_at(0),
+            owner_field: u32_at(8),
+            nusers: u32_at(12),
+            kind: u32_at(16),
+        }
+    }
+
+    /// Only the word is known (the bytes after it could not be read).
+    pub fn word_only(word: Option<u32>) -> Self {
+        Self {
+            word,
+            ..Self::default()
+        }
+    }
 }
 
 /// A PI lock refused with `EDEADLK` before the current wait began.
@@ -83,6 +112,11 @@ pub fn waiting_code(user_stack: &[Frame]) -> WaitingCode {
             .any(|p| lower.contains(p))
         {
             return WaitingCode::Condition;
+        }
+        // `__lll_lock_wait_private` serves glibc's internal bare-int locks (stdio, malloc,
+        // ld.so), which are not `pthread_mutex_t`: no owner field to read.
+        if lower.contains("lll_lock_wait_private") {
+            return WaitingCode::Lock { glibc_mutex: false };
         }
         if lower.contains("pthread_mutex") || lower.contains("lll_lock") {
             return WaitingCode::Lock { glibc_mutex: true };
@@ -170,7 +204,10 @@ pub fn infer_owner(
             let kind_ok = memory.kind.is_some_and(|k| k & !GLIBC_KIND_BITS == 0);
             let users_ok = memory.nusers.is_some_and(|n| n >= 1);
             let tid = memory.owner_field?;
-            (locked && kind_ok && users_ok && live_other(tid)).then_some(FutexOwner {
+            // The waiter itself may be the owner: relocking a normal mutex it holds is a
+            // deadlock of one thread (error-checking and recursive mutexes never wait there).
+            let live = tid == waiter_tid || live_other(tid);
+            (locked && kind_ok && users_ok && live).then_some(FutexOwner {
                 tid,
                 source: OwnerSource::GlibcMutex,
             })
@@ -209,10 +246,9 @@ mod tests {
             infer_owner(0, &glibc_mutex(999), None, GLIBC, 100, &LIVE),
             None
         );
-        assert_eq!(
-            infer_owner(0, &glibc_mutex(100), None, GLIBC, 100, &LIVE),
-            None
-        );
+        // Relocking a mutex it holds: the waiter is its own owner.
+        let own = infer_owner(0, &glibc_mutex(100), None, GLIBC, 100, &LIVE);
+        assert_eq!(own.map(|o| o.tid), Some(100));
         let unlocked = FutexMemory {
             word: Some(0),
             ..glibc_mutex(101)
@@ -281,6 +317,21 @@ mod tests {
         assert!(!parked_by_glibc(6, sp + 0x74, Some(0), Some(sp), GLIBC));
     }
 
+    /// Check that the glibc mutex fields are read at their x86_64 offsets.
+    #[test]
+    fn mutex_fields_from_bytes() {
+        let mut bytes = [0u8; FUTEX_MEMORY_BYTES];
+        bytes[0..4].copy_from_slice(&2u32.to_ne_bytes());
+        bytes[8..12].copy_from_slice(&4242u32.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&1u32.to_ne_bytes());
+        bytes[16..20].copy_from_slice(&0x20u32.to_ne_bytes());
+        let m = FutexMemory::from_bytes(&bytes);
+        assert_eq!(
+            (m.word, m.owner_field, m.nusers, m.kind),
+            (Some(2), Some(4242), Some(1), Some(0x20))
+        );
+    }
+
     /// Check that the innermost recognisable frame decides what the waiting code is.
     #[test]
     fn waiting_code_from_frames() {
@@ -315,5 +366,9 @@ mod tests {
             WaitingCode::Join
         );
         assert_eq!(waiting_code(&[Frame::default()]), WaitingCode::Unknown);
+        assert_eq!(
+            waiting_code(&frames(&["__lll_lock_wait_private", "_IO_flockfile"])),
+            WaitingCode::Lock { glibc_mutex: false }
+        );
     }
 }

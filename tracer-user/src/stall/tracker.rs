@@ -58,7 +58,9 @@ struct Reported {
 #[derive(Debug, Default)]
 pub struct Tracker {
     reported: BTreeMap<WaitKey, Reported>,
-    cycles: BTreeSet<Vec<u32>>,
+    /// Reported cycles, each as its members' waits: forgotten when any of them ends, so a
+    /// cycle that forms again later (new waits) is reported again.
+    cycles: BTreeSet<Vec<WaitKey>>,
 }
 
 impl Tracker {
@@ -87,6 +89,11 @@ impl Tracker {
                 blocked_for_ns: now_ns.saturating_sub(r.since_ns),
             });
         }
+        let since_by_tid: BTreeMap<u32, u64> = analysis
+            .findings
+            .iter()
+            .map(|f| (f.thread.tid, f.thread.since_ns))
+            .collect();
         let mut newly: BTreeSet<WaitKey> = BTreeSet::new();
         for finding in analysis.findings.iter().filter(|f| f.verdict.is_problem()) {
             let t = &finding.thread;
@@ -127,19 +134,20 @@ impl Tracker {
                 }
             })
             .collect();
+        self.cycles
+            .retain(|members| members.iter().all(|k| blocked.contains(k)));
         for cycle in analysis.cycles {
-            let mut tids: Vec<u32> = cycle.edges.iter().map(|e| e.tid).collect();
-            tids.sort_unstable();
-            if self.cycles.insert(tids) {
+            let mut members: Vec<WaitKey> = cycle
+                .edges
+                .iter()
+                .map(|e| (e.tid, since_by_tid.get(&e.tid).copied().unwrap_or(0)))
+                .collect();
+            members.sort_unstable();
+            if self.cycles.insert(members) {
                 changes.new_cycles.push(cycle);
             }
         }
         changes
-    }
-
-    /// Number of problems reported and not yet resolved.
-    pub fn open_problems(&self) -> usize {
-        self.reported.len()
     }
 }
 
@@ -185,7 +193,44 @@ mod tests {
         let changes = tracker.update(a, &b, 3_100);
         assert_eq!(changes.resolved.len(), 1);
         assert_eq!(changes.resolved[0].blocked_for_ns, 3_000);
-        assert_eq!(tracker.open_problems(), 0);
+        let (a, b) = scan(vec![]);
+        assert!(
+            tracker.update(a, &b, 4_000).is_empty(),
+            "resolved only once"
+        );
+    }
+
+    /// Check that a cycle is reported once while its waits last, and again if it forms anew.
+    #[test]
+    fn cycle_reported_once_per_formation() {
+        use crate::stall::model::{Cycle, CycleEdge};
+        let cycle = Cycle {
+            pid: 1,
+            edges: vec![
+                CycleEdge {
+                    tid: 5,
+                    waits_for_resource: "mutex 0xb".into(),
+                    owner_tid: 6,
+                },
+                CycleEdge {
+                    tid: 6,
+                    waits_for_resource: "mutex 0xa".into(),
+                    owner_tid: 5,
+                },
+            ],
+        };
+        let mut tracker = Tracker::default();
+        let mut round = |since: u64| {
+            let (mut a, b) = scan(vec![
+                finding(5, since, Verdict::Deadlock),
+                finding(6, since, Verdict::Deadlock),
+            ]);
+            a.cycles = vec![cycle.clone()];
+            tracker.update(a, &b, since + 10).new_cycles.len()
+        };
+        assert_eq!(round(100), 1);
+        assert_eq!(round(100), 0);
+        assert_eq!(round(500), 1, "a new formation (new waits) is news again");
     }
 
     /// Check that a new wait of the same thread, or a changed verdict, is reported again,

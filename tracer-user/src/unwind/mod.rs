@@ -153,8 +153,6 @@ struct ProcessUnwinder {
     cache: CacheX86_64,
     /// Keeps the shared ELF files alive for [`ElfCache::prune`].
     files: Vec<Arc<ElfUnwindInfo>>,
-    /// Modules that could not be loaded, for diagnostics.
-    skipped: Vec<UnwindError>,
 }
 
 /// Unwinds user stacks of blocked threads with DWARF CFI (see the module docs).
@@ -210,11 +208,6 @@ impl Unwinder {
         self.files.prune();
     }
 
-    /// Modules of `pid` that could not be loaded at the last (re)build, for diagnostics.
-    pub fn skipped_modules(&self, pid: u32) -> &[UnwindError] {
-        self.processes.get(&pid).map_or(&[], |p| &p.skipped)
-    }
-
     /// The unwinder for `pid`, (re)built if its executable mappings changed.
     fn process(&mut self, pid: u32, maps: &Maps, mem: &mut ProcMem) -> &mut ProcessUnwinder {
         match self.processes.entry(pid) {
@@ -240,7 +233,6 @@ fn build_process(
         unwinder: UnwinderX86_64::new(),
         cache: CacheX86_64::new(),
         files: Vec::new(),
-        skipped: Vec::new(),
     };
     for mapping in maps.code() {
         let info = if mapping.is_file() {
@@ -250,9 +242,10 @@ fn build_process(
         } else {
             continue;
         };
-        match info {
-            Ok(info) => add_module(&mut process, info, mapping),
-            Err(e) => process.skipped.push(e),
+        // A module whose CFI cannot be read is left out: its frames are walked by frame
+        // pointers or the frame-record scan instead.
+        if let Ok(info) = info {
+            add_module(&mut process, info, mapping);
         }
     }
     process

@@ -19,7 +19,7 @@ use crate::{
     model::{InFlightWait, RawStack},
     stall::{
         model::{BlockedThread, FdInfo, FutexWait, Origin, ProcessView, SyscallCall},
-        owner::{FutexMemory, RefusedPiLock, infer_owner, waiting_code},
+        owner::{FUTEX_MEMORY_BYTES, FutexMemory, RefusedPiLock, infer_owner, waiting_code},
         timing::{is_poll, timing},
         tracker::WaitKey,
     },
@@ -107,7 +107,14 @@ impl Gatherer {
     }
 
     /// One scan over `traced` (BPF waits already past the threshold) and the snapshot.
-    pub fn scan(&mut self, traced: Vec<InFlightWait>, now_ns: u64) -> Scanned {
+    /// `waiting_tids` are the threads with any BPF wait in progress: their snapshot waits, if
+    /// any, are over (the BPF side saw them block again).
+    pub fn scan(
+        &mut self,
+        traced: Vec<InFlightWait>,
+        waiting_tids: &[u32],
+        now_ns: u64,
+    ) -> Scanned {
         let own = std::process::id();
         let threshold_ns = self.threshold.as_nanos() as u64;
         // Pipe holders and socket tables are indexed once per scan.
@@ -115,8 +122,9 @@ impl Gatherer {
         self.forget_exited();
         let mut keys = BTreeSet::new();
         let mut threads = Vec::new();
-        let traced_tids: BTreeSet<u32> = traced.iter().map(|w| w.tid).collect();
-        // A thread that ran since attaching is the BPF side's now.
+        // A thread the BPF side saw block (even in the moment between attaching and the
+        // snapshot) or that ran since is the BPF side's now.
+        let traced_tids: BTreeSet<u32> = waiting_tids.iter().copied().collect();
         self.snapshot
             .retain(|tid, w| !traced_tids.contains(tid) && snapshot::still_waiting(w));
         // The kernel's word that a thread is asleep, checked every scan: should a switch-in
@@ -154,7 +162,6 @@ impl Gatherer {
             .map(|pid| {
                 let view = ProcessView {
                     pid,
-                    name: self.process_name(pid),
                     tids: threads::list_tids(pid).unwrap_or_default(),
                 };
                 (pid, view)
@@ -167,10 +174,16 @@ impl Gatherer {
                     .map(|(uaddr, word, _)| (w.tid, (uaddr, word)))
             })
             .collect();
+        // One open /proc/PID/mem per process and scan.
+        let mut memories: BTreeMap<u32, Option<ProcessMemory>> = BTreeMap::new();
         for thread in self.gathered.values_mut() {
             thread.blocked_for_ns = now_ns.saturating_sub(thread.since_ns);
             if let Some(process) = processes.get(&thread.pid) {
-                refresh_futex(thread, refused.get(&thread.tid).copied(), &process.tids);
+                let memory = memories
+                    .entry(thread.pid)
+                    .or_insert_with(|| ProcessMemory::open(thread.pid).ok());
+                let refused = refused.get(&thread.tid).copied();
+                refresh_futex(thread, memory.as_ref(), refused, &process.tids);
             }
             threads.push(thread.clone());
         }
@@ -305,23 +318,27 @@ impl Gatherer {
 }
 
 /// Reads the futex word (and the glibc mutex fields after it) and infers the owner.
-fn refresh_futex(thread: &mut BlockedThread, refused: Option<(u64, u32)>, live_tids: &[u32]) {
+fn refresh_futex(
+    thread: &mut BlockedThread,
+    memory: Option<&ProcessMemory>,
+    refused: Option<(u64, u32)>,
+    live_tids: &[u32],
+) {
     let Some(call) = thread.call.filter(|c| c.kind == kind::FUTEX) else {
         return;
     };
     let op = (call.detail & syscalls::FUTEX_CMD_MASK) as u32;
     let uaddr = call.resource;
-    let memory = ProcessMemory::open(thread.pid).ok();
-    let read = |addr: u64| memory.as_ref().and_then(|m| m.read_u32(addr).ok());
-    let words = FutexMemory {
-        word: read(uaddr),
-        owner_field: read(uaddr + 8),
-        nusers: read(uaddr + 12),
-        kind: read(uaddr + 16),
+    let read_u32 = |addr: u64| memory.and_then(|m| m.read_u32(addr).ok());
+    let mut bytes = [0u8; FUTEX_MEMORY_BYTES];
+    let words = match memory.map(|m| m.read(uaddr, &mut bytes)) {
+        Some(Ok(())) => FutexMemory::from_bytes(&bytes),
+        // The word may sit at the very end of a mapping.
+        _ => FutexMemory::word_only(read_u32(uaddr)),
     };
     let refused = refused.map(|(lock, word)| RefusedPiLock {
         uaddr: lock,
-        word: read(lock).unwrap_or(word),
+        word: read_u32(lock).unwrap_or(word),
     });
     let code = waiting_code(&thread.user_stack);
     let owner = infer_owner(op, &words, refused, code, thread.tid, live_tids);
@@ -355,7 +372,6 @@ fn fd_info(fds: &mut FdScanner, pid: u32, call: &SyscallCall) -> Option<FdInfo> 
 }
 
 fn read_wchan(pid: u32, tid: u32) -> Option<String> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok()?;
-    let s = s.trim();
-    (!s.is_empty() && s != "0").then(|| s.to_string())
+    let text = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/wchan")).ok()?;
+    threads::parse_wchan(&text)
 }

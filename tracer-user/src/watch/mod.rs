@@ -22,7 +22,7 @@ use crate::{
     capture::{CaptureError, Session},
     cli::WatchArgs,
     clock::monotonic_ns,
-    report::watch::{Resolved, WatchReport, json, text},
+    report::watch::{WatchReport, json, text},
     stall::{
         analyze::analyze,
         model::Analysis,
@@ -235,12 +235,12 @@ fn scan(
     tracker: &mut Tracker,
     session: Option<&Session>,
 ) -> Result<(Changes, Analysis), WatchError> {
-    let traced = match session {
+    let (traced, waiting_tids) = match session {
         Some(s) => s.in_flight(gatherer.threshold())?,
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     let now_ns = monotonic_ns();
-    let scanned = gatherer.scan(traced, now_ns);
+    let scanned = gatherer.scan(traced, &waiting_tids, now_ns);
     let analysis = analyze(scanned.threads, &scanned.processes);
     let changes = tracker.update(analysis.clone(), &scanned.keys, now_ns);
     Ok((changes, analysis))
@@ -286,17 +286,7 @@ fn report(
             .map(|pid| (pid, gatherer.process_name(pid)))
             .collect(),
         new_findings: changes.new_findings,
-        resolved: changes
-            .resolved
-            .into_iter()
-            .map(|r| Resolved {
-                pid: r.pid,
-                tid: r.tid,
-                comm: r.comm,
-                verdict: r.verdict,
-                blocked_for_ns: r.blocked_for_ns,
-            })
-            .collect(),
+        resolved: changes.resolved,
         new_cycles: changes.new_cycles,
         losses: losses.unwrap_or_default(),
         is_final,

@@ -16,7 +16,7 @@ use std::{
 
 use tracer_common::syscalls::{self, kind};
 
-use crate::stall::model::{BlockedThread, Cycle, Finding, FutexWait, OwnerSource, Timing, Verdict};
+use crate::stall::model::{BlockedThread, Cycle, Finding, OwnerSource, Timing};
 
 /// Version of the JSON Lines format written by [`json::write_json_line`]. Bumped on an
 /// incompatible change (a field removed, renamed or changing type or meaning); adding fields
@@ -50,20 +50,8 @@ pub struct WatchReport {
     pub restated: bool,
 }
 
-/// A reported wait that ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resolved {
-    /// Process id.
-    pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// Thread name.
-    pub comm: String,
-    /// The verdict it had when last reported.
-    pub verdict: Verdict,
-    /// How long the wait lasted, ns.
-    pub blocked_for_ns: u64,
-}
+/// A reported wait that ended, as the tracker found it.
+pub use crate::stall::tracker::Resolution as Resolved;
 
 impl WatchReport {
     /// True when the report has nothing to say about threads: no finding, no cycle, nothing
@@ -92,26 +80,6 @@ impl WatchReport {
     }
 }
 
-/// An address as both renderings write it: `0x` and lowercase hex, no padding.
-pub(crate) fn hex(addr: u64) -> String {
-    format!("0x{addr:x}")
-}
-
-/// The syscall name, if the thread is in a syscall stallwatch knows.
-pub(crate) fn syscall_name(t: &BlockedThread) -> Option<&'static str> {
-    t.call.and_then(|c| syscalls::name(c.nr))
-}
-
-/// The futex command name (`FUTEX_WAIT`...), for futex waits.
-pub(crate) fn futex_op(t: &BlockedThread) -> Option<&'static str> {
-    if let Some(f) = &t.futex {
-        return Some(syscalls::futex_op_name(f.op));
-    }
-    let call = t.call?;
-    (call.nr == syscalls::SYS_FUTEX)
-        .then(|| syscalls::futex_op_name((call.detail & syscalls::FUTEX_CMD_MASK) as u32))
-}
-
 /// The wait kind name (`futex`, `recv`, ... `other`), as in folded wait leaves.
 pub(crate) fn kind_name(t: &BlockedThread) -> &'static str {
     syscalls::kind_name(t.call.map_or(kind::NONE, |c| c.kind))
@@ -136,22 +104,6 @@ pub(crate) fn owner_source_name(source: OwnerSource) -> &'static str {
     }
 }
 
-/// What the thread is in: `recvfrom`, `futex FUTEX_WAIT`, or, outside a known syscall,
-/// the kernel wait channel (`kernel wait in folio_wait_bit`) or `an untracked wait`.
-pub(crate) fn describe_call(t: &BlockedThread) -> String {
-    match (syscall_name(t), futex_op(t)) {
-        (Some(name), Some(op)) => format!("{name} {op}"),
-        (Some(name), None) => name.to_owned(),
-        (None, _) => match t.call {
-            Some(c) => format!("syscall {}", c.nr),
-            None => match &t.wchan {
-                Some(w) if !w.is_empty() && w != "0" => format!("kernel wait in {w}"),
-                _ => "an untracked wait".to_owned(),
-            },
-        },
-    }
-}
-
 /// The kind of thing waited on, as the JSON `resource.type`: `futex`, `fd`, `child`,
 /// `sleep` or `none`.
 pub(crate) fn resource_type(t: &BlockedThread) -> &'static str {
@@ -170,60 +122,9 @@ pub(crate) fn resource_type(t: &BlockedThread) -> &'static str {
     }
 }
 
-/// One phrase naming what the thread waits on, with its holder when known:
-/// `mutex 0x55d0c0a0 held by tid 1236`, `thread 4242 to exit`, `futex 0x7f.. (no owner
-/// known)`, the fd's description, `child 4711`, or `nothing known`.
-pub(crate) fn describe_resource(t: &BlockedThread) -> String {
-    if let Some(f) = &t.futex {
-        return describe_futex(f);
-    }
-    if let Some(fd) = &t.fd {
-        return if fd.description.is_empty() {
-            format!("fd {} ({})", fd.fd, fd.fd_type)
-        } else {
-            fd.description.clone()
-        };
-    }
-    let Some(call) = t.call else {
-        return "nothing known".to_owned();
-    };
-    match call.kind {
-        kind::FUTEX | kind::FUTEX_WAITV => format!("futex {} (no owner known)", hex(call.resource)),
-        kind::EPOLL | kind::READ | kind::RECV | kind::ACCEPT => format!("fd {}", call.resource),
-        kind::WAIT_CHILD => describe_child(call.resource as i64),
-        kind::SLEEP => "a timer".to_owned(),
-        _ => "nothing known".to_owned(),
-    }
-}
-
-/// A futex wait as a phrase: a lock with its holder, a join, or a bare futex.
-fn describe_futex(f: &FutexWait) -> String {
-    let lock = hex(f.lock_uaddr.unwrap_or(f.uaddr));
-    match f.owner {
-        Some(o) => match o.source {
-            OwnerSource::Join => format!("thread {} to exit", o.tid),
-            OwnerSource::PiWord => format!("PI mutex {lock} held by tid {}", o.tid),
-            OwnerSource::FailedPiLock => {
-                format!(
-                    "PI mutex {lock} held by tid {} (lock refused: EDEADLK)",
-                    o.tid
-                )
-            }
-            OwnerSource::GlibcMutex => format!("mutex {lock} held by tid {}", o.tid),
-        },
-        None => format!("futex {lock} (no owner known)"),
-    }
-}
-
-/// The pid argument of wait4/waitid as a phrase.
-fn describe_child(pid: i64) -> String {
-    match pid {
-        -1 => "any child".to_owned(),
-        0 => "any child in its process group".to_owned(),
-        p if p < 0 => format!("any child in process group {}", -p),
-        p => format!("child {p}"),
-    }
-}
+pub(crate) use crate::stall::describe::{
+    describe_call, describe_resource, futex_op, hex, syscall_name,
+};
 
 /// Nanoseconds to milliseconds, rounded to nearest.
 pub(crate) fn ns_to_ms(ns: u64) -> u64 {

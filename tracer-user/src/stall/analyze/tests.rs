@@ -29,7 +29,6 @@ fn process(tids: &[u32]) -> BTreeMap<u32, ProcessView> {
         1,
         ProcessView {
             pid: 1,
-            name: "p".into(),
             tids: tids.to_vec(),
         },
     )])
