@@ -227,9 +227,7 @@ fn wait_until_asleep(dir: &str) -> Result<(), InspectError> {
     let deadline = Instant::now() + Duration::from_secs(1);
     loop {
         let stat = super::read_text(&format!("{dir}/stat"))?;
-        let state = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.trim_start().chars().next());
+        let state = super::threads::parse_state(&stat);
         if state == Some('S') {
             thread::sleep(Duration::from_millis(1));
             return Ok(());

@@ -4,13 +4,10 @@
 //! symbolization); everything in `stall` after that is a pure function of these values, so the
 //! verdict logic is unit-tested with hand-written threads and no root.
 
-use serde::Serialize;
-
 use crate::symbolize::Frame;
 
 /// Where a wait was seen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Origin {
     /// Recorded by the BPF programs at switch-out: start time and stacks are exact.
     Traced,
@@ -20,7 +17,7 @@ pub enum Origin {
 }
 
 /// The syscall a thread is blocked in, with the arguments the analysis needs.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SyscallCall {
     /// Syscall number (x86_64).
     pub nr: u32,
@@ -35,8 +32,7 @@ pub struct SyscallCall {
 }
 
 /// Whether a wait can end by itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Timing {
     /// Ends only when something else acts: a futex wait or lock without timeout, epoll/poll
     /// with -1, blocking read/recv/accept, join, waitpid.
@@ -48,8 +44,7 @@ pub enum Timing {
 }
 
 /// How a futex's owner was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OwnerSource {
     /// A PI futex: the kernel keeps the owner's tid in the word.
     PiWord,
@@ -62,7 +57,7 @@ pub enum OwnerSource {
 }
 
 /// The thread that holds (or, for a join, is) what a thread waits for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FutexOwner {
     /// Owner thread id.
     pub tid: u32,
@@ -71,7 +66,7 @@ pub struct FutexOwner {
 }
 
 /// A futex wait: what it is on, and who holds it when that can be known.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct FutexWait {
     /// The futex word's address.
     pub uaddr: u64,
@@ -87,7 +82,7 @@ pub struct FutexWait {
 }
 
 /// The fd a thread waits on, as far as `/proc` tells.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct FdInfo {
     /// The fd number in the process.
     pub fd: i32,
@@ -153,8 +148,7 @@ pub struct ProcessView {
 }
 
 /// What a blocked thread's situation is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Verdict {
     /// Part of a cycle in the wait-for graph.
     Deadlock,
@@ -190,7 +184,7 @@ impl Verdict {
 }
 
 /// One edge of a deadlock cycle: `tid` waits for `resource`, held by `owner_tid`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CycleEdge {
     /// The waiting thread.
     pub tid: u32,
@@ -201,7 +195,7 @@ pub struct CycleEdge {
 }
 
 /// A deadlock: a cycle in one process's wait-for graph.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cycle {
     /// Process id.
     pub pid: u32,

@@ -137,6 +137,18 @@ impl ProcessInfo {
     }
 }
 
+/// See [`Symbolizer::forget_process`].
+const UNUSED_FILES_CLOSED_AT: usize = 64;
+
+/// A blazesym symbolizer with demangling, source lines and inlined functions.
+fn engine() -> blazesym::symbolize::Symbolizer {
+    blazesym::symbolize::Symbolizer::builder()
+        .enable_code_info(true)
+        .enable_inlined_fns(true)
+        .enable_demangling(true)
+        .build()
+}
+
 /// Resolves kernel and user addresses to [`Frame`]s, caching per unique address and
 /// keeping what is needed to resolve processes after they exit.
 pub struct Symbolizer {
@@ -173,13 +185,8 @@ impl Symbolizer {
     /// A symbolizer that demangles Rust and C++ names and reports source lines and inlined
     /// functions where debug info exists.
     pub fn new() -> Self {
-        let inner = blazesym::symbolize::Symbolizer::builder()
-            .enable_code_info(true)
-            .enable_inlined_fns(true)
-            .enable_demangling(true)
-            .build();
         Self {
-            inner,
+            inner: engine(),
             processes: HashMap::new(),
             files: HashMap::new(),
             user_cache: HashMap::new(),
@@ -188,10 +195,25 @@ impl Symbolizer {
     }
 
     /// Drops what is kept for `pid` (its maps and resolved addresses), for long runs where
-    /// processes come and go (`watch`). Mapped files stay open: they are shared by path.
+    /// processes come and go (`watch`). Files no remembered process maps any more are closed
+    /// in batches of [`UNUSED_FILES_CLOSED_AT`]: blazesym caches parsed files by their
+    /// `/proc/self/fd/N` path, so closing them (the number may be reused) also means starting
+    /// blazesym afresh.
     pub fn forget_process(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.user_cache.retain(|&(p, _, _), _| p != pid);
+        let in_use: std::collections::HashSet<&(String, u64)> = self
+            .processes
+            .values()
+            .flat_map(|info| info.mappings.iter().map(|m| &m.dev_ino))
+            .collect();
+        let unused = self.files.keys().filter(|k| !in_use.contains(k)).count();
+        if unused >= UNUSED_FILES_CLOSED_AT {
+            let in_use: std::collections::HashSet<(String, u64)> =
+                in_use.into_iter().cloned().collect();
+            self.files.retain(|k, _| in_use.contains(k));
+            self.inner = engine();
+        }
     }
 
     /// Cache what is needed to symbolize `pid` later even after it exits (its executable

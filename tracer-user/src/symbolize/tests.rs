@@ -239,3 +239,24 @@ fn kernel_address_resolves_through_kallsyms() {
     assert_eq!(frames[0].offset, 4);
     assert_eq!(frames[1].addr, addr + 8);
 }
+
+/// Check that forgetting an exited process drops its maps and name, so its addresses no
+/// longer resolve (what long `watch` runs rely on to stay bounded).
+#[test]
+fn forgotten_process_keeps_nothing() {
+    let mut child = Command::new("/bin/sleep").arg("0.2").spawn().unwrap();
+    let pid = child.id();
+    let m = wait_for_mapping(pid, |m| m.path.ends_with("/sleep"));
+    let mut sym = Symbolizer::new();
+    sym.remember_process(pid);
+    child.wait().unwrap();
+    let before = sym.user(pid, &[m.start + 0x10]);
+    assert_eq!(before[0].module.as_deref(), Some(m.path.as_str()));
+    sym.forget_process(pid);
+    assert_eq!(sym.process_name(pid), None, "name kept after forget");
+    let after = sym.user(pid, &[m.start + 0x10]);
+    assert!(
+        after.iter().all(|f| f.module.is_none()),
+        "still resolved after forget: {after:?}"
+    );
+}
