@@ -160,6 +160,9 @@ struct ProcessUnwinder {
 pub struct Unwinder {
     files: ElfCache,
     processes: HashMap<u32, ProcessUnwinder>,
+    /// Maps read since [`Unwinder::begin_round`], shared by every thread of a process
+    /// unwound in one round.
+    round_maps: HashMap<u32, std::rc::Rc<Maps>>,
 }
 
 impl std::fmt::Debug for Unwinder {
@@ -186,7 +189,14 @@ impl Unwinder {
         regs: UserRegs,
         max_frames: usize,
     ) -> Result<Vec<u64>, UnwindError> {
-        let maps = Maps::read(pid)?;
+        let maps = match self.round_maps.get(&pid) {
+            Some(maps) => std::rc::Rc::clone(maps),
+            None => {
+                let maps = std::rc::Rc::new(Maps::read(pid)?);
+                self.round_maps.insert(pid, std::rc::Rc::clone(&maps));
+                maps
+            }
+        };
         let mut mem = ProcMem::open(pid).map_err(|source| match source.kind() {
             io::ErrorKind::NotFound => UnwindError::ProcessGone { pid, source },
             _ => UnwindError::MemUnreadable { pid, source },
@@ -199,6 +209,12 @@ impl Unwinder {
             mem: &mut mem,
         };
         Ok(walk.run(regs, max_frames))
+    }
+
+    /// Starts a round (one `watch` scan): `/proc/PID/maps` is read again at most once per
+    /// process until the next round, however many of its threads are unwound.
+    pub fn begin_round(&mut self) {
+        self.round_maps.clear();
     }
 
     /// Drops what is cached for `pid` (call when the process exits), and ELF files that no

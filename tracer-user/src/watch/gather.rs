@@ -117,8 +117,9 @@ impl Gatherer {
     ) -> Scanned {
         let own = std::process::id();
         let threshold_ns = self.threshold.as_nanos() as u64;
-        // Pipe holders and socket tables are indexed once per scan.
+        // Pipe holders, socket tables and process maps are read once per scan.
         self.fds.clear();
+        self.unwinder.begin_round();
         self.forget_exited();
         let mut keys = BTreeSet::new();
         let mut threads = Vec::new();
