@@ -14,6 +14,7 @@ pub mod command;
 pub mod export;
 pub mod inspect;
 pub mod model;
+mod procmaps;
 pub mod profile;
 pub mod report;
 pub mod stall;

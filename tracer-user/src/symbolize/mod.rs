@@ -495,27 +495,16 @@ fn os_to_string(s: impl AsRef<OsStr>) -> String {
 fn parse_maps(text: &str) -> Vec<Mapping> {
     let mut out: Vec<Mapping> = text
         .lines()
-        .filter_map(|line| {
-            let mut fields = line.splitn(6, ' ');
-            let range = fields.next()?;
-            let perms = fields.next()?;
-            let offset = fields.next()?;
-            let dev = fields.next()?;
-            let inode = fields.next()?;
-            let path = fields.next().unwrap_or("").trim_start();
-            if !perms.contains('x') || path.is_empty() {
-                return None;
-            }
-            let (start, end) = range.split_once('-')?;
-            let inode: u64 = inode.parse().ok()?;
-            Some(Mapping {
-                start: u64::from_str_radix(start, 16).ok()?,
-                end: u64::from_str_radix(end, 16).ok()?,
-                file_offset: u64::from_str_radix(offset, 16).ok()?,
-                // A replaced file shows as "path (deleted)"; its handle still works.
-                path: path.trim_end_matches(" (deleted)").to_owned(),
-                dev_ino: (dev.to_owned(), inode),
-            })
+        .filter_map(crate::procmaps::Mapping::parse)
+        .filter(|m| m.executable && !m.path.is_empty())
+        .map(|m| Mapping {
+            start: m.start,
+            end: m.end,
+            file_offset: m.offset,
+            // A replaced file shows as "path (deleted)"; its handle still works.
+            path: m.path.trim_end_matches(" (deleted)").to_owned(),
+            // As maps prints it, so that the key reads like the file it names.
+            dev_ino: (format!("{:02x}:{:02x}", m.dev.0, m.dev.1), m.inode),
         })
         .collect();
     out.sort_by_key(|m| m.start);

@@ -7,72 +7,7 @@ use std::io;
 
 use super::UnwindError;
 
-/// One line of `/proc/PID/maps`.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub(super) struct Mapping {
-    pub start: u64,
-    pub end: u64,
-    pub executable: bool,
-    /// File offset of `start`.
-    pub offset: u64,
-    /// Device (major, minor) of the mapped file; (0, 0) for anonymous memory.
-    pub dev: (u32, u32),
-    /// Inode of the mapped file; 0 for anonymous memory and pseudo files like `[vdso]`.
-    pub inode: u64,
-    /// Path, `[vdso]`-style pseudo name, or empty; deleted files end in ` (deleted)`.
-    pub path: String,
-}
-
-impl Mapping {
-    /// Parses `start-end perms offset dev inode [path]`; `None` for malformed lines.
-    pub fn parse(line: &str) -> Option<Self> {
-        let mut rest = line;
-        let range = next_field(&mut rest)?;
-        let perms = next_field(&mut rest)?;
-        let offset = next_field(&mut rest)?;
-        let dev = next_field(&mut rest)?;
-        let inode = next_field(&mut rest)?;
-        let (start, end) = range.split_once('-')?;
-        let (major, minor) = dev.split_once(':')?;
-        Some(Self {
-            start: u64::from_str_radix(start, 16).ok()?,
-            end: u64::from_str_radix(end, 16).ok()?,
-            executable: perms.as_bytes().get(2) == Some(&b'x'),
-            offset: u64::from_str_radix(offset, 16).ok()?,
-            dev: (
-                u32::from_str_radix(major, 16).ok()?,
-                u32::from_str_radix(minor, 16).ok()?,
-            ),
-            inode: inode.parse().ok()?,
-            path: rest.trim().to_string(),
-        })
-        .filter(|m| m.start < m.end)
-    }
-
-    /// Whether `addr` lies inside this mapping.
-    pub fn contains(&self, addr: u64) -> bool {
-        self.start <= addr && addr < self.end
-    }
-
-    /// Whether this is the kernel's vDSO, which has no file behind it.
-    pub fn is_vdso(&self) -> bool {
-        self.path == "[vdso]"
-    }
-
-    /// Whether this mapping is backed by a regular file (deleted or not).
-    pub fn is_file(&self) -> bool {
-        self.inode != 0 && self.path.starts_with('/')
-    }
-}
-
-/// Splits off the next whitespace-separated field of `rest`.
-fn next_field<'a>(rest: &mut &'a str) -> Option<&'a str> {
-    let trimmed = rest.trim_start();
-    let end = trimmed.find(char::is_whitespace).unwrap_or(trimmed.len());
-    let (field, tail) = trimmed.split_at(end);
-    *rest = tail;
-    (!field.is_empty()).then_some(field)
-}
+pub(super) use crate::procmaps::Mapping;
 
 /// All mappings of one process, sorted by start address.
 #[derive(Debug, Default)]
