@@ -2,9 +2,9 @@
 //! the same few stack pages over and over, and each pread is a syscall plus a page-table walk.
 
 use std::collections::HashMap;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt;
+
+use crate::inspect::ProcessMemory;
 
 const PAGE_SIZE: u64 = 4096;
 /// Upper bound on cached pages (16 MiB) so that a pathological walk cannot hoard memory.
@@ -14,16 +14,24 @@ const USER_LIMIT: u64 = 1 << 56;
 
 /// A page cache over `/proc/PID/mem`, meant to live for one unwind (memory may change after).
 pub(super) struct ProcMem {
-    file: File,
+    mem: ProcessMemory,
     /// `None` records a page that could not be read (unmapped), so it is not retried.
     pages: HashMap<u64, Option<Box<[u8]>>>,
 }
 
 impl ProcMem {
-    /// Opens `/proc/PID/mem` for reading.
+    /// Opens `/proc/PID/mem` for reading; a process that is gone is `NotFound`.
     pub fn open(pid: u32) -> io::Result<Self> {
+        let mem = ProcessMemory::open(pid).map_err(|e| {
+            let kind = if e.is_gone() {
+                io::ErrorKind::NotFound
+            } else {
+                io::ErrorKind::Other
+            };
+            io::Error::new(kind, e)
+        })?;
         Ok(Self {
-            file: File::open(format!("/proc/{pid}/mem"))?,
+            mem,
             pages: HashMap::new(),
         })
     }
@@ -62,19 +70,17 @@ impl ProcMem {
         if self.pages.len() >= MAX_CACHED_PAGES && !self.pages.contains_key(&page_start) {
             self.pages.clear();
         }
-        let file = &self.file;
+        let mem = &self.mem;
         self.pages
             .entry(page_start)
-            .or_insert_with(|| read_page(file, page_start))
+            .or_insert_with(|| read_page(mem, page_start))
             .as_deref()
     }
 }
 
 /// One whole page, or `None` if it is not mapped (a short read counts as unmapped).
-fn read_page(file: &File, page_start: u64) -> Option<Box<[u8]>> {
+fn read_page(mem: &ProcessMemory, page_start: u64) -> Option<Box<[u8]>> {
     let mut page = vec![0u8; PAGE_SIZE as usize];
-    match file.read_at(&mut page, page_start) {
-        Ok(n) if n == page.len() => Some(page.into_boxed_slice()),
-        _ => None,
-    }
+    mem.read(page_start, &mut page).ok()?;
+    Some(page.into_boxed_slice())
 }
