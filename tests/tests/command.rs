@@ -30,8 +30,10 @@ fn command_mode_traces_until_command_exits() {
             "--".as_ref(),
             offcpu_sites_bin().as_os_str(),
             "--no-wait".as_ref(),
+            // 100 waits per site: one lost to an unseen switch-in (counted, see
+            // docs/architecture.md) stays within the 2% tolerance.
             "--iterations".as_ref(),
-            "25".as_ref(),
+            "100".as_ref(),
         ],
         EXIT_TIMEOUT,
     );
@@ -105,7 +107,9 @@ fn python_sleep_total_matches_script_clock() {
             "--".as_ref(),
             python.as_ref(),
             script.as_os_str(),
-            "50".as_ref(),
+            // 100 sleeps, like the C sites: one wait lost to an unseen switch-in (counted,
+            // see docs/architecture.md) then stays within the 2% tolerance.
+            "100".as_ref(),
         ],
         EXIT_TIMEOUT,
     );
