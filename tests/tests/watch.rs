@@ -147,6 +147,14 @@ fn abba_deadlock_is_reported_with_owners_and_stacks() {
     );
 }
 
+/// `deadlock_abba ARGS`, deadlocked for 1.5 s already (longer than the tests' 1 s threshold).
+fn deadlock_formed_before_watch(args: &[&str]) -> RunningWorkload {
+    let workload = RunningWorkload::spawn(deadlock_abba_bin(), args);
+    workload.wait_for(READY, Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(1500));
+    workload
+}
+
 /// Check that a deadlock that formed before `watch` started is found from /proc alone, both
 /// by `--once` and by a live watch, with owners and lock-call frames unwound without frame
 /// pointers in glibc.
@@ -156,9 +164,7 @@ fn deadlock_before_attach_is_found_from_proc() {
         return;
     }
     let dir = TempDir::new("watch-before");
-    let workload = RunningWorkload::spawn(deadlock_abba_bin(), &[]);
-    workload.wait_for(READY, Duration::from_secs(20));
-    thread::sleep(Duration::from_millis(1500));
+    let workload = deadlock_formed_before_watch(&[]);
     let pid = workload.pid().to_string();
     let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
     let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
@@ -246,9 +252,7 @@ fn pi_deadlock_before_attach_is_explained_without_a_cycle() {
     if !require_bpf() {
         return;
     }
-    let workload = RunningWorkload::spawn(deadlock_abba_bin(), &[abba::PI_FLAG]);
-    workload.wait_for(READY, Duration::from_secs(20));
-    thread::sleep(Duration::from_millis(1500));
+    let workload = deadlock_formed_before_watch(&[abba::PI_FLAG]);
     let dir = TempDir::new("watch-pi-before");
     let out = dir.join("once.jsonl");
     let pid = workload.pid().to_string();

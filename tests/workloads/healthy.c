@@ -180,11 +180,7 @@ static void *thread_start(void *arg) {
 
 int main(int argc, char **argv) {
     struct common_opts opts;
-    common_start(&opts);
-    for (int i = 1; i < argc; i++) {
-        if (!common_arg(&opts, argc, argv, &i))
-            usage_error(argv[i]);
-    }
+    common_start_with_args(&opts, argc, argv);
     sem_init(&named, 0, 0);
     sem_init(&gate, 0, 0);
     event_fd = eventfd(0, EFD_CLOEXEC);

@@ -69,6 +69,16 @@ static inline void usage_error(const char *arg) {
     exit(2);
 }
 
+// For workloads with only the common options: starts, then parses argv, failing on anything
+// else.
+static inline void common_start_with_args(struct common_opts *opts, int argc, char **argv) {
+    common_start(opts);
+    for (int i = 1; i < argc; i++) {
+        if (!common_arg(opts, argc, argv, &i))
+            usage_error(argv[i]);
+    }
+}
+
 // Names the calling thread after its role and returns its tid.
 static inline pid_t name_self(const char *role) {
     pthread_setname_np(pthread_self(), role);
