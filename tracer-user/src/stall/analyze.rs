@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use tracer_common::syscalls::{self, kind};
 
 use super::{
-    describe::{describe_call, resource_phrase},
+    describe::{describe_call, named_thread, resource_phrase},
     graph::WaitForGraph,
     model::{
         Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Timing, Verdict,
@@ -222,10 +222,7 @@ fn is_terminal(thread: &BlockedThread) -> bool {
 
 /// `"abba-b" (tid 4243)` when the thread is among the blocked ones, else `tid 4243`.
 fn name_of(tid: u32, by_tid: &BTreeMap<u32, &BlockedThread>) -> String {
-    match by_tid.get(&tid) {
-        Some(t) => format!("\"{}\" (tid {tid})", t.comm),
-        None => format!("tid {tid}"),
-    }
+    named_thread(tid, by_tid.get(&tid).map(|t| t.comm.as_str()))
 }
 
 fn secs(ns: u64) -> f64 {

@@ -13,6 +13,15 @@ pub fn hex(addr: u64) -> String {
     format!("0x{addr:x}")
 }
 
+/// A thread as reports name it: `"abba-b" (tid 4243)` when its name is known, else
+/// `tid 4243`.
+pub fn named_thread(tid: u32, comm: Option<&str>) -> String {
+    match comm {
+        Some(comm) => format!("\"{comm}\" (tid {tid})"),
+        None => format!("tid {tid}"),
+    }
+}
+
 /// The syscall name, if the thread is in a syscall stallwatch knows.
 pub fn syscall_name(t: &BlockedThread) -> Option<&'static str> {
     t.call.and_then(|c| syscalls::name(c.nr))

@@ -188,9 +188,11 @@ fn cycle_block(out: &mut String, report: &WatchReport, cycle: &Cycle) {
         cycle.pid,
         report.process_name(cycle.pid)
     );
-    let who = |tid: u32| match report.finding(cycle.pid, tid) {
-        Some(f) => format!("\"{}\" (tid {tid})", f.thread.comm),
-        None => format!("tid {tid}"),
+    let who = |tid: u32| {
+        let comm = report
+            .finding(cycle.pid, tid)
+            .map(|f| f.thread.comm.as_str());
+        crate::stall::describe::named_thread(tid, comm)
     };
     for e in &cycle.edges {
         let _ = writeln!(
