@@ -6,8 +6,9 @@
 // process. main blocks forever in pthread_join(abba-a).
 //
 // --pi: A, B and C use PTHREAD_PRIO_INHERIT. The kernel then sees the cycle: the thread that
-// closes it gets EDEADLK from FUTEX_LOCK_PI and glibc parks it forever in FUTEX_WAIT on a word
-// on its own stack; the other thread stays in FUTEX_LOCK_PI on its mutex.
+// closes it (abba-b, which waits until abba-a waits for B) gets EDEADLK from FUTEX_LOCK_PI and
+// glibc parks it forever in FUTEX_WAIT on a word on its own stack; abba-a stays in
+// FUTEX_LOCK_PI on B.
 //
 // Output: see watch_common.h; roles main, abba-a, abba-b, healthy; locks A and B (and C).
 
@@ -80,6 +81,9 @@ static void *abba_b_main(void *arg) {
     pthread_barrier_wait(&start_barrier);
     take_b();
     pthread_barrier_wait(&held_barrier);
+    // Close the cycle only once abba-a waits for B. Two PI locks closing it at the same moment
+    // can both be refused with EDEADLK; one after the other, only the second is.
+    wait_in_futex_on(tid_a, &lock_b);
     lock_a_while_holding_b();
     fprintf(stderr, "abba-b got A: no deadlock\n");
     return NULL;

@@ -15,6 +15,7 @@
 
 #define _GNU_SOURCE
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -116,6 +117,27 @@ static inline void wait_in_syscall(pid_t tid, long nr) {
         sleep_ms(10);
     }
     fprintf(stderr, "thread %d never entered syscall %ld\n", (int)tid, nr);
+}
+
+// Waits (up to 5 s) until thread `tid` sits in a futex call on `addr` (its first argument).
+static inline void wait_in_futex_on(pid_t tid, const void *addr) {
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/syscall", (int)tid);
+    for (int i = 0; i < 500; i++) {
+        FILE *f = fopen(path, "r");
+        if (f) {
+            int in_futex = 0;
+            if (fgets(buf, sizeof buf, f) && strtol(buf, NULL, 10) == SYS_futex) {
+                char *arg = strchr(buf, ' ');
+                in_futex = arg && strtoull(arg, NULL, 16) == (unsigned long long)(uintptr_t)addr;
+            }
+            fclose(f);
+            if (in_futex)
+                return;
+        }
+        sleep_ms(10);
+    }
+    fprintf(stderr, "thread %d never waited on futex %p\n", (int)tid, addr);
 }
 
 #endif

@@ -33,52 +33,52 @@ macro_rules! field {
 }
 
 #[inline(always)]
-pub fn flags() -> u32 {
+pub(crate) fn flags() -> u32 {
     field!(flags)
 }
 
 #[inline(always)]
-pub fn has(flag: u32) -> bool {
+pub(crate) fn has(flag: u32) -> bool {
     flags() & flag != 0
 }
 
 #[inline(always)]
-pub fn min_block_ns() -> u64 {
+pub(crate) fn min_block_ns() -> u64 {
     field!(min_block_ns)
 }
 
 #[inline(always)]
-pub fn max_block_ns() -> u64 {
+pub(crate) fn max_block_ns() -> u64 {
     field!(max_block_ns)
 }
 
 #[inline(always)]
-pub fn cgroup_id() -> u64 {
+pub(crate) fn cgroup_id() -> u64 {
     field!(cgroup_id)
 }
 
 #[inline(always)]
-pub fn state_mask() -> u32 {
+pub(crate) fn state_mask() -> u32 {
     field!(state_mask)
 }
 
 #[inline(always)]
-pub fn task_pid_off() -> u32 {
+pub(crate) fn task_pid_off() -> u32 {
     field!(task_pid_off)
 }
 
 #[inline(always)]
-pub fn task_tgid_off() -> u32 {
+pub(crate) fn task_tgid_off() -> u32 {
     field!(task_tgid_off)
 }
 
 #[inline(always)]
-pub fn task_flags_off() -> u32 {
+pub(crate) fn task_flags_off() -> u32 {
     field!(task_flags_off)
 }
 
 #[inline(always)]
-pub fn regs_arg_off(i: usize) -> u32 {
+pub(crate) fn regs_arg_off(i: usize) -> u32 {
     match i {
         0 => field!(regs.args[0]),
         1 => field!(regs.args[1]),
@@ -90,21 +90,21 @@ pub fn regs_arg_off(i: usize) -> u32 {
 }
 
 #[inline(always)]
-pub fn regs_orig_ax_off() -> u32 {
+pub(crate) fn regs_orig_ax_off() -> u32 {
     field!(regs.orig_ax)
 }
 
 #[inline(always)]
-pub fn regs_ip_off() -> u32 {
+pub(crate) fn regs_ip_off() -> u32 {
     field!(regs.ip)
 }
 
 #[inline(always)]
-pub fn regs_sp_off() -> u32 {
+pub(crate) fn regs_sp_off() -> u32 {
     field!(regs.sp)
 }
 
 #[inline(always)]
-pub fn regs_bp_off() -> u32 {
+pub(crate) fn regs_bp_off() -> u32 {
     field!(regs.bp)
 }

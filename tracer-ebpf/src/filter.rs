@@ -20,7 +20,7 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 
 /// Whether the running thread passes the `-p`/`-t`/`--cgroup` filters.
 #[inline(always)]
-pub fn current_selected(tgid: u32, tid: u32) -> bool {
+pub(crate) fn current_selected(tgid: u32, tid: u32) -> bool {
     let flags = config::flags();
     if flags & (flags::FILTER_TGIDS | flags::FILTER_TIDS) != 0 {
         let by_tgid = flags & flags::FILTER_TGIDS != 0 && FILTER_TGIDS.get_ptr(tgid).is_some();
@@ -41,7 +41,7 @@ pub fn current_selected(tgid: u32, tid: u32) -> bool {
 
 /// Whether the running thread is a kernel thread (`task->flags & PF_KTHREAD`, offset from BTF).
 #[inline(always)]
-pub fn current_is_kthread() -> bool {
+pub(crate) fn current_is_kthread() -> bool {
     // SAFETY: `current` is a valid task; the read is checked by the helper.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
@@ -52,7 +52,7 @@ pub fn current_is_kthread() -> bool {
 
 /// Applies `-u`/`-k`: `Some(is_kthread)` when the running thread's kind is traced.
 #[inline(always)]
-pub fn thread_kind_selected() -> Option<bool> {
+pub(crate) fn thread_kind_selected() -> Option<bool> {
     let kthread = current_is_kthread();
     let flags = config::flags();
     if kthread && flags & flags::USER_THREADS_ONLY != 0 {
@@ -67,7 +67,7 @@ pub fn thread_kind_selected() -> Option<bool> {
 /// `sched_process_fork` runs in the parent: with `FOLLOW_FORKS`, a new process forked by a
 /// traced process is traced too (perf's inherit), as `-- COMMAND` users expect of scripts.
 #[inline(always)]
-pub fn on_fork(ctx: &BtfTracePointContext) {
+pub(crate) fn on_fork(ctx: &BtfTracePointContext) {
     if !config::has(flags::FOLLOW_FORKS) {
         return;
     }

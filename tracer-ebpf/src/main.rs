@@ -27,49 +27,49 @@ use aya_ebpf::{macros::btf_tracepoint, programs::BtfTracePointContext};
 /// `sched_switch(bool preempt, struct task_struct *prev, struct task_struct *next,
 /// unsigned int prev_state)` (include/trace/events/sched.h, v5.18+).
 #[btf_tracepoint(function = "sched_switch")]
-pub fn sched_switch(ctx: BtfTracePointContext) -> i32 {
+fn sched_switch(ctx: BtfTracePointContext) -> i32 {
     sched::on_switch(&ctx);
     0
 }
 
 /// `sched_waking(struct task_struct *p)`.
 #[btf_tracepoint(function = "sched_waking")]
-pub fn sched_waking(ctx: BtfTracePointContext) -> i32 {
+fn sched_waking(ctx: BtfTracePointContext) -> i32 {
     wakeup::on_waking(&ctx);
     0
 }
 
 /// `sys_enter(struct pt_regs *regs, long id)` (include/trace/events/syscalls.h).
 #[btf_tracepoint(function = "sys_enter")]
-pub fn sys_enter(ctx: BtfTracePointContext) -> i32 {
+fn sys_enter(ctx: BtfTracePointContext) -> i32 {
     syscall::on_enter(&ctx);
     0
 }
 
 /// `sys_exit(struct pt_regs *regs, long ret)`.
 #[btf_tracepoint(function = "sys_exit")]
-pub fn sys_exit(ctx: BtfTracePointContext) -> i32 {
+fn sys_exit(ctx: BtfTracePointContext) -> i32 {
     syscall::on_exit(&ctx);
     0
 }
 
 /// `sched_process_exit(struct task_struct *p, ...)`: runs in the exiting thread.
 #[btf_tracepoint(function = "sched_process_exit")]
-pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
+fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
     sched::on_exit();
     0
 }
 
 /// `sched_process_exec(struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)`.
 #[btf_tracepoint(function = "sched_process_exec")]
-pub fn sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
+fn sched_process_exec(_ctx: BtfTracePointContext) -> i32 {
     sched::on_exec();
     0
 }
 
 /// `sched_process_fork(struct task_struct *parent, struct task_struct *child)`.
 #[btf_tracepoint(function = "sched_process_fork")]
-pub fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
+fn sched_process_fork(ctx: BtfTracePointContext) -> i32 {
     filter::on_fork(&ctx);
     0
 }

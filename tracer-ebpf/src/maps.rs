@@ -8,46 +8,48 @@ use tracer_common::{OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, c
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
 #[map]
-pub static THREADS: HashMap<u32, ThreadState> = HashMap::with_max_entries(capacity::THREADS, 0);
+pub(crate) static THREADS: HashMap<u32, ThreadState> =
+    HashMap::with_max_entries(capacity::THREADS, 0);
 
 /// In-kernel aggregate: off-CPU time per (thread, stacks, wait, state, waker).
 #[map]
-pub static OFFCPU_TOTALS: HashMap<OffCpuKey, OffCpuValue> =
+pub(crate) static OFFCPU_TOTALS: HashMap<OffCpuKey, OffCpuValue> =
     HashMap::with_max_entries(capacity::TOTALS, 0);
 
 /// Content-addressed stack store: 64-bit hash of the frames -> frames. Unlike
 /// `BPF_MAP_TYPE_STACK_TRACE` there are no bucket collisions that drop hot stacks.
 #[map]
-pub static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(capacity::STACKS, 0);
+pub(crate) static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(capacity::STACKS, 0);
 
 /// One stack-sized scratch buffer per CPU (too large for the 512-byte BPF stack).
 #[map]
-pub static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
 
 /// Traced process ids (`-p`), when `flags::FILTER_TGIDS` is set.
 #[map]
-pub static FILTER_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::FILTER, 0);
+pub(crate) static FILTER_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::FILTER, 0);
 
 /// Traced thread ids (`-t`), when `flags::FILTER_TIDS` is set.
 #[map]
-pub static FILTER_TIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::FILTER, 0);
+pub(crate) static FILTER_TIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::FILTER, 0);
 
 /// Processes already announced on `NEW_PROCESSES`.
 #[map]
-pub static SEEN_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::SEEN_TGIDS, 0);
+pub(crate) static SEEN_TGIDS: HashMap<u32, u8> = HashMap::with_max_entries(capacity::SEEN_TGIDS, 0);
 
 /// Tgids seen for the first time, so the loader can cache their memory maps for
 /// symbolization while they still live.
 #[map]
-pub static NEW_PROCESSES: RingBuf = RingBuf::with_byte_size(capacity::NEW_PROCESS_RING_BYTES, 0);
+pub(crate) static NEW_PROCESSES: RingBuf =
+    RingBuf::with_byte_size(capacity::NEW_PROCESS_RING_BYTES, 0);
 
 /// Event and loss counters, indexed by `tracer_common::counter`.
 #[map]
-pub static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
+pub(crate) static COUNTERS: PerCpuArray<u64> = PerCpuArray::with_max_entries(counter::COUNT, 0);
 
 /// Adds one to a counter.
 #[inline(always)]
-pub fn count(index: u32) {
+pub(crate) fn count(index: u32) {
     if let Some(p) = COUNTERS.get_ptr_mut(index) {
         // SAFETY: per-CPU slot, and tracing programs do not migrate while running.
         unsafe { *p += 1 };
@@ -56,7 +58,7 @@ pub fn count(index: u32) {
 
 /// Announces `tgid` to the loader the first time it is seen.
 #[inline(always)]
-pub fn announce_process(tgid: u32) {
+pub(crate) fn announce_process(tgid: u32) {
     if SEEN_TGIDS.get_ptr(tgid).is_some() {
         return;
     }
@@ -72,7 +74,7 @@ pub fn announce_process(tgid: u32) {
 /// Announces `tgid` after an `execve`: its memory maps changed, so the loader must cache them
 /// again even if the process was announced before.
 #[inline(always)]
-pub fn announce_exec(tgid: u32) {
+pub(crate) fn announce_exec(tgid: u32) {
     let _ = SEEN_TGIDS.insert(tgid, 1u8, 0);
     if NEW_PROCESSES.output::<u32>(tgid, 0).is_err() {
         count(counter::DROP_NEW_PROCESS_NOTICE);
@@ -81,7 +83,7 @@ pub fn announce_exec(tgid: u32) {
 
 /// The tid of `task` (not `current`: `next`, a wakee) and its state, if the thread is tracked.
 #[inline(always)]
-pub fn task_thread(task: *const u8) -> Option<(u32, *mut ThreadState)> {
+pub(crate) fn task_thread(task: *const u8) -> Option<(u32, *mut ThreadState)> {
     // SAFETY: `task` is a task_struct the tracepoint handed us; the read is checked.
     let tid = unsafe {
         aya_ebpf::helpers::bpf_probe_read_kernel(
@@ -100,7 +102,7 @@ static ZERO_THREAD: ThreadState = unsafe { core::mem::zeroed() };
 
 /// The state of thread `tid`, created if absent; `None` (counted) when `THREADS` is full.
 #[inline(always)]
-pub fn thread_entry(tid: u32) -> Option<&'static mut ThreadState> {
+pub(crate) fn thread_entry(tid: u32) -> Option<&'static mut ThreadState> {
     if let Some(p) = THREADS.get_ptr_mut(tid) {
         // SAFETY: map values live as long as the entry; only this thread's hooks write them.
         return Some(unsafe { &mut *p });

@@ -49,7 +49,7 @@ fn classify(preempt: bool, prev_state: u32) -> Option<u32> {
 
 /// `sched_switch`: `current` is `prev`.
 #[inline(always)]
-pub fn on_switch(ctx: &BtfTracePointContext) {
+pub(crate) fn on_switch(ctx: &BtfTracePointContext) {
     let preempt: u64 = ctx.arg(0);
     let next: *const u8 = ctx.arg(2);
     let prev_state: u64 = ctx.arg(3);
@@ -192,7 +192,7 @@ fn add_to_existing(key: &OffCpuKey, delta_ns: u64) -> bool {
 
 /// `sched_process_exit`: the exiting thread is `current`; forget it.
 #[inline(always)]
-pub fn on_exit() {
+pub(crate) fn on_exit() {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
@@ -204,7 +204,7 @@ pub fn on_exit() {
 
 /// `sched_process_exec`: the exec'ing thread is `current`; its process has a new image.
 #[inline(always)]
-pub fn on_exec() {
+pub(crate) fn on_exec() {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tgid = (pid_tgid >> 32) as u32;
     if filter::current_selected(tgid, pid_tgid as u32) {

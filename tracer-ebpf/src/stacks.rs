@@ -40,7 +40,7 @@ fn mix(mut z: u64) -> u64 {
 /// Walks the running thread's kernel or user stack, stores it, and returns its id
 /// (`STACK_ID_MISSED` on failure, counted).
 #[inline(always)]
-pub fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
+pub(crate) fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
     let Some(scratch) = STACK_SCRATCH.get_ptr_mut(0) else {
         return STACK_ID_MISSED;
     };
@@ -82,7 +82,7 @@ pub fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
 
 /// The running thread's saved user registers.
 #[inline(always)]
-pub fn user_regs() -> UserRegs {
+pub(crate) fn user_regs() -> UserRegs {
     let (ip, sp, bp, _) = user_place(false);
     UserRegs { ip, sp, bp }
 }
@@ -111,7 +111,7 @@ fn user_place(with_ret: bool) -> (u64, u64, u64, u64) {
 
 /// Kernel and user stack ids for the wait the running thread is entering.
 #[inline(always)]
-pub fn for_wait<C: EbpfContext>(
+pub(crate) fn for_wait<C: EbpfContext>(
     ctx: &C,
     thread: &mut ThreadState,
     class: u32,

@@ -22,7 +22,7 @@ fn arg(regs: *const u8, i: usize) -> u64 {
 
 /// `sys_enter`.
 #[inline(always)]
-pub fn on_enter(ctx: &BtfTracePointContext) {
+pub(crate) fn on_enter(ctx: &BtfTracePointContext) {
     let id: i64 = ctx.arg(1);
     if id < 0 {
         return;
@@ -64,7 +64,7 @@ pub fn on_enter(ctx: &BtfTracePointContext) {
 /// `sys_exit`: clears the syscall context, and remembers what `watch` needs afterwards: a PI
 /// lock the kernel refused as a deadlock, and the return from a poll-style wait.
 #[inline(always)]
-pub fn on_exit(ctx: &BtfTracePointContext) {
+pub(crate) fn on_exit(ctx: &BtfTracePointContext) {
     let regs: *const u8 = ctx.arg(0);
     let ret: i64 = ctx.arg(1);
     // SAFETY: as in `arg`.

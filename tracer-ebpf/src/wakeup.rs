@@ -15,7 +15,7 @@ use crate::{
 
 /// `sched_waking(p)`: `current` is the waker (or whatever ran when an interrupt woke `p`).
 #[inline(always)]
-pub fn on_waking(ctx: &BtfTracePointContext) {
+pub(crate) fn on_waking(ctx: &BtfTracePointContext) {
     if !config::has(flags::WAKERS) {
         return;
     }

@@ -33,6 +33,38 @@ pub enum Command {
     /// deadlock cycles, with owners and stacks.
     #[command(after_help = WATCH_EXAMPLES)]
     Watch(WatchArgs),
+    /// Render a recording made with `watch --record` or `profile --record`: the same text,
+    /// JSON and flame graphs, on any machine, without root.
+    #[command(after_help = REPORT_EXAMPLES)]
+    Report(ReportArgs),
+}
+
+const REPORT_EXAMPLES: &str = "\
+EXAMPLES:
+    stallwatch watch -p 185 --record hang.swrec      # on the host: record while watching
+    stallwatch report hang.swrec                     # anywhere: the same text report
+    stallwatch report hang.swrec --json -o hang.jsonl
+    stallwatch profile -d 10s --record cpu.swrec     # record a profile...
+    stallwatch report cpu.swrec -o offcpu.svg --wait-leaf   # ...and draw it later
+
+The recording format is documented in docs/formats.md.
+
+EXIT STATUS: 0 ok, 1 other error, 2 usage, 6 output not writable, 8 recording unreadable or
+of another format version.";
+
+/// `stallwatch report` options.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The recording.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// For a watch recording: JSON Lines (docs/json-schema.md) instead of text. For a profile
+    /// recording: the summary as JSON on stdout instead of folded stacks.
+    #[arg(long)]
+    pub json: bool,
+    /// Where and how to write a profile recording's outputs (a watch recording takes one -o).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 const WATCH_EXAMPLES: &str = "\
@@ -80,6 +112,9 @@ pub struct WatchArgs {
     /// Stop at the first deadlock found.
     #[arg(long)]
     pub exit_on_deadlock: bool,
+    /// Also record what each scan found to this file, for `stallwatch report`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
 }
 
 impl WatchArgs {
@@ -161,6 +196,27 @@ pub struct ProfileArgs {
     /// COMMAND exits.
     #[arg(short = 'd', long, value_name = "DURATION", value_parser = parse_duration)]
     pub duration: Option<Duration>,
+    /// Where and how to write the results.
+    #[command(flatten)]
+    pub output: OutputArgs,
+    /// Also record the symbolized capture to this file, for `stallwatch report`.
+    #[arg(long, value_name = "FILE")]
+    pub record: Option<PathBuf>,
+    /// Capacity of the stack store (distinct stacks).
+    #[arg(long, value_name = "N", default_value_t = tracer_common::capacity::STACKS)]
+    pub stack_storage_size: u32,
+    /// Walk every stack anew even when a thread blocks again at the same place (for measuring
+    /// the memo's gain).
+    #[arg(long)]
+    pub no_stack_memo: bool,
+    /// Run this command and trace it (and only it) until it exits.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+/// Where and how `profile` (and `report`, for a profile recording) writes results.
+#[derive(Clone, Debug, Default, Args)]
+pub struct OutputArgs {
     /// Write output here (repeatable); format from the extension (.folded, .collapsed, .txt,
     /// .svg) or --format. Without -o, folded stacks go to stdout.
     #[arg(short = 'o', long = "output", value_name = "FILE")]
@@ -183,16 +239,54 @@ pub struct ProfileArgs {
     /// Also write the end-of-run summary as JSON to this file.
     #[arg(long, value_name = "FILE")]
     pub summary_json: Option<PathBuf>,
-    /// Capacity of the stack store (distinct stacks).
-    #[arg(long, value_name = "N", default_value_t = tracer_common::capacity::STACKS)]
-    pub stack_storage_size: u32,
-    /// Walk every stack anew even when a thread blocks again at the same place (for measuring
-    /// the memo's gain).
-    #[arg(long)]
-    pub no_stack_memo: bool,
-    /// Run this command and trace it (and only it) until it exits.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+}
+
+impl OutputArgs {
+    /// The outputs, each with its format, for stacks of the given kinds.
+    pub fn outputs(
+        &self,
+        user_stacks: bool,
+        kernel_stacks: bool,
+    ) -> Result<ProfileOutputs, UnknownFormat> {
+        let files = self
+            .outputs
+            .iter()
+            .map(|path| {
+                Format::from_path(path)
+                    .or(self.format)
+                    .map(|f| (path.clone(), f))
+                    .ok_or_else(|| UnknownFormat(path.clone()))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(ProfileOutputs {
+            files,
+            folded: FoldedOptions {
+                process_root: self.process_root,
+                wait_leaf: self.wait_leaf,
+                source_lines: self.source_lines,
+                user_stacks,
+                kernel_stacks,
+                ..FoldedOptions::default()
+            },
+            title: self.title.clone(),
+            summary_json: self.summary_json.clone(),
+        })
+    }
+
+    /// The options that only apply to profile outputs, by flag, if any was given.
+    pub fn profile_only_flag(&self) -> Option<&'static str> {
+        [
+            (self.outputs.len() > 1, "-o (more than one)"),
+            (self.format.is_some(), "--format"),
+            (self.process_root, "--process-root"),
+            (self.wait_leaf, "--wait-leaf"),
+            (self.source_lines, "--source-lines"),
+            (self.title.is_some(), "--title"),
+            (self.summary_json.is_some(), "--summary-json"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
 }
 
 /// Where and how to write results.
@@ -206,6 +300,16 @@ pub struct ProfileOutputs {
     pub title: Option<String>,
     /// Summary JSON file.
     pub summary_json: Option<PathBuf>,
+}
+
+/// `-m` above `-M`.
+#[derive(Debug, thiserror::Error)]
+#[error("--min-block-us ({min_us}) is above --max-block-us ({max_us}): no wait could be recorded")]
+pub struct BlockRangeError {
+    /// `-m`.
+    pub min_us: u64,
+    /// `-M`.
+    pub max_us: u64,
 }
 
 /// An output whose format cannot be told.
@@ -243,34 +347,50 @@ impl ProfileArgs {
 
     /// The outputs, each with its format.
     pub fn outputs(&self) -> Result<ProfileOutputs, UnknownFormat> {
-        let files = self
-            .outputs
-            .iter()
-            .map(|path| {
-                Format::from_path(path)
-                    .or(self.format)
-                    .map(|f| (path.clone(), f))
-                    .ok_or_else(|| UnknownFormat(path.clone()))
-            })
-            .collect::<Result<_, _>>()?;
-        Ok(ProfileOutputs {
-            files,
-            folded: FoldedOptions {
-                process_root: self.process_root,
-                wait_leaf: self.wait_leaf,
-                source_lines: self.source_lines,
-                user_stacks: !self.kernel_stacks_only,
-                kernel_stacks: !self.user_stacks_only,
-                ..FoldedOptions::default()
-            },
-            title: self.title.clone(),
-            summary_json: self.summary_json.clone(),
-        })
+        self.output
+            .outputs(!self.kernel_stacks_only, !self.user_stacks_only)
+    }
+
+    /// `-m` above `-M`: no wait could be recorded.
+    pub fn block_range_error(&self) -> Option<BlockRangeError> {
+        match self.max_block_us {
+            Some(max) if self.min_block_us > max => Some(BlockRangeError {
+                min_us: self.min_block_us,
+                max_us: max,
+            }),
+            _ => None,
+        }
     }
 }
 
+/// A value on the command line that does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    /// Not a number with a known unit.
+    #[error("invalid duration {0:?} (try 10s, 500ms, 2m)")]
+    Duration(String),
+    /// Zero, negative or not finite.
+    #[error("duration must be positive, got {0:?}")]
+    NotPositive(String),
+    /// A numeric state mask with bits that are no state.
+    #[error("state mask must be within 1..={max}")]
+    StateMask {
+        /// The largest mask.
+        max: u32,
+    },
+    /// A state letter that is no state.
+    #[error("unknown state {0:?}: use S, D, R, O or all")]
+    State(String),
+    /// No state at all.
+    #[error("no state given")]
+    NoState,
+    /// An output format that is none.
+    #[error("unknown format {0:?}: use folded or svg")]
+    Format(String),
+}
+
 /// Parses `10s`, `500ms`, `2m`, `1h` or plain seconds (`2.5`).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, ValueError> {
     let s = s.trim();
     let (number, unit_secs) = if let Some(n) = s.strip_suffix("ms") {
         (n, 0.001)
@@ -286,21 +406,21 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let value: f64 = number
         .trim()
         .parse()
-        .map_err(|_| format!("invalid duration {s:?} (try 10s, 500ms, 2m)"))?;
+        .map_err(|_| ValueError::Duration(s.to_owned()))?;
     if !value.is_finite() || value <= 0.0 {
-        return Err(format!("duration must be positive, got {s:?}"));
+        return Err(ValueError::NotPositive(s.to_owned()));
     }
     Ok(Duration::from_secs_f64(value * unit_secs))
 }
 
 /// Parses `S,D,R,O`, `all`, or a bcc-style numeric `tracer_common::state` mask.
-pub fn parse_states(s: &str) -> Result<u32, String> {
+pub(crate) fn parse_states(s: &str) -> Result<u32, ValueError> {
     if s.eq_ignore_ascii_case("all") {
         return Ok(state::ALL);
     }
     if let Ok(mask) = s.parse::<u32>() {
         if mask == 0 || mask & !state::ALL != 0 {
-            return Err(format!("state mask must be within 1..={}", state::ALL));
+            return Err(ValueError::StateMask { max: state::ALL });
         }
         return Ok(mask);
     }
@@ -311,17 +431,17 @@ pub fn parse_states(s: &str) -> Result<u32, String> {
             "D" => state::DISK,
             "R" => state::RUNNABLE,
             "O" => state::OTHER,
-            other => return Err(format!("unknown state {other:?}: use S, D, R, O or all")),
+            other => return Err(ValueError::State(other.to_owned())),
         };
     }
     if mask == 0 {
-        return Err("no state given".into());
+        return Err(ValueError::NoState);
     }
     Ok(mask)
 }
 
-fn parse_format(s: &str) -> Result<Format, String> {
-    Format::from_name(s).ok_or_else(|| format!("unknown format {s:?}: use folded or svg"))
+fn parse_format(s: &str) -> Result<Format, ValueError> {
+    Format::from_name(s).ok_or_else(|| ValueError::Format(s.to_owned()))
 }
 
 #[cfg(test)]
@@ -333,7 +453,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).expect("parse").command {
             Command::Profile(p) => p,
-            Command::Watch(_) => panic!("parsed as watch"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -342,7 +462,7 @@ mod tests {
         argv.extend_from_slice(args);
         match Cli::try_parse_from(argv).expect("parse").command {
             Command::Watch(w) => w,
-            Command::Profile(_) => panic!("parsed as profile"),
+            other => panic!("parsed as {other:?}"),
         }
     }
 
@@ -420,10 +540,47 @@ mod tests {
         assert!(profile(&["-o", "a.out"]).outputs().is_err());
     }
 
-    /// Check that contradictory flags are usage errors.
+    /// Check that contradictory flags are usage errors, and `-m` above `-M` is one too.
     #[test]
     fn conflicting_flags_are_rejected() {
         let argv = ["stallwatch", "profile", "-U", "-K"];
         assert!(Cli::try_parse_from(argv).is_err());
+        assert!(
+            profile(&["-m", "10", "-M", "5"])
+                .block_range_error()
+                .is_some()
+        );
+        assert!(
+            profile(&["-m", "5", "-M", "5"])
+                .block_range_error()
+                .is_none()
+        );
+        assert!(profile(&["-m", "5"]).block_range_error().is_none());
+    }
+
+    /// Check that `report` takes a file and a profile recording's output options, and tells
+    /// which of them a watch recording cannot use.
+    #[test]
+    fn report_takes_a_file_and_output_options() {
+        let argv = [
+            "stallwatch",
+            "report",
+            "r.swrec",
+            "-o",
+            "a.svg",
+            "--wait-leaf",
+        ];
+        let Command::Report(r) = Cli::try_parse_from(argv).expect("parse").command else {
+            panic!("not report");
+        };
+        assert_eq!(r.file, std::path::Path::new("r.swrec"));
+        assert_eq!(r.output.profile_only_flag(), Some("--wait-leaf"));
+        let argv = ["stallwatch", "report", "r.swrec", "--json", "-o", "a.jsonl"];
+        let Command::Report(r) = Cli::try_parse_from(argv).expect("parse").command else {
+            panic!("not report");
+        };
+        assert!(r.json);
+        assert_eq!(r.output.profile_only_flag(), None);
+        assert!(Cli::try_parse_from(["stallwatch", "report"]).is_err());
     }
 }

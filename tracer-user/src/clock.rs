@@ -2,7 +2,7 @@
 //! so BPF wait starts, `/proc` estimates and scan times compare directly.
 
 /// `CLOCK_MONOTONIC` now, ns.
-pub fn monotonic_ns() -> u64 {
+pub(crate) fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
         tv_nsec: 0,

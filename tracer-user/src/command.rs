@@ -16,7 +16,7 @@ use std::{
 #[derive(Debug, thiserror::Error)]
 pub enum CommandError {
     /// The program is not on PATH or not executable.
-    #[error("cannot run {program}: {source}")]
+    #[error("cannot run {program}")]
     Start {
         /// The program.
         program: String,
@@ -27,7 +27,7 @@ pub enum CommandError {
 }
 
 /// A forked child stopped just before `exec`.
-pub struct GatedChild {
+pub(crate) struct GatedChild {
     pid: u32,
     gate_write: RawFd,
     spawner: JoinHandle<io::Result<Child>>,
@@ -36,7 +36,7 @@ pub struct GatedChild {
 
 impl GatedChild {
     /// Forks `argv`; the child waits before `exec` until [`GatedChild::release`].
-    pub fn spawn(argv: &[String]) -> Result<Self, CommandError> {
+    pub(crate) fn spawn(argv: &[String]) -> Result<Self, CommandError> {
         let program = argv[0].clone();
         let start_err = |source| CommandError::Start {
             program: program.clone(),
@@ -88,12 +88,12 @@ impl GatedChild {
     }
 
     /// The child's pid (also its pid after `exec`).
-    pub fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Lets the child `exec`; fails if the `exec` fails (e.g. command not found).
-    pub fn release(self) -> Result<Child, CommandError> {
+    pub(crate) fn release(self) -> Result<Child, CommandError> {
         let byte = 1u8;
         // SAFETY: writing one byte from a valid buffer to our pipe, then closing it once.
         unsafe {

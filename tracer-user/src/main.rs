@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tracer_user::{
     cli::{Cli, Command},
-    profile, watch,
+    profile, replay, watch,
 };
 
 fn main() -> ExitCode {
@@ -17,6 +17,9 @@ fn main() -> ExitCode {
         Command::Watch(args) => watch::run(args)
             .map(|found| found.exit_code())
             .map_err(|e| (e.exit_code(), Box::new(e) as Box<dyn std::error::Error>)),
+        Command::Report(args) => replay::run(args)
+            .map(|()| 0)
+            .map_err(|e| (e.exit_code(), Box::new(e) as Box<dyn std::error::Error>)),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -27,13 +30,15 @@ fn main() -> ExitCode {
     }
 }
 
-/// `stallwatch: error: ...` with every distinct cause appended.
+/// `stallwatch: error: WHAT: CAUSE: CAUSE`, one line. stallwatch's errors never repeat their
+/// cause in their own message; a cause some library already printed in its message (aya's
+/// `EbpfError::MapError` does) is not printed twice.
 fn one_line(err: &(dyn std::error::Error + 'static)) -> String {
     let mut message = format!("stallwatch: error: {err}");
     let mut source = err.source();
     while let Some(cause) = source {
         let text = cause.to_string();
-        if !message.contains(&text) {
+        if !message.ends_with(&text) {
             message.push_str(": ");
             message.push_str(&text);
         }

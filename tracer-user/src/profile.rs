@@ -12,12 +12,14 @@ use std::{
 
 use crate::{
     capture::{CaptureError, Session},
-    cli::{ProfileArgs, ProfileOutputs, UnknownFormat},
+    cli::{BlockRangeError, ProfileArgs, ProfileOutputs, UnknownFormat},
     command::{CommandError, GatedChild},
-    export::{self, Format, folded, svg},
+    export::{Format, folded, svg},
     model::Capture,
+    procs::Procs,
+    record::{ProfileRecorder, ProfileRun, RecordError},
     report::summary::Summary,
-    symbolize::Symbolizer,
+    stacks::Stacks,
     ticker::Ticker,
 };
 
@@ -30,11 +32,14 @@ pub enum ProfileError {
     /// An output's format cannot be told.
     #[error(transparent)]
     Format(#[from] UnknownFormat),
+    /// `-m` is above `-M`.
+    #[error(transparent)]
+    BlockRange(#[from] BlockRangeError),
     /// The capture could not start or be drained.
     #[error(transparent)]
     Capture(#[from] CaptureError),
     /// An output file cannot be written (checked before tracing starts).
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     OutputNotWritable {
         /// The file.
         path: PathBuf,
@@ -43,7 +48,7 @@ pub enum ProfileError {
         source: io::Error,
     },
     /// Writing an output failed after tracing.
-    #[error("writing {path} failed: {source}")]
+    #[error("writing {path} failed")]
     Write {
         /// The file (or "stdout").
         path: PathBuf,
@@ -52,13 +57,16 @@ pub enum ProfileError {
         source: io::Error,
     },
     /// Rendering the SVG failed.
-    #[error("rendering the flamegraph failed: {0}")]
+    #[error("rendering the flamegraph failed")]
     Svg(#[from] svg::SvgError),
+    /// The recording (`--record`) could not be written.
+    #[error(transparent)]
+    Record(#[from] RecordError),
     /// COMMAND could not be started.
     #[error(transparent)]
     Command(#[from] CommandError),
     /// The async runtime or signal handlers could not be set up.
-    #[error("setting up signal handling failed: {0}")]
+    #[error("setting up signal handling failed")]
     Runtime(#[source] io::Error),
 }
 
@@ -66,7 +74,7 @@ impl ProfileError {
     /// The process exit status for this error (documented in `--help` and README).
     pub fn exit_code(&self) -> i32 {
         match self {
-            Self::Format(_) => 2,
+            Self::Format(_) | Self::BlockRange(_) => 2,
             Self::Capture(e) if e.is_permission() => 3,
             Self::Capture(CaptureError::KernelUnsupported(_)) => 4,
             Self::Capture(CaptureError::PidNotFound(_) | CaptureError::TidNotFound(_)) => 5,
@@ -79,23 +87,40 @@ impl ProfileError {
 
 /// Runs `stallwatch profile`.
 pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
+    if let Some(e) = args.block_range_error() {
+        return Err(e.into());
+    }
     let outputs = args.outputs()?;
-    check_writable(&outputs)?;
+    check_writable(&outputs, args.record.as_ref())?;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(ProfileError::Runtime)?;
-    let (capture, symbolizer) = runtime.block_on(trace(args))?;
-    write_outputs(args, &outputs, &capture, symbolizer)
+    let (capture, mut procs) = runtime.block_on(trace(args))?;
+    procs.begin_scan();
+    let run = ProfileRun {
+        title: svg_title(args),
+        command_line: std::env::args().collect(),
+        duration: capture.duration,
+        counters: capture.counters.clone(),
+        samples: Stacks::new().resolve_capture(&mut procs, &capture),
+        process_names: capture.process_names,
+    };
+    if let Some(path) = &args.record {
+        let folded = &outputs.folded;
+        ProfileRecorder::write(path, &run, folded.user_stacks, folded.kernel_stacks)?;
+    }
+    write_outputs(&outputs, &run)
 }
 
 /// Fails early, before anything is traced, if an output cannot be created.
-fn check_writable(outputs: &ProfileOutputs) -> Result<(), ProfileError> {
+fn check_writable(outputs: &ProfileOutputs, record: Option<&PathBuf>) -> Result<(), ProfileError> {
     let paths = outputs
         .files
         .iter()
         .map(|(p, _)| p)
-        .chain(outputs.summary_json.iter());
+        .chain(outputs.summary_json.iter())
+        .chain(record);
     for path in paths {
         let existed = path.exists();
         fs::OpenOptions::new()
@@ -114,12 +139,12 @@ fn check_writable(outputs: &ProfileOutputs) -> Result<(), ProfileError> {
 }
 
 /// Traces until the duration ends, SIGINT/SIGTERM, or COMMAND exits.
-async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError> {
+async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
     let mut ticker = Ticker::new().map_err(ProfileError::Runtime)?;
     let config = args.capture_config();
-    let mut symbolizer = Symbolizer::new();
+    let mut procs = Procs::new();
     for &pid in &config.pids {
-        symbolizer.remember_process(pid);
+        procs.remember(pid);
     }
     let mut session = Session::start(&config)?;
 
@@ -139,13 +164,14 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError
     let mut ticks: u64 = 0;
     while ticker.tick().await {
         ticks += 1;
+        procs.begin_scan();
         if ticks % 10 == 2 {
-            watched
-                .iter()
-                .for_each(|&pid| symbolizer.remember_process(pid));
+            watched.iter().for_each(|&pid| {
+                procs.remember(pid);
+            });
         }
         for pid in session.new_processes() {
-            symbolizer.remember_process(pid);
+            procs.remember(pid);
         }
         if let Some(c) = child.as_mut()
             && matches!(c.try_wait(), Ok(Some(_)))
@@ -153,8 +179,9 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError
             break;
         }
     }
+    procs.begin_scan();
     for pid in session.new_processes() {
-        symbolizer.remember_process(pid);
+        procs.remember(pid);
     }
     let mut capture = session.finish()?;
     // Host-wide traces would otherwise show stallwatch's own idle threads.
@@ -162,7 +189,7 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError
     capture.samples.retain(|s| s.pid != own_pid);
     let pids: std::collections::BTreeSet<u32> = capture.samples.iter().map(|s| s.pid).collect();
     for pid in pids {
-        if let Some(name) = symbolizer.process_name(pid) {
+        if let Some(name) = procs.name(pid) {
             capture.process_names.insert(pid, name);
         }
     }
@@ -176,7 +203,7 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Symbolizer), ProfileError
         })
         .await;
     }
-    Ok((capture, symbolizer))
+    Ok((capture, procs))
 }
 
 /// bcc's "Tracing off-CPU time (us) of ... Hit Ctrl-C to end." line, which scripts wait for.
@@ -215,14 +242,13 @@ fn join(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
 
-fn write_outputs(
-    args: &ProfileArgs,
+/// Writes every output of a profile run (live or replayed): folded stacks to the files or
+/// stdout, SVGs, the summary on stderr and as JSON.
+pub(crate) fn write_outputs(
     outputs: &ProfileOutputs,
-    capture: &Capture,
-    mut symbolizer: Symbolizer,
+    run: &ProfileRun,
 ) -> Result<(), ProfileError> {
-    let resolved = export::resolve(capture, &mut symbolizer);
-    let lines = folded::folded_lines(&resolved, &outputs.folded);
+    let lines = folded::folded_lines(&run.samples, &outputs.folded);
     let write_err = |path: &Path| {
         let path = path.to_owned();
         move |source| ProfileError::Write { path, source }
@@ -239,13 +265,13 @@ fn write_outputs(
         match format {
             Format::Folded => folded::write_folded(&lines, &mut file).map_err(write_err(path))?,
             Format::Svg => {
-                let title = outputs.title.clone().unwrap_or_else(|| svg_title(args));
-                svg::write_svg(&lines, &title, &mut file)?;
+                let title = outputs.title.as_deref().unwrap_or(&run.title);
+                svg::write_svg(&lines, title, Some(&command_line(run)), &mut file)?;
             }
         }
         file.flush().map_err(write_err(path))?;
     }
-    let summary = Summary::from_capture(capture, |pid| symbolizer.process_name(pid));
+    let summary = summary(run);
     eprint!("{}", summary.render_text(10));
     for (path, _) in &outputs.files {
         eprintln!("Wrote {}", path.display());
@@ -257,6 +283,30 @@ fn write_outputs(
         fs::write(path, json).map_err(write_err(path))?;
     }
     Ok(())
+}
+
+/// The end-of-run summary of a profile run.
+pub(crate) fn summary(run: &ProfileRun) -> Summary {
+    let capture = Capture {
+        samples: run.samples.iter().map(|s| s.sample.clone()).collect(),
+        counters: run.counters.clone(),
+        duration: run.duration,
+        process_names: run.process_names.clone(),
+    };
+    Summary::from_capture(&capture, |_| None)
+}
+
+/// The command line of the run as the SVG's subtitle: `stallwatch profile -p 185 -d 10s`.
+fn command_line(run: &ProfileRun) -> String {
+    let mut args = run.command_line.iter();
+    let program = args
+        .next()
+        .map(|p| p.rsplit('/').next().unwrap_or(p))
+        .unwrap_or("stallwatch");
+    std::iter::once(program)
+        .chain(args.map(String::as_str))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn svg_title(args: &ProfileArgs) -> String {

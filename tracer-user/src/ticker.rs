@@ -9,7 +9,7 @@ use tokio::{
 };
 
 /// Ticks until stopped.
-pub struct Ticker {
+pub(crate) struct Ticker {
     sigint: Signal,
     sigterm: Signal,
     deadline: Option<Instant>,
@@ -19,7 +19,7 @@ pub struct Ticker {
 impl Ticker {
     /// Takes over SIGINT and SIGTERM now, before anything is attached, so that a signal
     /// during setup still ends the run cleanly. Must be called inside a tokio runtime.
-    pub fn new() -> io::Result<Self> {
+    pub(crate) fn new() -> io::Result<Self> {
         Ok(Self {
             sigint: signal(SignalKind::interrupt())?,
             sigterm: signal(SignalKind::terminate())?,
@@ -30,7 +30,7 @@ impl Ticker {
 
     /// Starts ticking every `interval` (the first tick at once), for `duration` from now or
     /// until a signal when `None`.
-    pub fn start(&mut self, interval: Duration, duration: Option<Duration>) {
+    pub(crate) fn start(&mut self, interval: Duration, duration: Option<Duration>) {
         let mut interval = tokio::time::interval(interval.max(Duration::from_millis(1)));
         interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
         self.interval = Some(interval);
@@ -39,7 +39,7 @@ impl Ticker {
 
     /// Waits for the next tick: `true`, or `false` once the duration is over or a signal came
     /// (only a signal before [`Ticker::start`]).
-    pub async fn tick(&mut self) -> bool {
+    pub(crate) async fn tick(&mut self) -> bool {
         let deadline = self.deadline;
         let interval = self.interval.as_mut();
         let next_tick = async move {

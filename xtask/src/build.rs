@@ -8,15 +8,15 @@ use crate::{setup, util};
 
 /// Options of `cargo xtask build`.
 #[derive(clap::Args)]
-pub struct Options {}
+pub(crate) struct Options {}
 
-pub fn run(_opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(_opts: &Options) -> anyhow::Result<()> {
     setup::run(&setup::Options {})?;
     build_stallwatch()
 }
 
 /// `cargo build --release -p tracer-user`, checking the binary appeared.
-pub fn build_stallwatch() -> anyhow::Result<()> {
+pub(crate) fn build_stallwatch() -> anyhow::Result<()> {
     util::run(util::cargo().args(["build", "--release", "-p", "tracer-user"]))
         .context("building stallwatch")?;
     let bin = util::stallwatch_bin();

@@ -10,13 +10,13 @@ use crate::{build, setup, util};
 
 /// Options of `cargo xtask demo`.
 #[derive(clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// How many of the heaviest folded stacks to print.
     #[arg(long, default_value_t = 10)]
     top: usize,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     setup::run(&setup::Options {})?;
     build::build_stallwatch()?;
 

@@ -10,7 +10,7 @@ use crate::util::{self, cargo_bin_dir, cmd, find_program, output};
 
 /// Options of `cargo xtask setup`.
 #[derive(clap::Args)]
-pub struct Options {}
+pub(crate) struct Options {}
 
 /// Debian packages and a file each installs, used to tell whether it is present.
 const PACKAGES: &[(&str, &str)] = &[
@@ -21,7 +21,7 @@ const PACKAGES: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
 ];
 
-pub fn run(_opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(_opts: &Options) -> anyhow::Result<()> {
     let mut done = Vec::new();
     ensure_nightly(&mut done)?;
     ensure_bpf_linker(&mut done)?;

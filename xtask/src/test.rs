@@ -10,13 +10,13 @@ use crate::{build, setup, util};
 
 /// Options of `cargo xtask test`.
 #[derive(clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Extra arguments for the integration test binary (e.g. a test name filter).
     #[arg(last = true)]
     test_args: Vec<String>,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     let stages: [(&str, &dyn Fn() -> anyhow::Result<()>); 5] = [
         ("setup", &|| setup::run(&setup::Options {})),
         ("fmt", &|| {

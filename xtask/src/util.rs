@@ -11,7 +11,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 /// The workspace root (the parent of this crate's manifest directory).
-pub fn workspace_root() -> PathBuf {
+pub(crate) fn workspace_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .expect("xtask lives one level below the workspace root")
@@ -19,7 +19,7 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// Cargo's target directory for the workspace (honours `CARGO_TARGET_DIR`).
-pub fn target_dir() -> PathBuf {
+pub(crate) fn target_dir() -> PathBuf {
     match env::var_os("CARGO_TARGET_DIR") {
         Some(dir) => workspace_root().join(dir),
         None => workspace_root().join("target"),
@@ -27,12 +27,12 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// The release `stallwatch` binary built by `cargo xtask build`.
-pub fn stallwatch_bin() -> PathBuf {
+pub(crate) fn stallwatch_bin() -> PathBuf {
     target_dir().join("release").join("stallwatch")
 }
 
 /// `$CARGO_HOME/bin`, where `cargo install` puts bpf-linker.
-pub fn cargo_bin_dir() -> PathBuf {
+pub(crate) fn cargo_bin_dir() -> PathBuf {
     let home = env::var_os("CARGO_HOME")
         .map(PathBuf::from)
         .or_else(|| env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
@@ -42,7 +42,7 @@ pub fn cargo_bin_dir() -> PathBuf {
 
 /// `PATH` for children: the current one with the cargo bin directory appended if it is absent,
 /// so tracer-user's build.rs finds bpf-linker even when the caller's shell lacks ~/.cargo/bin.
-pub fn child_path() -> OsString {
+pub(crate) fn child_path() -> OsString {
     let bin = cargo_bin_dir();
     let current = env::var_os("PATH").unwrap_or_default();
     let mut dirs: Vec<PathBuf> = env::split_paths(&current).collect();
@@ -53,27 +53,27 @@ pub fn child_path() -> OsString {
 }
 
 /// A command for `program` whose environment carries [`child_path`].
-pub fn cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
+pub(crate) fn cmd(program: impl AsRef<std::ffi::OsStr>) -> Command {
     let mut command = Command::new(program);
     command.env("PATH", child_path());
     command
 }
 
 /// A `cargo` command (the cargo that runs xtask, if known) run from the workspace root.
-pub fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     let mut command = cmd(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
     command.current_dir(workspace_root());
     command
 }
 
 /// Find `name` on [`child_path`].
-pub fn find_program(name: &str) -> Option<PathBuf> {
+pub(crate) fn find_program(name: &str) -> Option<PathBuf> {
     let cwd = env::current_dir().ok()?;
     which::which_in(name, Some(child_path()), cwd).ok()
 }
 
 /// Run `command` to completion, inheriting stdio; fail unless it exits 0.
-pub fn run(command: &mut Command) -> anyhow::Result<()> {
+pub(crate) fn run(command: &mut Command) -> anyhow::Result<()> {
     let shown = describe(command);
     let status = command
         .status()
@@ -85,7 +85,7 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
 }
 
 /// Run `command` and return its stdout; fail unless it exits 0.
-pub fn output(command: &mut Command) -> anyhow::Result<String> {
+pub(crate) fn output(command: &mut Command) -> anyhow::Result<String> {
     let shown = describe(command);
     let out = command
         .output()
@@ -101,20 +101,20 @@ pub fn output(command: &mut Command) -> anyhow::Result<String> {
 }
 
 /// The command line of `command`, for messages.
-pub fn describe(command: &Command) -> String {
+pub(crate) fn describe(command: &Command) -> String {
     let mut parts = vec![command.get_program().to_string_lossy().into_owned()];
     parts.extend(command.get_args().map(|a| a.to_string_lossy().into_owned()));
     parts.join(" ")
 }
 
 /// Whether this process runs as root.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// Compile a C workload with the flags that keep frame-pointer stacks intact.
-pub fn compile_c(source: &Path, output: &Path) -> anyhow::Result<()> {
+pub(crate) fn compile_c(source: &Path, output: &Path) -> anyhow::Result<()> {
     if let Some(dir) = output.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }

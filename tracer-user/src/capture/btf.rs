@@ -10,7 +10,7 @@ use btf_rs::{Btf, Type};
 use tracer_common::RegsOffsets;
 
 /// Where the kernel's BTF lives.
-pub const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
+pub(crate) const VMLINUX_BTF: &str = "/sys/kernel/btf/vmlinux";
 
 /// Errors reading struct layouts from BTF.
 #[derive(Debug, thiserror::Error)]
@@ -25,13 +25,21 @@ pub enum BtfError {
         source: btf_rs::Error,
     },
     /// A struct or field the programs need is not in this kernel's BTF.
-    #[error("kernel BTF has no {0}")]
-    Missing(String),
+    #[error("kernel BTF has no {type_name}.{field}")]
+    Missing {
+        /// The struct.
+        type_name: &'static str,
+        /// The field.
+        field: &'static str,
+    },
+    /// aya could not load the kernel's BTF (to attach `tp_btf` programs).
+    #[error("cannot load the kernel's BTF")]
+    Load(#[source] aya::BtfError),
 }
 
 /// Byte offsets of every kernel field the BPF programs read.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct KernelOffsets {
+pub(crate) struct KernelOffsets {
     /// `task_struct.pid`.
     pub task_pid: u32,
     /// `task_struct.flags`.
@@ -44,12 +52,12 @@ pub struct KernelOffsets {
 
 impl KernelOffsets {
     /// Reads the offsets from the running kernel's BTF.
-    pub fn from_running_kernel() -> Result<Self, BtfError> {
+    pub(crate) fn from_running_kernel() -> Result<Self, BtfError> {
         Self::from_file(Path::new(VMLINUX_BTF))
     }
 
     /// Reads the offsets from a BTF file.
-    pub fn from_file(path: &Path) -> Result<Self, BtfError> {
+    pub(crate) fn from_file(path: &Path) -> Result<Self, BtfError> {
         let btf = Btf::from_file(path).map_err(|source| BtfError::Read {
             path: path.display().to_string(),
             source,
@@ -80,8 +88,15 @@ impl KernelOffsets {
 }
 
 /// Byte offset of `field` in `struct name`, looking through anonymous struct/union members.
-pub fn field_offset(btf: &Btf, name: &str, field: &str) -> Result<u32, BtfError> {
-    let missing = || BtfError::Missing(format!("{name}.{field}"));
+pub(crate) fn field_offset(
+    btf: &Btf,
+    name: &'static str,
+    field: &'static str,
+) -> Result<u32, BtfError> {
+    let missing = || BtfError::Missing {
+        type_name: name,
+        field,
+    };
     let types = btf.resolve_types_by_name(name).map_err(|_| missing())?;
     types
         .iter()

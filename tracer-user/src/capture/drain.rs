@@ -10,7 +10,8 @@ use tracer_common::{
 
 use super::CaptureError;
 use crate::model::{
-    Capture, Counters, InFlightWait, OffCpuSample, RawStack, ThreadState as State, Wait, Waker,
+    Capture, Counters, InFlightWait, OffCpuSample, PollReturns, RawStack, RefusedPiLock,
+    SyscallCall, ThreadState as State, UserRegs, WaitKind, Waker,
 };
 
 /// The maps drained at the end.
@@ -92,14 +93,16 @@ pub(crate) fn comm(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&bytes[..end]).into_owned()
 }
 
-fn wait(kind: u32, nr: u32, resource: u64, futex_op: Option<u32>) -> Wait {
+/// The tracked syscall a wait was in (`detail` as given), or `None` outside tracked syscalls.
+fn call(kind: u32, nr: u32, resource: u64, detail: u64, timeout: u64) -> Option<SyscallCall> {
     let tracked = kind != syscalls::kind::NONE && nr != u32::MAX;
-    Wait {
-        kind: if tracked { kind } else { syscalls::kind::NONE },
-        syscall_nr: tracked.then_some(nr),
-        resource: if tracked { resource } else { 0 },
-        futex_op: if tracked { futex_op } else { None },
-    }
+    tracked.then_some(SyscallCall {
+        nr,
+        kind: WaitKind::from_raw(kind),
+        resource,
+        detail,
+        timeout,
+    })
 }
 
 /// The waker of a wait, if one was recorded (its comm is set when it is).
@@ -128,14 +131,18 @@ fn completed_sample(key: &OffCpuKey, value: &OffCpuValue, stacks: &mut StackCach
         (key.waker_kernel_stack_id, key.waker_user_stack_id),
         stacks,
     );
-    let futex_op = (key.kind == syscalls::kind::FUTEX).then_some(key.futex_op);
+    let futex_op = if key.kind == syscalls::kind::FUTEX {
+        u64::from(key.futex_op)
+    } else {
+        0
+    };
     OffCpuSample {
         pid: key.tgid,
         tid: key.tid,
         comm: comm(&value.comm),
         kernel_stack: stacks.get(key.kernel_stack_id),
         user_stack: stacks.get(key.user_stack_id),
-        wait: wait(key.kind, key.nr, key.resource, futex_op),
+        call: call(key.kind, key.nr, key.resource, futex_op, 0),
         state: Some(State::from_class(key.state)),
         waker,
         total_ns: value.total_ns,
@@ -159,15 +166,24 @@ fn in_progress_sample(
         (w.waker.kernel_stack_id, w.waker.user_stack_id),
         stacks,
     );
-    let futex_op = (w.syscall.kind == syscalls::kind::FUTEX)
-        .then_some((w.syscall.detail & syscalls::FUTEX_CMD_MASK) as u32);
+    let futex_op = if w.syscall.kind == syscalls::kind::FUTEX {
+        w.syscall.detail & syscalls::FUTEX_CMD_MASK
+    } else {
+        0
+    };
     OffCpuSample {
         pid: w.tgid,
         tid,
         comm: comm(&w.comm),
         kernel_stack: stacks.get(w.kernel_stack_id),
         user_stack: stacks.get(w.user_stack_id),
-        wait: wait(w.syscall.kind, w.syscall.nr, w.syscall.resource, futex_op),
+        call: call(
+            w.syscall.kind,
+            w.syscall.nr,
+            w.syscall.resource,
+            futex_op,
+            0,
+        ),
         state: Some(State::from_class(w.state)),
         waker,
         total_ns: elapsed,
@@ -203,7 +219,7 @@ pub(super) fn read_in_flight(
         if w.start_ns == 0 || w.start_ns > started_before_ns {
             continue;
         }
-        let tracked = w.syscall.kind != syscalls::kind::NONE && w.syscall.nr != u32::MAX;
+        let s = &w.syscall;
         let regs = w.user_regs;
         let failed = thread.failed_lock;
         waits.push(InFlightWait {
@@ -211,17 +227,13 @@ pub(super) fn read_in_flight(
             tid,
             comm: comm(&w.comm),
             start_ns: w.start_ns,
-            state: Some(State::from_class(w.state)),
-            syscall_nr: tracked.then_some(w.syscall.nr),
-            kind: if tracked {
-                w.syscall.kind
-            } else {
-                syscalls::kind::NONE
-            },
-            resource: w.syscall.resource,
-            detail: w.syscall.detail,
-            timeout: w.syscall.timeout,
-            user_regs: (regs.ip != 0).then_some((regs.ip, regs.sp, regs.bp)),
+            state: State::from_class(w.state),
+            call: call(s.kind, s.nr, s.resource, s.detail, s.timeout),
+            user_regs: (regs.ip != 0).then_some(UserRegs {
+                ip: regs.ip,
+                sp: regs.sp,
+                bp: Some(regs.bp),
+            }),
             kernel_stack: stacks.get(w.kernel_stack_id),
             user_stack: stacks.get(w.user_stack_id),
             // glibc parks the thread right after the refusal; an older refusal belongs to an
@@ -229,10 +241,14 @@ pub(super) fn read_in_flight(
             refused_pi_lock: (failed.uaddr != 0
                 && failed.at_ns <= w.start_ns
                 && w.start_ns - failed.at_ns <= REFUSED_LOCK_WINDOW_NS)
-                .then_some((failed.uaddr, failed.word, failed.at_ns)),
-
-            last_poll_exit: (thread.poll.count > 0)
-                .then_some((thread.poll.last_exit_ns, thread.poll.count)),
+                .then_some(RefusedPiLock {
+                    uaddr: failed.uaddr,
+                    word: failed.word,
+                }),
+            poll_returns: (thread.poll.count > 0).then_some(PollReturns {
+                last_ns: thread.poll.last_exit_ns,
+                count: thread.poll.count,
+            }),
         });
     }
     Ok((waits, waiting_tids))
@@ -301,11 +317,12 @@ mod tests {
     /// Check that a wait outside tracked syscalls carries no syscall, resource or op.
     #[test]
     fn untracked_wait_is_empty() {
-        let w = wait(syscalls::kind::NONE, 0, 42, Some(0));
-        assert_eq!(w, Wait::default());
-        let w = wait(syscalls::kind::FUTEX, 202, 0x1000, Some(0));
-        assert_eq!(w.syscall_nr, Some(202));
-        assert_eq!(w.resource, 0x1000);
-        assert_eq!(w.futex_op, Some(0));
+        assert_eq!(call(syscalls::kind::NONE, 0, 42, 0, 0), None);
+        assert_eq!(call(syscalls::kind::FUTEX, u32::MAX, 42, 0, 0), None);
+        let c = call(syscalls::kind::FUTEX, 202, 0x1000, 0, 0).unwrap();
+        assert_eq!(c.nr, 202);
+        assert_eq!(c.kind, WaitKind::Futex);
+        assert_eq!(c.resource, 0x1000);
+        assert_eq!(c.futex_cmd(), Some(0));
     }
 }

@@ -21,7 +21,7 @@ pub(super) struct StackSweeper {
 
 impl StackSweeper {
     /// Deletes stacks unreferenced in this sweep and the previous one; returns how many.
-    pub fn sweep(
+    pub(super) fn sweep(
         &mut self,
         stacks: &mut HashMap<MapData, u64, StackTrace>,
         threads: &HashMap<MapData, u32, ThreadState>,

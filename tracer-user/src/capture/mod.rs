@@ -5,14 +5,14 @@
 //! program. While tracing, [`Session::new_processes`] reports processes to cache for
 //! symbolization. [`Session::finish`] detaches and drains the maps into a [`crate::model::Capture`].
 
-pub mod btf;
+pub(crate) mod btf;
 mod drain;
 mod evict;
 mod session;
 
 use std::path::PathBuf;
 
-pub use session::Session;
+pub(crate) use session::Session;
 
 /// Which threads to trace by kind (`-u` / `-k`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -91,7 +91,7 @@ pub enum CaptureError {
     #[error("loading BPF programs needs root (or CAP_BPF and CAP_PERFMON); run with sudo")]
     NoPrivileges,
     /// The kernel has no BTF or lacks a needed type.
-    #[error("this kernel is not supported: {0}")]
+    #[error("this kernel is not supported")]
     KernelUnsupported(#[source] btf::BtfError),
     /// The binary was built without its BPF object.
     #[error(
@@ -105,7 +105,7 @@ pub enum CaptureError {
     #[error("no thread with tid {0}")]
     TidNotFound(u32),
     /// `--cgroup` is not a cgroup v2 directory.
-    #[error("cannot use cgroup {path}: {source}")]
+    #[error("cannot use cgroup {path}")]
     Cgroup {
         /// The path given.
         path: PathBuf,
@@ -114,10 +114,10 @@ pub enum CaptureError {
         source: std::io::Error,
     },
     /// Loading the object failed (verifier, map creation...).
-    #[error("loading the BPF programs failed: {0}")]
+    #[error("loading the BPF programs failed")]
     Load(#[source] aya::EbpfError),
     /// A program could not be loaded or attached.
-    #[error("attaching BPF program {program} failed: {source}")]
+    #[error("attaching BPF program {program} failed")]
     Attach {
         /// Program name.
         program: &'static str,
@@ -126,7 +126,7 @@ pub enum CaptureError {
         source: aya::programs::ProgramError,
     },
     /// A map is missing or has an unexpected type.
-    #[error("BPF map {name}: {source}")]
+    #[error("BPF map {name} cannot be used")]
     Map {
         /// Map name.
         name: &'static str,
@@ -143,17 +143,23 @@ pub enum CaptureError {
 }
 
 impl CaptureError {
-    /// True when the error is a permission problem (EPERM/EACCES from the kernel included).
+    /// True when the error is a permission problem: no privileges, or a system call somewhere
+    /// in its chain of causes refused with EPERM or EACCES (a kernel that denies BPF to root,
+    /// lockdown, a seccomp filter).
     pub fn is_permission(&self) -> bool {
-        match self {
-            Self::NoPrivileges => true,
-            Self::Load(e) => is_eperm(&format!("{e:?}")),
-            Self::Attach { source, .. } => is_eperm(&format!("{source:?}")),
-            _ => false,
+        if matches!(self, Self::NoPrivileges) {
+            return true;
         }
+        let mut cause = std::error::Error::source(self);
+        while let Some(error) = cause {
+            if error
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|e| e.kind() == std::io::ErrorKind::PermissionDenied)
+            {
+                return true;
+            }
+            cause = error.source();
+        }
+        false
     }
-}
-
-fn is_eperm(debug: &str) -> bool {
-    debug.contains("PermissionDenied") || debug.contains("Operation not permitted")
 }

@@ -41,7 +41,7 @@ const CAP_PERFMON: u32 = 38;
 const CAP_BPF: u32 = 39;
 
 /// A running capture: programs attached, maps open.
-pub struct Session {
+pub(crate) struct Session {
     ebpf: Option<Ebpf>,
     filter_tgids: HashMap<MapData, u32, u8>,
     new_processes: RingBuf<MapData>,
@@ -52,7 +52,7 @@ pub struct Session {
 
 impl Session {
     /// Checks privileges, BTF and filters, loads the programs with `config` and attaches them.
-    pub fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
+    pub(crate) fn start(config: &CaptureConfig) -> Result<Self, CaptureError> {
         if !has_bpf_privileges() {
             return Err(CaptureError::NoPrivileges);
         }
@@ -96,11 +96,8 @@ impl Session {
             insert_filter(&mut filter_tids, tid, "FILTER_TIDS")?;
         }
 
-        let btf = aya::Btf::from_sys_fs().map_err(|e| {
-            CaptureError::KernelUnsupported(super::btf::BtfError::Missing(format!(
-                "loadable BTF ({e})"
-            )))
-        })?;
+        let btf = aya::Btf::from_sys_fs()
+            .map_err(|e| CaptureError::KernelUnsupported(super::btf::BtfError::Load(e)))?;
         for name in PROGRAMS {
             let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
                 let program: &mut BtfTracePoint = ebpf
@@ -145,12 +142,12 @@ impl Session {
     }
 
     /// Adds a process to the `-p` filter while tracing (for `-- COMMAND`).
-    pub fn add_process(&mut self, pid: u32) -> Result<(), CaptureError> {
+    pub(crate) fn add_process(&mut self, pid: u32) -> Result<(), CaptureError> {
         insert_filter(&mut self.filter_tgids, pid, "FILTER_TGIDS")
     }
 
     /// Processes that appeared or exec'd since the last call: cache their maps now.
-    pub fn new_processes(&mut self) -> Vec<u32> {
+    pub(crate) fn new_processes(&mut self) -> Vec<u32> {
         let mut pids = Vec::new();
         while let Some(item) = self.new_processes.next() {
             if let Ok(bytes) = <[u8; 4]>::try_from(&item[..4.min(item.len())]) {
@@ -160,14 +157,9 @@ impl Session {
         pids
     }
 
-    /// How long the session has been tracing.
-    pub fn elapsed(&self) -> Duration {
-        self.started.elapsed()
-    }
-
     /// Waits in progress that began at least `min_age` ago (`watch`), read while tracing, and
     /// the tids of every thread with a wait in progress, however recent.
-    pub fn in_flight(
+    pub(crate) fn in_flight(
         &self,
         min_age: Duration,
     ) -> Result<(Vec<InFlightWait>, Vec<u32>), CaptureError> {
@@ -177,19 +169,19 @@ impl Session {
 
     /// Deletes stored stacks that no thread state has referred to over two calls (`watch`,
     /// which needs only the stacks of waits in flight); returns how many.
-    pub fn sweep_stacks(&mut self) -> usize {
+    pub(crate) fn sweep_stacks(&mut self) -> usize {
         self.sweeper
             .sweep(&mut self.maps.stacks, &self.maps.threads)
     }
 
     /// Event and loss counters so far.
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         drain::counters(&self.maps)
     }
 
     /// Detaches every program, then drains the maps: completed waits from the aggregate, and
     /// waits still in progress charged up to now.
-    pub fn finish(mut self) -> Result<Capture, CaptureError> {
+    pub(crate) fn finish(mut self) -> Result<Capture, CaptureError> {
         // Dropping the object closes the programs and their links: nothing is charged after
         // this point, so the drain reads a consistent snapshot.
         self.ebpf.take();

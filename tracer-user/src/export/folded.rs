@@ -13,13 +13,9 @@ use std::{
     io::{self, Write},
 };
 
-use tracer_common::syscalls::{self, kind};
+use tracer_common::syscalls;
 
-use super::ResolvedSample;
-use crate::{
-    model::{RawStack, ThreadState},
-    symbolize::{Frame, sanitize_in_place},
-};
+use crate::model::{Frame, RawStack, ResolvedSample, SyscallCall, ThreadState, WaitKind};
 
 /// What goes into each folded line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -54,7 +50,7 @@ impl Default for FoldedOptions {
 /// Folds samples into lines `STACK VALUE`: identical stacks merged (time summed), sorted by
 /// stack, value in microseconds rounded to nearest (at least 1 for non-zero time, so no wait
 /// vanishes). Samples with zero time produce no line.
-pub fn folded_lines(samples: &[ResolvedSample], opts: &FoldedOptions) -> Vec<String> {
+pub(crate) fn folded_lines(samples: &[ResolvedSample], opts: &FoldedOptions) -> Vec<String> {
     let mut totals_ns: BTreeMap<String, u64> = BTreeMap::new();
     for s in samples {
         if s.sample.total_ns == 0 {
@@ -69,7 +65,7 @@ pub fn folded_lines(samples: &[ResolvedSample], opts: &FoldedOptions) -> Vec<Str
 }
 
 /// Writes lines, each followed by a newline.
-pub fn write_folded(lines: &[String], w: &mut impl Write) -> io::Result<()> {
+pub(crate) fn write_folded(lines: &[String], w: &mut impl Write) -> io::Result<()> {
     for line in lines {
         w.write_all(line.as_bytes())?;
         w.write_all(b"\n")?;
@@ -117,15 +113,15 @@ fn stack_of(s: &ResolvedSample, opts: &FoldedOptions) -> String {
     if sample.state == Some(ThreadState::Runnable) {
         frames.push("[runnable]".into());
     } else if opts.wait_leaf {
-        let wait = &sample.wait;
-        frames.push(format!("[{}]", wait.kind_name()));
-        if wait.kind == kind::FUTEX
-            && let Some(op) = wait.futex_op
-        {
-            let cmd = (u64::from(op) & syscalls::FUTEX_CMD_MASK) as u32;
+        let call = sample.call.as_ref();
+        frames.push(format!(
+            "[{}]",
+            call.map_or(WaitKind::Other, |c| c.kind).name()
+        ));
+        if let Some(cmd) = call.and_then(SyscallCall::futex_cmd) {
             frames.push(format!("[{}]", syscalls::futex_op_name(cmd)));
         }
-        if let Some(label) = wait.resource_label() {
+        if let Some(label) = call.and_then(resource_label) {
             frames.push(clean(format!("[{label}]")));
         }
     }
@@ -179,7 +175,7 @@ fn push_stack(
         RawStack::None => {}
         RawStack::Missed => out.push(format!("[missed {what} stack]")),
         RawStack::Frames(_) => {
-            let names = frames.iter().map(|f| f.folded_name(opts.source_lines));
+            let names = frames.iter().map(|f| frame_name(f, opts.source_lines));
             if outermost_first {
                 out.extend(names.rev());
             } else {
@@ -187,6 +183,62 @@ fn push_stack(
             }
         }
     }
+}
+
+/// The wait leaf label of the resource, for the kinds that have one: `uaddr=0x..` (futex),
+/// `epfd=N`, `fd=N` (read, recv, accept), `pid=N` (wait-child).
+fn resource_label(call: &SyscallCall) -> Option<String> {
+    // fds and pids are C ints: the register's upper half is not part of the value.
+    match call.kind {
+        WaitKind::Futex | WaitKind::FutexWaitv => Some(format!("uaddr=0x{:x}", call.resource)),
+        WaitKind::Epoll => Some(format!("epfd={}", call.resource as i32)),
+        WaitKind::Read | WaitKind::Recv | WaitKind::Accept => {
+            Some(format!("fd={}", call.resource as i32))
+        }
+        WaitKind::WaitChild => Some(format!("pid={}", call.resource as i32)),
+        _ => None,
+    }
+}
+
+/// A frame as one element of a folded stack: the name (with ` (inlined)` for inlined
+/// frames, and ` [file:line]` when `source_lines` and known), else `module+0xOFF`, else
+/// `[unknown 0xADDR]`. Never contains `;` or a line break, which would corrupt the folded
+/// format.
+pub(crate) fn frame_name(frame: &Frame, source_lines: bool) -> String {
+    let mut out = match (&frame.name, &frame.module) {
+        (Some(name), _) => {
+            let mut s = name.clone();
+            if frame.inlined {
+                s.push_str(" (inlined)");
+            }
+            if source_lines && let Some(file) = &frame.file {
+                s.push_str(" [");
+                s.push_str(basename(file));
+                if let Some(line) = frame.line {
+                    s.push_str(&format!(":{line}"));
+                }
+                s.push(']');
+            }
+            s
+        }
+        (None, Some(module)) => format!("{}+0x{:x}", basename(module), frame.offset),
+        (None, None) => format!("[unknown 0x{:x}]", frame.addr),
+    };
+    sanitize_in_place(&mut out);
+    out
+}
+
+/// Replaces the characters that have a meaning in folded stacks: `;` (frame separator)
+/// becomes `:`, line breaks become spaces.
+fn sanitize_in_place(s: &mut String) {
+    if s.contains([';', '\n', '\r']) {
+        *s = s.replace(';', ":").replace(['\n', '\r'], " ");
+    }
+}
+
+/// Last path component (`/usr/lib/libc.so.6` -> `libc.so.6`); `[vdso]` stays as is.
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
 /// A free-text frame (comm, process name, label) made safe for the format; an empty one
@@ -202,10 +254,8 @@ fn clean(mut s: String) -> String {
 
 #[cfg(test)]
 mod tests {
-    use std::{fs, path::Path};
-
     use super::*;
-    use crate::model::{OffCpuSample, Wait, Waker};
+    use crate::model::{FrameKind, OffCpuSample, Waker};
 
     /// A named frame.
     fn f(name: &str) -> Frame {
@@ -245,12 +295,13 @@ mod tests {
             &["schedule", "futex_wait", "do_syscall_64"],
             2_000_000,
         );
-        s.sample.wait = Wait {
-            kind: kind::FUTEX,
-            syscall_nr: Some(syscalls::SYS_FUTEX),
+        s.sample.call = Some(SyscallCall {
+            kind: WaitKind::Futex,
+            nr: syscalls::SYS_FUTEX,
             resource: 0x7f00_1000,
-            futex_op: Some(128 | 9), // FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG
-        };
+            detail: 128 | 9, // FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG
+            timeout: 0,
+        });
         s
     }
 
@@ -292,7 +343,7 @@ mod tests {
             ]
         );
         let mut other = sample(&["main"], &["schedule"], 1000);
-        other.sample.wait = Wait::default();
+        other.sample.call = None;
         assert_eq!(
             folded_lines(&[other], &opts),
             ["worker;main;-;schedule;[other] 1"]
@@ -306,7 +357,10 @@ mod tests {
         let blocked = sample(&["main"], &["schedule"], 1000);
         let mut runnable = blocked.clone();
         runnable.sample.state = Some(ThreadState::Runnable);
-        runnable.sample.wait.kind = kind::FUTEX;
+        runnable.sample.call = Some(SyscallCall {
+            kind: WaitKind::Futex,
+            ..SyscallCall::default()
+        });
         let mut still = blocked.clone();
         still.sample.still_blocked = true;
         let lines = folded_lines(&[blocked, runnable, still], &FoldedOptions::default());
@@ -324,7 +378,11 @@ mod tests {
         };
         let mut still = sample(&["main"], &["schedule"], 1000);
         still.sample.still_blocked = true;
-        still.sample.wait.kind = kind::SLEEP;
+        still.sample.call = Some(SyscallCall {
+            kind: WaitKind::Sleep,
+            nr: 230,
+            ..SyscallCall::default()
+        });
         assert_eq!(
             folded_lines(&[still], &opts),
             ["worker;main;-;schedule;[sleep];[still blocked] 1"]
@@ -433,8 +491,14 @@ mod tests {
         );
         // A waker whose user stack was lost, with the wait leaf in front of `--`.
         s.sample.waker.as_mut().unwrap().user_stack = RawStack::Missed;
-        s.sample.wait.kind = kind::FUTEX;
-        s.sample.wait.resource = 0x10;
+        // A futex wait whose syscall number (and so its op) was not recorded.
+        s.sample.call = Some(SyscallCall {
+            kind: WaitKind::Futex,
+            nr: 0,
+            resource: 0x10,
+            detail: 0,
+            timeout: 0,
+        });
         let opts = FoldedOptions {
             wait_leaf: true,
             ..FoldedOptions::default()
@@ -524,12 +588,13 @@ mod tests {
             &["schedule"],
             1_234_567,
         );
-        epoll.sample.wait = Wait {
-            kind: kind::EPOLL,
-            syscall_nr: Some(232),
+        epoll.sample.call = Some(SyscallCall {
+            kind: WaitKind::Epoll,
+            nr: 232,
             resource: 5,
-            futex_op: None,
-        };
+            detail: 0,
+            timeout: 0,
+        });
         let samples = [futex_sample(), runnable, kthread, epoll];
         let opts = FoldedOptions {
             process_root: true,
@@ -539,17 +604,53 @@ mod tests {
         let mut out = Vec::new();
         write_folded(&folded_lines(&samples, &opts), &mut out).unwrap();
         let got = String::from_utf8(out).unwrap();
+        crate::golden::assert_golden("offcpu.folded", &got);
+    }
 
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden/offcpu.folded");
-        if std::env::var_os("UPDATE_GOLDEN").is_some_and(|v| v == "1") {
-            fs::create_dir_all(path.parent().unwrap()).unwrap();
-            fs::write(&path, &got).unwrap();
-        }
-        let want = fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1)", path.display()));
+    /// Check that a named frame folds to its name, with inline and source-line decorations.
+    #[test]
+    fn folded_name_of_named_frame_has_inline_and_line_suffixes() {
+        let f = Frame {
+            addr: 0x1000,
+            name: Some("std::sync::Mutex<T>::lock".into()),
+            module: Some("/usr/bin/app".into()),
+            offset: 4,
+            file: Some("/src/lib/mutex.rs".into()),
+            line: Some(42),
+            inlined: true,
+            kind: FrameKind::Native,
+        };
+        assert_eq!(frame_name(&f, false), "std::sync::Mutex<T>::lock (inlined)");
         assert_eq!(
-            got, want,
-            "folded output changed; UPDATE_GOLDEN=1 rewrites the golden file"
+            frame_name(&f, true),
+            "std::sync::Mutex<T>::lock (inlined) [mutex.rs:42]"
         );
+    }
+
+    /// Check that unnamed frames fold to module+offset, or to the address without a module.
+    #[test]
+    fn folded_name_of_unknown_frame_is_module_offset_or_address() {
+        let f = Frame {
+            addr: 0x7f00_0000_1234,
+            module: Some("/usr/lib/libfoo.so.1".into()),
+            offset: 0x1234,
+            ..Frame::default()
+        };
+        assert_eq!(frame_name(&f, true), "libfoo.so.1+0x1234");
+        let f = Frame {
+            addr: 0xdead,
+            ..Frame::default()
+        };
+        assert_eq!(frame_name(&f, false), "[unknown 0xdead]");
+    }
+
+    /// Check that `;` and line breaks never reach a folded frame.
+    #[test]
+    fn folded_name_replaces_semicolons_and_newlines() {
+        let f = Frame {
+            name: Some("a;b\nc".into()),
+            ..Frame::default()
+        };
+        assert_eq!(frame_name(&f, false), "a:b c");
     }
 }

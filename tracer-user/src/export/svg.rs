@@ -21,13 +21,9 @@ pub enum SvgError {
     Write(#[source] io::Error),
 }
 
-/// Draws `lines` (folded stacks with microsecond values) as a flame graph titled `title`.
-pub fn write_svg(lines: &[String], title: &str, w: impl Write) -> Result<(), SvgError> {
-    write_svg_with_subtitle(lines, title, None, w)
-}
-
-/// Like [`write_svg`], with an optional subtitle line (e.g. the command and duration).
-pub fn write_svg_with_subtitle(
+/// Draws `lines` (folded stacks with microsecond values) as a flame graph titled `title`,
+/// with an optional subtitle line (the command line that traced it).
+pub(crate) fn write_svg(
     lines: &[String],
     title: &str,
     subtitle: Option<&str>,
@@ -108,7 +104,7 @@ mod tests {
             "worker;main;-;schedule;[runnable] 20".to_owned(),
         ];
         let mut out = Vec::new();
-        write_svg_with_subtitle(&lines, "Off-CPU time", Some("stallwatch -p 1"), &mut out).unwrap();
+        write_svg(&lines, "Off-CPU time", Some("stallwatch -p 1"), &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
         assert_svg(&svg, "Off-CPU time");
         assert!(svg.contains("stallwatch -p 1"));
@@ -120,7 +116,7 @@ mod tests {
     fn empty_input_gives_valid_svg() {
         for lines in [vec![], vec!["worker;main 0".to_owned()]] {
             let mut out = Vec::new();
-            write_svg(&lines, "Off-CPU <empty> & \"quiet\"", &mut out).unwrap();
+            write_svg(&lines, "Off-CPU <empty> & \"quiet\"", None, &mut out).unwrap();
             let svg = String::from_utf8(out).unwrap();
             assert_svg(&svg, "Off-CPU &lt;empty&gt; &amp; &quot;quiet&quot;");
             assert!(svg.contains("no off-CPU samples"));

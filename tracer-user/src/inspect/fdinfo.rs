@@ -3,15 +3,12 @@
 
 use std::collections::HashMap;
 
-use super::{
-    InspectError,
-    fds::{TimerFdState, clock_name},
-    read_text_optional,
-};
+use super::{InspectError, read_text_optional};
+use crate::model::TimerFdState;
 
 /// One `tfd:` line of an epoll fd's `fdinfo`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct EpollWatch {
+pub(crate) struct EpollWatch {
     /// Watched fd number.
     pub fd: i32,
     /// Event mask (`events:`, hex).
@@ -22,7 +19,7 @@ pub struct EpollWatch {
 
 /// The parts of `/proc/PID/fdinfo/FD` that inspection uses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FdInfoFields {
+pub(crate) struct FdInfoFields {
     /// `flags:` (octal open flags).
     pub flags: Option<u32>,
     /// `eventfd-count:` (hex).
@@ -43,7 +40,7 @@ pub(super) fn read_fdinfo(pid: u32, fd: i32) -> Result<Option<FdInfoFields>, Ins
 }
 
 /// Parses `/proc/PID/fdinfo/FD`. Unknown lines are ignored, malformed values left `None`.
-pub fn parse_fdinfo(text: &str) -> FdInfoFields {
+pub(crate) fn parse_fdinfo(text: &str) -> FdInfoFields {
     let mut fields = FdInfoFields::default();
     let (mut clock, mut ticks, mut value, mut interval) = (None, None, None, None);
     for line in text.lines() {
@@ -69,7 +66,7 @@ pub fn parse_fdinfo(text: &str) -> FdInfoFields {
     }
     if let (Some(clock), Some(value)) = (clock, value) {
         fields.timer = Some(TimerFdState {
-            clock: clock_name(clock),
+            clock_id: clock,
             next_expiry_ns: value,
             interval_ns: interval.unwrap_or(0),
             ticks: ticks.unwrap_or(0),

@@ -13,13 +13,13 @@ use super::InspectError;
 
 /// An open `/proc/PID/mem` of one process.
 #[derive(Debug)]
-pub struct ProcessMemory {
+pub(crate) struct ProcessMemory {
     file: File,
 }
 
 impl ProcessMemory {
     /// Opens the memory of process `pid` for reading.
-    pub fn open(pid: u32) -> Result<Self, InspectError> {
+    pub(crate) fn open(pid: u32) -> Result<Self, InspectError> {
         let path = format!("/proc/{pid}/mem");
         let file = File::open(&path).map_err(|e| InspectError::io(path, e))?;
         Ok(Self { file })
@@ -27,7 +27,7 @@ impl ProcessMemory {
 
     /// Fills `buf` from the target's address `addr`. Fails with `EIO` for unmapped memory
     /// and `ESRCH`-like errors once the process has exited.
-    pub fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
+    pub(crate) fn read(&self, addr: u64, buf: &mut [u8]) -> io::Result<()> {
         if addr > i64::MAX as u64 {
             // pread's offset is signed; such addresses are kernel space anyway.
             return Err(io::Error::from_raw_os_error(libc::EIO));
@@ -36,7 +36,7 @@ impl ProcessMemory {
     }
 
     /// Reads a native-endian `u32` at `addr` (e.g. a futex word).
-    pub fn read_u32(&self, addr: u64) -> io::Result<u32> {
+    pub(crate) fn read_u32(&self, addr: u64) -> io::Result<u32> {
         let mut bytes = [0; 4];
         self.read(addr, &mut bytes)?;
         Ok(u32::from_ne_bytes(bytes))

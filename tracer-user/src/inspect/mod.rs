@@ -18,12 +18,11 @@
 //!   and how it is corrected.
 //! - [`memory`]: reading a target's memory through `/proc/PID/mem` ([`ProcessMemory`]), e.g. a
 //!   futex word or the `__owner` TID of a glibc `pthread_mutex_t` (offset 8).
-//! - [`fds`]: what a file descriptor is ([`describe_fd`] -> [`FdDescription`]): its type, the
-//!   other holders of a pipe (in any process), an epoll instance's watched fds, an eventfd's
-//!   count, a timerfd's next expiry, and a one-line summary. [`FdScanner`] shares the
-//!   host-wide "who holds this pipe" scan between many descriptions; [`fd_targets`] lists a
-//!   process's fds cheaply.
-//! - [`sockets`]: the socket behind a socket inode ([`SocketInfo`]): protocol, local and peer
+//! - [`fds`]: what a file descriptor is ([`FdScanner::describe`] -> `model::FdDescription`):
+//!   its type, the other holders of a pipe (in any process), an epoll instance's watched fds,
+//!   an eventfd's count, a timerfd's next expiry. [`FdScanner`] shares the host-wide "who holds
+//!   this pipe" scan between many descriptions.
+//! - [`sockets`]: the socket behind a socket inode (`model::SocketInfo`): protocol, local and peer
 //!   address and TCP state, from `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}` (the tables of the
 //!   process's own network namespace).
 //!
@@ -37,26 +36,25 @@
 //! becomes `None`/`Unknown`, only the fields nothing works without (a thread's `stat`) turn
 //! into an error.
 
-pub mod fdinfo;
-pub mod fds;
-pub mod memory;
-pub mod schedclock;
-pub mod sockets;
-pub mod threads;
+pub(crate) mod fdinfo;
+pub(crate) mod fds;
+pub(crate) mod memory;
+pub(crate) mod schedclock;
+pub(crate) mod sockets;
+pub(crate) mod threads;
 
 use std::{io, path::PathBuf};
 
-pub use fds::{
-    EpollTarget, FdAccess, FdDescription, FdHolder, FdScanner, FdType, describe_fd, fd_targets,
-};
-pub use memory::ProcessMemory;
-pub use schedclock::{Exactness, SchedClockCalibration, blocked_since_ns, blocked_since_ns_with};
-pub use sockets::{SocketInfo, SocketProtocol};
-pub use threads::{KernelFrameName, ProcSyscall, ProcThread, list_pids, list_tids, read_thread};
+pub(crate) use fds::FdScanner;
+#[cfg(test)]
+pub(crate) use fds::describe_fd;
+pub(crate) use memory::ProcessMemory;
+pub(crate) use schedclock::blocked_since_ns;
+pub(crate) use threads::{KernelFrameName, list_pids};
 
 /// Why something could not be read from `/proc`.
 #[derive(Debug, thiserror::Error)]
-pub enum InspectError {
+pub(crate) enum InspectError {
     /// The process, thread or fd no longer exists (`ENOENT`/`ESRCH` while reading it).
     #[error("{path} is gone")]
     Gone {
@@ -95,7 +93,7 @@ pub enum InspectError {
 impl InspectError {
     /// True when the object read is gone (exited thread or process, closed fd). Callers that
     /// walk many threads skip those silently.
-    pub fn is_gone(&self) -> bool {
+    pub(crate) fn is_gone(&self) -> bool {
         matches!(self, InspectError::Gone { .. })
     }
 

@@ -55,15 +55,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde::Serialize;
-
 use super::{InspectError, threads::ProcThread};
 use crate::clock::monotonic_ns;
 
 /// How [`blocked_since_ns`] got its answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Exactness {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Exactness {
     /// From schedstats `sleep_start`/`block_start`: the moment of the dequeue.
     SleepStart,
     /// From `se.exec_start` plus the measured offset of the thread's CPU: at most that CPU's
@@ -76,7 +73,7 @@ pub enum Exactness {
 
 /// Per-CPU offsets `CLOCK_MONOTONIC - rq->clock_task`, measured on demand and cached.
 #[derive(Debug)]
-pub struct SchedClockCalibration {
+pub(crate) struct SchedClockCalibration {
     max_age: Duration,
     /// CPU -> (when measured, offset ns or None if it could not be measured).
     offsets: HashMap<u32, (Instant, Option<i64>)>,
@@ -91,10 +88,10 @@ impl Default for SchedClockCalibration {
 impl SchedClockCalibration {
     /// How long a measured offset is reused. Offsets grow with steal/IRQ time, i.e. by at
     /// most this much times the CPU's steal fraction between measurements.
-    pub const DEFAULT_MAX_AGE: Duration = Duration::from_secs(1);
+    pub(crate) const DEFAULT_MAX_AGE: Duration = Duration::from_secs(1);
 
     /// An empty calibration whose offsets are re-measured when older than `max_age`.
-    pub fn new(max_age: Duration) -> Self {
+    pub(crate) fn new(max_age: Duration) -> Self {
         Self {
             max_age,
             offsets: HashMap::new(),
@@ -104,7 +101,7 @@ impl SchedClockCalibration {
     /// The offset (`CLOCK_MONOTONIC - rq->clock_task`, ns) of `cpu`, measuring it if it is
     /// not cached or too old (a few ms). `None` if it cannot be measured (CPU outside our
     /// affinity mask or offline, no `/proc/thread-self/sched`).
-    pub fn offset_ns(&mut self, cpu: u32) -> Option<i64> {
+    pub(crate) fn offset_ns(&mut self, cpu: u32) -> Option<i64> {
         if let Some(&(at, offset)) = self.offsets.get(&cpu)
             && at.elapsed() < self.max_age
         {
@@ -123,7 +120,7 @@ static SHARED_CALIBRATION: LazyLock<Mutex<SchedClockCalibration>> =
 /// Best estimate of when `thread` went to sleep, in `CLOCK_MONOTONIC` ns, with how it was
 /// obtained. `None` for a thread that is running or runnable (`R`), dead, or whose `sched`
 /// file was unreadable. Uses a process-wide [`SchedClockCalibration`].
-pub fn blocked_since_ns(thread: &ProcThread) -> Option<(u64, Exactness)> {
+pub(crate) fn blocked_since_ns(thread: &ProcThread) -> Option<(u64, Exactness)> {
     let mut calibration = SHARED_CALIBRATION
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -131,7 +128,7 @@ pub fn blocked_since_ns(thread: &ProcThread) -> Option<(u64, Exactness)> {
 }
 
 /// [`blocked_since_ns`] with a caller-owned calibration.
-pub fn blocked_since_ns_with(
+pub(crate) fn blocked_since_ns_with(
     thread: &ProcThread,
     calibration: &mut SchedClockCalibration,
 ) -> Option<(u64, Exactness)> {
@@ -153,7 +150,7 @@ pub fn blocked_since_ns_with(
 
 /// Measures `CLOCK_MONOTONIC - rq->clock_task` on `cpu` (see the module docs): best of three
 /// block-and-compare rounds of a helper thread pinned to `cpu`.
-pub fn measure_cpu_offset_ns(cpu: u32) -> Result<i64, InspectError> {
+pub(crate) fn measure_cpu_offset_ns(cpu: u32) -> Result<i64, InspectError> {
     const ROUNDS: usize = 3;
     let (read_end, write_end) = pipe()?;
     let mut write_end = File::from(write_end);

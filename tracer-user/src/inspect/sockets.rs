@@ -1,7 +1,7 @@
 //! The socket behind a socket inode: protocol, addresses, TCP state.
 //!
 //! A thread blocked in `recvfrom(fd)` is only half explained by "fd 7 is `socket:[81234]`";
-//! `watch` wants "TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED)". The kernel's socket
+//! `watch` wants the connection: TCP from 127.0.0.1:41234 to 127.0.0.1:5432, established. The kernel's socket
 //! tables `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}` map inodes to that, read with `procfs`.
 //! They are per network namespace, so they are read through the process (`/proc/PID/net`
 //! is its namespace's view) and cached per namespace by [`SocketTables`] users.
@@ -12,76 +12,13 @@
 use std::net::SocketAddr;
 
 use procfs::net::{TcpNetEntry, TcpState, UdpNetEntry, UnixNetEntry, UnixState};
-use serde::Serialize;
 
 use super::InspectError;
-
-/// Socket family and protocol as named by the `/proc/net` table it was found in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SocketProtocol {
-    /// TCP over IPv4.
-    Tcp,
-    /// TCP over IPv6 (including v4-mapped peers).
-    Tcp6,
-    /// UDP over IPv4.
-    Udp,
-    /// UDP over IPv6.
-    Udp6,
-    /// Unix domain socket.
-    Unix,
-}
-
-/// What one socket is connected to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct SocketInfo {
-    /// Which table it was in.
-    pub protocol: SocketProtocol,
-    /// Socket inode (the number in `socket:[N]`).
-    pub inode: u64,
-    /// Local address: `a.b.c.d:port`, `[v6]:port`, or a unix path (`@name` for abstract
-    /// sockets, empty when unnamed).
-    pub local: String,
-    /// Remote address; `None` for unconnected/listening sockets and for unix sockets.
-    pub peer: Option<String>,
-    /// TCP state as the kernel names it (`ESTABLISHED`, `LISTEN`, ...); TCP only.
-    pub tcp_state: Option<String>,
-    /// For unix sockets: `stream`, `dgram` or `seqpacket`, and the state (`CONNECTED`, ...).
-    pub unix_kind: Option<(String, String)>,
-}
-
-impl SocketInfo {
-    /// One-line summary: `TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED)`,
-    /// `UDP 0.0.0.0:53`, `unix stream /run/x.sock (CONNECTED)`.
-    pub fn summary(&self) -> String {
-        let name = match self.protocol {
-            SocketProtocol::Tcp | SocketProtocol::Tcp6 => "TCP",
-            SocketProtocol::Udp | SocketProtocol::Udp6 => "UDP",
-            SocketProtocol::Unix => "unix",
-        };
-        if let Some((kind, state)) = &self.unix_kind {
-            let local = if self.local.is_empty() {
-                "(unnamed)"
-            } else {
-                &self.local
-            };
-            return format!("{name} {kind} {local} ({state})");
-        }
-        let mut s = format!("{name} {}", self.local);
-        if let Some(peer) = &self.peer {
-            s.push_str(" -> ");
-            s.push_str(peer);
-        }
-        if let Some(state) = &self.tcp_state {
-            s.push_str(&format!(" ({state})"));
-        }
-        s
-    }
-}
+pub(crate) use crate::model::{SocketInfo, SocketProtocol};
 
 /// The socket tables of one network namespace.
 #[derive(Debug, Default)]
-pub struct SocketTables {
+pub(crate) struct SocketTables {
     tcp: Vec<TcpNetEntry>,
     tcp6: Vec<TcpNetEntry>,
     udp: Vec<UdpNetEntry>,
@@ -92,7 +29,7 @@ pub struct SocketTables {
 impl SocketTables {
     /// Reads all five tables as seen by process `pid` (its network namespace). A table that
     /// does not exist (IPv6 disabled) is left empty.
-    pub fn read(pid: u32) -> Result<Self, InspectError> {
+    pub(crate) fn read(pid: u32) -> Result<Self, InspectError> {
         let path = format!("/proc/{pid}/net");
         let process = procfs::process::Process::new(pid as i32)
             .map_err(|e| InspectError::procfs(&path, e))?;
@@ -106,7 +43,7 @@ impl SocketTables {
     }
 
     /// The socket with inode `inode`, if it is TCP, UDP or unix.
-    pub fn find(&self, inode: u64) -> Option<SocketInfo> {
+    pub(crate) fn find(&self, inode: u64) -> Option<SocketInfo> {
         let tcp = |protocol, table: &[TcpNetEntry]| {
             table.iter().find(|e| e.inode == inode).map(|e| SocketInfo {
                 protocol,
@@ -169,7 +106,7 @@ fn optional_table<T>(
 }
 
 /// `a.b.c.d:port`, or `[v6]:port`; v4-mapped IPv6 addresses are shown as IPv4.
-pub fn format_addr(addr: &SocketAddr) -> String {
+pub(crate) fn format_addr(addr: &SocketAddr) -> String {
     match addr {
         SocketAddr::V4(a) => format!("{}:{}", a.ip(), a.port()),
         SocketAddr::V6(a) => match a.ip().to_ipv4_mapped() {
@@ -185,7 +122,7 @@ fn peer_addr(addr: &SocketAddr) -> Option<String> {
 }
 
 /// The kernel's names for TCP states (`tcp_states.h`).
-pub fn tcp_state_name(state: &TcpState) -> &'static str {
+pub(crate) fn tcp_state_name(state: &TcpState) -> &'static str {
     match state {
         TcpState::Established => "ESTABLISHED",
         TcpState::SynSent => "SYN_SENT",
@@ -247,30 +184,5 @@ mod tests {
             peer_addr(&SocketAddr::from((Ipv6Addr::UNSPECIFIED, 0))),
             None
         );
-    }
-
-    #[test]
-    fn summaries() {
-        let tcp = SocketInfo {
-            protocol: SocketProtocol::Tcp,
-            inode: 1,
-            local: "127.0.0.1:41234".into(),
-            peer: Some("127.0.0.1:5432".into()),
-            tcp_state: Some("ESTABLISHED".into()),
-            unix_kind: None,
-        };
-        assert_eq!(
-            tcp.summary(),
-            "TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED)"
-        );
-        let unix = SocketInfo {
-            protocol: SocketProtocol::Unix,
-            inode: 2,
-            local: String::new(),
-            peer: None,
-            tcp_state: None,
-            unix_kind: Some(("stream".into(), "CONNECTED".into())),
-        };
-        assert_eq!(unix.summary(), "unix stream (unnamed) (CONNECTED)");
     }
 }

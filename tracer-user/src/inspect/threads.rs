@@ -11,13 +11,12 @@
 //! functions ([`parse_syscall`], [`parse_stack`], [`parse_sched`], [`parse_schedstat`]).
 
 use procfs::FromRead;
-use serde::Serialize;
 
 use super::{InspectError, read_text_optional};
 
 /// All processes (thread-group ids) visible in `/proc`, in directory order. Processes that
 /// vanish while listing are left out; an unreadable `/proc` gives an empty list.
-pub fn list_pids() -> Vec<u32> {
+pub(crate) fn list_pids() -> Vec<u32> {
     let Ok(processes) = procfs::process::all_processes() else {
         return Vec::new();
     };
@@ -28,7 +27,7 @@ pub fn list_pids() -> Vec<u32> {
 }
 
 /// The thread ids of process `pid` (including `pid` itself, the main thread).
-pub fn list_tids(pid: u32) -> Result<Vec<u32>, InspectError> {
+pub(crate) fn list_tids(pid: u32) -> Result<Vec<u32>, InspectError> {
     let path = format!("/proc/{pid}/task");
     let process =
         procfs::process::Process::new(pid as i32).map_err(|e| InspectError::procfs(&path, e))?;
@@ -42,9 +41,8 @@ pub fn list_tids(pid: u32) -> Result<Vec<u32>, InspectError> {
 }
 
 /// The syscall a thread is in, from `/proc/PID/task/TID/syscall`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum ProcSyscall {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ProcSyscall {
     /// The thread was on a CPU when sampled (the file says `running`).
     Running,
     /// Blocked, but not inside a syscall (e.g. stopped by a signal, or a page fault); the
@@ -72,8 +70,8 @@ pub enum ProcSyscall {
 
 /// One frame of a kernel stack from `/proc/PID/task/TID/stack`, e.g.
 /// `[<0>] futex_wait_queue+0x5e/0x90` (the address is hidden from everyone; the name is not).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct KernelFrameName {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct KernelFrameName {
     /// Kernel function.
     pub name: String,
     /// Offset of the return address into the function, bytes.
@@ -83,8 +81,8 @@ pub struct KernelFrameName {
 }
 
 /// A snapshot of one thread, read without tracing.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct ProcThread {
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ProcThread {
     /// Process (thread group) id.
     pub pid: u32,
     /// Thread id.
@@ -128,7 +126,7 @@ const PF_KTHREAD: u32 = 0x0020_0000;
 /// Reads one thread of process `pid`. Fails with [`InspectError::Gone`] if it has exited (or
 /// `tid` is not a thread of `pid`); files other than `stat` that cannot be read only leave
 /// their fields empty.
-pub fn read_thread(pid: u32, tid: u32) -> Result<ProcThread, InspectError> {
+pub(crate) fn read_thread(pid: u32, tid: u32) -> Result<ProcThread, InspectError> {
     let dir = format!("/proc/{pid}/task/{tid}");
     let stat_path = format!("{dir}/stat");
     let stat = procfs::process::Stat::from_file(&stat_path)
@@ -167,21 +165,21 @@ pub fn read_thread(pid: u32, tid: u32) -> Result<ProcThread, InspectError> {
 
 /// The scheduler state letter of one thread (`stat` field 3), or `None` if it is gone. One
 /// small read, for checks repeated every scan.
-pub fn read_state(pid: u32, tid: u32) -> Option<char> {
+pub(crate) fn read_state(pid: u32, tid: u32) -> Option<char> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat")).ok()?;
     parse_state(&stat)
 }
 
 /// The state letter in a `stat` line: the first field after the parenthesised comm, which
 /// may itself contain spaces and parentheses.
-pub fn parse_state(stat: &str) -> Option<char> {
+pub(crate) fn parse_state(stat: &str) -> Option<char> {
     let (_, after_comm) = stat.rsplit_once(')')?;
     after_comm.trim_start().chars().next()
 }
 
 /// Parses `/proc/PID/task/TID/syscall`: `running`, `-1 SP PC`, or
 /// `NR ARG1 .. ARG6 SP PC` (NR decimal, the rest `0x` hex).
-pub fn parse_syscall(text: &str) -> ProcSyscall {
+pub(crate) fn parse_syscall(text: &str) -> ProcSyscall {
     let text = text.trim();
     if text == "running" {
         return ProcSyscall::Running;
@@ -215,14 +213,14 @@ pub fn parse_syscall(text: &str) -> ProcSyscall {
 }
 
 /// Parses `/proc/PID/task/TID/wchan`: a function name, or `0`/empty for none.
-pub fn parse_wchan(text: &str) -> Option<String> {
+pub(crate) fn parse_wchan(text: &str) -> Option<String> {
     let name = text.trim();
     (!name.is_empty() && name != "0").then(|| name.to_string())
 }
 
 /// Parses `/proc/PID/task/TID/stack` lines like `[<0>] pipe_read+0x2e5/0x3f0` (a module
 /// suffix such as ` [nfs]` is dropped). Lines that do not parse are skipped.
-pub fn parse_stack(text: &str) -> Vec<KernelFrameName> {
+pub(crate) fn parse_stack(text: &str) -> Vec<KernelFrameName> {
     text.lines().filter_map(parse_stack_line).collect()
 }
 
@@ -244,7 +242,7 @@ fn parse_stack_line(line: &str) -> Option<KernelFrameName> {
 
 /// The fields of `/proc/PID/task/TID/sched` that inspection uses, converted to ns.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SchedFields {
+pub(crate) struct SchedFields {
     /// `se.exec_start`: scheduler task clock when the thread was last accounted on a CPU.
     pub exec_start_ns: Option<u64>,
     /// Schedstats `sleep_start` (nonzero only while in an interruptible sleep).
@@ -259,7 +257,7 @@ pub struct SchedFields {
 /// decimals). Schedstat values only appear with `kernel.sched_schedstats=1`; a zero
 /// `sleep_start`/`block_start` means "not in such a sleep" and becomes `None`. Their key is
 /// `sleep_start` on current kernels and `se.statistics.sleep_start` on older ones.
-pub fn parse_sched(text: &str) -> SchedFields {
+pub(crate) fn parse_sched(text: &str) -> SchedFields {
     let mut fields = SchedFields::default();
     for line in text.lines() {
         let Some((key, value)) = line.split_once(':') else {
@@ -295,7 +293,7 @@ fn parse_ms_as_ns(value: &str) -> Option<u64> {
 
 /// `/proc/PID/task/TID/schedstat`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct SchedStat {
+pub(crate) struct SchedStat {
     /// Time spent on a CPU, ns.
     pub cpu_time_ns: u64,
     /// Time spent runnable but waiting on a run queue, ns.
@@ -305,7 +303,7 @@ pub struct SchedStat {
 }
 
 /// Parses `/proc/PID/task/TID/schedstat`: three decimal numbers.
-pub fn parse_schedstat(text: &str) -> Option<SchedStat> {
+pub(crate) fn parse_schedstat(text: &str) -> Option<SchedStat> {
     let mut fields = text.split_ascii_whitespace().map(|s| s.parse::<u64>().ok());
     Some(SchedStat {
         cpu_time_ns: fields.next()??,

@@ -10,11 +10,11 @@ use std::{collections::HashMap, fmt::Write as _};
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Capture, Counters, ThreadState};
+use crate::model::{Capture, Counters, LossReason, ThreadState, WaitKind};
 
 /// Totals of one capture.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Summary {
+pub(crate) struct Summary {
     /// How long the trace ran.
     pub duration_ms: u64,
     /// Blocked off-CPU time (not runnable), including `still_blocked_us`.
@@ -39,7 +39,7 @@ pub struct Summary {
 
 /// Blocked time of one process.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProcessTotal {
+pub(crate) struct ProcessTotal {
     /// Process id.
     pub pid: u32,
     /// Process name.
@@ -52,7 +52,7 @@ pub struct ProcessTotal {
 
 /// Blocked time of one wait kind (`futex`, `epoll`, ... `other`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KindTotal {
+pub(crate) struct KindTotal {
     /// Wait kind name, as in the folded `[KIND]` leaf.
     pub kind: String,
     /// Blocked off-CPU time.
@@ -63,7 +63,7 @@ pub struct KindTotal {
 
 /// Blocked time of one thread.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ThreadTotal {
+pub(crate) struct ThreadTotal {
     /// Process id.
     pub pid: u32,
     /// Thread id.
@@ -78,11 +78,14 @@ pub struct ThreadTotal {
 
 /// One kind of loss and how often it happened.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Loss {
+pub(crate) struct Loss {
     /// What was lost, e.g. "stack map full".
     pub reason: String,
     /// How many times.
     pub count: u64,
+    /// What to do about it.
+    #[serde(default)]
+    pub hint: String,
 }
 
 /// Accumulator: nanoseconds and waits.
@@ -102,7 +105,10 @@ impl Acc {
 impl Summary {
     /// Totals of `capture`. Process names come from the capture, else `process_name`, else
     /// the comm of the process' main thread (or any of its threads).
-    pub fn from_capture(capture: &Capture, process_name: impl Fn(u32) -> Option<String>) -> Self {
+    pub(crate) fn from_capture(
+        capture: &Capture,
+        process_name: impl Fn(u32) -> Option<String>,
+    ) -> Self {
         let (mut blocked, mut runnable, mut still) = (Acc::default(), 0u64, 0u64);
         let mut by_pid: HashMap<u32, Acc> = HashMap::new();
         let mut by_kind: HashMap<&'static str, Acc> = HashMap::new();
@@ -124,7 +130,7 @@ impl Summary {
             }
             by_pid.entry(s.pid).or_default().add(s.total_ns, s.count);
             by_kind
-                .entry(s.wait.kind_name())
+                .entry(s.call.map_or(WaitKind::Other, |c| c.kind).name())
                 .or_default()
                 .add(s.total_ns, s.count);
             by_tid
@@ -196,7 +202,8 @@ impl Summary {
                 .losses()
                 .into_iter()
                 .map(|(reason, count)| Loss {
-                    reason: reason.to_owned(),
+                    reason: reason.name().to_owned(),
+                    hint: loss_hint(reason).to_owned(),
                     count,
                 })
                 .collect(),
@@ -205,7 +212,7 @@ impl Summary {
 
     /// A short block of text for stderr: duration and totals, the `top` processes, wait
     /// kinds, event counts and losses (each with what to do about it).
-    pub fn render_text(&self, top: usize) -> String {
+    pub(crate) fn render_text(&self, top: usize) -> String {
         let mut out = String::new();
         let _ = writeln!(
             out,
@@ -263,31 +270,29 @@ impl Summary {
         } else {
             let _ = writeln!(out, "Lost:");
             for l in &self.losses {
-                let _ = writeln!(
-                    out,
-                    "  {}: {} ({})",
-                    l.reason,
-                    l.count,
-                    loss_hint(&l.reason)
-                );
+                let _ = writeln!(out, "  {}: {} ({})", l.reason, l.count, l.hint);
             }
         }
         out
     }
 }
 
-/// What to do about a loss, by its [`Counters::losses`] name.
-fn loss_hint(reason: &str) -> &'static str {
+/// What to do about a loss.
+fn loss_hint(reason: LossReason) -> &'static str {
     match reason {
-        "stack map full" => "raise --stack-storage-size",
-        "thread map full" => "too many threads blocked at once; narrow with -p/-t",
-        "aggregate map full" => "too many distinct stacks; narrow with -p/-t or raise -m",
-        "kernel stack error" => "kernel stack walks failed; those waits show [missed kernel stack]",
-        "user stack error" => "user stack walks failed; those waits show [missed user stack]",
-        "new-process notice lost" => {
+        LossReason::StackMapFull => "raise --stack-storage-size",
+        LossReason::ThreadMapFull => "too many threads blocked at once; narrow with -p/-t",
+        LossReason::AggregateMapFull => "too many distinct stacks; narrow with -p/-t or raise -m",
+        LossReason::KernelStackError => {
+            "kernel stack walks failed; those waits show [missed kernel stack]"
+        }
+        LossReason::UserStackError => {
+            "user stack walks failed; those waits show [missed user stack]"
+        }
+        LossReason::NewProcessNoticeLost => {
             "short-lived processes may show module+offset frames instead of names"
         }
-        _ => "see docs/formats.md",
+        LossReason::WaitEndNotSeen => "see docs/formats.md",
     }
 }
 
@@ -312,7 +317,7 @@ mod tests {
     use tracer_common::syscalls::kind;
 
     use super::*;
-    use crate::model::{OffCpuSample, Wait};
+    use crate::model::{OffCpuSample, SyscallCall};
 
     fn s(
         pid: u32,
@@ -326,10 +331,10 @@ mod tests {
             pid,
             tid,
             comm: comm.into(),
-            wait: Wait {
-                kind: wait_kind,
-                ..Wait::default()
-            },
+            call: (wait_kind != kind::NONE).then(|| SyscallCall {
+                kind: WaitKind::from_raw(wait_kind),
+                ..SyscallCall::default()
+            }),
             state: Some(state),
             total_ns: ns,
             count: 2,
@@ -462,11 +467,13 @@ mod tests {
             [
                 Loss {
                     reason: "stack map full".into(),
-                    count: 12
+                    count: 12,
+                    hint: "raise --stack-storage-size".into(),
                 },
                 Loss {
                     reason: "user stack error".into(),
-                    count: 3
+                    count: 3,
+                    hint: "user stack walks failed; those waits show [missed user stack]".into(),
                 },
             ]
         );

@@ -1,101 +1,126 @@
 //! Verdicts: what each thread blocked past the threshold is stuck on, and why.
 //!
-//! Order of precedence: a deadlock cycle, then waiting behind one, then a whole process with
-//! no way out, then an event loop blocked outside its poll, then any other indefinite wait on a
-//! lock or on I/O. Waits for work (idle pool workers, servers in accept, loops in epoll -1,
-//! joins of live threads) are `idle`; timed waits are healthy and not findings at all.
+//! First, once per thread, what follows from its facts alone: what its waiting code is (by
+//! the runtimes' wait names), whether its wait can end by itself, whether it runs an event
+//! loop, and who holds what it waits for (`owner`). Then the verdicts, in order of
+//! precedence: a deadlock cycle, then waiting behind one, then a whole process with no way
+//! out, then an event loop blocked outside its poll, then any other indefinite wait on a lock
+//! or on I/O. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins
+//! of live threads) are `idle`; timed waits are healthy and not findings at all.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
-use tracer_common::syscalls::{self, kind};
+use tracer_common::syscalls;
 
 use super::{
-    describe::{describe_call, named_thread, resource_phrase},
     graph::WaitForGraph,
-    model::{
-        Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Timing, Verdict,
-    },
-    owner::{WaitingCode, parked_by_glibc, waiting_code},
-    timing::is_poll,
+    owner::infer_owner,
+    timing::{is_poll, timing},
 };
+use crate::{
+    model::{
+        Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Reason, ThreadRef,
+        ThreadState, Timing, Verdict, WaitKind, WaitingCode,
+    },
+    runtime::{self, Runtimes, parked_by_glibc},
+};
+
+/// A thread counts as an event loop when it returned from a poll-style call at least this
+/// many times since `watch` attached, the last one at most [`EVENT_LOOP_GAP`] before its
+/// current wait began. One is enough: a loop idle in `epoll_wait` when `watch` attached
+/// returns once, with the event whose handler then blocks.
+const EVENT_LOOP_MIN_POLLS: u64 = 1;
+/// See [`EVENT_LOOP_MIN_POLLS`].
+const EVENT_LOOP_GAP: Duration = Duration::from_secs(1);
+
+/// What follows from one thread's facts before any verdict.
+struct Inferred {
+    code: WaitingCode,
+    timing: Timing,
+    event_loop: bool,
+    owner: Option<FutexOwner>,
+}
 
 /// Gives every thread a verdict and finds deadlock cycles. `threads` are the threads blocked
 /// at least the threshold; `processes` every process they belong to, with all its threads.
-pub fn analyze(threads: Vec<BlockedThread>, processes: &BTreeMap<u32, ProcessView>) -> Analysis {
-    let by_tid: BTreeMap<u32, &BlockedThread> = threads.iter().map(|t| (t.tid, t)).collect();
+pub(crate) fn analyze(
+    threads: Vec<BlockedThread>,
+    processes: &BTreeMap<u32, ProcessView>,
+) -> Analysis {
+    let inferred: Vec<Inferred> = threads.iter().map(|t| infer(t, processes)).collect();
+    let comms: BTreeMap<u32, String> = threads.iter().map(|t| (t.tid, t.comm.clone())).collect();
     let mut graphs: BTreeMap<u32, WaitForGraph> = BTreeMap::new();
-    for thread in &threads {
-        if let Some(owner) = owner_in_process(thread, processes) {
-            graphs.entry(thread.pid).or_default().add(
-                thread.tid,
-                resource_phrase(thread),
-                owner.tid,
-            );
+    for (thread, inf) in threads.iter().zip(&inferred) {
+        let in_process = processes
+            .get(&thread.pid)
+            .is_some_and(|p| inf.owner.is_some_and(|o| p.tids.contains(&o.tid)));
+        if let (true, Some(owner), Some(futex)) = (in_process, inf.owner, &thread.futex) {
+            graphs
+                .entry(thread.pid)
+                .or_default()
+                .add(thread.tid, futex.lock_uaddr(), owner);
         }
     }
     let cycles: Vec<_> = graphs.iter().flat_map(|(&pid, g)| g.cycles(pid)).collect();
-    let members: BTreeSet<u32> = cycles
+    let members: BTreeMap<u32, u32> = cycles
         .iter()
-        .flat_map(|c| c.edges.iter().map(|e| e.tid))
+        .flat_map(|c| c.edges.iter().map(|e| (e.tid, e.owner.tid)))
         .collect();
-    let stalled: BTreeSet<u32> = processes
-        .values()
-        .filter(|p| process_stalled(p, &by_tid))
-        .map(|p| p.pid)
-        .collect();
+    let member_tids: BTreeSet<u32> = members.keys().copied().collect();
+    let stalled: BTreeSet<u32> = {
+        let by_tid: BTreeMap<u32, (&BlockedThread, &Inferred)> = threads
+            .iter()
+            .zip(&inferred)
+            .map(|(t, i)| (t.tid, (t, i)))
+            .collect();
+        processes
+            .values()
+            .filter(|p| process_stalled(p, &by_tid))
+            .map(|p| p.pid)
+            .collect()
+    };
+    let name_of = |tid: u32| ThreadRef {
+        tid,
+        comm: comms.get(&tid).cloned(),
+    };
 
     let mut findings = Vec::new();
-    for thread in &threads {
+    for (thread, inf) in threads.into_iter().zip(inferred) {
         let graph = graphs.get(&thread.pid);
-        let verdict = if members.contains(&thread.tid) {
-            let edge = graph.and_then(|g| g.edge(thread.tid));
-            edge.map(|e| {
-                (
-                    Verdict::Deadlock,
-                    format!(
-                        "in a deadlock cycle: waits for {} held by {}",
-                        e.resource,
-                        name_of(e.owner_tid, &by_tid)
-                    ),
-                )
-            })
-        } else if let Some(member) = graph.and_then(|g| g.leads_into(thread.tid, &members)) {
+        let verdict = if let Some(&owner) = members.get(&thread.tid) {
+            Some((
+                Verdict::Deadlock,
+                Reason::InCycle {
+                    owner: name_of(owner),
+                },
+            ))
+        } else if let Some(member) = graph.and_then(|g| g.leads_into(thread.tid, &member_tids)) {
             Some((
                 Verdict::BlockedByDeadlock,
-                format!(
-                    "waits for {}, behind deadlocked {}",
-                    resource_phrase(thread),
-                    name_of(member, &by_tid)
-                ),
+                Reason::BehindDeadlock {
+                    member: name_of(member),
+                },
             ))
         } else if stalled.contains(&thread.pid) {
-            let n = processes.get(&thread.pid).map_or(0, |p| p.tids.len());
-            Some((
-                Verdict::ProcessStalled,
-                format!(
-                    "all {n} threads of the process wait indefinitely on futexes that nothing \
-                     outside the process can wake (likely deadlock; lock owners unknown); this \
-                     one waits for {}",
-                    resource_phrase(thread)
-                ),
-            ))
-        } else if thread.event_loop && !is_poll(thread.call.as_ref()) {
-            Some((
-                Verdict::EventLoopBlocked,
-                format!(
-                    "event loop thread blocked in {} for {:.1} s instead of polling for events",
-                    describe_call(thread),
-                    secs(thread.blocked_for_ns)
-                ),
-            ))
+            let threads = processes.get(&thread.pid).map_or(0, |p| p.tids.len());
+            Some((Verdict::ProcessStalled, Reason::AllThreadsWait { threads }))
+        } else if inf.event_loop {
+            Some((Verdict::EventLoopBlocked, Reason::EventLoopOutsidePoll))
         } else {
-            ordinary_verdict(thread, &by_tid)
+            ordinary_verdict(&thread, &inf, name_of)
         };
-        if let Some((verdict, explanation)) = verdict {
+        if let Some((verdict, reason)) = verdict {
             findings.push(Finding {
-                thread: thread.clone(),
+                thread,
+                code: inf.code,
+                timing: inf.timing,
+                event_loop: inf.event_loop,
+                owner: inf.owner,
                 verdict,
-                explanation,
+                reason,
             });
         }
     }
@@ -103,26 +128,40 @@ pub fn analyze(threads: Vec<BlockedThread>, processes: &BTreeMap<u32, ProcessVie
     Analysis { findings, cycles }
 }
 
-/// The thread's futex owner, if it is a thread of the same process (edges of the graph).
-fn owner_in_process(
-    thread: &BlockedThread,
-    processes: &BTreeMap<u32, ProcessView>,
-) -> Option<FutexOwner> {
-    let owner = thread.futex.as_ref()?.owner?;
-    let process = processes.get(&thread.pid)?;
-    process.tids.contains(&owner.tid).then_some(owner)
+/// What one thread's facts say before any verdict.
+fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Inferred {
+    let code = runtime::waiting_code(&thread.user_stack);
+    let call = thread.call.as_ref();
+    let event_loop = thread.poll_returns.is_some_and(|p| {
+        p.count >= EVENT_LOOP_MIN_POLLS
+            && thread.since_ns.saturating_sub(p.last_ns) <= EVENT_LOOP_GAP.as_nanos() as u64
+    }) && !is_poll(call);
+    let process = processes.get(&thread.pid);
+    let owner = thread.futex.as_ref().zip(process).and_then(|(futex, p)| {
+        let runtimes = Runtimes::from_names(&p.runtimes);
+        infer_owner(futex, code, thread.tid, &p.tids, runtimes)
+    });
+    Inferred {
+        code,
+        timing: timing(call),
+        event_loop,
+        owner,
+    }
 }
 
 /// Every thread of the process blocked past the threshold in an indefinite wait on a
 /// process-private futex: no timer, fd, child or other process can end any of them. (A
 /// shared futex, e.g. a semaphore in shared memory, can be woken from another process.)
-fn process_stalled(process: &ProcessView, by_tid: &BTreeMap<u32, &BlockedThread>) -> bool {
+fn process_stalled(
+    process: &ProcessView,
+    by_tid: &BTreeMap<u32, (&BlockedThread, &Inferred)>,
+) -> bool {
     !process.tids.is_empty()
         && process.tids.iter().all(|tid| {
-            by_tid.get(tid).is_some_and(|t| {
-                t.timing == Timing::Indefinite
+            by_tid.get(tid).is_some_and(|(t, inf)| {
+                inf.timing == Timing::Indefinite
                     && t.call.is_some_and(|c| {
-                        c.kind == kind::FUTEX && c.detail & syscalls::FUTEX_PRIVATE_FLAG != 0
+                        c.kind == WaitKind::Futex && c.detail & syscalls::FUTEX_PRIVATE_FLAG != 0
                     })
             })
         })
@@ -131,102 +170,60 @@ fn process_stalled(process: &ProcessView, by_tid: &BTreeMap<u32, &BlockedThread>
 /// Verdict of a thread that is in no cycle, no stalled process and no blocked event loop.
 fn ordinary_verdict(
     thread: &BlockedThread,
-    by_tid: &BTreeMap<u32, &BlockedThread>,
-) -> Option<(Verdict, String)> {
-    let blocked = secs(thread.blocked_for_ns);
-    match thread.timing {
+    inf: &Inferred,
+    name_of: impl Fn(u32) -> ThreadRef,
+) -> Option<(Verdict, Reason)> {
+    match inf.timing {
         Timing::Timed => return None,
-        Timing::Unknown if thread.state == 'D' => {
-            let wchan = thread.wchan.as_deref().unwrap_or("the kernel");
-            return Some((
-                Verdict::Stall,
-                format!("in uninterruptible sleep (D) in {wchan} for {blocked:.1} s"),
-            ));
+        Timing::Unknown if thread.state == ThreadState::Disk => {
+            return Some((Verdict::Stall, Reason::Uninterruptible));
         }
         Timing::Unknown => return None,
         Timing::Indefinite => {}
     }
     let call = thread.call?;
-    let what = describe_call(thread);
     Some(match call.kind {
-        kind::FUTEX => match thread.futex.as_ref().and_then(|f| f.owner) {
+        WaitKind::Futex => match inf.owner {
             Some(owner) if owner.source == OwnerSource::Join => (
                 Verdict::Idle,
-                format!("waits for {} to exit", name_of(owner.tid, by_tid)),
+                Reason::ThreadExit {
+                    thread: name_of(owner.tid),
+                },
             ),
             Some(owner) => (
                 Verdict::Stall,
-                format!(
-                    "waits for {} held by {} for {blocked:.1} s",
-                    resource_phrase(thread),
-                    name_of(owner.tid, by_tid)
-                ),
+                Reason::LockHeld {
+                    owner: name_of(owner.tid),
+                },
             ),
-            None if is_parked_by_glibc(thread) => (
-                Verdict::Stall,
-                format!(
-                    "parked for ever by glibc inside pthread_mutex_lock for {blocked:.1} s: the \
-                     kernel refused its PI lock (EDEADLK: a lock cycle runs through this thread, \
-                     or ESRCH: the owner died) before watch attached, so the lock is not known"
-                ),
-            ),
-            None => match waiting_code(&thread.user_stack) {
-                WaitingCode::Lock { .. } => (
-                    Verdict::Stall,
-                    format!("waits for {} for {blocked:.1} s", resource_phrase(thread)),
-                ),
-                _ => (
-                    Verdict::Idle,
-                    format!(
-                        "waits in {what} for a signal (condition, park or unknown; no owner known)"
-                    ),
-                ),
+            None if is_parked_by_glibc(thread, inf.code) => {
+                (Verdict::Stall, Reason::ParkedAfterRefusedPiLock)
+            }
+            None => match inf.code {
+                WaitingCode::Lock { .. } => (Verdict::Stall, Reason::LockWithoutOwner),
+                _ => (Verdict::Idle, Reason::Signal),
             },
         },
-        kind::READ | kind::RECV if !is_terminal(thread) => (
-            Verdict::Stall,
-            format!(
-                "blocked in {what} on {} for {blocked:.1} s",
-                resource_phrase(thread)
-            ),
-        ),
-        kind::READ | kind::RECV => (Verdict::Idle, "waits for terminal input".to_string()),
-        kind::ACCEPT => (
-            Verdict::Idle,
-            format!("waits for connections on {}", resource_phrase(thread)),
-        ),
-        kind::WAIT_CHILD => (Verdict::Idle, "waits for a child process".to_string()),
-        _ => (Verdict::Idle, format!("waits for events in {what}")),
+        WaitKind::Read | WaitKind::Recv if !is_terminal(thread) => {
+            (Verdict::Stall, Reason::NoInput)
+        }
+        WaitKind::Read | WaitKind::Recv => (Verdict::Idle, Reason::TerminalInput),
+        WaitKind::Accept => (Verdict::Idle, Reason::Connections),
+        WaitKind::WaitChild => (Verdict::Idle, Reason::ChildProcess),
+        _ => (Verdict::Idle, Reason::Events),
     })
 }
 
 /// See [`parked_by_glibc`].
-fn is_parked_by_glibc(thread: &BlockedThread) -> bool {
-    thread.futex.as_ref().is_some_and(|f| {
-        parked_by_glibc(
-            f.op,
-            f.uaddr,
-            f.word,
-            thread.user_sp,
-            waiting_code(&thread.user_stack),
-        )
-    })
+fn is_parked_by_glibc(thread: &BlockedThread, code: WaitingCode) -> bool {
+    thread
+        .futex
+        .as_ref()
+        .is_some_and(|f| parked_by_glibc(f.op, f.uaddr, f.word(), thread.user_sp, code))
 }
 
 fn is_terminal(thread: &BlockedThread) -> bool {
-    thread.fd.as_ref().is_some_and(|fd| {
-        let d = &fd.description;
-        d.starts_with("/dev/pts/") || d.starts_with("/dev/tty") || d == "/dev/console"
-    })
-}
-
-/// `"abba-b" (tid 4243)` when the thread is among the blocked ones, else `tid 4243`.
-fn name_of(tid: u32, by_tid: &BTreeMap<u32, &BlockedThread>) -> String {
-    named_thread(tid, by_tid.get(&tid).map(|t| t.comm.as_str()))
-}
-
-fn secs(ns: u64) -> f64 {
-    ns as f64 / 1e9
+    thread.fd.as_ref().is_some_and(|fd| fd.is_terminal())
 }
 
 #[cfg(test)]

@@ -1,46 +1,78 @@
 //! Hand-built blocked threads for the unit tests of `stall` and `report::watch`.
 
-use tracer_common::syscalls::kind;
-
-use super::model::{BlockedThread, Origin, SyscallCall, Timing};
-use crate::symbolize::Frame;
+use crate::model::{
+    BlockedThread, Frame, FrameKind, FutexFacts, Origin, OwnerSource, ProcessView, SyscallCall,
+    ThreadState, WaitKind,
+};
 
 /// Frames with only names, innermost first.
-pub fn frames(names: &[&str]) -> Vec<Frame> {
+pub(crate) fn frames(names: &[&str]) -> Vec<Frame> {
     names
         .iter()
-        .map(|n| Frame {
-            name: Some(n.to_string()),
-            ..Frame::default()
-        })
+        .map(|n| Frame::named(*n, FrameKind::Native))
         .collect()
 }
 
 /// A traced thread in an indefinite private `futex(FUTEX_WAIT)` on `0x7f0000001000`, with no
-/// futex details, stacks or fd.
-pub fn futex_thread(pid: u32, tid: u32, comm: &str, blocked_for_ns: u64) -> BlockedThread {
+/// futex facts, stacks or fd.
+pub(crate) fn futex_thread(pid: u32, tid: u32, comm: &str, blocked_for_ns: u64) -> BlockedThread {
     BlockedThread {
         pid,
         tid,
         comm: comm.into(),
-        state: 'S',
+        state: ThreadState::Sleeping,
         since_ns: 1_000,
         blocked_for_ns,
         origin: Origin::Traced,
         call: Some(SyscallCall {
             nr: 202,
-            kind: kind::FUTEX,
+            kind: WaitKind::Futex,
             resource: 0x7f00_0000_1000,
             detail: 128,
             timeout: 0,
         }),
-        timing: Timing::Indefinite,
         futex: None,
         fd: None,
-        event_loop: false,
+        poll_returns: None,
         wchan: None,
         kernel_stack: Vec::new(),
         user_stack: Vec::new(),
         user_sp: None,
+    }
+}
+
+/// The futex facts from which the analysis infers `owner` as found by `source` (memory as
+/// glibc lays out a locked `pthread_mutex_t`, a PI word, a joined thread's tid), or a locked
+/// word with nothing after it when there is no owner.
+pub(crate) fn futex_facts(uaddr: u64, owner: Option<(u32, OwnerSource)>) -> FutexFacts {
+    let word = |w: u32| w.to_ne_bytes().to_vec();
+    let (op, memory) = match owner {
+        Some((tid, OwnerSource::GlibcMutex)) => {
+            let mut bytes = vec![0u8; 20];
+            bytes[0..4].copy_from_slice(&2u32.to_ne_bytes());
+            bytes[8..12].copy_from_slice(&tid.to_ne_bytes());
+            bytes[12..16].copy_from_slice(&1u32.to_ne_bytes());
+            (0, bytes)
+        }
+        Some((tid, OwnerSource::PiWord | OwnerSource::FailedPiLock)) => {
+            (6, word(0x8000_0000 | tid))
+        }
+        Some((tid, OwnerSource::Join)) => (0, word(tid)),
+        None => (0, word(2)),
+    };
+    FutexFacts {
+        uaddr,
+        op,
+        memory,
+        refused_pi_lock: None,
+    }
+}
+
+/// Process `pid` with these threads, running glibc and Rust's std.
+pub(crate) fn process(pid: u32, tids: &[u32]) -> ProcessView {
+    ProcessView {
+        pid,
+        tids: tids.to_vec(),
+        runtimes: vec!["glibc".into(), "rust_std".into()],
     }
 }

@@ -1,4 +1,4 @@
-//! The wait-for graph: waiter -> what it waits for -> the thread that holds it.
+//! The wait-for graph: waiter -> the lock it waits for -> the thread that holds it.
 //!
 //! Each blocked thread waits for at most one thing, so every node has at most one outgoing
 //! edge and a cycle is found by walking from each node until a node repeats (jstack's
@@ -7,42 +7,31 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Cycle, CycleEdge};
+use crate::model::{Cycle, CycleEdge, FutexOwner};
 
 /// One waiter's outgoing edge.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Edge {
-    /// What it waits for, e.g. `mutex 0x55...`.
-    pub resource: String,
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Edge {
+    /// The lock it waits for.
+    pub lock_uaddr: u64,
     /// Who holds it.
-    pub owner_tid: u32,
+    pub owner: FutexOwner,
 }
 
 /// The wait-for graph of one process.
 #[derive(Clone, Debug, Default)]
-pub struct WaitForGraph {
+pub(crate) struct WaitForGraph {
     edges: BTreeMap<u32, Edge>,
 }
 
 impl WaitForGraph {
-    /// Adds `tid -> resource -> owner_tid`.
-    pub fn add(&mut self, tid: u32, resource: String, owner_tid: u32) {
-        self.edges.insert(
-            tid,
-            Edge {
-                resource,
-                owner_tid,
-            },
-        );
-    }
-
-    /// The edge leaving `tid`, if it waits on a known owner.
-    pub fn edge(&self, tid: u32) -> Option<&Edge> {
-        self.edges.get(&tid)
+    /// Adds `tid -> lock -> owner`.
+    pub(crate) fn add(&mut self, tid: u32, lock_uaddr: u64, owner: FutexOwner) {
+        self.edges.insert(tid, Edge { lock_uaddr, owner });
     }
 
     /// Every cycle, each starting at its lowest tid, in order of that tid.
-    pub fn cycles(&self, pid: u32) -> Vec<Cycle> {
+    pub(crate) fn cycles(&self, pid: u32) -> Vec<Cycle> {
         let mut found: BTreeMap<u32, Cycle> = BTreeMap::new();
         let mut done: BTreeSet<u32> = BTreeSet::new();
         for &start in self.edges.keys() {
@@ -57,7 +46,7 @@ impl WaitForGraph {
                 }
                 path.push(node);
                 match self.edges.get(&node) {
-                    Some(edge) => node = edge.owner_tid,
+                    Some(edge) => node = edge.owner.tid,
                     None => break,
                 }
             }
@@ -70,13 +59,13 @@ impl WaitForGraph {
         let mut edges = Vec::new();
         let mut node = first;
         loop {
-            let edge = &self.edges[&node];
+            let edge = self.edges[&node];
             edges.push(CycleEdge {
                 tid: node,
-                waits_for_resource: edge.resource.clone(),
-                owner_tid: edge.owner_tid,
+                lock_uaddr: edge.lock_uaddr,
+                owner: edge.owner,
             });
-            node = edge.owner_tid;
+            node = edge.owner.tid;
             if node == first {
                 return Cycle { pid, edges };
             }
@@ -85,10 +74,10 @@ impl WaitForGraph {
 
     /// The cycle member `tid`'s chain of owners leads into, if any (for threads blocked
     /// behind a deadlock without being part of it).
-    pub fn leads_into(&self, tid: u32, members: &BTreeSet<u32>) -> Option<u32> {
+    pub(crate) fn leads_into(&self, tid: u32, members: &BTreeSet<u32>) -> Option<u32> {
         let mut node = tid;
         for _ in 0..=self.edges.len() {
-            let owner = self.edges.get(&node)?.owner_tid;
+            let owner = self.edges.get(&node)?.owner.tid;
             if members.contains(&owner) {
                 return Some(owner);
             }
@@ -101,11 +90,16 @@ impl WaitForGraph {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::OwnerSource;
 
     fn graph(edges: &[(u32, u32)]) -> WaitForGraph {
         let mut g = WaitForGraph::default();
         for &(from, to) in edges {
-            g.add(from, format!("lock held by {to}"), to);
+            let owner = FutexOwner {
+                tid: to,
+                source: OwnerSource::GlibcMutex,
+            };
+            g.add(from, 0x1000 + u64::from(to), owner);
         }
         g
     }
@@ -118,9 +112,10 @@ mod tests {
         let tids: Vec<(u32, u32)> = cycles[0]
             .edges
             .iter()
-            .map(|e| (e.tid, e.owner_tid))
+            .map(|e| (e.tid, e.owner.tid))
             .collect();
         assert_eq!(tids, [(10, 11), (11, 10)]);
+        assert_eq!(cycles[0].edges[0].lock_uaddr, 0x1000 + 11);
     }
 
     /// Check that chains and trees without a loop yield no cycle.

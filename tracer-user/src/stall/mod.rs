@@ -1,13 +1,12 @@
-//! Stall and deadlock detection over the threads `watch` found blocked: classify each wait
-//! (timed or indefinite), build each process's wait-for graph from futex owners, find cycles,
-//! and give every blocked thread a verdict. Pure: no `/proc`, no BPF, no clock.
+//! Stall and deadlock detection over the threads `watch` found blocked: infer who holds what
+//! each waits for, classify each wait (timed or indefinite), build each process's wait-for
+//! graph from the owners, find cycles, give every blocked thread a verdict and a structured
+//! reason, and follow which waits were reported. Pure: no `/proc`, no BPF, no clock.
 
-pub mod analyze;
-pub mod describe;
+pub(crate) mod analyze;
 #[cfg(test)]
 pub(crate) mod fixtures;
-pub mod graph;
-pub mod model;
-pub mod owner;
-pub mod timing;
-pub mod tracker;
+pub(crate) mod graph;
+pub(crate) mod owner;
+pub(crate) mod timing;
+pub(crate) mod tracker;

@@ -7,14 +7,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{Analysis, Cycle, Finding, Verdict};
-
-/// One wait: thread and start time (CLOCK_MONOTONIC ns).
-pub type WaitKey = (u32, u64);
+use crate::model::{Analysis, Cycle, Finding, Verdict, WaitKey};
 
 /// A reported stall that ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Resolution {
+pub(crate) struct Resolution {
     /// Process id.
     pub pid: u32,
     /// Thread id.
@@ -29,7 +26,7 @@ pub struct Resolution {
 
 /// What changed since the previous scan.
 #[derive(Clone, Debug, Default, PartialEq)]
-pub struct Changes {
+pub(crate) struct Changes {
     /// Problems not reported before (or whose verdict changed), plus idle threads of the
     /// same processes for context.
     pub new_findings: Vec<Finding>,
@@ -41,7 +38,7 @@ pub struct Changes {
 
 impl Changes {
     /// True when there is nothing to report.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.new_findings.is_empty() && self.resolved.is_empty() && self.new_cycles.is_empty()
     }
 }
@@ -56,7 +53,7 @@ struct Reported {
 
 /// The reported stalls and cycles, across scans.
 #[derive(Debug, Default)]
-pub struct Tracker {
+pub(crate) struct Tracker {
     reported: BTreeMap<WaitKey, Reported>,
     /// Reported cycles, each as its members' waits: forgotten when any of them ends, so a
     /// cycle that forms again later (new waits) is reported again.
@@ -66,7 +63,7 @@ pub struct Tracker {
 impl Tracker {
     /// Folds in one scan. `blocked` holds every wait still blocked at the scan, whether or not
     /// it is a finding; `now_ns` is the scan time.
-    pub fn update(
+    pub(crate) fn update(
         &mut self,
         analysis: Analysis,
         blocked: &BTreeSet<WaitKey>,
@@ -154,15 +151,22 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::stall::fixtures::futex_thread;
+    use crate::{
+        model::{Reason, Timing, WaitingCode},
+        stall::fixtures::futex_thread,
+    };
 
     fn finding(tid: u32, since_ns: u64, verdict: Verdict) -> Finding {
         let mut thread = futex_thread(1, tid, &format!("t{tid}"), 0);
         thread.since_ns = since_ns;
         Finding {
             thread,
+            code: WaitingCode::Unknown,
+            timing: Timing::Indefinite,
+            event_loop: false,
+            owner: None,
             verdict,
-            explanation: String::new(),
+            reason: Reason::LockWithoutOwner,
         }
     }
 
@@ -203,21 +207,18 @@ mod tests {
     /// Check that a cycle is reported once while its waits last, and again if it forms anew.
     #[test]
     fn cycle_reported_once_per_formation() {
-        use crate::stall::model::{Cycle, CycleEdge};
+        use crate::model::{Cycle, CycleEdge, FutexOwner, OwnerSource};
+        let edge = |tid: u32, lock_uaddr: u64, owner: u32| CycleEdge {
+            tid,
+            lock_uaddr,
+            owner: FutexOwner {
+                tid: owner,
+                source: OwnerSource::GlibcMutex,
+            },
+        };
         let cycle = Cycle {
             pid: 1,
-            edges: vec![
-                CycleEdge {
-                    tid: 5,
-                    waits_for_resource: "mutex 0xb".into(),
-                    owner_tid: 6,
-                },
-                CycleEdge {
-                    tid: 6,
-                    waits_for_resource: "mutex 0xa".into(),
-                    owner_tid: 5,
-                },
-            ],
+            edges: vec![edge(5, 0xb, 6), edge(6, 0xa, 5)],
         };
         let mut tracker = Tracker::default();
         let mut round = |since: u64| {

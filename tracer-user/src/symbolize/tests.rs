@@ -1,67 +1,23 @@
 //! Tests of the symbolizer against real processes (some exited before symbolization).
 
-use std::process::Command;
+use std::{fs::File, path::Path, process::Command};
 
 use super::*;
+use crate::{export::folded::frame_name, procs::maps::Maps};
 
-/// Check that a named frame folds to its name, with inline and source-line decorations.
-#[test]
-fn folded_name_of_named_frame_has_inline_and_line_suffixes() {
-    let f = Frame {
-        addr: 0x1000,
-        name: Some("std::sync::Mutex<T>::lock".into()),
-        module: Some("/usr/bin/app".into()),
-        offset: 4,
-        file: Some("/src/lib/mutex.rs".into()),
-        line: Some(42),
-        inlined: true,
-    };
-    assert_eq!(f.folded_name(false), "std::sync::Mutex<T>::lock (inlined)");
-    assert_eq!(
-        f.folded_name(true),
-        "std::sync::Mutex<T>::lock (inlined) [mutex.rs:42]"
-    );
+/// Last path component.
+fn basename(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
 }
 
-/// Check that unnamed frames fold to module+offset, or to the address without a module.
-#[test]
-fn folded_name_of_unknown_frame_is_module_offset_or_address() {
-    let f = unknown(0x7f00_0000_1234, Some("/usr/lib/libfoo.so.1"), 0x1234);
-    assert_eq!(f.folded_name(true), "libfoo.so.1+0x1234");
-    let f = unknown(0xdead, None, 0);
-    assert_eq!(f.folded_name(false), "[unknown 0xdead]");
-}
-
-/// Check that `;` and line breaks never reach a folded frame.
-#[test]
-fn folded_name_replaces_semicolons_and_newlines() {
-    let f = Frame {
-        name: Some("a;b\nc".into()),
-        ..Frame::default()
-    };
-    assert_eq!(f.folded_name(false), "a:b c");
-}
-
-/// Check that maps parsing keeps executable file mappings and finds the containing one.
-#[test]
-fn parse_maps_keeps_executable_mappings() {
-    let text = "\
-55d0c0000000-55d0c0002000 r--p 00000000 fd:01 123 /usr/bin/my app
-55d0c0002000-55d0c0010000 r-xp 00002000 fd:01 123 /usr/bin/my app
-7ffd1000-7ffd3000 r-xp 00000000 00:00 0 [vdso]
-7ffe0000-7fff0000 rw-p 00000000 00:00 0 [stack]
-7f0000000000-7f0000001000 r-xp 00000000 00:00 0 
-";
-    let info = ProcessInfo {
-        mappings: parse_maps(text),
-        ..ProcessInfo::default()
-    };
-    assert_eq!(info.mappings.len(), 2);
-    let m = info.mapping(0x55d0c0002010).unwrap();
-    assert_eq!(m.path, "/usr/bin/my app");
-    assert_eq!(m.file_offset, 0x2000);
-    assert!(info.mapping(0x55d0c0010000).is_none());
-    assert_eq!(info.mapping(0x7ffd1004).unwrap().path, "[vdso]");
+/// The executable mappings of named files in `/proc/PID/maps`.
+fn code_mappings(pid: u32) -> Vec<Mapping> {
+    let text = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    Maps::parse(&text)
+        .code()
+        .filter(|m| !m.path.is_empty())
+        .cloned()
+        .collect()
 }
 
 /// Check that a process remembered while alive still symbolizes after it exited.
@@ -72,23 +28,24 @@ fn remembered_process_symbolizes_after_exit() {
     let m = wait_for_mapping(pid, |m| m.path.ends_with("/sleep"));
     let mapping = (m.start, m.path);
     let mut sym = Symbolizer::new();
-    sym.remember_process(pid);
+    let mut procs = Procs::new();
+    procs.remember(pid);
     child.wait().unwrap();
     assert!(!Path::new(&format!("/proc/{pid}")).exists());
 
     let (start, path) = mapping;
-    let frames = sym.user(pid, &[start + 0x10, start + 0x20]);
+    let frames = sym.user(&mut procs, pid, &[start + 0x10, start + 0x20]);
     assert!(frames.len() >= 2, "{frames:?}");
     let base = basename(&path).to_owned();
     for f in &frames {
         assert_eq!(f.module.as_deref(), Some(path.as_str()), "{f:?}");
-        let folded = f.folded_name(false);
+        let folded = frame_name(f, false);
         assert!(
             f.name.is_some() || folded.starts_with(&format!("{base}+0x")),
             "{folded}"
         );
     }
-    assert_eq!(sym.process_name(pid).as_deref(), Some("sleep"));
+    assert_eq!(procs.name(pid).as_deref(), Some("sleep"));
 }
 
 /// The libc text mapping of `pid`, waiting for the dynamic loader to map it.
@@ -103,8 +60,7 @@ fn libc_mapping(pid: u32) -> Mapping {
 /// parent before it maps the new program, and libraries come later from ld.so).
 fn wait_for_mapping(pid: u32, pred: impl Fn(&Mapping) -> bool) -> Mapping {
     for _ in 0..1000 {
-        let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
-        if let Some(m) = parse_maps(&maps).into_iter().find(&pred) {
+        if let Some(m) = code_mappings(pid).into_iter().find(&pred) {
             return m;
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
@@ -123,17 +79,18 @@ fn exited_process_libc_function_resolves_by_name() {
         ours.start <= addr && addr < ours.end,
         "nanosleep not in libc text"
     );
-    let file_offset = addr - ours.start + ours.file_offset;
+    let file_offset = addr - ours.start + ours.offset;
 
     let mut child = Command::new("/bin/sleep").arg("0.2").spawn().unwrap();
     let pid = child.id();
     let theirs = libc_mapping(pid);
     let mut sym = Symbolizer::new();
-    sym.remember_process(pid);
+    let mut procs = Procs::new();
+    procs.remember(pid);
     child.wait().unwrap();
 
-    let child_addr = theirs.start + file_offset - theirs.file_offset;
-    let frames = sym.user(pid, &[child_addr]);
+    let child_addr = theirs.start + file_offset - theirs.offset;
+    let frames = sym.user(&mut procs, pid, &[child_addr]);
     let name = frames.last().unwrap().name.clone().unwrap_or_default();
     assert!(name.contains("nanosleep"), "{frames:?}");
 }
@@ -143,16 +100,17 @@ fn exited_process_libc_function_resolves_by_name() {
 #[test]
 fn early_remember_refreshes_on_miss() {
     let ours = libc_mapping(std::process::id());
-    let file_offset = libc::nanosleep as *const () as u64 - ours.start + ours.file_offset;
+    let file_offset = libc::nanosleep as *const () as u64 - ours.start + ours.offset;
     let mut child = Command::new("/bin/sleep").arg("0.3").spawn().unwrap();
     let pid = child.id();
     let mut sym = Symbolizer::new();
-    sym.remember_process(pid); // likely before ld.so mapped libc
+    let mut procs = Procs::new();
+    procs.remember(pid); // likely before ld.so mapped libc
     let theirs = libc_mapping(pid);
-    let child_addr = theirs.start + file_offset - theirs.file_offset;
-    let frames = sym.user(pid, &[child_addr]);
+    let child_addr = theirs.start + file_offset - theirs.offset;
+    let frames = sym.user(&mut procs, pid, &[child_addr]);
     child.wait().unwrap();
-    let again = sym.user(pid, &[child_addr]);
+    let again = sym.user(&mut procs, pid, &[child_addr]);
     assert_eq!(frames, again);
     let name = frames.last().unwrap().name.clone().unwrap_or_default();
     assert!(name.contains("nanosleep"), "{frames:?}");
@@ -167,17 +125,17 @@ fn vanished_path_resolves_through_open_handle() {
     let mut sym = Symbolizer::new();
     let file = File::open(&m.path).unwrap();
     m.path = "/nonexistent/libc.so.6".into();
-    m.dev_ino = ("ff:ff".into(), 1);
-    sym.files.insert(m.dev_ino.clone(), file);
+    m.dev = (0xff, 0xff);
+    m.inode = 1;
+    let key = m.file_key();
     let pid = u32::MAX - 9;
-    sym.processes.insert(
+    let mut procs = Procs::new();
+    procs.insert_for_test(
         pid,
-        ProcessInfo {
-            mappings: vec![m],
-            ..ProcessInfo::default()
-        },
+        Maps::from_mappings(vec![m]),
+        vec![(key, MappedFile::from_file(file))],
     );
-    let frames = sym.user(pid, &[addr]);
+    let frames = sym.user(&mut procs, pid, &[addr]);
     let last = frames.last().unwrap();
     assert!(
         last.name
@@ -196,7 +154,7 @@ fn own_function_resolves_by_name() {
     let pid = std::process::id();
     let addr = own_function_resolves_by_name as *const () as u64;
     let mut sym = Symbolizer::new();
-    let frames = sym.user(pid, &[addr, addr + 1]);
+    let frames = sym.user(&mut Procs::new(), pid, &[addr, addr + 1]);
     let outer: Vec<&Frame> = frames.iter().filter(|f| !f.inlined).collect();
     assert_eq!(outer.len(), 2, "{frames:?}");
     for f in outer {
@@ -210,9 +168,9 @@ fn own_function_resolves_by_name() {
 #[test]
 fn unknown_process_gives_unknown_frames() {
     let mut sym = Symbolizer::new();
-    let frames = sym.user(u32::MAX - 7, &[0x1234]);
+    let frames = sym.user(&mut Procs::new(), u32::MAX - 7, &[0x1234]);
     assert_eq!(frames.len(), 1);
-    assert_eq!(frames[0].folded_name(false), "[unknown 0x1234]");
+    assert_eq!(frame_name(&frames[0], false), "[unknown 0x1234]");
 }
 
 /// Check that a kernel address from kallsyms resolves to its symbol (skips if kallsyms
@@ -248,13 +206,15 @@ fn forgotten_process_keeps_nothing() {
     let pid = child.id();
     let m = wait_for_mapping(pid, |m| m.path.ends_with("/sleep"));
     let mut sym = Symbolizer::new();
-    sym.remember_process(pid);
+    let mut procs = Procs::new();
+    procs.remember(pid);
     child.wait().unwrap();
-    let before = sym.user(pid, &[m.start + 0x10]);
+    let before = sym.user(&mut procs, pid, &[m.start + 0x10]);
     assert_eq!(before[0].module.as_deref(), Some(m.path.as_str()));
-    sym.forget_process(pid);
-    assert_eq!(sym.process_name(pid), None, "name kept after forget");
-    let after = sym.user(pid, &[m.start + 0x10]);
+    procs.forget(pid);
+    sym.forget_process(pid, &procs);
+    assert_eq!(procs.name(pid), None, "name kept after forget");
+    let after = sym.user(&mut procs, pid, &[m.start + 0x10]);
     assert!(
         after.iter().all(|f| f.module.is_none()),
         "still resolved after forget: {after:?}"

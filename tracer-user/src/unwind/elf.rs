@@ -7,11 +7,7 @@
 //! reads `.text` bytes only for Mach-O and PE instruction analysis, so they are not loaded.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io;
 use std::ops::Range;
-use std::os::unix::fs::MetadataExt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use framehop::{ExplicitModuleSectionInfo, Module};
@@ -21,24 +17,14 @@ use object::{
 };
 
 use super::UnwindError;
-use super::maps::Mapping;
+use crate::procs::{
+    Procs,
+    files::FileStamp,
+    maps::{FileKey, Mapping},
+};
 
 /// Section bytes handed to framehop, shared across processes.
 pub(super) type Data = Arc<[u8]>;
-
-/// Identity of a mapped file as `/proc/PID/maps` reports it.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
-struct FileKey {
-    dev: (u32, u32),
-    inode: u64,
-}
-
-/// Size and mtime, to notice a file rewritten in place (same inode, new contents).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct FileStamp {
-    size: u64,
-    mtime: (i64, i64),
-}
 
 /// A PT_LOAD segment: where file bytes land relative to the stated addresses.
 #[derive(Clone, Copy, Debug)]
@@ -88,7 +74,7 @@ impl ElfUnwindInfo {
     }
 
     /// Whether there is any CFI at all; without it only frame-pointer fallbacks apply.
-    pub fn has_cfi(&self) -> bool {
+    pub(super) fn has_cfi(&self) -> bool {
         self.sections.eh_frame.is_some() || self.sections.debug_frame.is_some()
     }
 
@@ -112,7 +98,7 @@ impl ElfUnwindInfo {
     }
 
     /// A framehop module for the executable mapping `mapping` of this file.
-    pub fn module(&self, mapping: &Mapping) -> Option<Module<Data>> {
+    pub(super) fn module(&self, mapping: &Mapping) -> Option<Module<Data>> {
         let bias = self.bias(mapping.start, mapping.offset, mapping.executable)?;
         Some(Module::new(
             mapping.path.clone(),
@@ -169,18 +155,26 @@ pub(super) struct ElfCache {
 }
 
 impl ElfCache {
-    /// The unwind info of the file behind `mapping` of process `pid`, parsed if not cached
-    /// (or if the file changed since).
-    pub fn get(&mut self, pid: u32, mapping: &Mapping) -> Result<Arc<ElfUnwindInfo>, UnwindError> {
-        let key = FileKey {
-            dev: mapping.dev,
-            inode: mapping.inode,
+    /// The unwind info of the file behind `mapping`, opened by the registry, parsed if not
+    /// cached (or if the file changed since it was).
+    pub(super) fn get(
+        &mut self,
+        procs: &Procs,
+        mapping: &Mapping,
+    ) -> Result<Arc<ElfUnwindInfo>, UnwindError> {
+        let key = mapping.file_key();
+        let io_error = |source| UnwindError::ModuleIo {
+            module: mapping.path.clone(),
+            source,
         };
-        let (file, stamp) = open_mapped_file(pid, mapping)?;
+        let file = procs
+            .file(&key)
+            .ok_or_else(|| io_error(std::io::ErrorKind::NotFound.into()))?;
+        let stamp = file.stamp().map_err(io_error)?;
         if let Some(info) = self.files.get(&key).filter(|i| i.stamp == Some(stamp)) {
             return Ok(Arc::clone(info));
         }
-        let cache = object::ReadCache::new(file);
+        let cache = object::ReadCache::new(&file.file);
         let mut info = ElfUnwindInfo::parse(&cache, &mapping.path)?;
         info.stamp = Some(stamp);
         let info = Arc::new(info);
@@ -189,7 +183,7 @@ impl ElfCache {
     }
 
     /// Drops files that no process uses any more.
-    pub fn prune(&mut self) {
+    pub(super) fn prune(&mut self) {
         self.files.retain(|_, info| Arc::strong_count(info) > 1);
     }
 }
@@ -197,49 +191,4 @@ impl ElfCache {
 /// Parses the vDSO image out of the process's memory (`bytes` is the whole `[vdso]` mapping).
 pub(super) fn parse_vdso(bytes: &[u8]) -> Result<ElfUnwindInfo, UnwindError> {
     ElfUnwindInfo::parse(bytes, "[vdso]")
-}
-
-/// Opens the file behind `mapping`: through `/proc/PID/map_files` (deleted files, other
-/// mount namespaces; needs CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE), else by path inside
-/// the process's root, else by path. Files reached by path must be the mapped inode.
-fn open_mapped_file(pid: u32, mapping: &Mapping) -> Result<(File, FileStamp), UnwindError> {
-    let map_file = format!(
-        "/proc/{pid}/map_files/{:x}-{:x}",
-        mapping.start, mapping.end
-    );
-    if let Ok(found) = open_checked(PathBuf::from(map_file), mapping, false) {
-        return Ok(found);
-    }
-    let io_error = |source| UnwindError::ModuleIo {
-        module: mapping.path.clone(),
-        source,
-    };
-    if mapping.path.ends_with(" (deleted)") {
-        return Err(io_error(io::ErrorKind::NotFound.into()));
-    }
-    let in_root = PathBuf::from(format!("/proc/{pid}/root{}", mapping.path));
-    open_checked(in_root, mapping, true)
-        .or_else(|_| open_checked(PathBuf::from(&mapping.path), mapping, true))
-        .map_err(io_error)
-}
-
-/// Opens `path` and stamps it; with `check_inode`, refuses a file other than the mapped one.
-fn open_checked(
-    path: PathBuf,
-    mapping: &Mapping,
-    check_inode: bool,
-) -> io::Result<(File, FileStamp)> {
-    let file = File::open(path)?;
-    let meta = file.metadata()?;
-    let dev = (libc::major(meta.dev()), libc::minor(meta.dev()));
-    if check_inode && (dev != mapping.dev || meta.ino() != mapping.inode) {
-        return Err(io::Error::other(
-            "file at the mapped path is not the mapped file",
-        ));
-    }
-    let stamp = FileStamp {
-        size: meta.size(),
-        mtime: (meta.mtime(), meta.mtime_nsec()),
-    };
-    Ok((file, stamp))
 }

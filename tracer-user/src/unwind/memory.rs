@@ -2,7 +2,7 @@
 //! the same few stack pages over and over, and each pread is a syscall plus a page-table walk.
 
 use std::collections::HashMap;
-use std::io;
+use std::rc::Rc;
 
 use crate::inspect::ProcessMemory;
 
@@ -14,37 +14,29 @@ const USER_LIMIT: u64 = 1 << 56;
 
 /// A page cache over `/proc/PID/mem`, meant to live for one unwind (memory may change after).
 pub(super) struct ProcMem {
-    mem: ProcessMemory,
+    mem: Rc<ProcessMemory>,
     /// `None` records a page that could not be read (unmapped), so it is not retried.
     pages: HashMap<u64, Option<Box<[u8]>>>,
 }
 
 impl ProcMem {
-    /// Opens `/proc/PID/mem` for reading; a process that is gone is `NotFound`.
-    pub fn open(pid: u32) -> io::Result<Self> {
-        let mem = ProcessMemory::open(pid).map_err(|e| {
-            let kind = if e.is_gone() {
-                io::ErrorKind::NotFound
-            } else {
-                io::ErrorKind::Other
-            };
-            io::Error::new(kind, e)
-        })?;
-        Ok(Self {
+    /// A page cache over a process's open memory.
+    pub(super) fn new(mem: Rc<ProcessMemory>) -> Self {
+        Self {
             mem,
             pages: HashMap::new(),
-        })
+        }
     }
 
     /// The little-endian u64 at `addr`, or `None` if any of its bytes is unreadable.
-    pub fn read_u64(&mut self, addr: u64) -> Option<u64> {
+    pub(super) fn read_u64(&mut self, addr: u64) -> Option<u64> {
         let mut buf = [0u8; 8];
         self.read_bytes(addr, &mut buf)
             .then(|| u64::from_le_bytes(buf))
     }
 
     /// Fills `buf` from `addr`; false if any byte is unreadable.
-    pub fn read_bytes(&mut self, addr: u64, buf: &mut [u8]) -> bool {
+    pub(super) fn read_bytes(&mut self, addr: u64, buf: &mut [u8]) -> bool {
         let mut done = 0;
         while done < buf.len() {
             let Some(at) = addr.checked_add(done as u64) else {

@@ -13,11 +13,11 @@
 //! # Modules
 //!
 //! Every executable file mapping in `/proc/PID/maps` becomes a framehop module, its file
-//! opened through `/proc/PID/map_files` (deleted files, other mount namespaces) or by path.
-//! ELF files are parsed once per (dev, inode) and shared across processes; each process
-//! gets its own framehop unwinder and rule cache, rebuilt when the set of executable
-//! mappings changes (exec, dlopen, dlclose). The `[vdso]` image is read from the
-//! process's memory.
+//! opened by the process registry through `/proc/PID/map_files` (deleted files, other mount
+//! namespaces) or by path. ELF files are parsed once per (dev, inode) and shared across
+//! processes; each process gets its own framehop unwinder and rule cache, rebuilt when the
+//! set of executable mappings changes (exec, dlopen, dlclose). The `[vdso]` image is read
+//! from the process's memory.
 //!
 //! # Unknown rbp
 //!
@@ -48,7 +48,6 @@
 //! terminates.
 
 mod elf;
-mod maps;
 mod memory;
 mod scan;
 #[cfg(test)]
@@ -56,16 +55,23 @@ mod tests;
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::io;
 use std::sync::Arc;
 
 use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Unwinder as _};
 
 use elf::{Data, ElfCache, ElfUnwindInfo};
-use maps::{Mapping, Maps};
 use memory::ProcMem;
 use scan::Cursor;
+
+pub(crate) use crate::model::UserRegs;
+use crate::{
+    inspect::InspectError,
+    procs::{
+        Procs,
+        maps::{Mapping, Maps},
+    },
+};
 
 /// rbp handed to framehop when the real one is unknown: non-canonical, so never a stack
 /// address; reads near it are refused so that rbp-based rules fail visibly.
@@ -75,48 +81,23 @@ const UNKNOWN_BP_SLACK: u64 = 1 << 32;
 /// Largest `[vdso]` mapping that is read from memory.
 const MAX_VDSO_BYTES: u64 = 1 << 20;
 
-/// User registers of a blocked thread: from BPF at switch-out (all three), or from
-/// `/proc/PID/task/TID/syscall` (ip and sp only: bp unknown).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct UserRegs {
-    /// Instruction pointer (the innermost frame's address).
-    pub ip: u64,
-    /// Stack pointer.
-    pub sp: u64,
-    /// Frame pointer register (rbp), if known.
-    pub bp: Option<u64>,
-}
-
 /// Why a stack could not be unwound at all, or why a module was left out.
 #[derive(Debug, thiserror::Error)]
-pub enum UnwindError {
-    /// The process exited (its /proc directory is gone).
+pub(crate) enum UnwindError {
+    /// The process exited (its /proc directory is gone, or its maps are empty).
     #[error("process {pid} is gone")]
     ProcessGone {
         /// The process.
         pid: u32,
-        /// The error from /proc.
-        #[source]
-        source: io::Error,
     },
-    /// `/proc/PID/maps` exists but could not be read (permissions, or the process is
-    /// exiting).
-    #[error("cannot read /proc/{pid}/maps")]
-    MapsUnreadable {
-        /// The process.
-        pid: u32,
-        /// The error from /proc.
-        #[source]
-        source: io::Error,
-    },
-    /// `/proc/PID/mem` could not be opened (ptrace access denied, or the process is gone).
-    #[error("cannot open /proc/{pid}/mem")]
+    /// `/proc/PID/mem` could not be opened (ptrace access denied).
+    #[error("cannot open the memory of process {pid}")]
     MemUnreadable {
         /// The process.
         pid: u32,
         /// The error from /proc.
         #[source]
-        source: io::Error,
+        source: InspectError,
     },
     /// A mapped file could not be opened or read; the module is left out.
     #[error("cannot open module {module}")]
@@ -125,7 +106,7 @@ pub enum UnwindError {
         module: String,
         /// The error from the file system.
         #[source]
-        source: io::Error,
+        source: std::io::Error,
     },
     /// A mapped file is not a readable ELF file; the module is left out.
     #[error("cannot parse module {module}")]
@@ -155,14 +136,12 @@ struct ProcessUnwinder {
     files: Vec<Arc<ElfUnwindInfo>>,
 }
 
-/// Unwinds user stacks of blocked threads with DWARF CFI (see the module docs).
+/// Unwinds user stacks of blocked threads with DWARF CFI (see the module docs). Maps, memory
+/// and mapped files come from the process registry ([`crate::procs`]), read once per scan.
 #[derive(Default)]
-pub struct Unwinder {
+pub(crate) struct Unwinder {
     files: ElfCache,
     processes: HashMap<u32, ProcessUnwinder>,
-    /// Maps read since [`Unwinder::begin_round`], shared by every thread of a process
-    /// unwound in one round.
-    round_maps: HashMap<u32, std::rc::Rc<Maps>>,
 }
 
 impl std::fmt::Debug for Unwinder {
@@ -174,34 +153,27 @@ impl std::fmt::Debug for Unwinder {
 }
 
 impl Unwinder {
-    /// An unwinder with no processes or files loaded yet.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Unwinds a thread that is blocked (its stack memory is stable while we read it).
     /// Returns addresses innermost first, in the same convention as `bpf_get_stack`: the
     /// first is `ip`, the rest are return addresses (not adjusted by -1). A stack that
     /// cannot be followed (garbage sp, code without CFI) is returned short, not as an error.
-    pub fn unwind(
+    pub(crate) fn unwind(
         &mut self,
+        procs: &mut Procs,
         pid: u32,
         regs: UserRegs,
         max_frames: usize,
     ) -> Result<Vec<u64>, UnwindError> {
-        let maps = match self.round_maps.get(&pid) {
-            Some(maps) => std::rc::Rc::clone(maps),
-            None => {
-                let maps = std::rc::Rc::new(Maps::read(pid)?);
-                self.round_maps.insert(pid, std::rc::Rc::clone(&maps));
-                maps
-            }
-        };
-        let mut mem = ProcMem::open(pid).map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => UnwindError::ProcessGone { pid, source },
-            _ => UnwindError::MemUnreadable { pid, source },
+        let maps = procs
+            .maps(pid)
+            .filter(|maps| !maps.is_empty())
+            .ok_or(UnwindError::ProcessGone { pid })?;
+        let memory = procs.memory(pid).map_err(|source| match source.is_gone() {
+            true => UnwindError::ProcessGone { pid },
+            false => UnwindError::MemUnreadable { pid, source },
         })?;
-        let process = self.process(pid, &maps, &mut mem);
+        let mut mem = ProcMem::new(memory);
+        let process = self.process(procs, pid, &maps, &mut mem);
         let mut walk = Walk {
             unwinder: &process.unwinder,
             cache: &mut process.cache,
@@ -211,28 +183,28 @@ impl Unwinder {
         Ok(walk.run(regs, max_frames))
     }
 
-    /// Starts a round (one `watch` scan): `/proc/PID/maps` is read again at most once per
-    /// process until the next round, however many of its threads are unwound.
-    pub fn begin_round(&mut self) {
-        self.round_maps.clear();
-    }
-
     /// Drops what is cached for `pid` (call when the process exits), and ELF files that no
     /// remaining process maps.
-    pub fn forget(&mut self, pid: u32) {
+    pub(crate) fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.files.prune();
     }
 
     /// The unwinder for `pid`, (re)built if its executable mappings changed.
-    fn process(&mut self, pid: u32, maps: &Maps, mem: &mut ProcMem) -> &mut ProcessUnwinder {
+    fn process(
+        &mut self,
+        procs: &Procs,
+        pid: u32,
+        maps: &Maps,
+        mem: &mut ProcMem,
+    ) -> &mut ProcessUnwinder {
         match self.processes.entry(pid) {
             Entry::Occupied(entry) if entry.get().code_hash == maps.code_hash() => entry.into_mut(),
             Entry::Occupied(mut entry) => {
-                entry.insert(build_process(&mut self.files, pid, maps, mem));
+                entry.insert(build_process(&mut self.files, procs, maps, mem));
                 entry.into_mut()
             }
-            Entry::Vacant(entry) => entry.insert(build_process(&mut self.files, pid, maps, mem)),
+            Entry::Vacant(entry) => entry.insert(build_process(&mut self.files, procs, maps, mem)),
         }
     }
 }
@@ -240,7 +212,7 @@ impl Unwinder {
 /// A framehop unwinder with a module per executable mapping that has CFI.
 fn build_process(
     files: &mut ElfCache,
-    pid: u32,
+    procs: &Procs,
     maps: &Maps,
     mem: &mut ProcMem,
 ) -> ProcessUnwinder {
@@ -252,7 +224,7 @@ fn build_process(
     };
     for mapping in maps.code() {
         let info = if mapping.is_file() {
-            files.get(pid, mapping)
+            files.get(procs, mapping)
         } else if mapping.is_vdso() {
             read_vdso(mem, mapping).map(Arc::new)
         } else {

@@ -2,8 +2,8 @@
 //! next frame record (saved rbp, return address) on the stack. See the module docs of
 //! [`super`] for when they are used and what they can get wrong.
 
-use super::maps::{Mapping, Maps};
 use super::memory::ProcMem;
+use crate::procs::maps::{Mapping, Maps};
 
 /// How far above sp a frame record is searched for: room for a function's locals.
 pub(super) const SCAN_BYTES: u64 = 32 * 1024;

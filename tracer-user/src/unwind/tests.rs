@@ -36,7 +36,7 @@ fn blocked_regs(pid: u32, tid: u32, nr: u64) -> UserRegs {
 /// Symbolized function names of `addrs` (unknown frames as "?").
 fn names(pid: u32, addrs: &[u64]) -> Vec<String> {
     Symbolizer::new()
-        .user(pid, addrs)
+        .user(&mut Procs::new(), pid, addrs)
         .into_iter()
         .map(|f| f.name.unwrap_or_else(|| "?".into()))
         .collect()
@@ -104,7 +104,7 @@ fn unwinds_own_thread_blocked_in_read() {
     let pid = std::process::id();
     let tid = tid_rx.recv().unwrap();
     let regs = blocked_regs(pid, tid, libc::SYS_read as u64);
-    let result = Unwinder::new().unwind(pid, regs, MAX_FRAMES);
+    let result = Unwinder::default().unwind(&mut Procs::new(), pid, regs, MAX_FRAMES);
     // SAFETY: writes one byte from a live buffer, then closes fds this test owns.
     unsafe {
         libc::write(write_fd, b"x".as_ptr().cast(), 1);
@@ -193,7 +193,7 @@ fn recovers_frame_pointer_callers_of_glibc_without_rbp() {
     let mut child = spawn_c_program(&dir);
     let pid = child.id();
     let regs = blocked_regs(pid, pid, libc::SYS_futex as u64);
-    let result = Unwinder::new().unwind(pid, regs, MAX_FRAMES);
+    let result = Unwinder::default().unwind(&mut Procs::new(), pid, regs, MAX_FRAMES);
     let names = result.as_deref().map(|addrs| names(pid, addrs));
     child.kill().expect("kill C program");
     child.wait().expect("reap C program");
@@ -213,8 +213,8 @@ fn bogus_pid_is_an_error() {
         sp: 0x2000,
         bp: None,
     };
-    let err = Unwinder::new()
-        .unwind(0x7fff_fff0, regs, MAX_FRAMES)
+    let err = Unwinder::default()
+        .unwind(&mut Procs::new(), 0x7fff_fff0, regs, MAX_FRAMES)
         .unwrap_err();
     assert!(matches!(err, UnwindError::ProcessGone { .. }), "{err:?}");
 }
@@ -227,11 +227,12 @@ fn garbage_sp_gives_short_stack() {
     let ip = unwind_test_inner as *const () as usize as u64;
     let zeros = vec![0u64; 16 * 1024];
     let zeros_sp = zeros.as_ptr() as u64;
-    let mut unwinder = Unwinder::new();
+    let mut unwinder = Unwinder::default();
+    let mut procs = Procs::new();
     for sp in [0, 8, 0x1000, u64::MAX - 7, u64::MAX, 1 << 63, zeros_sp] {
         for bp in [None, Some(0), Some(sp), Some(u64::MAX)] {
             let addrs = unwinder
-                .unwind(pid, UserRegs { ip, sp, bp }, MAX_FRAMES)
+                .unwind(&mut procs, pid, UserRegs { ip, sp, bp }, MAX_FRAMES)
                 .expect("unwind of own process");
             assert_eq!(addrs.first(), Some(&ip));
             assert!(addrs.len() <= 2, "sp {sp:#x} bp {bp:?}: {addrs:x?}");
@@ -240,6 +241,7 @@ fn garbage_sp_gives_short_stack() {
     assert!(
         unwinder
             .unwind(
+                &mut procs,
                 pid,
                 UserRegs {
                     ip,
@@ -252,22 +254,4 @@ fn garbage_sp_gives_short_stack() {
             .is_empty()
     );
     unwinder.forget(pid);
-}
-
-/// Maps lines with odd spacing, deleted files and pseudo paths parse; junk does not.
-#[test]
-fn parses_maps_lines() {
-    let m = Mapping::parse(
-        "7ff6-7ff8 r-xp 00026000 fe:00 326279                     /usr/lib/a b.so (deleted)",
-    )
-    .unwrap();
-    assert_eq!((m.start, m.end, m.offset), (0x7ff6, 0x7ff8, 0x26000));
-    assert_eq!((m.dev, m.inode), ((0xfe, 0), 326279));
-    assert!(m.executable && m.is_file());
-    assert_eq!(m.path, "/usr/lib/a b.so (deleted)");
-    let vdso = Mapping::parse("1000-3000 r-xp 00000000 00:00 0 [vdso]").unwrap();
-    assert!(vdso.is_vdso() && !vdso.is_file());
-    assert!(Mapping::parse("1000-3000 rw-p 0 00:00 0").is_some_and(|m| m.path.is_empty()));
-    assert!(Mapping::parse("zz-3000 r-xp 0 00:00 0").is_none());
-    assert!(Mapping::parse("3000-1000 r-xp 0 00:00 0").is_none());
 }

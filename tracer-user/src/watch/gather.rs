@@ -1,8 +1,10 @@
-//! Turning raw waits (BPF in-flight state, `/proc` snapshot) into [`BlockedThread`]s: unwound
-//! and symbolized stacks, the fd a thread waits on, the futex word and its trusted owner.
+//! Turning raw waits (BPF in-flight state, `/proc` snapshot) into [`BlockedThread`]s: their
+//! stacks (through the one stack pipeline, [`crate::stacks`]), the fd a thread waits on, and
+//! the memory at the futex it sleeps on. Only facts: who holds a lock and what a thread's
+//! situation is are inferred from these by `stall::analyze`.
 //!
 //! What cannot change during one wait (stacks, fd description) is gathered once per wait and
-//! cached; futex owners are read again every scan, since a lock can change hands while a
+//! cached; futex memory is read again every scan, since a lock can change hands while a
 //! waiter sleeps.
 
 use std::{
@@ -10,35 +12,22 @@ use std::{
     time::Duration,
 };
 
-use tracer_common::syscalls::{self, kind};
-
 use super::snapshot::{self, SnapshotWait};
 use crate::{
-    export::strip_tracer_frames,
-    inspect::{FdDescription, FdScanner, FdType, ProcessMemory, threads},
-    model::{InFlightWait, RawStack},
-    stall::{
-        model::{BlockedThread, FdInfo, FutexWait, Origin, ProcessView, SyscallCall},
-        owner::{FUTEX_MEMORY_BYTES, FutexMemory, RefusedPiLock, infer_owner, waiting_code},
-        timing::{is_poll, timing},
-        tracker::WaitKey,
+    inspect::{FdScanner, ProcessMemory, threads},
+    model::{
+        BlockedThread, FdDescription, FutexFacts, InFlightWait, Origin, ProcessView, RawStack,
+        RefusedPiLock, SyscallCall, ThreadState, WaitKey, WaitKind,
     },
-    symbolize::Symbolizer,
-    unwind::{Unwinder, UserRegs},
+    procs::Procs,
+    runtime,
+    stacks::{StackInput, Stacks},
 };
 
-/// A thread counts as an event loop when it returned from a poll-style call at least this
-/// many times since `watch` attached, the last one at most [`EVENT_LOOP_GAP`] before its
-/// current wait began. One is enough: a loop idle in `epoll_wait` when `watch` attached
-/// returns once, with the event whose handler then blocks.
-const EVENT_LOOP_MIN_POLLS: u64 = 1;
-/// See [`EVENT_LOOP_MIN_POLLS`].
-const EVENT_LOOP_GAP: Duration = Duration::from_secs(1);
-/// Deepest user stack unwound.
-const MAX_USER_FRAMES: usize = 127;
-
-/// The result of one scan.
-pub struct Scanned {
+/// The result of one scan: what the pure stages (analysis, tracking, reports) consume, and
+/// what `--record` saves.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Scanned {
     /// Threads blocked at least the threshold, gathered.
     pub threads: Vec<BlockedThread>,
     /// Their processes, with every thread.
@@ -48,68 +37,49 @@ pub struct Scanned {
 }
 
 /// Gathers blocked threads, keeping what it learnt across scans.
-pub struct Gatherer {
+pub(crate) struct Gatherer {
     pids: Vec<u32>,
     threshold: Duration,
-    symbolizer: Symbolizer,
-    unwinder: Unwinder,
+    procs: Procs,
+    stacks: Stacks,
     snapshot: BTreeMap<u32, SnapshotWait>,
     gathered: BTreeMap<WaitKey, BlockedThread>,
     fds: FdScanner,
-    /// Processes the symbolizer and unwinder hold state for.
-    known_pids: BTreeSet<u32>,
-    /// Names of processes seen, kept after they exit so that their stalls' resolution can
-    /// still name them (pruned of exited processes past [`MAX_REMEMBERED_NAMES`]).
-    names: BTreeMap<u32, String>,
 }
-
-/// See `Gatherer::names`.
-const MAX_REMEMBERED_NAMES: usize = 4096;
 
 impl Gatherer {
     /// A gatherer for `pids` (every process when empty).
-    pub fn new(pids: Vec<u32>, threshold: Duration) -> Self {
+    pub(crate) fn new(pids: Vec<u32>, threshold: Duration) -> Self {
         Self {
             pids,
             threshold,
-            symbolizer: Symbolizer::new(),
-            unwinder: Unwinder::new(),
+            procs: Procs::new(),
+            stacks: Stacks::new(),
             snapshot: BTreeMap::new(),
             gathered: BTreeMap::new(),
             fds: FdScanner::new(),
-            known_pids: BTreeSet::new(),
-            names: BTreeMap::new(),
         }
     }
 
     /// The threshold.
-    pub fn threshold(&self) -> Duration {
+    pub(crate) fn threshold(&self) -> Duration {
         self.threshold
     }
 
     /// Reads every sleeping target thread from `/proc`.
-    pub fn take_snapshot(&mut self, now_ns: u64) {
+    pub(crate) fn take_snapshot(&mut self, now_ns: u64) {
         self.snapshot = snapshot::take(&self.pids, now_ns);
     }
 
-    /// Name of process `pid`.
-    pub fn process_name(&self, pid: u32) -> String {
-        self.names
-            .get(&pid)
-            .cloned()
-            .or_else(|| self.symbolizer.process_name(pid))
-            .or_else(|| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .ok()
-                    .map(|s| s.trim_end().to_string())
-            })
-            .unwrap_or_else(|| format!("pid {pid}"))
+    /// Name of process `pid`, if known (kept after it exits).
+    pub(crate) fn process_name(&self, pid: u32) -> Option<String> {
+        self.procs.name(pid)
     }
 
     /// One scan over `traced` (BPF waits already past the threshold) and the snapshot.
     /// `waiting_tids` are the threads with any BPF wait in progress: their snapshot waits, if
     /// any, are over (the BPF side saw them block again).
-    pub fn scan(
+    pub(crate) fn scan(
         &mut self,
         traced: Vec<InFlightWait>,
         waiting_tids: &[u32],
@@ -117,12 +87,13 @@ impl Gatherer {
     ) -> Scanned {
         let own = std::process::id();
         let threshold_ns = self.threshold.as_nanos() as u64;
-        // Pipe holders, socket tables and process maps are read once per scan.
+        // Pipe holders, socket tables, process maps and memory are read once per scan.
         self.fds.clear();
-        self.unwinder.begin_round();
-        self.forget_exited();
+        self.procs.begin_scan();
+        for pid in self.procs.forget_exited() {
+            self.stacks.forget(pid, &self.procs);
+        }
         let mut keys = BTreeSet::new();
-        let mut threads = Vec::new();
         // A thread the BPF side saw block (even in the moment between attaching and the
         // snapshot) or that ran since is the BPF side's now.
         let traced_tids: BTreeSet<u32> = waiting_tids.iter().copied().collect();
@@ -132,7 +103,8 @@ impl Gatherer {
         // ever be missed (see `counter::DROP_UNMATCHED_WAIT`), a running thread would otherwise
         // look blocked for ever.
         let asleep = |w: &&InFlightWait| {
-            threads::read_state(w.pid, w.tid).is_some_and(|s| matches!(s, 'S' | 'D'))
+            threads::read_state(w.pid, w.tid)
+                .is_some_and(|s| ThreadState::from_letter(s).is_asleep())
         };
         for wait in traced.iter().filter(|w| w.pid != own).filter(asleep) {
             let key = (wait.tid, wait.start_ns);
@@ -142,7 +114,7 @@ impl Gatherer {
                 self.gathered.insert(key, thread);
             }
         }
-        let snapshot_keys: Vec<(u32, u64)> = self
+        let snapshot_keys: Vec<WaitKey> = self
             .snapshot
             .values()
             .filter(|w| now_ns.saturating_sub(w.since_ns) >= threshold_ns)
@@ -160,32 +132,21 @@ impl Gatherer {
         let pids: BTreeSet<u32> = self.gathered.values().map(|t| t.pid).collect();
         let processes: BTreeMap<u32, ProcessView> = pids
             .into_iter()
-            .map(|pid| {
-                let view = ProcessView {
-                    pid,
-                    tids: threads::list_tids(pid).unwrap_or_default(),
-                };
-                (pid, view)
-            })
+            .map(|pid| (pid, self.process_view(pid)))
             .collect();
-        let refused: BTreeMap<u32, (u64, u32)> = traced
+        let refused: BTreeMap<u32, RefusedPiLock> = traced
             .iter()
-            .filter_map(|w| {
-                w.refused_pi_lock
-                    .map(|(uaddr, word, _)| (w.tid, (uaddr, word)))
-            })
+            .filter_map(|w| w.refused_pi_lock.map(|r| (w.tid, r)))
             .collect();
-        // One open /proc/PID/mem per process and scan.
-        let mut memories: BTreeMap<u32, Option<ProcessMemory>> = BTreeMap::new();
+        let mut threads = Vec::new();
         for thread in self.gathered.values_mut() {
             thread.blocked_for_ns = now_ns.saturating_sub(thread.since_ns);
-            if let Some(process) = processes.get(&thread.pid) {
-                let memory = memories
-                    .entry(thread.pid)
-                    .or_insert_with(|| ProcessMemory::open(thread.pid).ok());
-                let refused = refused.get(&thread.tid).copied();
-                refresh_futex(thread, memory.as_ref(), refused, &process.tids);
-            }
+            let memory = self.procs.memory(thread.pid).ok();
+            thread.futex = futex_facts(
+                thread.call.as_ref(),
+                memory.as_deref(),
+                refused.get(&thread.tid).copied(),
+            );
             threads.push(thread.clone());
         }
         Scanned {
@@ -195,105 +156,67 @@ impl Gatherer {
         }
     }
 
-    /// Drops the symbolizer's and unwinder's state of processes that exited, so a long
-    /// host-wide watch does not grow with every process it ever saw.
-    fn forget_exited(&mut self) {
-        let exited: Vec<u32> = self
-            .known_pids
-            .iter()
-            .copied()
-            .filter(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
-            .collect();
-        for pid in exited {
-            self.symbolizer.forget_process(pid);
-            self.unwinder.forget(pid);
-            self.known_pids.remove(&pid);
-        }
-        if self.names.len() > MAX_REMEMBERED_NAMES {
-            self.names
-                .retain(|pid, _| std::path::Path::new(&format!("/proc/{pid}")).exists());
-        }
-    }
-
-    /// Remembers the name of a process whose waits are gathered.
-    fn note_process(&mut self, pid: u32) {
-        self.known_pids.insert(pid);
-        if !self.names.contains_key(&pid) {
-            let name = self.process_name(pid);
-            self.names.insert(pid, name);
+    /// Process `pid` as the analysis sees it: every thread, and the runtimes it runs.
+    fn process_view(&mut self, pid: u32) -> ProcessView {
+        let runtimes = self
+            .procs
+            .remember(pid)
+            .map(|p| p.runtimes)
+            .unwrap_or_default();
+        ProcessView {
+            pid,
+            tids: threads::list_tids(pid).unwrap_or_default(),
+            runtimes: runtimes.names(),
         }
     }
 
     fn gather_traced(&mut self, wait: &InFlightWait) -> BlockedThread {
-        self.note_process(wait.pid);
-        let call = wait.syscall_nr.map(|nr| SyscallCall {
-            nr,
-            kind: wait.kind,
-            resource: wait.resource,
-            detail: wait.detail,
-            timeout: wait.timeout,
-        });
-        let kernel_stack = match &wait.kernel_stack {
-            RawStack::Frames(addrs) => strip_tracer_frames(self.symbolizer.kernel(addrs)),
-            _ => Vec::new(),
+        self.procs.remember(wait.pid);
+        let kernel_stack = self
+            .stacks
+            .frames(&mut self.procs, StackInput::Kernel(&wait.kernel_stack));
+        let user = StackInput::Blocked {
+            pid: wait.pid,
+            tid: wait.tid,
+            regs: wait.user_regs,
+            frame_pointer_walk: &wait.user_stack,
         };
-        let unwound = wait.user_regs.and_then(|(ip, sp, bp)| {
-            let regs = UserRegs {
-                ip,
-                sp,
-                bp: Some(bp),
-            };
-            self.unwinder.unwind(wait.pid, regs, MAX_USER_FRAMES).ok()
-        });
-        let user_addrs = match (unwound, &wait.user_stack) {
-            (Some(addrs), RawStack::Frames(fp)) if addrs.len() < 2 && fp.len() > addrs.len() => {
-                fp.clone()
-            }
-            (Some(addrs), _) => addrs,
-            (None, RawStack::Frames(fp)) => fp.clone(),
-            (None, _) => Vec::new(),
-        };
-        let user_stack = self.symbolizer.user(wait.pid, &user_addrs);
-        let event_loop = wait.last_poll_exit.is_some_and(|(last_ns, count)| {
-            count >= EVENT_LOOP_MIN_POLLS
-                && wait.start_ns.saturating_sub(last_ns) <= EVENT_LOOP_GAP.as_nanos() as u64
-        }) && !is_poll(call.as_ref());
-        let state = wait.state.map_or('?', |s| s.letter());
-        let wchan = (state == 'D')
+        let user_stack = self.stacks.frames(&mut self.procs, user);
+        let wchan = (wait.state == ThreadState::Disk)
             .then(|| read_wchan(wait.pid, wait.tid))
             .flatten();
         BlockedThread {
             pid: wait.pid,
             tid: wait.tid,
             comm: wait.comm.clone(),
-            state,
+            state: wait.state,
             since_ns: wait.start_ns,
             blocked_for_ns: 0,
             origin: Origin::Traced,
-            timing: call
-                .as_ref()
-                .map_or(crate::stall::model::Timing::Unknown, timing),
+            call: wait.call,
             futex: None,
-            fd: call.and_then(|c| fd_info(&mut self.fds, wait.pid, &c)),
-            call,
-            event_loop,
+            fd: wait
+                .call
+                .and_then(|c| fd_description(&mut self.fds, wait.pid, &c)),
+            poll_returns: wait.poll_returns,
             wchan,
             kernel_stack,
             user_stack,
-            user_sp: wait.user_regs.map(|(_, sp, _)| sp),
+            user_sp: wait.user_regs.map(|r| r.sp),
         }
     }
 
     fn gather_snapshot(&mut self, wait: &SnapshotWait) -> BlockedThread {
-        self.note_process(wait.pid);
-        let user_addrs = wait
-            .pc_sp
-            .and_then(|(ip, sp)| {
-                let regs = UserRegs { ip, sp, bp: None };
-                self.unwinder.unwind(wait.pid, regs, MAX_USER_FRAMES).ok()
-            })
-            .unwrap_or_default();
-        let user_stack = self.symbolizer.user(wait.pid, &user_addrs);
+        self.procs.remember(wait.pid);
+        let user = StackInput::Blocked {
+            pid: wait.pid,
+            tid: wait.tid,
+            regs: wait.regs,
+            frame_pointer_walk: &RawStack::None,
+        };
+        let user_stack = self.stacks.frames(&mut self.procs, user);
+        let kernel = StackInput::KernelNames(&wait.kernel_stack);
+        let kernel_stack = self.stacks.frames(&mut self.procs, kernel);
         BlockedThread {
             pid: wait.pid,
             tid: wait.tid,
@@ -302,74 +225,58 @@ impl Gatherer {
             since_ns: wait.since_ns,
             blocked_for_ns: 0,
             origin: Origin::Snapshot,
-            timing: wait
-                .call
-                .as_ref()
-                .map_or(crate::stall::model::Timing::Unknown, timing),
-            futex: None,
-            fd: wait.call.and_then(|c| fd_info(&mut self.fds, wait.pid, &c)),
             call: wait.call,
-            event_loop: false,
+            futex: None,
+            fd: wait
+                .call
+                .and_then(|c| fd_description(&mut self.fds, wait.pid, &c)),
+            poll_returns: None,
             wchan: wait.wchan.clone(),
-            kernel_stack: wait.kernel_stack.clone(),
+            kernel_stack,
             user_stack,
-            user_sp: wait.pc_sp.map(|(_, sp)| sp),
+            user_sp: wait.regs.map(|r| r.sp),
         }
     }
 }
 
-/// Reads the futex word (and the glibc mutex fields after it) and infers the owner.
-fn refresh_futex(
-    thread: &mut BlockedThread,
+/// The memory at the futex a thread waits on, read now: the word and, should the lock have
+/// fields after its word, as many bytes as the runtimes read for owners
+/// ([`runtime::lock_memory_bytes`]); the word alone when the rest is unreadable (it may sit at
+/// the very end of a mapping). `refused` is a PI lock the kernel refused before the wait; its
+/// word is read again too.
+fn futex_facts(
+    call: Option<&SyscallCall>,
     memory: Option<&ProcessMemory>,
-    refused: Option<(u64, u32)>,
-    live_tids: &[u32],
-) {
-    let Some(call) = thread.call.filter(|c| c.kind == kind::FUTEX) else {
-        return;
-    };
-    let op = (call.detail & syscalls::FUTEX_CMD_MASK) as u32;
+    refused: Option<RefusedPiLock>,
+) -> Option<FutexFacts> {
+    let call = call.filter(|c| c.kind == WaitKind::Futex)?;
     let uaddr = call.resource;
-    let read_u32 = |addr: u64| memory.and_then(|m| m.read_u32(addr).ok());
-    let mut bytes = [0u8; FUTEX_MEMORY_BYTES];
-    let words = match memory.map(|m| m.read(uaddr, &mut bytes)) {
-        Some(Ok(())) => FutexMemory::from_bytes(&bytes),
-        // The word may sit at the very end of a mapping.
-        _ => FutexMemory::word_only(read_u32(uaddr)),
+    let read = |addr: u64, len: usize| {
+        let mut bytes = vec![0u8; len];
+        memory
+            .and_then(|m| m.read(addr, &mut bytes).ok())
+            .map(|()| bytes)
     };
-    let refused = refused.map(|(lock, word)| RefusedPiLock {
-        uaddr: lock,
-        word: read_u32(lock).unwrap_or(word),
+    let bytes = read(uaddr, runtime::lock_memory_bytes())
+        .or_else(|| read(uaddr, 4))
+        .unwrap_or_default();
+    let refused = refused.map(|r| RefusedPiLock {
+        uaddr: r.uaddr,
+        word: memory
+            .and_then(|m| m.read_u32(r.uaddr).ok())
+            .unwrap_or(r.word),
     });
-    let code = waiting_code(&thread.user_stack);
-    let owner = infer_owner(op, &words, refused, code, thread.tid, live_tids);
-    thread.futex = Some(FutexWait {
+    Some(FutexFacts {
         uaddr,
-        op,
-        word: words.word,
-        lock_uaddr: refused.map(|r| r.uaddr),
-        owner,
-    });
+        op: call.futex_cmd().unwrap_or(0),
+        memory: bytes,
+        refused_pi_lock: refused,
+    })
 }
 
 /// What the fd of an fd wait is.
-fn fd_info(fds: &mut FdScanner, pid: u32, call: &SyscallCall) -> Option<FdInfo> {
-    if !matches!(
-        call.kind,
-        kind::READ | kind::RECV | kind::ACCEPT | kind::EPOLL
-    ) {
-        return None;
-    }
-    let fd = call.resource as i32;
-    let d: FdDescription = fds.describe(pid, fd).ok()?;
-    Some(FdInfo {
-        fd,
-        fd_type: d.fd_type.name().to_string(),
-        local: d.socket.as_ref().map(|s| s.local.clone()),
-        peer: d.socket.as_ref().and_then(|s| s.peer.clone()),
-        external: d.fd_type != FdType::Epoll || !d.epoll_targets.is_empty(),
-        description: d.description,
-    })
+fn fd_description(fds: &mut FdScanner, pid: u32, call: &SyscallCall) -> Option<FdDescription> {
+    fds.describe(pid, call.fd()?).ok()
 }
 
 fn read_wchan(pid: u32, tid: u32) -> Option<String> {

@@ -7,13 +7,12 @@
 //! what changed: new stalls, ended stalls, new deadlock cycles. `--once` does the `/proc` part
 //! only, without BPF: a non-stopping `gdb thread apply all bt` for blocking.
 
-mod gather;
+pub(crate) mod gather;
+pub(crate) mod reporter;
 mod snapshot;
 
 use std::{
-    collections::BTreeSet,
     fs, io,
-    io::Write as _,
     path::PathBuf,
     time::{Instant, SystemTime},
 };
@@ -22,15 +21,14 @@ use crate::{
     capture::{CaptureError, Session},
     cli::WatchArgs,
     clock::monotonic_ns,
+    procs,
+    record::{RecordError, WatchRecorder},
     report::watch::{WatchReport, json, text},
-    stall::{
-        analyze::analyze,
-        model::Analysis,
-        tracker::{Changes, Tracker},
-    },
     ticker::Ticker,
 };
 use gather::Gatherer;
+pub use reporter::Found;
+use reporter::{EndInput, Reporter, ScanInput};
 
 /// Every this many scans, stacks no wait refers to any more are deleted from the kernel's
 /// store, so a long host-wide watch does not fill it.
@@ -46,7 +44,7 @@ pub enum WatchError {
     #[error("no process with pid {0}")]
     PidNotFound(u32),
     /// The output file cannot be written (checked before anything else).
-    #[error("cannot write {path}: {source}")]
+    #[error("cannot write {path}")]
     OutputNotWritable {
         /// The file.
         path: PathBuf,
@@ -55,10 +53,13 @@ pub enum WatchError {
         source: io::Error,
     },
     /// Writing a report failed.
-    #[error("writing the report failed: {0}")]
+    #[error("writing the report failed")]
     Write(#[source] io::Error),
+    /// The recording (`--record`) could not be written.
+    #[error(transparent)]
+    Record(#[from] RecordError),
     /// The async runtime or signal handlers could not be set up.
-    #[error("setting up signal handling failed: {0}")]
+    #[error("setting up signal handling failed")]
     Runtime(#[source] io::Error),
 }
 
@@ -75,76 +76,82 @@ impl WatchError {
     }
 }
 
-/// What a watch found over its whole run.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Found {
-    /// Problems (any verdict but idle) were reported.
-    pub stalls: bool,
-    /// A deadlock cycle was reported.
-    pub deadlock: bool,
-}
-
-impl Found {
-    /// 0 nothing, 10 stalls, 11 a deadlock.
-    pub fn exit_code(self) -> i32 {
-        if self.deadlock {
-            11
-        } else if self.stalls {
-            10
-        } else {
-            0
-        }
-    }
-
-    fn add(&mut self, changes: &Changes) {
-        self.stalls |= changes.new_findings.iter().any(|f| f.verdict.is_problem());
-        self.deadlock |= !changes.new_cycles.is_empty();
-    }
-}
-
-/// Where reports go.
+/// Where reports go: the output, and the recording if one is made.
 struct Output {
     json: bool,
     writer: Box<dyn io::Write>,
+    recorder: Option<WatchRecorder>,
 }
 
 impl Output {
+    /// Opens the output and the recording (before anything is attached, so that an
+    /// unwritable file is the first thing said).
     fn open(args: &WatchArgs) -> Result<Self, WatchError> {
+        let create = |path: &PathBuf| {
+            fs::File::create(path).map_err(|source| WatchError::OutputNotWritable {
+                path: path.clone(),
+                source,
+            })
+        };
         let writer: Box<dyn io::Write> = match &args.output {
-            Some(path) => Box::new(io::LineWriter::new(fs::File::create(path).map_err(
-                |source| WatchError::OutputNotWritable {
-                    path: path.clone(),
-                    source,
-                },
-            )?)),
+            Some(path) => Box::new(io::LineWriter::new(create(path)?)),
             None => Box::new(io::stdout()),
+        };
+        let recorder = match &args.record {
+            Some(path) => {
+                create(path)?;
+                Some(WatchRecorder::create(path, args.threshold, args.once)?)
+            }
+            None => None,
         };
         Ok(Self {
             json: args.json,
             writer,
+            recorder,
         })
     }
 
-    fn write(&mut self, report: &WatchReport) -> Result<(), WatchError> {
-        if self.json {
-            json::write_json_line(report, &mut self.writer).map_err(WatchError::Write)?;
-        } else {
-            self.writer
-                .write_all(text::render_text(report).as_bytes())
-                .map_err(WatchError::Write)?;
+    /// Records a scan and writes its report, if it made one.
+    fn scan(&mut self, input: &ScanInput, report: Option<&WatchReport>) -> Result<(), WatchError> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.scan(input, report)?;
         }
-        self.writer.flush().map_err(WatchError::Write)
+        match report {
+            Some(report) => self.write(report),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the end and writes the final report.
+    fn end(&mut self, end: &EndInput, report: &WatchReport) -> Result<(), WatchError> {
+        if let Some(recorder) = &mut self.recorder {
+            recorder.end(end, report)?;
+        }
+        self.write(report)
+    }
+
+    fn write(&mut self, report: &WatchReport) -> Result<(), WatchError> {
+        write_report(report, self.json, &mut self.writer).map_err(WatchError::Write)
     }
 }
 
-/// Whether process `pid` still exists.
-fn process_exists(pid: u32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}")).exists()
+/// Writes one report as text or as a JSON line.
+pub(crate) fn write_report(
+    report: &WatchReport,
+    json: bool,
+    out: &mut dyn io::Write,
+) -> io::Result<()> {
+    if json {
+        json::write_json_line(report, out)?;
+    } else {
+        out.write_all(text::render_text(report).as_bytes())?;
+    }
+    out.flush()
 }
 
 /// Runs `stallwatch watch`; returns what was found (the exit status).
 pub fn run(args: &WatchArgs) -> Result<Found, WatchError> {
-    if let Some(&pid) = args.pids.iter().find(|&&pid| !process_exists(pid)) {
+    if let Some(&pid) = args.pids.iter().find(|&&pid| !procs::exists(pid)) {
         return Err(WatchError::PidNotFound(pid));
     }
     let mut output = Output::open(args)?;
@@ -163,18 +170,11 @@ fn once(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchError> {
     let started = Instant::now();
     let mut gatherer = Gatherer::new(args.pids.clone(), args.threshold);
     gatherer.take_snapshot(monotonic_ns());
-    let mut tracker = Tracker::default();
-    let (changes, analysis) = scan(&mut gatherer, &mut tracker, None)?;
-    let mut found = Found::default();
-    found.add(&changes);
-    // A dump: every blocked thread past the threshold, idle ones included.
-    let everything = Changes {
-        new_findings: analysis.findings,
-        resolved: Vec::new(),
-        new_cycles: analysis.cycles,
-    };
-    output.write(&report(args, &gatherer, started, everything, true, None))?;
-    Ok(found)
+    let input = scan(&mut gatherer, None, started)?;
+    let mut reporter = Reporter::new(args.threshold);
+    let report = reporter.once(&input, &mut |pid| gatherer.process_name(pid));
+    output.scan(&input, Some(&report))?;
+    Ok(reporter.found())
 }
 
 async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchError> {
@@ -187,9 +187,7 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
     gatherer.take_snapshot(monotonic_ns());
     eprintln!("{}", watching_line(args));
 
-    let mut tracker = Tracker::default();
-    let mut found = Found::default();
-    let mut open = Changes::default();
+    let mut reporter = Reporter::new(args.threshold);
     ticker.start(args.interval, args.duration);
     let mut scans: u64 = 0;
     while ticker.tick().await {
@@ -197,101 +195,47 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
         if scans.is_multiple_of(STACK_SWEEP_SCANS) {
             session.sweep_stacks();
         }
-        let (changes, analysis) = scan(&mut gatherer, &mut tracker, Some(&session))?;
-        open = open_problems(analysis);
-        found.add(&changes);
-        if !changes.is_empty() {
-            let losses = session.counters().losses();
-            output.write(&report(
-                args,
-                &gatherer,
-                started,
-                changes,
-                false,
-                Some(losses),
-            ))?;
-        }
-        if args.exit_on_deadlock && found.deadlock {
+        let input = scan(&mut gatherer, Some(&session), started)?;
+        let report = reporter.scan(&input, &mut |pid| gatherer.process_name(pid));
+        output.scan(&input, report.as_ref())?;
+        if args.exit_on_deadlock && reporter.found().deadlock {
             break;
         }
-        if !args.pids.is_empty() && !args.pids.iter().any(|&pid| process_exists(pid)) {
+        if !args.pids.is_empty() && !args.pids.iter().any(|&pid| procs::exists(pid)) {
             eprintln!("stallwatch: every watched process has exited");
             break;
         }
     }
-    let losses = session.counters().losses();
+    let end = EndInput {
+        elapsed: started.elapsed(),
+        wall_clock: SystemTime::now(),
+        losses: session.counters().losses(),
+    };
     drop(session);
-    // The last report restates what is still blocked, so a run ended by Ctrl-C still says it.
-    let mut last = report(args, &gatherer, started, open, true, Some(losses));
-    last.restated = true;
-    output.write(&last)?;
-    Ok(found)
+    let last = reporter.finish(&end, &mut |pid| gatherer.process_name(pid));
+    output.end(&end, &last)?;
+    Ok(reporter.found())
 }
 
-/// One scan: waits past the threshold, analyzed, folded into the tracker. Returns what
-/// changed, and the whole analysis.
+/// One scan: the waits past the threshold, gathered, with the readings of the scan.
 fn scan(
     gatherer: &mut Gatherer,
-    tracker: &mut Tracker,
     session: Option<&Session>,
-) -> Result<(Changes, Analysis), WatchError> {
+    started: Instant,
+) -> Result<ScanInput, WatchError> {
     let (traced, waiting_tids) = match session {
         Some(s) => s.in_flight(gatherer.threshold())?,
         None => (Vec::new(), Vec::new()),
     };
     let now_ns = monotonic_ns();
     let scanned = gatherer.scan(traced, &waiting_tids, now_ns);
-    let analysis = analyze(scanned.threads, &scanned.processes);
-    let changes = tracker.update(analysis.clone(), &scanned.keys, now_ns);
-    Ok((changes, analysis))
-}
-
-/// Everything open in `analysis`: the problems with the idle threads of their processes, and
-/// the cycles (what the final report restates).
-fn open_problems(analysis: Analysis) -> Changes {
-    let problem_pids: BTreeSet<u32> = analysis
-        .findings
-        .iter()
-        .filter(|f| f.verdict.is_problem())
-        .map(|f| f.thread.pid)
-        .collect();
-    Changes {
-        new_findings: analysis
-            .findings
-            .into_iter()
-            .filter(|f| problem_pids.contains(&f.thread.pid))
-            .collect(),
-        resolved: Vec::new(),
-        new_cycles: analysis.cycles,
-    }
-}
-
-fn report(
-    args: &WatchArgs,
-    gatherer: &Gatherer,
-    started: Instant,
-    changes: Changes,
-    is_final: bool,
-    losses: Option<Vec<(&'static str, u64)>>,
-) -> WatchReport {
-    let mut pids: BTreeSet<u32> = changes.new_findings.iter().map(|f| f.thread.pid).collect();
-    pids.extend(changes.resolved.iter().map(|r| r.pid));
-    pids.extend(changes.new_cycles.iter().map(|c| c.pid));
-    WatchReport {
+    Ok(ScanInput {
+        scanned,
+        now_ns,
         elapsed: started.elapsed(),
         wall_clock: SystemTime::now(),
-        threshold: args.threshold,
-        process_names: pids
-            .into_iter()
-            .map(|pid| (pid, gatherer.process_name(pid)))
-            .collect(),
-        new_findings: changes.new_findings,
-        resolved: changes.resolved,
-        new_cycles: changes.new_cycles,
-        losses: losses.unwrap_or_default(),
-        is_final,
-        restated: false,
-    }
+        losses: session.map(|s| s.counters().losses()).unwrap_or_default(),
+    })
 }
 
 /// The line scripts wait for once the programs are attached.

@@ -8,20 +8,17 @@
 
 use std::collections::BTreeMap;
 
-use tracer_common::syscalls;
-
 use crate::{
     inspect::{
-        self,
+        self, KernelFrameName,
         threads::{self, ProcSyscall, ProcThread},
     },
-    stall::model::SyscallCall,
-    symbolize::Frame,
+    model::{SyscallCall, ThreadState, UserRegs},
 };
 
 /// One thread found asleep when `watch` started.
 #[derive(Clone, Debug)]
-pub struct SnapshotWait {
+pub(super) struct SnapshotWait {
     /// Process id.
     pub pid: u32,
     /// Thread id.
@@ -29,15 +26,15 @@ pub struct SnapshotWait {
     /// Thread name.
     pub comm: String,
     /// S or D.
-    pub state: char,
+    pub state: ThreadState,
     /// Best estimate of when it fell asleep (CLOCK_MONOTONIC ns).
     pub since_ns: u64,
     /// The syscall it sleeps in, if one stallwatch follows.
     pub call: Option<SyscallCall>,
-    /// User (pc, sp) from `/proc/PID/task/TID/syscall`.
-    pub pc_sp: Option<(u64, u64)>,
+    /// User pc and sp from `/proc/PID/task/TID/syscall` (bp is not there).
+    pub regs: Option<UserRegs>,
     /// Kernel stack from `/proc/PID/task/TID/stack` (names only; needs root).
-    pub kernel_stack: Vec<Frame>,
+    pub kernel_stack: Vec<KernelFrameName>,
     /// Kernel wait channel.
     pub wchan: Option<String>,
     /// Timeslices run when read; a change means the wait ended.
@@ -45,7 +42,7 @@ pub struct SnapshotWait {
 }
 
 /// Every sleeping thread of `pids` (every process when empty), except this process's own.
-pub fn take(pids: &[u32], now_ns: u64) -> BTreeMap<u32, SnapshotWait> {
+pub(super) fn take(pids: &[u32], now_ns: u64) -> BTreeMap<u32, SnapshotWait> {
     let own = std::process::id();
     let pids = if pids.is_empty() {
         threads::list_pids()
@@ -71,7 +68,7 @@ pub fn take(pids: &[u32], now_ns: u64) -> BTreeMap<u32, SnapshotWait> {
 /// Whether a snapshot wait is still going on: the thread has not run since (its `schedstat`
 /// run count is unchanged; one small file per thread and scan). Without schedstat, the whole
 /// thread is read again.
-pub fn still_waiting(wait: &SnapshotWait) -> bool {
+pub(super) fn still_waiting(wait: &SnapshotWait) -> bool {
     let path = format!("/proc/{}/task/{}/schedstat", wait.pid, wait.tid);
     let run_count = std::fs::read_to_string(path)
         .ok()
@@ -81,7 +78,9 @@ pub fn still_waiting(wait: &SnapshotWait) -> bool {
     match (run_count, wait.run_count) {
         (Some(now), Some(then)) => now == then,
         _ => match threads::read_thread(wait.pid, wait.tid) {
-            Ok(now) => matches!(now.state, 'S' | 'D') && now.run_count == wait.run_count,
+            Ok(now) => {
+                ThreadState::from_letter(now.state).is_asleep() && now.run_count == wait.run_count
+            }
             Err(_) => false,
         },
     }
@@ -90,52 +89,39 @@ pub fn still_waiting(wait: &SnapshotWait) -> bool {
 fn sleeping(thread: ProcThread, now_ns: u64) -> Option<SnapshotWait> {
     // Kernel threads are not watched (the BPF side skips them too): they have no user side
     // and `/proc` shows them "in" syscall 0.
-    if !matches!(thread.state, 'S' | 'D') || thread.kernel_thread {
+    let state = ThreadState::from_letter(thread.state);
+    if !state.is_asleep() || thread.kernel_thread {
         return None;
     }
     let since_ns = inspect::blocked_since_ns(&thread)
         .map(|(ns, _)| ns)
         .unwrap_or(now_ns)
         .min(now_ns);
-    let (call, pc_sp) = match thread.syscall {
-        ProcSyscall::InSyscall { nr, args, sp, pc } => (call_from_args(nr, &args), Some((pc, sp))),
-        ProcSyscall::NotInSyscall { sp, pc } => (None, Some((pc, sp))),
+    let regs = |pc, sp| {
+        Some(UserRegs {
+            ip: pc,
+            sp,
+            bp: None,
+        })
+    };
+    let (call, regs) = match thread.syscall {
+        ProcSyscall::InSyscall { nr, args, sp, pc } => {
+            (SyscallCall::from_args(nr, &args), regs(pc, sp))
+        }
+        ProcSyscall::NotInSyscall { sp, pc } => (None, regs(pc, sp)),
         _ => (None, None),
     };
-    let kernel_stack = thread
-        .kernel_stack
-        .iter()
-        .map(|f| Frame {
-            name: Some(f.name.clone()),
-            offset: f.offset,
-            module: Some("[kernel]".to_string()),
-            ..Frame::default()
-        })
-        .collect();
     Some(SnapshotWait {
         pid: thread.pid,
         tid: thread.tid,
         comm: thread.comm,
-        state: thread.state,
+        state,
         since_ns,
         call,
-        pc_sp,
-        kernel_stack,
+        regs,
+        kernel_stack: thread.kernel_stack,
         wchan: thread.wchan,
         run_count: thread.run_count,
-    })
-}
-
-/// The tracked syscall `nr` with its arguments as `/proc` shows them, read the way the BPF
-/// side reads them at `sys_enter`.
-pub fn call_from_args(nr: u32, args: &[u64; 6]) -> Option<SyscallCall> {
-    let layout = syscalls::classify(nr)?;
-    Some(SyscallCall {
-        nr,
-        kind: layout.kind,
-        resource: args[layout.resource],
-        detail: layout.detail.map_or(0, |i| args[i]),
-        timeout: layout.timeout.map_or(0, |i| args[i]),
     })
 }
 
@@ -146,10 +132,10 @@ mod tests {
     /// Check that /proc arguments are read with the same layout as at sys_enter.
     #[test]
     fn arguments_follow_the_bpf_layout() {
-        let call = call_from_args(202, &[0x5000, 128, 2, 0, 0, 0]).unwrap();
+        let call = SyscallCall::from_args(202, &[0x5000, 128, 2, 0, 0, 0]).unwrap();
         assert_eq!((call.resource, call.detail, call.timeout), (0x5000, 128, 0));
-        let call = call_from_args(232, &[4, 0x7000, 16, u32::MAX as u64, 0, 0]).unwrap();
+        let call = SyscallCall::from_args(232, &[4, 0x7000, 16, u32::MAX as u64, 0, 0]).unwrap();
         assert_eq!((call.resource, call.timeout), (4, u32::MAX as u64));
-        assert!(call_from_args(1, &[0; 6]).is_none()); // write: not tracked
+        assert!(SyscallCall::from_args(1, &[0; 6]).is_none()); // write: not tracked
     }
 }

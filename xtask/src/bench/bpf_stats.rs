@@ -16,7 +16,7 @@ const STATS_SYSCTL: &str = "/proc/sys/kernel/bpf_stats_enabled";
 
 /// One loaded program's counters.
 #[derive(Clone, Debug)]
-pub struct Prog {
+pub(super) struct Prog {
     pub id: u64,
     pub name: String,
     pub run_time_ns: u64,
@@ -24,10 +24,10 @@ pub struct Prog {
 }
 
 /// Run time and run count summed per program name.
-pub type Totals = BTreeMap<String, (u64, u64)>;
+pub(super) type Totals = BTreeMap<String, (u64, u64)>;
 
 /// All loaded programs.
-pub fn snapshot() -> anyhow::Result<Vec<Prog>> {
+pub(super) fn snapshot() -> anyhow::Result<Vec<Prog>> {
     let json = util::output(util::cmd("bpftool").args(["prog", "show", "-j"]))?;
     parse(&json)
 }
@@ -56,7 +56,7 @@ fn parse(json: &str) -> anyhow::Result<Vec<Prog>> {
 /// Ids of the BPF programs process `pid` holds open: each program fd's
 /// `/proc/PID/fdinfo/FD` has a `prog_id:` line. This tells a tracer's programs apart from
 /// ones other tools load at the same time.
-pub fn owned_by(pid: u32) -> BTreeSet<u64> {
+pub(super) fn owned_by(pid: u32) -> BTreeSet<u64> {
     let Ok(entries) = fs::read_dir(format!("/proc/{pid}/fdinfo")) else {
         return BTreeSet::new();
     };
@@ -72,7 +72,7 @@ pub fn owned_by(pid: u32) -> BTreeSet<u64> {
 
 /// Add to `totals` what each program in `start` ran until `end`. Programs missing from `end`
 /// (transient ones, such as bpftool's own iterator) are ignored.
-pub fn add_deltas(totals: &mut Totals, start: &[Prog], end: &[Prog]) {
+pub(super) fn add_deltas(totals: &mut Totals, start: &[Prog], end: &[Prog]) {
     for s in start {
         if let Some(e) = end.iter().find(|e| e.id == s.id) {
             let entry = totals.entry(s.name.clone()).or_default();
@@ -83,12 +83,12 @@ pub fn add_deltas(totals: &mut Totals, start: &[Prog], end: &[Prog]) {
 }
 
 /// Enables `kernel.bpf_stats_enabled` and restores the previous value when dropped.
-pub struct StatsEnabled {
+pub(super) struct StatsEnabled {
     previous: String,
 }
 
 impl StatsEnabled {
-    pub fn enable() -> anyhow::Result<Self> {
+    pub(super) fn enable() -> anyhow::Result<Self> {
         let previous =
             fs::read_to_string(STATS_SYSCTL).with_context(|| format!("reading {STATS_SYSCTL}"))?;
         fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;

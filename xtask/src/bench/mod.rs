@@ -24,7 +24,7 @@ use crate::{build, setup, util};
 
 /// Options of `cargo xtask bench`.
 #[derive(clap::Args)]
-pub struct Options {
+pub(crate) struct Options {
     /// Rounds; every configuration runs once per round.
     #[arg(long, default_value_t = 5)]
     rounds: usize,
@@ -37,7 +37,7 @@ pub struct Options {
 }
 
 /// One benchmarked configuration and what it measured.
-pub struct Config {
+pub(crate) struct Config {
     /// Short label used in tables.
     pub label: String,
     /// `None` for the untraced baseline.
@@ -52,13 +52,13 @@ pub struct Config {
 
 /// One pingpong result line.
 #[derive(Clone, Copy, Debug)]
-pub struct PingPong {
+pub(crate) struct PingPong {
     pub round_trips: u64,
     pub round_trips_per_sec: f64,
     pub involuntary_switches: u64,
 }
 
-pub fn run(opts: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
     if opts.rounds == 0 || opts.seconds <= 0.0 {
         bail!("--rounds and --seconds must be positive");
     }

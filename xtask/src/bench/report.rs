@@ -60,7 +60,11 @@ fn machine() -> String {
 }
 
 /// Render the whole report.
-pub fn markdown(configs: &[Config], notes: &[String], opts: &Options) -> anyhow::Result<String> {
+pub(super) fn markdown(
+    configs: &[Config],
+    notes: &[String],
+    opts: &Options,
+) -> anyhow::Result<String> {
     let mut md = String::new();
     let w = &mut md;
     writeln!(w, "# Performance\n")?;

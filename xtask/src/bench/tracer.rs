@@ -24,7 +24,7 @@ const RESEND_INTERVAL: Duration = Duration::from_secs(5);
 
 /// How to tell that a tracer has attached.
 #[derive(Clone, Copy)]
-pub enum Ready {
+pub(super) enum Ready {
     /// It printed a line (on stdout or stderr) starting with this text.
     Line(&'static str),
     /// It printed such a line, or its process holds BPF programs (for tools that print nothing,
@@ -34,7 +34,7 @@ pub enum Ready {
 
 /// The command line of a tracer.
 #[derive(Clone)]
-pub struct Spec {
+pub(super) struct Spec {
     pub program: PathBuf,
     pub args: Vec<OsString>,
     pub ready: Ready,
@@ -47,7 +47,7 @@ pub struct Spec {
 }
 
 /// A started, attached tracer.
-pub struct Running {
+pub(super) struct Running {
     child: Child,
     resend_sigint: bool,
     ok_codes: &'static [i32],
@@ -59,7 +59,10 @@ pub struct Running {
 impl Running {
     /// Spawn `spec` and wait until it is attached. `programs_appeared(pid)` is polled for
     /// [`Ready::LineOrPrograms`].
-    pub fn start(spec: &Spec, programs_appeared: impl Fn(u32) -> bool) -> anyhow::Result<Self> {
+    pub(super) fn start(
+        spec: &Spec,
+        programs_appeared: impl Fn(u32) -> bool,
+    ) -> anyhow::Result<Self> {
         let mut command = util::cmd(&spec.program);
         command
             .args(&spec.args)
@@ -86,7 +89,7 @@ impl Running {
     }
 
     /// The tracer's process id.
-    pub fn pid(&self) -> u32 {
+    pub(super) fn pid(&self) -> u32 {
         self.child.id()
     }
 
@@ -134,7 +137,7 @@ impl Running {
     }
 
     /// SIGINT the tracer and wait for it; an exit code other than 0 and `ok_codes` is an error.
-    pub fn stop(mut self) -> anyhow::Result<()> {
+    pub(super) fn stop(mut self) -> anyhow::Result<()> {
         let pid = libc::pid_t::try_from(self.child.id()).context("pid out of range")?;
         let interrupt = || {
             // SAFETY: kill has no memory-safety preconditions; the child has not been reaped

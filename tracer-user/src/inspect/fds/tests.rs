@@ -1,6 +1,25 @@
 //! Tests of `fds`.
 
 use super::*;
+use crate::inspect::fdinfo::{FdInfoFields, parse_fdinfo};
+use crate::{model::TimerFdState, report::describe::fd_phrase};
+
+/// An fd of `fd_type` with nothing else known about it.
+fn description(fd_type: FdType, target: &str) -> FdDescription {
+    FdDescription {
+        fd: 3,
+        fd_type,
+        target: target.into(),
+        access: None,
+        socket: None,
+        pipe_peers: Vec::new(),
+        epoll_targets: Vec::new(),
+        eventfd_count: None,
+        timer: None,
+        sigmask: None,
+        detail: Detail::Full,
+    }
+}
 
 #[test]
 fn fdinfo_pipe_and_eventfd() {
@@ -29,14 +48,18 @@ fn fdinfo_timerfd() {
     assert_eq!(
         t,
         TimerFdState {
-            clock: "CLOCK_MONOTONIC".into(),
+            clock_id: 1,
             next_expiry_ns: 98_929_393,
             interval_ns: 1_500_000_000,
             ticks: 3
         }
     );
+    let timer = |t: TimerFdState| FdDescription {
+        timer: Some(t),
+        ..description(FdType::TimerFd, "anon_inode:[timerfd]")
+    };
     assert_eq!(
-        timer_summary(&t),
+        fd_phrase(&timer(t.clone())),
         "timerfd CLOCK_MONOTONIC, next in 0.099 s, interval 1.5 s"
     );
     let disarmed = TimerFdState {
@@ -45,7 +68,7 @@ fn fdinfo_timerfd() {
         ..t
     };
     assert_eq!(
-        timer_summary(&disarmed),
+        fd_phrase(&timer(disarmed)),
         "timerfd CLOCK_MONOTONIC, disarmed"
     );
 }
@@ -74,7 +97,11 @@ fn fdinfo_epoll_and_signalfd() {
     );
     let f = parse_fdinfo("sigmask:\t0000000000004002\n");
     assert_eq!(f.sigmask, Some(0x4002));
-    assert_eq!(signal_names(0x4002), "SIGINT, SIGTERM");
+    let signalfd = FdDescription {
+        sigmask: f.sigmask,
+        ..description(FdType::SignalFd, "anon_inode:[signalfd]")
+    };
+    assert_eq!(fd_phrase(&signalfd), "signalfd for SIGINT, SIGTERM");
     assert_eq!(parse_fdinfo("garbage\n:\n"), FdInfoFields::default());
 }
 
@@ -82,29 +109,32 @@ fn fdinfo_epoll_and_signalfd() {
 fn pipe_summaries() {
     let writer = FdHolder {
         pid: 4711,
-        comm: "writer".into(),
+        comm: Some("writer".into()),
         fd: 5,
         access: Some(FdAccess::Write),
     };
     let reader = FdHolder {
         pid: 4712,
-        comm: "reader".into(),
+        comm: Some("reader".into()),
         fd: 3,
         access: Some(FdAccess::Read),
     };
-    let peers = [writer, reader];
+    let peers = vec![writer, reader];
+    let pipe = |access, peers: &[FdHolder]| FdDescription {
+        access: Some(access),
+        pipe_peers: peers.to_vec(),
+        ..description(FdType::Pipe, "pipe:[1234]")
+    };
     assert_eq!(
-        pipe_summary("pipe:[1234]", Some(FdAccess::Read), &peers),
+        fd_phrase(&pipe(FdAccess::Read, &peers)),
         "pipe:[1234], write end held by 4711 (writer) fd 5"
     );
     assert_eq!(
-        pipe_summary("pipe:[1234]", Some(FdAccess::Write), &peers),
+        fd_phrase(&pipe(FdAccess::Write, &peers)),
         "pipe:[1234], read end held by 4712 (reader) fd 3"
     );
     assert_eq!(
-        pipe_summary("pipe:[1234]", Some(FdAccess::Write), &peers[..1]),
+        fd_phrase(&pipe(FdAccess::Write, &peers[..1])),
         "pipe:[1234], no read end open elsewhere"
     );
-    assert_eq!(format_secs(100_000_000), "0.1 s");
-    assert_eq!(format_secs(12_000_000_000), "12 s");
 }

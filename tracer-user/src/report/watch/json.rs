@@ -16,20 +16,20 @@ use std::{
 use serde_json::{Map, Value, json};
 
 use super::{
-    Resolved, SCHEMA_VERSION, WatchReport, describe_resource, futex_op, hex, kind_name, ns_to_ms,
-    owner_source_name, resource_type, syscall_name, timing_name,
+    Resolved, SCHEMA_VERSION, WatchReport, describe_resource, edge_resource, explanation, futex_op,
+    hex, kind_name, ns_to_ms, owner_source_name, resource_type, syscall_name, timing_name,
 };
-use crate::{
-    stall::model::{Cycle, Finding, Origin},
-    symbolize::Frame,
-};
+use crate::model::{Cycle, Finding, Frame, Origin};
+
+/// What JSON says for a process whose name is unknown (`docs/json-schema.md`).
+const UNKNOWN_PROCESS_NAME: &str = "?";
 
 /// The report as one JSON object (see `docs/json-schema.md`).
-pub fn to_json(report: &WatchReport) -> Value {
+pub(crate) fn to_json(report: &WatchReport) -> Value {
     let losses: Map<String, Value> = report
         .losses
         .iter()
-        .map(|(what, n)| ((*what).to_owned(), json!(n)))
+        .map(|(what, n)| (what.name().to_owned(), json!(n)))
         .collect();
     json!({
         "schema_version": SCHEMA_VERSION,
@@ -46,7 +46,7 @@ pub fn to_json(report: &WatchReport) -> Value {
 }
 
 /// Writes the report as one compact JSON line, ending in `\n`.
-pub fn write_json_line(report: &WatchReport, out: &mut impl Write) -> io::Result<()> {
+pub(crate) fn write_json_line(report: &WatchReport, out: &mut dyn Write) -> io::Result<()> {
     serde_json::to_writer(&mut *out, &to_json(report))?;
     out.write_all(b"\n")
 }
@@ -58,28 +58,28 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
         "pid": t.pid,
         "tid": t.tid,
         "comm": t.comm,
-        "process_name": report.process_name(t.pid),
+        "process_name": process_name(report, t.pid),
         "blocked_for_ms": ns_to_ms(t.blocked_for_ns),
         "origin": match t.origin {
             Origin::Traced => "traced",
             Origin::Snapshot => "snapshot",
         },
         "since_exact": t.origin == Origin::Traced,
-        "state": t.state.to_string(),
-        "event_loop": t.event_loop,
+        "state": t.state.letter().to_string(),
+        "event_loop": f.event_loop,
         "wchan": t.wchan,
         "wait": {
             "syscall": syscall_name(t),
             "syscall_nr": t.call.map(|c| c.nr),
             "futex_op": futex_op(t),
             "kind": kind_name(t),
-            "timing": timing_name(t.timing),
+            "timing": timing_name(f.timing),
         },
         "resource": resource_json(f),
         "user_stack": t.user_stack.iter().map(frame_json).collect::<Vec<_>>(),
         "kernel_stack": t.kernel_stack.iter().map(frame_json).collect::<Vec<_>>(),
         "verdict": f.verdict.name(),
-        "explanation": f.explanation,
+        "explanation": explanation(f),
     })
 }
 
@@ -88,20 +88,20 @@ fn resource_json(f: &Finding) -> Value {
     let t = &f.thread;
     let futex = t.futex.as_ref();
     let fd = t.fd.as_ref();
-    let owner = futex.and_then(|w| w.owner);
+    let owner = f.owner;
     json!({
         "type": resource_type(t),
         "futex_uaddr": futex.map(|w| hex(w.uaddr)),
-        "futex_word": futex.and_then(|w| w.word),
-        "lock_uaddr": futex.and_then(|w| w.lock_uaddr).map(hex),
+        "futex_word": futex.and_then(|w| w.word()),
+        "lock_uaddr": futex.and_then(|w| w.refused_pi_lock).map(|r| hex(r.uaddr)),
         "owner_tid": owner.map(|o| o.tid),
         "owner_source": owner.map(|o| owner_source_name(o.source)),
         "fd": fd.map(|d| d.fd),
-        "fd_type": fd.map(|d| d.fd_type.as_str()),
-        "local": fd.and_then(|d| d.local.as_deref()),
-        "peer": fd.and_then(|d| d.peer.as_deref()),
-        "external": fd.map(|d| d.external),
-        "description": describe_resource(t),
+        "fd_type": fd.map(|d| d.fd_type.name()),
+        "local": fd.and_then(|d| d.local()),
+        "peer": fd.and_then(|d| d.peer()),
+        "external": fd.map(|d| d.reachable_from_outside()),
+        "description": describe_resource(f),
     })
 }
 
@@ -115,6 +115,7 @@ fn frame_json(frame: &Frame) -> Value {
         "file": frame.file,
         "line": frame.line,
         "inlined": frame.inlined,
+        "kind": frame.kind.name(),
     })
 }
 
@@ -127,14 +128,14 @@ fn cycle_json(report: &WatchReport, c: &Cycle) -> Value {
             json!({
                 "tid": e.tid,
                 "comm": report.finding(c.pid, e.tid).map(|f| f.thread.comm.as_str()),
-                "waits_for_resource": e.waits_for_resource,
-                "owner_tid": e.owner_tid,
+                "waits_for_resource": edge_resource(e),
+                "owner_tid": e.owner.tid,
             })
         })
         .collect();
     json!({
         "pid": c.pid,
-        "process_name": report.process_name(c.pid),
+        "process_name": process_name(report, c.pid),
         "edges": edges,
     })
 }
@@ -145,10 +146,15 @@ fn resolved_json(report: &WatchReport, r: &Resolved) -> Value {
         "pid": r.pid,
         "tid": r.tid,
         "comm": r.comm,
-        "process_name": report.process_name(r.pid),
+        "process_name": process_name(report, r.pid),
         "verdict": r.verdict.name(),
         "blocked_for_ms": ns_to_ms(r.blocked_for_ns),
     })
+}
+
+/// The process's name, `"?"` when unknown.
+fn process_name(report: &WatchReport, pid: u32) -> &str {
+    report.process_name(pid).unwrap_or(UNKNOWN_PROCESS_NAME)
 }
 
 /// Whole milliseconds, saturating.
@@ -190,16 +196,23 @@ fn civil_from_days(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::report::watch::fixtures::{abba, recv_stalls, report, resolved};
+    use crate::{
+        model::LossReason,
+        report::watch::fixtures::{abba, recv_stalls, report, resolved},
+    };
 
-    /// Writes `r` as a JSON line and parses it back.
-    fn round_trip(r: &WatchReport) -> Value {
+    /// Writes `r` as a JSON line, checks it against the golden file `name` (pretty-printed),
+    /// and parses it back.
+    fn round_trip(r: &WatchReport, name: &str) -> Value {
         let mut buf = Vec::new();
         write_json_line(r, &mut buf).expect("write to a Vec");
         let line = String::from_utf8(buf).expect("UTF-8");
         assert!(line.ends_with('\n'), "{line}");
         assert_eq!(line.matches('\n').count(), 1, "one line: {line}");
-        serde_json::from_str(&line).expect("valid JSON")
+        let value: Value = serde_json::from_str(&line).expect("valid JSON");
+        let pretty = serde_json::to_string_pretty(&value).expect("JSON") + "\n";
+        crate::golden::assert_golden(name, &pretty);
+        value
     }
 
     /// Check the top level: version, times, flags, and losses as an object.
@@ -207,9 +220,12 @@ mod tests {
     fn top_level_fields() {
         let mut r = report(Vec::new(), Vec::new());
         r.is_final = true;
-        r.losses = vec![("stack map full", 3), ("user stack error", 1)];
+        r.losses = vec![
+            (LossReason::StackMapFull, 3),
+            (LossReason::UserStackError, 1),
+        ];
         r.resolved.push(resolved());
-        let v = round_trip(&r);
+        let v = round_trip(&r, "json-top-level.json");
         assert_eq!(v["schema_version"], json!(SCHEMA_VERSION));
         assert_eq!(v["schema_version"], json!(1));
         assert_eq!(v["elapsed_s"], json!(12.0));
@@ -236,7 +252,7 @@ mod tests {
     #[test]
     fn deadlock_thread_and_cycle() {
         let (findings, cycle) = abba();
-        let v = round_trip(&report(findings, vec![cycle]));
+        let v = round_trip(&report(findings, vec![cycle]), "json-deadlock.json");
         let t = &v["threads"][0];
         assert_eq!(t["pid"], json!(1234));
         assert_eq!(t["tid"], json!(1235));
@@ -288,7 +304,7 @@ mod tests {
     /// grouped).
     #[test]
     fn socket_stall_thread() {
-        let v = round_trip(&report(recv_stalls(), Vec::new()));
+        let v = round_trip(&report(recv_stalls(), Vec::new()), "json-socket-stall.json");
         assert_eq!(v["threads"].as_array().map(Vec::len), Some(4));
         let t = &v["threads"][3];
         assert_eq!(t["blocked_for_ms"], json!(31000));

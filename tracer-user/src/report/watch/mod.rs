@@ -6,27 +6,25 @@
 //! about what a thread waits on. Everything here is pure: no clock, no `/proc`, so the output
 //! is unit-tested from hand-written findings.
 
-pub mod json;
-pub mod text;
+pub(crate) mod json;
+pub(crate) mod text;
 
 use std::{
     collections::BTreeMap,
     time::{Duration, SystemTime},
 };
 
-use tracer_common::syscalls::{self, kind};
-
-use crate::stall::model::{BlockedThread, Cycle, Finding, OwnerSource, Timing};
+use crate::model::{BlockedThread, Cycle, Finding, Loss, OwnerSource, Timing, WaitKind};
 
 /// Version of the JSON Lines format written by [`json::write_json_line`]. Bumped on an
 /// incompatible change (a field removed, renamed or changing type or meaning); adding fields
 /// does not bump it. See `docs/json-schema.md`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// What one scan of `watch` has to say: stalls that crossed the threshold since the last
 /// report, stalls that ended, new deadlock cycles.
 #[derive(Clone, Debug, PartialEq)]
-pub struct WatchReport {
+pub(crate) struct WatchReport {
     /// Time since `watch` started.
     pub elapsed: Duration,
     /// Wall-clock time of the scan.
@@ -39,10 +37,10 @@ pub struct WatchReport {
     pub resolved: Vec<Resolved>,
     /// Deadlock cycles not reported before.
     pub new_cycles: Vec<Cycle>,
-    /// Process names by pid, for the processes in this report.
+    /// Process names by pid, for the processes in this report whose name is known.
     pub process_names: BTreeMap<u32, String>,
     /// Kernel-side loss counters, non-zero only.
-    pub losses: Vec<(&'static str, u64)>,
+    pub losses: Vec<Loss>,
     /// The last report (exit, `--once`).
     pub is_final: bool,
     /// The findings and cycles are what is still open at exit, already reported when they
@@ -51,29 +49,37 @@ pub struct WatchReport {
 }
 
 /// A reported wait that ended, as the tracker found it.
-pub use crate::stall::tracker::Resolution as Resolved;
+pub(crate) use crate::stall::tracker::Resolution as Resolved;
 
 impl WatchReport {
     /// True when the report has nothing to say about threads: no finding, no cycle, nothing
     /// resolved (losses alone do not count).
-    pub fn has_no_threads(&self) -> bool {
+    pub(crate) fn has_no_threads(&self) -> bool {
         self.new_findings.is_empty() && self.resolved.is_empty() && self.new_cycles.is_empty()
     }
 
     /// Name of process `pid`: from `process_names`, else the comm of its main thread if that
-    /// thread is among the findings, else `"?"`.
-    pub fn process_name(&self, pid: u32) -> &str {
+    /// thread is among the findings.
+    pub(crate) fn process_name(&self, pid: u32) -> Option<&str> {
         if let Some(name) = self.process_names.get(&pid) {
-            return name;
+            return Some(name);
         }
         self.new_findings
             .iter()
             .find(|f| f.thread.pid == pid && f.thread.tid == pid)
-            .map_or("?", |f| f.thread.comm.as_str())
+            .map(|f| f.thread.comm.as_str())
+    }
+
+    /// `process 1234 (name)`, or `process 1234` when its name is unknown.
+    pub(crate) fn process_label(&self, pid: u32) -> String {
+        match self.process_name(pid) {
+            Some(name) => format!("process {pid} ({name})"),
+            None => format!("process {pid}"),
+        }
     }
 
     /// The finding of thread `tid` of process `pid`, if it is in this report.
-    pub fn finding(&self, pid: u32, tid: u32) -> Option<&Finding> {
+    pub(crate) fn finding(&self, pid: u32, tid: u32) -> Option<&Finding> {
         self.new_findings
             .iter()
             .find(|f| f.thread.pid == pid && f.thread.tid == tid)
@@ -82,7 +88,7 @@ impl WatchReport {
 
 /// The wait kind name (`futex`, `recv`, ... `other`), as in folded wait leaves.
 pub(crate) fn kind_name(t: &BlockedThread) -> &'static str {
-    syscalls::kind_name(t.call.map_or(kind::NONE, |c| c.kind))
+    t.call.map_or(WaitKind::Other, |c| c.kind).name()
 }
 
 /// `indefinite`, `timed` or `unknown`.
@@ -113,17 +119,18 @@ pub(crate) fn resource_type(t: &BlockedThread) -> &'static str {
     if t.fd.is_some() {
         return "fd";
     }
-    match t.call.map_or(kind::NONE, |c| c.kind) {
-        kind::FUTEX | kind::FUTEX_WAITV => "futex",
-        kind::EPOLL | kind::READ | kind::RECV | kind::ACCEPT => "fd",
-        kind::WAIT_CHILD => "child",
-        kind::SLEEP => "sleep",
+    match t.call.map_or(WaitKind::Other, |c| c.kind) {
+        WaitKind::Futex | WaitKind::FutexWaitv => "futex",
+        WaitKind::Epoll | WaitKind::Read | WaitKind::Recv | WaitKind::Accept => "fd",
+        WaitKind::WaitChild => "child",
+        WaitKind::Sleep => "sleep",
         _ => "none",
     }
 }
 
-pub(crate) use crate::stall::describe::{
-    describe_call, describe_resource, futex_op, hex, syscall_name,
+pub(crate) use crate::report::describe::{
+    describe_call, describe_resource, edge_resource, explanation, futex_op, hex, named_thread,
+    syscall_name, why,
 };
 
 /// Nanoseconds to milliseconds, rounded to nearest.
@@ -137,24 +144,23 @@ pub(crate) fn ns_to_ms(ns: u64) -> u64 {
 pub(crate) mod fixtures {
     use std::time::{Duration, SystemTime};
 
-    use tracer_common::syscalls::kind;
-
     use super::{Resolved, WatchReport};
     use crate::{
-        stall::model::{
-            Cycle, CycleEdge, FdInfo, Finding, FutexOwner, FutexWait, OwnerSource, SyscallCall,
-            Verdict,
+        model::{
+            Cycle, CycleEdge, Detail, FdDescription, FdType, Finding, Frame, FrameKind, FutexOwner,
+            OwnerSource, Reason, SocketInfo, SocketProtocol, SyscallCall, ThreadRef, Timing,
+            Verdict, WaitKind, WaitingCode,
         },
-        symbolize::Frame,
+        stall::fixtures::futex_facts,
     };
 
     /// Wall clock of every fixture report: 2023-11-14T22:13:20.123Z.
-    pub fn wall_clock() -> SystemTime {
+    pub(crate) fn wall_clock() -> SystemTime {
         SystemTime::UNIX_EPOCH + Duration::from_millis(1_700_000_000_123)
     }
 
     /// A frame with a symbol, and a source line when `file` is given.
-    pub fn sym(addr: u64, name: &str, offset: u64, file: Option<(&str, u32)>) -> Frame {
+    pub(crate) fn sym(addr: u64, name: &str, offset: u64, file: Option<(&str, u32)>) -> Frame {
         Frame {
             addr,
             name: Some(name.into()),
@@ -163,25 +169,17 @@ pub(crate) mod fixtures {
             file: file.map(|(f, _)| f.into()),
             line: file.map(|(_, l)| l),
             inlined: false,
+            kind: FrameKind::Native,
         }
     }
 
     /// A thread in `futex(FUTEX_WAIT)` with no futex details.
-    pub use crate::stall::fixtures::futex_thread as thread;
+    pub(crate) use crate::stall::fixtures::futex_thread as thread;
 
     /// One ABBA thread: `tid` waits for glibc mutex `want`, held by `owner`.
-    fn abba_thread(tid: u32, comm: &str, want: u64, owner: u32, func: &str) -> Finding {
+    fn abba_thread(tid: u32, comm: &str, want: u64, owner: (u32, &str), func: &str) -> Finding {
         let mut t = thread(1234, tid, comm, 14_200_000_000);
-        t.futex = Some(FutexWait {
-            uaddr: want,
-            op: 0,
-            word: Some(2),
-            lock_uaddr: None,
-            owner: Some(FutexOwner {
-                tid: owner,
-                source: OwnerSource::GlibcMutex,
-            }),
-        });
+        t.futex = Some(futex_facts(want, Some((owner.0, OwnerSource::GlibcMutex))));
         t.user_stack = vec![
             sym(0x7f3a_1000_0010, "__lll_lock_wait", 0x10, None),
             sym(
@@ -197,43 +195,80 @@ pub(crate) mod fixtures {
             sym(0xffff_ffff_8100_0220, "futex_wait", 0x5f, None),
         ]
         .into_iter()
-        .map(|f| Frame { module: None, ..f })
+        .map(|f| Frame {
+            module: None,
+            kind: FrameKind::Kernel,
+            ..f
+        })
         .collect();
         Finding {
             thread: t,
+            code: WaitingCode::Lock { glibc_mutex: true },
+            timing: Timing::Indefinite,
+            event_loop: false,
+            owner: Some(FutexOwner {
+                tid: owner.0,
+                source: OwnerSource::GlibcMutex,
+            }),
             verdict: Verdict::Deadlock,
-            explanation: format!("waits for mutex {want:#x} held by {owner}"),
+            reason: Reason::InCycle {
+                owner: ThreadRef {
+                    tid: owner.0,
+                    comm: Some(owner.1.into()),
+                },
+            },
         }
     }
 
     /// Process 1234 `deadlock_abba`: threads 1235 and 1236 each hold the mutex the other
     /// wants.
-    pub fn abba() -> (Vec<Finding>, Cycle) {
+    pub(crate) fn abba() -> (Vec<Finding>, Cycle) {
         let findings = vec![
-            abba_thread(1235, "abba-a", 0x55d0_c0a0, 1236, "lock_b"),
-            abba_thread(1236, "abba-b", 0x55d0_c0e0, 1235, "lock_a"),
+            abba_thread(1235, "abba-a", 0x55d0_c0a0, (1236, "abba-b"), "lock_b"),
+            abba_thread(1236, "abba-b", 0x55d0_c0e0, (1235, "abba-a"), "lock_a"),
         ];
+        let edge = |tid: u32, lock_uaddr: u64, owner: u32| CycleEdge {
+            tid,
+            lock_uaddr,
+            owner: FutexOwner {
+                tid: owner,
+                source: OwnerSource::GlibcMutex,
+            },
+        };
         let cycle = Cycle {
             pid: 1234,
-            edges: vec![
-                CycleEdge {
-                    tid: 1235,
-                    waits_for_resource: "mutex 0x55d0c0a0".into(),
-                    owner_tid: 1236,
-                },
-                CycleEdge {
-                    tid: 1236,
-                    waits_for_resource: "mutex 0x55d0c0e0".into(),
-                    owner_tid: 1235,
-                },
-            ],
+            edges: vec![edge(1235, 0x55d0_c0a0, 1236), edge(1236, 0x55d0_c0e0, 1235)],
         };
         (findings, cycle)
     }
 
+    /// A TCP socket from 127.0.0.1:41234 to 127.0.0.1:5432 as fd 7.
+    pub(crate) fn db_socket() -> FdDescription {
+        FdDescription {
+            fd: 7,
+            fd_type: FdType::Socket,
+            target: "socket:[81234]".into(),
+            access: None,
+            socket: Some(SocketInfo {
+                protocol: SocketProtocol::Tcp,
+                inode: 81234,
+                local: "127.0.0.1:41234".into(),
+                peer: Some("127.0.0.1:5432".into()),
+                tcp_state: Some("ESTABLISHED".into()),
+                unix_kind: None,
+            }),
+            pipe_peers: Vec::new(),
+            epoll_targets: Vec::new(),
+            eventfd_count: None,
+            timer: None,
+            sigmask: None,
+            detail: Detail::Full,
+        }
+    }
+
     /// Process 2000 `api`: four workers in `recvfrom` on the same database connection,
     /// blocked 28 to 31 s.
-    pub fn recv_stalls() -> Vec<Finding> {
+    pub(crate) fn recv_stalls() -> Vec<Finding> {
         (0..4u32)
             .map(|i| {
                 let mut t = thread(
@@ -244,27 +279,24 @@ pub(crate) mod fixtures {
                 );
                 t.call = Some(SyscallCall {
                     nr: 45,
-                    kind: kind::RECV,
+                    kind: WaitKind::Recv,
                     resource: 7,
                     detail: 0,
                     timeout: 0,
                 });
-                t.fd = Some(FdInfo {
-                    fd: 7,
-                    fd_type: "socket".into(),
-                    local: Some("127.0.0.1:41234".into()),
-                    peer: Some("127.0.0.1:5432".into()),
-                    description: "TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED)".into(),
-                    external: false,
-                });
+                t.fd = Some(db_socket());
                 t.user_stack = vec![
                     sym(0x7f3a_1000_0500, "recv", 0x15, None),
                     sym(0x55d0_0000_2000, "db_query", 0x40, Some(("db.c", 120))),
                 ];
                 Finding {
                     thread: t,
+                    code: WaitingCode::Condition,
+                    timing: Timing::Indefinite,
+                    event_loop: false,
+                    owner: None,
                     verdict: Verdict::Stall,
-                    explanation: "waits for data from 127.0.0.1:5432".into(),
+                    reason: Reason::NoInput,
                 }
             })
             .collect()
@@ -272,28 +304,28 @@ pub(crate) mod fixtures {
 
     /// Three idle pool workers of process `pid`, in `FUTEX_WAIT` on condition variables with
     /// no owner.
-    pub fn idle_pool(pid: u32) -> Vec<Finding> {
+    pub(crate) fn idle_pool(pid: u32) -> Vec<Finding> {
         (0..3u32)
             .map(|i| {
                 let mut t = thread(pid, pid + 100 + i, &format!("pool-{i}"), 60_000_000_000);
-                t.futex = Some(FutexWait {
-                    uaddr: 0x7f00_0000_2000 + u64::from(i) * 0x40,
-                    op: 0,
-                    word: Some(0),
-                    lock_uaddr: None,
-                    owner: None,
-                });
+                let mut facts = futex_facts(0x7f00_0000_2000 + u64::from(i) * 0x40, None);
+                facts.memory = 0u32.to_ne_bytes().to_vec();
+                t.futex = Some(facts);
                 Finding {
                     thread: t,
+                    code: WaitingCode::Unknown,
+                    timing: Timing::Indefinite,
+                    event_loop: false,
+                    owner: None,
                     verdict: Verdict::Idle,
-                    explanation: "an idle pool worker waiting for work".into(),
+                    reason: Reason::Signal,
                 }
             })
             .collect()
     }
 
     /// A report at +12 s with a 5 s threshold holding `findings` and `cycles`.
-    pub fn report(findings: Vec<Finding>, cycles: Vec<Cycle>) -> WatchReport {
+    pub(crate) fn report(findings: Vec<Finding>, cycles: Vec<Cycle>) -> WatchReport {
         WatchReport {
             elapsed: Duration::from_millis(12_000),
             wall_clock: wall_clock(),
@@ -311,7 +343,7 @@ pub(crate) mod fixtures {
     }
 
     /// A resolved stall of thread 1235.
-    pub fn resolved() -> Resolved {
+    pub(crate) fn resolved() -> Resolved {
         Resolved {
             pid: 1234,
             tid: 1235,

@@ -10,16 +10,15 @@
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::{Resolved, WatchReport, describe_call, describe_resource};
-use crate::{
-    stall::model::{BlockedThread, Cycle, Finding, Origin, Timing, Verdict},
-    symbolize::Frame,
+use super::{
+    Resolved, WatchReport, describe_call, describe_resource, edge_resource, named_thread, why,
 };
+use crate::model::{Cycle, FdType, Finding, Frame, Origin, Timing, Verdict};
 
 /// Renders one report: a time stamp line, then per process the deadlocks, the other problem
 /// findings and the idle threads, then resolved waits and losses.
 /// Returns an empty string for a non-final report with nothing in it.
-pub fn render_text(report: &WatchReport) -> String {
+pub(crate) fn render_text(report: &WatchReport) -> String {
     if report.has_no_threads() && report.losses.is_empty() && !report.is_final {
         return String::new();
     }
@@ -54,7 +53,7 @@ fn losses_line(out: &mut String, report: &WatchReport) {
         let lost: Vec<String> = report
             .losses
             .iter()
-            .map(|(what, n)| format!("{what} {n}"))
+            .map(|(what, n)| format!("{} {n}", what.name()))
             .collect();
         let _ = writeln!(
             out,
@@ -93,8 +92,8 @@ fn still_open_summary(out: &mut String, report: &WatchReport) {
     for ((pid, verdict), members) in by_process {
         let _ = writeln!(
             out,
-            "  process {pid} ({}): {}: {}",
-            report.process_name(pid),
+            "  {}: {}: {}",
+            report.process_label(pid),
             verdict.name(),
             thread_names(&members)
         );
@@ -149,7 +148,6 @@ fn pids(report: &WatchReport) -> Vec<u32> {
 
 /// One process: its cycles, then its other problems grouped, then its idle threads.
 fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
-    let name = report.process_name(pid);
     let cycles: Vec<&Cycle> = report.new_cycles.iter().filter(|c| c.pid == pid).collect();
     for cycle in &cycles {
         cycle_block(out, report, cycle);
@@ -169,8 +167,9 @@ fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
     }
     let _ = writeln!(
         out,
-        "{} process {pid} ({name}):",
-        if cycles.is_empty() { "In" } else { "Also in" }
+        "{} {}:",
+        if cycles.is_empty() { "In" } else { "Also in" },
+        report.process_label(pid)
     );
     for g in &problems {
         group_block(out, g);
@@ -184,23 +183,22 @@ fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
 fn cycle_block(out: &mut String, report: &WatchReport, cycle: &Cycle) {
     let _ = writeln!(
         out,
-        "Found one deadlock in process {} ({}):",
-        cycle.pid,
-        report.process_name(cycle.pid)
+        "Found one deadlock in {}:",
+        report.process_label(cycle.pid)
     );
     let who = |tid: u32| {
         let comm = report
             .finding(cycle.pid, tid)
             .map(|f| f.thread.comm.as_str());
-        crate::stall::describe::named_thread(tid, comm)
+        named_thread(tid, comm)
     };
     for e in &cycle.edges {
         let _ = writeln!(
             out,
             "  {}: waiting for {}, held by {}",
             who(e.tid),
-            e.waits_for_resource,
-            who(e.owner_tid)
+            edge_resource(e),
+            who(e.owner.tid)
         );
     }
     let _ = writeln!(out, "Stacks of the threads listed above:");
@@ -225,12 +223,12 @@ fn thread_header(out: &mut String, f: &Finding) {
         "  \"{}\" tid {}, state {}, blocked for {}{} in {} on {}{}",
         t.comm,
         t.tid,
-        t.state,
+        t.state.letter(),
         fmt_ns(t.blocked_for_ns),
         origin_note(t.origin),
         describe_call(t),
-        describe_resource(t),
-        if t.timing == Timing::Timed {
+        describe_resource(f),
+        if f.timing == Timing::Timed {
             " (timed)"
         } else {
             ""
@@ -304,11 +302,7 @@ struct Group<'a> {
 fn groups<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<Group<'a>> {
     let mut by_key: BTreeMap<(Verdict, String, String), Vec<&Finding>> = BTreeMap::new();
     for f in findings {
-        let key = (
-            f.verdict,
-            describe_call(&f.thread),
-            group_resource(&f.thread),
-        );
+        let key = (f.verdict, describe_call(&f.thread), group_resource(f));
         by_key.entry(key).or_default().push(f);
     }
     let mut groups: Vec<Group> = by_key
@@ -330,12 +324,12 @@ fn groups<'a>(findings: impl Iterator<Item = &'a Finding>) -> Vec<Group<'a>> {
 /// What a group's threads wait on: a socket's peer address, so that every connection to the
 /// same server groups together (`4 threads blocked in recvfrom on 127.0.0.1:5432`), else the
 /// full resource description.
-fn group_resource(t: &BlockedThread) -> String {
-    match &t.fd {
-        Some(fd) if fd.fd_type == "socket" && fd.peer.is_some() => {
-            fd.peer.clone().unwrap_or_default()
-        }
-        _ => describe_resource(t),
+fn group_resource(f: &Finding) -> String {
+    match &f.thread.fd {
+        Some(fd) if fd.fd_type == FdType::Socket => fd
+            .peer()
+            .map_or_else(|| describe_resource(f), str::to_owned),
+        _ => describe_resource(f),
     }
 }
 
@@ -374,7 +368,7 @@ fn group_block(out: &mut String, g: &Group) {
             .collect();
         let _ = writeln!(out, "  threads: {}", threads.join(", "));
     }
-    explanation_lines(out, &g.members);
+    why_lines(out, &g.members);
     distinct_stacks(out, &g.members);
 }
 
@@ -394,19 +388,23 @@ fn verdict_meaning(verdict: Verdict) -> &'static str {
     }
 }
 
-/// The findings' explanations: once if they all agree, else one line per thread.
-fn explanation_lines(out: &mut String, members: &[&Finding]) {
-    let Some(first) = members.first() else {
+/// What the findings' reasons add to the headline: once if they all agree, else one line
+/// per thread; nothing when the headline already says it all.
+fn why_lines(out: &mut String, members: &[&Finding]) {
+    let whys: Vec<Option<String>> = members.iter().map(|f| why(f)).collect();
+    let Some(first) = whys.first() else {
         return;
     };
-    if members.iter().all(|f| f.explanation == first.explanation) {
-        if !first.explanation.is_empty() {
-            let _ = writeln!(out, "  why: {}", first.explanation);
+    if whys.iter().all(|w| w == first) {
+        if let Some(why) = first {
+            let _ = writeln!(out, "  why: {why}");
         }
         return;
     }
-    for f in members {
-        let _ = writeln!(out, "  why ({}): {}", f.thread.tid, f.explanation);
+    for (f, why) in members.iter().zip(&whys) {
+        if let Some(why) = why {
+            let _ = writeln!(out, "  why ({}): {why}", f.thread.tid);
+        }
     }
 }
 
@@ -441,9 +439,9 @@ fn idle_groups<'a>(
 ) -> BTreeMap<(String, String), Vec<&'a Finding>> {
     let mut by_key: BTreeMap<(String, String), Vec<&Finding>> = BTreeMap::new();
     for f in findings {
-        let class = match &f.thread.futex {
-            Some(fw) if fw.owner.is_none() => " (no owner known)".to_owned(),
-            _ => format!(" on {}", describe_resource(&f.thread)),
+        let class = match (&f.thread.futex, f.owner) {
+            (Some(_), None) => " (no owner known)".to_owned(),
+            _ => format!(" on {}", describe_resource(f)),
         };
         by_key
             .entry((describe_call(&f.thread), class))

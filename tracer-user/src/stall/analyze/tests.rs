@@ -1,9 +1,9 @@
 //! Verdicts over hand-built threads: each test is one situation from the issue.
 
 use super::*;
-use crate::stall::{
-    fixtures::{self, frames},
-    model::{FdInfo, FutexWait, SyscallCall},
+use crate::{
+    model::{FdDescription, FdType, SocketInfo, SocketProtocol, SyscallCall},
+    stall::fixtures::{self, frames, futex_facts},
 };
 
 fn futex_thread(
@@ -13,25 +13,13 @@ fn futex_thread(
     stack: &[&str],
 ) -> BlockedThread {
     let mut t = fixtures::futex_thread(1, tid, &format!("t{tid}"), 6_000_000_000);
-    t.futex = Some(FutexWait {
-        uaddr,
-        op: 0,
-        word: Some(2),
-        lock_uaddr: None,
-        owner: owner.map(|(tid, source)| FutexOwner { tid, source }),
-    });
+    t.futex = Some(futex_facts(uaddr, owner));
     t.user_stack = frames(stack);
     t
 }
 
 fn process(tids: &[u32]) -> BTreeMap<u32, ProcessView> {
-    BTreeMap::from([(
-        1,
-        ProcessView {
-            pid: 1,
-            tids: tids.to_vec(),
-        },
-    )])
+    BTreeMap::from([(1, fixtures::process(1, tids))])
 }
 
 fn verdicts(analysis: &Analysis) -> BTreeMap<u32, Verdict> {
@@ -58,10 +46,11 @@ fn glibc_abba_is_a_deadlock() {
     let edges: Vec<(u32, u32)> = analysis.cycles[0]
         .edges
         .iter()
-        .map(|e| (e.tid, e.owner_tid))
+        .map(|e| (e.tid, e.owner.tid))
         .collect();
     assert_eq!(edges, [(10, 11), (11, 10)]);
-    assert_eq!(analysis.cycles[0].edges[0].waits_for_resource, "mutex 0xa");
+    let first = &analysis.cycles[0].edges[0];
+    assert_eq!(crate::report::describe::edge_resource(first), "mutex 0xa");
     let v = verdicts(&analysis);
     assert_eq!(v[&10], Verdict::Deadlock);
     assert_eq!(v[&11], Verdict::Deadlock);
@@ -121,37 +110,56 @@ fn recv_stall_timed_wait_and_event_loop() {
     recv.futex = None;
     recv.call = Some(SyscallCall {
         nr: 45,
-        kind: kind::RECV,
+        kind: WaitKind::Recv,
         resource: 5,
         detail: 0,
         timeout: 0,
     });
-    recv.fd = Some(FdInfo {
+    recv.fd = Some(FdDescription {
         fd: 5,
-        fd_type: "socket".into(),
-        local: Some("127.0.0.1:40000".into()),
-        peer: Some("127.0.0.1:5432".into()),
-        description: "TCP 127.0.0.1:40000 -> 127.0.0.1:5432 (ESTABLISHED)".into(),
-        external: true,
+        fd_type: FdType::Socket,
+        target: "socket:[81234]".into(),
+        access: None,
+        socket: Some(SocketInfo {
+            protocol: SocketProtocol::Tcp,
+            inode: 81234,
+            local: "127.0.0.1:40000".into(),
+            peer: Some("127.0.0.1:5432".into()),
+            tcp_state: Some("ESTABLISHED".into()),
+            unix_kind: None,
+        }),
+        pipe_peers: Vec::new(),
+        epoll_targets: Vec::new(),
+        eventfd_count: None,
+        timer: None,
+        sigmask: None,
+        detail: crate::model::Detail::Full,
     });
     let mut sleeper = recv.clone();
     sleeper.tid = 31;
     sleeper.fd = None;
     sleeper.call = Some(SyscallCall {
         nr: 230,
-        kind: kind::SLEEP,
+        kind: WaitKind::Sleep,
         ..SyscallCall::default()
     });
-    sleeper.timing = Timing::Timed;
     let mut blocked_loop = sleeper.clone();
     blocked_loop.tid = 32;
-    blocked_loop.event_loop = true;
+    blocked_loop.poll_returns = Some(crate::model::PollReturns {
+        last_ns: blocked_loop.since_ns,
+        count: 3,
+    });
     let analysis = analyze(vec![recv, sleeper, blocked_loop], &process(&[30, 31, 32]));
     let v = verdicts(&analysis);
     assert_eq!(v[&30], Verdict::Stall);
+    let explanations: Vec<String> = analysis
+        .findings
+        .iter()
+        .map(crate::report::describe::explanation)
+        .collect();
     assert!(
-        analysis.findings[0].explanation.contains("127.0.0.1:5432")
-            || analysis.findings[1].explanation.contains("127.0.0.1:5432")
+        explanations.iter().any(|e| e.contains("127.0.0.1:5432")),
+        "{explanations:?}"
     );
     assert!(!v.contains_key(&31));
     assert_eq!(v[&32], Verdict::EventLoopBlocked);
@@ -166,4 +174,31 @@ fn owners_outside_the_process_make_no_edge() {
     ];
     let analysis = analyze(threads, &process(&[10, 11]));
     assert!(analysis.cycles.is_empty());
+}
+
+/// Check that the owners the analysis infers from the recorded memory are the ones the
+/// memory names, by the rule the memory's layout calls for.
+#[test]
+fn owners_are_inferred_from_recorded_memory() {
+    let threads = vec![
+        futex_thread(10, 0xa, Some((11, OwnerSource::GlibcMutex)), MUTEX),
+        futex_thread(
+            11,
+            0xb,
+            Some((12, OwnerSource::PiWord)),
+            &["pthread_mutex_lock"],
+        ),
+        futex_thread(12, 0xc, Some((10, OwnerSource::Join)), &["pthread_join"]),
+        futex_thread(13, 0xd, None, MUTEX),
+    ];
+    let analysis = analyze(threads, &process(&[10, 11, 12, 13]));
+    let owners: BTreeMap<u32, Option<(u32, OwnerSource)>> = analysis
+        .findings
+        .iter()
+        .map(|f| (f.thread.tid, f.owner.map(|o| (o.tid, o.source))))
+        .collect();
+    assert_eq!(owners[&10], Some((11, OwnerSource::GlibcMutex)));
+    assert_eq!(owners[&11], Some((12, OwnerSource::PiWord)));
+    assert_eq!(owners[&12], Some((10, OwnerSource::Join)));
+    assert_eq!(owners[&13], None);
 }

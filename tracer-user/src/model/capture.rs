@@ -1,0 +1,221 @@
+//! What the kernel side recorded: `profile`'s aggregated off-CPU samples and counters, and the
+//! waits still in flight that `watch` reads while tracing.
+
+use std::{collections::BTreeMap, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+use super::{Frame, RawStack, SyscallCall, ThreadState, UserRegs};
+
+/// The thread that woke a wait (`--wakers`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct Waker {
+    /// Waker's process id.
+    pub pid: u32,
+    /// Waker's thread id.
+    pub tid: u32,
+    /// Waker's thread name.
+    pub comm: String,
+    /// Waker's kernel stack.
+    pub kernel_stack: RawStack,
+    /// Waker's user stack.
+    pub user_stack: RawStack,
+}
+
+/// Off-CPU time aggregated over identical (thread, stacks, wait, state, waker) tuples.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct OffCpuSample {
+    /// Process id (tgid).
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name.
+    pub comm: String,
+    /// Kernel stack at switch-out.
+    pub kernel_stack: RawStack,
+    /// User stack at switch-out.
+    pub user_stack: RawStack,
+    /// The syscall the thread waited in, if a tracked one (`detail` is the futex op; the
+    /// timeout is not kept).
+    pub call: Option<SyscallCall>,
+    /// State class at switch-out.
+    pub state: Option<ThreadState>,
+    /// Who woke it, with `--wakers` when known.
+    pub waker: Option<Waker>,
+    /// Sum of the waits' durations.
+    pub total_ns: u64,
+    /// Number of waits.
+    pub count: u64,
+    /// Longest single wait.
+    pub max_ns: u64,
+    /// True for a wait still in progress when the trace ended (charged up to the end).
+    pub still_blocked: bool,
+}
+
+/// Event and loss counts from the kernel side. Losses are everything recorded imperfectly or
+/// not at all; filtered events are not losses.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Counters {
+    /// Waits begun and tracked.
+    pub waits_started: u64,
+    /// Waits ended and charged.
+    pub waits_charged: u64,
+    /// Waits outside the min/max duration filter.
+    pub waits_filtered_duration: u64,
+    /// Waits lost: per-thread map full.
+    pub drop_threads_full: u64,
+    /// Waits lost: aggregate map full.
+    pub drop_totals_full: u64,
+    /// Stacks lost: stack map full.
+    pub drop_stacks_full: u64,
+    /// Kernel stacks that could not be walked.
+    pub kernel_stack_errors: u64,
+    /// User stacks that could not be walked.
+    pub user_stack_errors: u64,
+    /// Stacks reused from the per-thread memo.
+    pub stack_memo_hits: u64,
+    /// Wakers recorded.
+    pub wakers_recorded: u64,
+    /// New-process notices lost (symbolization of short-lived processes may suffer).
+    pub drop_new_process_notice: u64,
+    /// Waits lost because their end (switch-in) was never seen.
+    #[serde(default)]
+    pub drop_unmatched_wait: u64,
+}
+
+/// What was lost: each kernel-side loss counter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum LossReason {
+    /// Waits lost: per-thread map full.
+    ThreadMapFull,
+    /// Waits lost: aggregate map full.
+    AggregateMapFull,
+    /// Stacks lost: stack map full.
+    StackMapFull,
+    /// Kernel stacks that could not be walked.
+    KernelStackError,
+    /// User stacks that could not be walked.
+    UserStackError,
+    /// New-process notices lost.
+    NewProcessNoticeLost,
+    /// Waits whose end (switch-in) was never seen.
+    WaitEndNotSeen,
+}
+
+impl LossReason {
+    /// The name reports and JSON use, e.g. `stack map full`.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::ThreadMapFull => "thread map full",
+            Self::AggregateMapFull => "aggregate map full",
+            Self::StackMapFull => "stack map full",
+            Self::KernelStackError => "kernel stack error",
+            Self::UserStackError => "user stack error",
+            Self::NewProcessNoticeLost => "new-process notice lost",
+            Self::WaitEndNotSeen => "wait end not seen",
+        }
+    }
+}
+
+/// One kind of loss and how often it happened.
+pub(crate) type Loss = (LossReason, u64);
+
+impl Counters {
+    /// The non-zero loss counters.
+    pub(crate) fn losses(&self) -> Vec<Loss> {
+        [
+            (LossReason::ThreadMapFull, self.drop_threads_full),
+            (LossReason::AggregateMapFull, self.drop_totals_full),
+            (LossReason::StackMapFull, self.drop_stacks_full),
+            (LossReason::KernelStackError, self.kernel_stack_errors),
+            (LossReason::UserStackError, self.user_stack_errors),
+            (
+                LossReason::NewProcessNoticeLost,
+                self.drop_new_process_notice,
+            ),
+            (LossReason::WaitEndNotSeen, self.drop_unmatched_wait),
+        ]
+        .into_iter()
+        .filter(|(_, n)| *n > 0)
+        .collect()
+    }
+}
+
+/// Everything one `stallwatch profile` run collected.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Capture {
+    /// Aggregated samples.
+    pub samples: Vec<OffCpuSample>,
+    /// Kernel-side counters.
+    pub counters: Counters,
+    /// How long the trace ran.
+    pub duration: Duration,
+    /// Process names by pid, read while the processes lived.
+    pub process_names: BTreeMap<u32, String>,
+}
+
+/// A sample with its stacks turned into frames. All frame lists are innermost first; a stack
+/// that is [`RawStack::None`] or [`RawStack::Missed`] gives an empty list (exporters look at
+/// the raw stack in `sample` to tell the two apart).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub(crate) struct ResolvedSample {
+    /// The sample as captured.
+    pub sample: OffCpuSample,
+    /// Name of the process (its main thread's comm, or the thread's comm as a last resort).
+    pub process_name: String,
+    /// User frames of the blocked thread.
+    pub user: Vec<Frame>,
+    /// Kernel frames of the blocked thread.
+    pub kernel: Vec<Frame>,
+    /// User frames of the waker, if any.
+    pub waker_user: Vec<Frame>,
+    /// Kernel frames of the waker, if any.
+    pub waker_kernel: Vec<Frame>,
+}
+
+/// A `FUTEX_LOCK_PI` the kernel refused with `EDEADLK` shortly before a wait began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct RefusedPiLock {
+    /// The lock's address.
+    pub uaddr: u64,
+    /// The lock's word: as read now if it still can be, else as recorded at the refusal
+    /// (its owner's tid is in the low 30 bits).
+    pub word: u32,
+}
+
+/// Returns from poll-style calls (epoll_wait, poll, select) seen since tracing began.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct PollReturns {
+    /// The last return (CLOCK_MONOTONIC ns).
+    pub last_ns: u64,
+    /// How many there were.
+    pub count: u64,
+}
+
+/// A wait still in progress, read live from the kernel's per-thread state (`watch`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct InFlightWait {
+    /// Process id.
+    pub pid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name at switch-out.
+    pub comm: String,
+    /// When the thread left the CPU (CLOCK_MONOTONIC ns).
+    pub start_ns: u64,
+    /// State class at switch-out.
+    pub state: ThreadState,
+    /// The syscall it waits in, if a tracked one.
+    pub call: Option<SyscallCall>,
+    /// User registers at switch-out, when recorded.
+    pub user_regs: Option<UserRegs>,
+    /// Kernel stack at switch-out.
+    pub kernel_stack: RawStack,
+    /// User stack at switch-out (frame-pointer walk).
+    pub user_stack: RawStack,
+    /// A PI lock refused with EDEADLK just before this wait (the word as recorded then).
+    pub refused_pi_lock: Option<RefusedPiLock>,
+    /// Returns from poll-style calls seen for this thread.
+    pub poll_returns: Option<PollReturns>,
+}

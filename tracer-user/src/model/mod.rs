@@ -1,0 +1,31 @@
+//! Owned domain types, one model for both commands: what a capture produced, what `watch`
+//! gathered and concluded, independent of aya, of the BPF map layout and of `/proc`'s text.
+//!
+//! `capture` and `inspect` convert kernel data into these; everything after them
+//! (symbolization, analysis, export, reports, record and replay) works on them only, so it
+//! can be unit-tested with recorded input and no root. The types stages exchange are
+//! structured (enums for wait kinds, thread states, fd types, verdicts and their reasons):
+//! English is made only in `report`.
+
+mod capture;
+mod fd;
+mod frame;
+mod verdict;
+mod wait;
+mod watch;
+
+pub(crate) use capture::{
+    Capture, Counters, InFlightWait, Loss, LossReason, OffCpuSample, PollReturns, RefusedPiLock,
+    ResolvedSample, Waker,
+};
+pub(crate) use fd::{
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, SocketInfo, SocketProtocol,
+    TimerFdState, WatchedFd,
+};
+pub(crate) use frame::{Frame, FrameKind, RawStack};
+pub(crate) use verdict::{
+    Analysis, Cycle, CycleEdge, Finding, FutexOwner, OwnerSource, Reason, ThreadRef, Timing,
+    Verdict, WaitingCode,
+};
+pub(crate) use wait::{SyscallCall, ThreadState, UserRegs, WaitKind};
+pub(crate) use watch::{BlockedThread, FutexFacts, Origin, ProcessView, WaitKey};

@@ -1,0 +1,202 @@
+//! What `stall::analyze` concludes about blocked threads: owners, verdicts, the structured
+//! reason for each, deadlock cycles. Reports put these into words (`report::describe`); no
+//! stage before them makes or reads English.
+
+use super::BlockedThread;
+
+/// Whether a wait can end by itself.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Timing {
+    /// Ends only when something else acts: a futex wait or lock without timeout, epoll/poll
+    /// with -1, blocking read/recv/accept, join, waitpid.
+    Indefinite,
+    /// Has a timeout or is a sleep: ends by itself.
+    Timed,
+    /// Not in a syscall stallwatch knows (page fault, uninterruptible I/O, untracked syscall).
+    Unknown,
+}
+
+/// What the waiting code is, judged from its innermost user frames by the names the runtimes
+/// know (`crate::runtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitingCode {
+    /// A mutex or other lock (glibc or another runtime).
+    Lock {
+        /// It is glibc's `pthread_mutex_*`/`__lll_lock_wait`.
+        glibc_mutex: bool,
+    },
+    /// A thread join.
+    Join,
+    /// A condition variable, thread park, semaphore or unknown: waiting for a signal.
+    Condition,
+    /// No symbols.
+    Unknown,
+}
+
+/// How a futex's owner was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum OwnerSource {
+    /// A PI futex: the kernel keeps the owner's tid in the word.
+    PiWord,
+    /// A glibc `pthread_mutex_t`: `__owner` at offset 8, a live thread of the same process.
+    GlibcMutex,
+    /// `pthread_join`: the word is the joined thread's tid, cleared when it exits.
+    Join,
+    /// A `FUTEX_LOCK_PI` the kernel refused with `EDEADLK` before the thread was parked.
+    FailedPiLock,
+}
+
+/// The thread that holds (or, for a join, is) what a thread waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct FutexOwner {
+    /// Owner thread id.
+    pub tid: u32,
+    /// How it was found.
+    pub source: OwnerSource,
+}
+
+/// What a blocked thread's situation is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub(crate) enum Verdict {
+    /// Part of a cycle in the wait-for graph.
+    Deadlock,
+    /// Waits on a thread in a deadlock cycle (a lock it holds, or its exit).
+    BlockedByDeadlock,
+    /// Every thread of the process is in an indefinite wait nothing outside can end.
+    ProcessStalled,
+    /// An event-loop thread blocked outside its poll call.
+    EventLoopBlocked,
+    /// An indefinite wait past the threshold on a named resource.
+    Stall,
+    /// Waiting for work: an idle pool worker, a server in accept, a loop in epoll -1.
+    Idle,
+}
+
+impl Verdict {
+    /// True for verdicts that are problems (reported and counted in the exit status).
+    pub(crate) fn is_problem(self) -> bool {
+        !matches!(self, Self::Idle)
+    }
+
+    /// Name used in reports and JSON.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Deadlock => "deadlock",
+            Self::BlockedByDeadlock => "blocked_by_deadlock",
+            Self::ProcessStalled => "process_stalled",
+            Self::EventLoopBlocked => "event_loop_blocked",
+            Self::Stall => "stall",
+            Self::Idle => "idle",
+        }
+    }
+}
+
+/// Another thread named in a reason: its tid, and its name when it is among the blocked
+/// threads of the scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadRef {
+    /// Thread id.
+    pub tid: u32,
+    /// Thread name, if known.
+    pub comm: Option<String>,
+}
+
+/// Why a thread got its verdict, as facts for the report to phrase.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) enum Reason {
+    /// In a deadlock cycle: waits for a lock held by `owner`.
+    InCycle {
+        /// The holder of what it waits for.
+        owner: ThreadRef,
+    },
+    /// Waits (through a chain of owners) on `member` of a deadlock cycle.
+    BehindDeadlock {
+        /// The cycle member its chain leads into.
+        member: ThreadRef,
+    },
+    /// All `threads` threads of the process wait indefinitely on private futexes.
+    AllThreadsWait {
+        /// How many threads the process has.
+        threads: usize,
+    },
+    /// It returned from a poll-style call just before this wait, which is not a poll.
+    EventLoopOutsidePoll,
+    /// Uninterruptible sleep (D) outside a followed syscall.
+    Uninterruptible,
+    /// Waits for a lock held by `owner`.
+    LockHeld {
+        /// The holder.
+        owner: ThreadRef,
+    },
+    /// glibc parked it for ever after the kernel refused a PI lock before `watch` attached.
+    ParkedAfterRefusedPiLock,
+    /// Waits for a lock whose owner cannot be known.
+    LockWithoutOwner,
+    /// Blocked reading or receiving on an fd that is not a terminal.
+    NoInput,
+    /// Waits for `thread` to exit (a join).
+    ThreadExit {
+        /// The thread joined.
+        thread: ThreadRef,
+    },
+    /// Waits for a signal: a condition variable, park, or futex of unknown use.
+    Signal,
+    /// Reads a terminal.
+    TerminalInput,
+    /// A server waiting for connections.
+    Connections,
+    /// Waits for a child process.
+    ChildProcess,
+    /// Waits for events (poll, epoll...).
+    Events,
+}
+
+/// A blocked thread with what the analysis inferred about it.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Finding {
+    /// The thread's facts.
+    pub thread: BlockedThread,
+    /// What the waiting code is.
+    pub code: WaitingCode,
+    /// Whether the wait can end by itself.
+    pub timing: Timing,
+    /// The thread runs an event loop: it returned from a poll-style call shortly before this
+    /// wait began, and this wait is not its poll.
+    pub event_loop: bool,
+    /// Who holds what it waits for (or, for a join, the thread joined), when that can be
+    /// trusted.
+    pub owner: Option<FutexOwner>,
+    /// What it is.
+    pub verdict: Verdict,
+    /// Why.
+    pub reason: Reason,
+}
+
+/// One edge of a deadlock cycle: `tid` waits for the lock at `lock_uaddr`, held by `owner`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct CycleEdge {
+    /// The waiting thread.
+    pub tid: u32,
+    /// The lock it waits for (or, for a join, the futex of the thread it joins).
+    pub lock_uaddr: u64,
+    /// The thread holding it.
+    pub owner: FutexOwner,
+}
+
+/// A deadlock: a cycle in one process's wait-for graph.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cycle {
+    /// Process id.
+    pub pid: u32,
+    /// The edges in order; the last edge's owner is the first edge's thread.
+    pub edges: Vec<CycleEdge>,
+}
+
+/// The result of one scan.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(crate) struct Analysis {
+    /// Every blocked thread past the threshold, with a verdict.
+    pub findings: Vec<Finding>,
+    /// Deadlock cycles.
+    pub cycles: Vec<Cycle>,
+}

@@ -1,0 +1,266 @@
+//! How a blocked thread's wait and verdict are put into words, once for every place that says
+//! them: the text and JSON reports of `watch` (`report::watch`). The analysis hands over
+//! structured facts and reasons (`crate::model`); this is the only place they become English.
+
+pub(crate) mod fd;
+
+use tracer_common::syscalls;
+
+use crate::model::{
+    BlockedThread, CycleEdge, Finding, FutexOwner, OwnerSource, Reason, ThreadRef, WaitKind,
+    WaitingCode,
+};
+
+pub(crate) use fd::fd_phrase;
+
+/// An address: `0x` and lowercase hex, no padding.
+pub(crate) fn hex(addr: u64) -> String {
+    format!("0x{addr:x}")
+}
+
+/// A thread as reports name it: `"abba-b" (tid 4243)` when its name is known, else
+/// `tid 4243`.
+pub(crate) fn named_thread(tid: u32, comm: Option<&str>) -> String {
+    match comm {
+        Some(comm) => format!("\"{comm}\" (tid {tid})"),
+        None => format!("tid {tid}"),
+    }
+}
+
+/// [`named_thread`] of a thread named in a reason.
+fn thread_ref(t: &ThreadRef) -> String {
+    named_thread(t.tid, t.comm.as_deref())
+}
+
+/// The syscall name, if the thread is in a syscall stallwatch knows.
+pub(crate) fn syscall_name(t: &BlockedThread) -> Option<&'static str> {
+    t.call.and_then(|c| c.name())
+}
+
+/// The futex command name (`FUTEX_WAIT`...), for futex waits.
+pub(crate) fn futex_op(t: &BlockedThread) -> Option<&'static str> {
+    if let Some(f) = &t.futex {
+        return Some(syscalls::futex_op_name(f.op));
+    }
+    let call = t.call?;
+    (call.nr == syscalls::SYS_FUTEX)
+        .then(|| syscalls::futex_op_name((call.detail & syscalls::FUTEX_CMD_MASK) as u32))
+}
+
+/// What the thread is in: `recvfrom`, `futex FUTEX_WAIT`, or, outside a known syscall,
+/// the kernel wait channel (`kernel wait in folio_wait_bit`) or `an untracked wait`.
+pub(crate) fn describe_call(t: &BlockedThread) -> String {
+    match (syscall_name(t), futex_op(t)) {
+        (Some(name), Some(op)) => format!("{name} {op}"),
+        (Some(name), None) => name.to_owned(),
+        (None, _) => match (t.call, &t.wchan) {
+            (Some(c), _) => format!("syscall {}", c.nr),
+            (None, Some(w)) => format!("kernel wait in {w}"),
+            (None, None) => "an untracked wait".to_owned(),
+        },
+    }
+}
+
+/// What the thread waits for, without its holder: `mutex 0x55..`, `PI mutex 0x55..`,
+/// `thread 4242 to exit`, `lock 0x55.. (no owner known)`, `futex 0x7f.. (no owner known)`,
+/// the fd's description, `child 4711`, `any child`, `a timer`, or `nothing known`.
+pub(crate) fn resource_phrase(f: &Finding) -> String {
+    wait_phrase(&f.thread, f.owner, f.code)
+}
+
+fn wait_phrase(t: &BlockedThread, owner: Option<FutexOwner>, code: WaitingCode) -> String {
+    if let Some(futex) = &t.futex {
+        let lock = futex.lock_uaddr();
+        return match owner {
+            Some(owner) => lock_phrase(owner, lock),
+            None if matches!(code, WaitingCode::Lock { .. }) => {
+                format!("lock {} (no owner known)", hex(lock))
+            }
+            None => format!("futex {} (no owner known)", hex(lock)),
+        };
+    }
+    if let Some(fd) = &t.fd {
+        return fd_phrase(fd);
+    }
+    let Some(call) = t.call else {
+        return "nothing known".to_owned();
+    };
+    if let Some(pid) = call.child_pid() {
+        return child_phrase(pid);
+    }
+    match call.kind {
+        WaitKind::Futex | WaitKind::FutexWaitv => {
+            format!("futex {} (no owner known)", hex(call.resource))
+        }
+        WaitKind::Epoll | WaitKind::Read | WaitKind::Recv | WaitKind::Accept => {
+            format!("fd {}", call.resource as i32)
+        }
+        WaitKind::Sleep => "a timer".to_owned(),
+        _ => "nothing known".to_owned(),
+    }
+}
+
+/// A lock with a known owner: `mutex 0x55..`, `PI mutex 0x55..`, or, for a join, `thread
+/// 4242 to exit`.
+fn lock_phrase(owner: FutexOwner, lock: u64) -> String {
+    match owner.source {
+        OwnerSource::Join => format!("thread {} to exit", owner.tid),
+        OwnerSource::PiWord | OwnerSource::FailedPiLock => format!("PI mutex {}", hex(lock)),
+        OwnerSource::GlibcMutex => format!("mutex {}", hex(lock)),
+    }
+}
+
+/// What the waiter of a cycle edge waits for: `mutex 0x55..`.
+pub(crate) fn edge_resource(edge: &CycleEdge) -> String {
+    lock_phrase(edge.owner, edge.lock_uaddr)
+}
+
+/// [`resource_phrase`] with the holder when known: `mutex 0x55d0c0a0 held by tid 1236`.
+pub(crate) fn describe_resource(f: &Finding) -> String {
+    let phrase = resource_phrase(f);
+    match f.owner {
+        Some(o) if o.source == OwnerSource::Join => phrase,
+        Some(o) if o.source == OwnerSource::FailedPiLock => {
+            format!("{phrase} held by tid {} (lock refused: EDEADLK)", o.tid)
+        }
+        Some(o) => format!("{phrase} held by tid {}", o.tid),
+        None => phrase,
+    }
+}
+
+/// The pid argument of wait4/waitid (a C int) as a phrase.
+fn child_phrase(pid: i32) -> String {
+    match pid {
+        -1 => "any child".to_owned(),
+        0 => "any child in its process group".to_owned(),
+        p if p < 0 => format!("any child in process group {}", -i64::from(p)),
+        p => format!("child {p}"),
+    }
+}
+
+/// Seconds, for explanations.
+fn secs(ns: u64) -> f64 {
+    ns as f64 / 1e9
+}
+
+/// One sentence saying why a thread got its verdict, complete on its own (JSON's
+/// `explanation`): `waits for mutex 0x55.. held by "abba-b" (tid 1236) for 14.2 s`.
+pub(crate) fn explanation(f: &Finding) -> String {
+    let t = &f.thread;
+    let blocked = secs(t.blocked_for_ns);
+    let what = describe_call(t);
+    let resource = resource_phrase(f);
+    match &f.reason {
+        Reason::InCycle { owner } => format!(
+            "in a deadlock cycle: waits for {resource} held by {}",
+            thread_ref(owner)
+        ),
+        Reason::BehindDeadlock { member } => format!(
+            "waits for {resource}, behind deadlocked {}",
+            thread_ref(member)
+        ),
+        Reason::AllThreadsWait { threads } => format!(
+            "all {threads} threads of the process wait indefinitely on futexes that nothing \
+             outside the process can wake (likely deadlock; lock owners unknown); this one \
+             waits for {resource}"
+        ),
+        Reason::EventLoopOutsidePoll => format!(
+            "event loop thread blocked in {what} for {blocked:.1} s instead of polling for events"
+        ),
+        Reason::Uninterruptible => format!(
+            "in uninterruptible sleep (D) in {} for {blocked:.1} s",
+            t.wchan.as_deref().unwrap_or("the kernel")
+        ),
+        Reason::LockHeld { owner } => format!(
+            "waits for {resource} held by {} for {blocked:.1} s",
+            thread_ref(owner)
+        ),
+        Reason::ParkedAfterRefusedPiLock => format!(
+            "parked for ever by glibc inside pthread_mutex_lock for {blocked:.1} s: {PARKED_WHY}"
+        ),
+        Reason::LockWithoutOwner => format!("waits for {resource} for {blocked:.1} s"),
+        Reason::NoInput => format!("blocked in {what} on {resource} for {blocked:.1} s"),
+        Reason::ThreadExit { thread } => format!("waits for {} to exit", thread_ref(thread)),
+        Reason::Signal => {
+            format!("waits in {what} for a signal (condition, park or unknown; no owner known)")
+        }
+        Reason::TerminalInput => "waits for terminal input".to_owned(),
+        Reason::Connections => format!("waits for connections on {resource}"),
+        Reason::ChildProcess => "waits for a child process".to_owned(),
+        Reason::Events => format!("waits for events in {what}"),
+    }
+}
+
+/// Why glibc parked a thread without a known lock.
+const PARKED_WHY: &str = "the kernel refused its PI lock (EDEADLK: a lock cycle runs through \
+     this thread, or ESRCH: the owner died) before watch attached, so the lock is not known";
+
+/// What the text report adds under a finding's headline, which already says the verdict, the
+/// call, the resource with its holder's tid and the duration: only what it does not say
+/// (`None` when nothing is left). Each thing is said once.
+pub(crate) fn why(f: &Finding) -> Option<String> {
+    match &f.reason {
+        Reason::BehindDeadlock { member } => {
+            Some(format!("behind deadlocked {}", thread_ref(member)))
+        }
+        Reason::AllThreadsWait { threads } => Some(format!(
+            "all {threads} threads wait on futexes of this process (likely a deadlock; lock \
+             owners unknown)"
+        )),
+        Reason::EventLoopOutsidePoll => {
+            Some("it returned from epoll_wait/poll/select just before this wait began".to_owned())
+        }
+        Reason::Uninterruptible => Some(format!(
+            "uninterruptible sleep (D) in {}",
+            f.thread.wchan.as_deref().unwrap_or("the kernel")
+        )),
+        Reason::LockHeld { owner } => Some(format!(
+            "the holder is {}, {}",
+            thread_ref(owner),
+            match f.owner.map(|o| o.source) {
+                Some(OwnerSource::PiWord) => "as the PI futex word says",
+                Some(OwnerSource::GlibcMutex) => "as pthread_mutex_t.__owner says",
+                Some(OwnerSource::FailedPiLock) => "as the word of the refused PI lock says",
+                Some(OwnerSource::Join) | None => "the thread it waits for",
+            }
+        )),
+        Reason::ParkedAfterRefusedPiLock => Some(format!(
+            "parked for ever by glibc inside pthread_mutex_lock: {PARKED_WHY}"
+        )),
+        Reason::InCycle { .. }
+        | Reason::LockWithoutOwner
+        | Reason::NoInput
+        | Reason::ThreadExit { .. }
+        | Reason::Signal
+        | Reason::TerminalInput
+        | Reason::Connections
+        | Reason::ChildProcess
+        | Reason::Events => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{SyscallCall, ThreadState};
+
+    /// Check that wait4/waitid's pid argument, a C int, is read as one.
+    #[test]
+    fn child_pid_is_an_int() {
+        assert_eq!(child_phrase(-1), "any child");
+        assert_eq!(child_phrase(0), "any child in its process group");
+        assert_eq!(child_phrase(-42), "any child in process group 42");
+        assert_eq!(child_phrase(4711), "child 4711");
+        let mut t = crate::stall::fixtures::futex_thread(1, 2, "sh", 0);
+        t.state = ThreadState::Sleeping;
+        // wait4(-1, ...) as the register holds it: the int's bits, zero-extended.
+        t.call = Some(SyscallCall {
+            nr: 61,
+            kind: WaitKind::WaitChild,
+            resource: 0xffff_ffff,
+            detail: 0,
+            timeout: 0,
+        });
+        assert_eq!(wait_phrase(&t, None, WaitingCode::Unknown), "any child");
+    }
+}

@@ -1,0 +1,252 @@
+//! glibc: its lock and join code, the owner fields of its `pthread_mutex_t`, and the way it
+//! parks a thread after the kernel refuses a PI lock.
+//!
+//! What is trusted, and why (a wrong owner could invent a deadlock cycle, so every rule errs
+//! towards "unknown"):
+//! - `pthread_mutex_t` (x86_64 layout: `__lock` at 0, `__owner` at 8, `__nusers` at 12,
+//!   `__kind` at 16): the waiter's stack is in glibc's mutex code, the word is locked, `__kind`
+//!   has only known bits, `__nusers` is at least one, and `__owner` is a live thread of the
+//!   same process other than the waiter (or the waiter itself: relocking a normal mutex it
+//!   holds is a deadlock of one thread).
+//! - `pthread_join`: the waiter's stack is in a join, and the word is the tid of a live thread
+//!   of the same process (glibc waits on the joined thread's `tid` field until it exits).
+//!
+//! Internal glibc locks (`__lll_lock_wait_private`: stdio, malloc, ld.so) are bare ints, not
+//! `pthread_mutex_t`: no owner field to read.
+
+use super::{LockWait, Runtime, WaitName};
+use crate::{
+    model::{FutexOwner, OwnerSource, WaitingCode},
+    procs::maps::Maps,
+};
+
+/// Bits glibc defines in `__kind`: kind (0-3), robust (16), PI (32), PP (64), elision
+/// (256, 512), and `PTHREAD_MUTEX_PSHARED_BIT` (128).
+const KIND_BITS: u32 = 0x3 | 0x10 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200;
+/// `pthread_mutex_t.__owner`.
+const OWNER_OFFSET: u64 = 8;
+/// `pthread_mutex_t.__nusers`.
+const NUSERS_OFFSET: u64 = 12;
+/// `pthread_mutex_t.__kind`.
+const KIND_OFFSET: u64 = 16;
+/// The word and the mutex fields after it.
+const MUTEX_BYTES: usize = 20;
+
+/// How far above the stack pointer a futex word still counts as on the thread's own stack.
+const OWN_STACK_WINDOW: u64 = 64 * 1024;
+
+/// The GNU C library.
+pub(super) struct Glibc;
+
+const GLIBC_MUTEX: WaitingCode = WaitingCode::Lock { glibc_mutex: true };
+const OTHER_LOCK: WaitingCode = WaitingCode::Lock { glibc_mutex: false };
+
+impl Runtime for Glibc {
+    fn name(&self) -> &'static str {
+        "glibc"
+    }
+
+    /// Every process but one that runs musl (whose `pthread_mutex_t` is laid out otherwise):
+    /// glibc may be linked statically, so its absence from the mappings proves nothing.
+    fn detect(&self, maps: &Maps) -> bool {
+        !maps.iter().any(|m| {
+            let name = m.path.rsplit('/').next().unwrap_or_default();
+            name.starts_with("ld-musl-") || name.starts_with("libc.musl-")
+        })
+    }
+
+    fn wait_names(&self) -> &'static [WaitName] {
+        const NAMES: &[WaitName] = &[
+            WaitName::new("join", WaitingCode::Join),
+            WaitName::new("cond", WaitingCode::Condition),
+            WaitName::new("sem_", WaitingCode::Condition),
+            WaitName::new("barrier", WaitingCode::Condition),
+            WaitName::new("lll_lock_wait_private", OTHER_LOCK),
+            WaitName::new("pthread_mutex", GLIBC_MUTEX),
+            WaitName::new("lll_lock", GLIBC_MUTEX),
+            WaitName::new("rwlock", OTHER_LOCK),
+        ];
+        NAMES
+    }
+
+    fn lock_memory_bytes(&self) -> usize {
+        MUTEX_BYTES
+    }
+
+    fn lock_owner(&self, wait: &LockWait<'_>) -> Option<FutexOwner> {
+        match wait.code {
+            WaitingCode::Join => {
+                let tid = wait.read_u32(wait.uaddr)?;
+                wait.is_live_other(tid).then_some(FutexOwner {
+                    tid,
+                    source: OwnerSource::Join,
+                })
+            }
+            WaitingCode::Lock { glibc_mutex: true } => {
+                let locked = wait.read_u32(wait.uaddr).is_some_and(|w| w != 0);
+                let kind_ok = wait
+                    .read_u32(wait.uaddr + KIND_OFFSET)
+                    .is_some_and(|k| k & !KIND_BITS == 0);
+                let users_ok = wait
+                    .read_u32(wait.uaddr + NUSERS_OFFSET)
+                    .is_some_and(|n| n >= 1);
+                let tid = wait.read_u32(wait.uaddr + OWNER_OFFSET)?;
+                let live = tid == wait.waiter_tid || wait.is_live_other(tid);
+                (locked && kind_ok && users_ok && live).then_some(FutexOwner {
+                    tid,
+                    source: OwnerSource::GlibcMutex,
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Whether a thread shows the signature of glibc parking it for ever inside
+/// `pthread_mutex_lock` after the kernel refused a PI lock (`EDEADLK`: the lock chain loops
+/// back to it; or `ESRCH`: the owner died): a futex wait without timeout on a zero word on its
+/// own stack, called from glibc's mutex code. (With `watch` attached at the refusal, the
+/// refused lock itself is known instead.)
+pub(crate) fn parked_by_glibc(
+    op: u32,
+    uaddr: u64,
+    word: Option<u32>,
+    user_sp: Option<u64>,
+    code: WaitingCode,
+) -> bool {
+    const FUTEX_WAIT: u32 = 0;
+    const FUTEX_WAIT_BITSET: u32 = 9;
+    let on_own_stack = user_sp.is_some_and(|sp| uaddr >= sp && uaddr - sp < OWN_STACK_WINDOW);
+    matches!(op, FUTEX_WAIT | FUTEX_WAIT_BITSET)
+        && word == Some(0)
+        && on_own_stack
+        && code == GLIBC_MUTEX
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LIVE: [u32; 3] = [100, 101, 102];
+
+    /// A recorded glibc mutex at 0x1000: the word 2 (locked, contended), `__owner`,
+    /// `__nusers` 1, `__kind` 0, optionally overridden.
+    fn mutex_bytes(word: u32, owner: u32, kind: u32) -> [u8; MUTEX_BYTES] {
+        let mut bytes = [0u8; MUTEX_BYTES];
+        bytes[0..4].copy_from_slice(&word.to_ne_bytes());
+        bytes[8..12].copy_from_slice(&owner.to_ne_bytes());
+        bytes[12..16].copy_from_slice(&1u32.to_ne_bytes());
+        bytes[16..20].copy_from_slice(&kind.to_ne_bytes());
+        bytes
+    }
+
+    /// The owner glibc names for `bytes` recorded at 0x1000.
+    fn owner(bytes: &[u8], code: WaitingCode, waiter: u32) -> Option<FutexOwner> {
+        let read_mem = |addr: u64, buf: &mut [u8]| {
+            let Some(start) = addr.checked_sub(0x1000).map(|o| o as usize) else {
+                return false;
+            };
+            match bytes.get(start..start + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        };
+        let wait = LockWait {
+            uaddr: 0x1000,
+            code,
+            waiter_tid: waiter,
+            live_tids: &LIVE,
+            read_mem: &read_mem,
+        };
+        Glibc.lock_owner(&wait)
+    }
+
+    /// Check that a glibc mutex owner is trusted only when it is a live other thread of the
+    /// process and the mutex fields look like a locked mutex.
+    #[test]
+    fn glibc_mutex_owner_needs_every_check() {
+        let found = owner(&mutex_bytes(2, 101, 0), GLIBC_MUTEX, 100);
+        assert_eq!(
+            found.map(|o| (o.tid, o.source)),
+            Some((101, OwnerSource::GlibcMutex))
+        );
+        assert_eq!(owner(&mutex_bytes(2, 999, 0), GLIBC_MUTEX, 100), None);
+        // Relocking a mutex it holds: the waiter is its own owner.
+        let own = owner(&mutex_bytes(2, 100, 0), GLIBC_MUTEX, 100);
+        assert_eq!(own.map(|o| o.tid), Some(100));
+        assert_eq!(owner(&mutex_bytes(0, 101, 0), GLIBC_MUTEX, 100), None);
+        assert_eq!(
+            owner(&mutex_bytes(2, 101, 0x1234_0000), GLIBC_MUTEX, 100),
+            None
+        );
+        assert_eq!(owner(&mutex_bytes(2, 101, 0), OTHER_LOCK, 100), None);
+        // Only the word could be read: no owner.
+        assert_eq!(owner(&mutex_bytes(2, 101, 0)[..4], GLIBC_MUTEX, 100), None);
+    }
+
+    /// Check that a join names the joined thread, and the same word in a condition wait means
+    /// nothing.
+    #[test]
+    fn join_owner() {
+        let word = 101u32.to_ne_bytes();
+        let found = owner(&word, WaitingCode::Join, 100).unwrap();
+        assert_eq!((found.tid, found.source), (101, OwnerSource::Join));
+        assert_eq!(owner(&word, WaitingCode::Condition, 100), None);
+        assert_eq!(owner(&999u32.to_ne_bytes(), WaitingCode::Join, 100), None);
+    }
+
+    /// Check that glibc's park after a refused PI lock is recognised only on a zero word on the
+    /// thread's own stack, in glibc's mutex code.
+    #[test]
+    fn glibc_park_signature() {
+        let sp = 0x7ff0_0000_0000;
+        assert!(parked_by_glibc(
+            9,
+            sp + 0x74,
+            Some(0),
+            Some(sp),
+            GLIBC_MUTEX
+        ));
+        assert!(!parked_by_glibc(
+            9,
+            sp + 0x74,
+            Some(2),
+            Some(sp),
+            GLIBC_MUTEX
+        ));
+        assert!(!parked_by_glibc(
+            9,
+            0x5555_0000,
+            Some(0),
+            Some(sp),
+            GLIBC_MUTEX
+        ));
+        assert!(!parked_by_glibc(9, sp + 0x74, Some(0), None, GLIBC_MUTEX));
+        assert!(!parked_by_glibc(
+            9,
+            sp + 0x74,
+            Some(0),
+            Some(sp),
+            WaitingCode::Condition
+        ));
+        assert!(!parked_by_glibc(
+            6,
+            sp + 0x74,
+            Some(0),
+            Some(sp),
+            GLIBC_MUTEX
+        ));
+    }
+
+    /// Check that musl processes are not taken for glibc ones.
+    #[test]
+    fn musl_is_not_glibc() {
+        let glibc = Maps::parse("1000-2000 r-xp 0 fe:00 1 /usr/lib/x86_64-linux-gnu/libc.so.6\n");
+        let musl = Maps::parse("1000-2000 r-xp 0 fe:00 1 /lib/ld-musl-x86_64.so.1\n");
+        assert!(Glibc.detect(&glibc));
+        assert!(!Glibc.detect(&musl));
+    }
+}

@@ -1,0 +1,221 @@
+//! The pure half of `watch`: from each scan's gathered facts to the reports to print.
+//!
+//! A live `watch` and `stallwatch report` (replaying a recording) drive the same
+//! [`Reporter`] with the same inputs, so a recording renders exactly what the live run
+//! printed: [`ScanInput`] holds everything a scan's report depends on, clock readings and
+//! process names included, and nothing here reads a clock or `/proc`.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::{Duration, SystemTime},
+};
+
+use super::gather::Scanned;
+use crate::{
+    model::{Analysis, Loss},
+    report::watch::WatchReport,
+    stall::{
+        analyze::analyze,
+        tracker::{Changes, Tracker},
+    },
+};
+
+/// What a watch found over its whole run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Found {
+    /// Problems (any verdict but idle) were reported.
+    pub stalls: bool,
+    /// A deadlock cycle was reported.
+    pub deadlock: bool,
+}
+
+impl Found {
+    /// 0 nothing, 10 stalls, 11 a deadlock.
+    pub fn exit_code(self) -> i32 {
+        if self.deadlock {
+            11
+        } else if self.stalls {
+            10
+        } else {
+            0
+        }
+    }
+
+    fn add(&mut self, changes: &Changes) {
+        self.stalls |= changes.new_findings.iter().any(|f| f.verdict.is_problem());
+        self.deadlock |= !changes.new_cycles.is_empty();
+    }
+}
+
+/// One scan's facts with the readings its report is made with.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct ScanInput {
+    /// What was gathered.
+    pub scanned: Scanned,
+    /// When (CLOCK_MONOTONIC ns).
+    pub now_ns: u64,
+    /// Time since `watch` started.
+    pub elapsed: Duration,
+    /// Wall-clock time of the scan.
+    pub wall_clock: SystemTime,
+    /// The kernel side's losses so far.
+    pub losses: Vec<Loss>,
+}
+
+/// The end of a run: the readings of the final report.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct EndInput {
+    /// Time since `watch` started.
+    pub elapsed: Duration,
+    /// Wall-clock time at the end.
+    pub wall_clock: SystemTime,
+    /// The kernel side's losses in all.
+    pub losses: Vec<Loss>,
+}
+
+/// Names of processes, as a report asks for them.
+pub(crate) type ProcessNames<'a> = &'a mut dyn FnMut(u32) -> Option<String>;
+
+/// Folds scans into reports, remembering what was reported.
+#[derive(Debug)]
+pub(crate) struct Reporter {
+    threshold: Duration,
+    tracker: Tracker,
+    found: Found,
+    /// What is open after the last scan: the final report restates it.
+    open: Changes,
+}
+
+impl Reporter {
+    /// A reporter for waits past `threshold`.
+    pub(crate) fn new(threshold: Duration) -> Self {
+        Self {
+            threshold,
+            tracker: Tracker::default(),
+            found: Found::default(),
+            open: Changes::default(),
+        }
+    }
+
+    /// What was found so far.
+    pub(crate) fn found(&self) -> Found {
+        self.found
+    }
+
+    /// One scan of a live watch: the report of what changed, if anything did.
+    pub(crate) fn scan(
+        &mut self,
+        input: &ScanInput,
+        names: ProcessNames<'_>,
+    ) -> Option<WatchReport> {
+        let (changes, analysis) = self.fold(input);
+        self.open = open_problems(analysis);
+        if changes.is_empty() {
+            return None;
+        }
+        let common = Common::of_scan(input);
+        Some(self.report(common, changes, false, names))
+    }
+
+    /// `--once`'s only scan: a dump of every blocked thread past the threshold, idle ones
+    /// included, as the final report.
+    pub(crate) fn once(&mut self, input: &ScanInput, names: ProcessNames<'_>) -> WatchReport {
+        let (_, analysis) = self.fold(input);
+        let everything = Changes {
+            new_findings: analysis.findings,
+            resolved: Vec::new(),
+            new_cycles: analysis.cycles,
+        };
+        self.report(Common::of_scan(input), everything, true, names)
+    }
+
+    /// The last report of a live watch: a restatement of what is still blocked, so a run
+    /// ended by Ctrl-C still says it.
+    pub(crate) fn finish(&mut self, end: &EndInput, names: ProcessNames<'_>) -> WatchReport {
+        let open = std::mem::take(&mut self.open);
+        let common = Common {
+            elapsed: end.elapsed,
+            wall_clock: end.wall_clock,
+            losses: end.losses.clone(),
+        };
+        let mut last = self.report(common, open, true, names);
+        last.restated = true;
+        last
+    }
+
+    /// Analyzes a scan and folds it into the tracker; what changed, and the whole analysis.
+    fn fold(&mut self, input: &ScanInput) -> (Changes, Analysis) {
+        let scanned = &input.scanned;
+        let analysis = analyze(scanned.threads.clone(), &scanned.processes);
+        let changes = self
+            .tracker
+            .update(analysis.clone(), &scanned.keys, input.now_ns);
+        self.found.add(&changes);
+        (changes, analysis)
+    }
+
+    fn report(
+        &self,
+        common: Common,
+        changes: Changes,
+        is_final: bool,
+        names: ProcessNames<'_>,
+    ) -> WatchReport {
+        let mut pids: BTreeSet<u32> = changes.new_findings.iter().map(|f| f.thread.pid).collect();
+        pids.extend(changes.resolved.iter().map(|r| r.pid));
+        pids.extend(changes.new_cycles.iter().map(|c| c.pid));
+        let process_names: BTreeMap<u32, String> = pids
+            .into_iter()
+            .filter_map(|pid| Some((pid, names(pid)?)))
+            .collect();
+        WatchReport {
+            elapsed: common.elapsed,
+            wall_clock: common.wall_clock,
+            threshold: self.threshold,
+            process_names,
+            new_findings: changes.new_findings,
+            resolved: changes.resolved,
+            new_cycles: changes.new_cycles,
+            losses: common.losses,
+            is_final,
+            restated: false,
+        }
+    }
+}
+
+/// The readings every report carries.
+struct Common {
+    elapsed: Duration,
+    wall_clock: SystemTime,
+    losses: Vec<Loss>,
+}
+
+impl Common {
+    fn of_scan(input: &ScanInput) -> Self {
+        Self {
+            elapsed: input.elapsed,
+            wall_clock: input.wall_clock,
+            losses: input.losses.clone(),
+        }
+    }
+}
+
+/// Everything open in `analysis`: the problems with the idle threads of their processes, and
+/// the cycles (what the final report restates).
+fn open_problems(analysis: Analysis) -> Changes {
+    let problem_pids: BTreeSet<u32> = analysis
+        .findings
+        .iter()
+        .filter(|f| f.verdict.is_problem())
+        .map(|f| f.thread.pid)
+        .collect();
+    Changes {
+        new_findings: analysis
+            .findings
+            .into_iter()
+            .filter(|f| problem_pids.contains(&f.thread.pid))
+            .collect(),
+        resolved: Vec::new(),
+        new_cycles: analysis.cycles,
+    }
+}
