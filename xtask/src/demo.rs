@@ -68,24 +68,33 @@ fn watch_deadlock(out_dir: &std::path::Path) -> anyhow::Result<()> {
         .stdout(std::process::Stdio::null())
         .spawn()
         .with_context(|| format!("starting {}", program.display()))?;
+    let record = out_dir.join("deadlock.swrec");
     let mut watch = util::cmd(util::stallwatch_bin());
-    watch.args([
-        "watch",
-        "--threshold",
-        "1s",
-        "--exit-on-deadlock",
-        "-d",
-        "30s",
-        "-p",
-    ]);
+    watch
+        .args([
+            "watch",
+            "--threshold",
+            "1s",
+            "--exit-on-deadlock",
+            "-d",
+            "30s",
+        ])
+        .arg("--record")
+        .arg(&record)
+        .arg("-p");
     let status = watch.arg(child.id().to_string()).status();
     let _ = child.kill();
     let _ = child.wait();
     let status = status.context("running stallwatch watch")?;
-    match status.code() {
-        Some(11) => Ok(()),
-        _ => anyhow::bail!("stallwatch watch did not report the deadlock ({status})"),
+    if status.code() != Some(11) {
+        anyhow::bail!("stallwatch watch did not report the deadlock ({status})");
     }
+    println!(
+        "\nRecorded to {0}: `stallwatch report {0}` prints the same report again, on any \
+         machine, without root.",
+        record.display()
+    );
+    Ok(())
 }
 
 /// The `n` heaviest lines of a folded file (`frame;frame;... VALUE`), heaviest first.

@@ -315,3 +315,83 @@ impl Procs {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    use super::*;
+
+    /// Check that a process is remembered with its name, start time, maps, open files and
+    /// runtimes; that after it exits its maps are kept until it is forgotten, and its name
+    /// even then; and that `forget` drops the name too.
+    #[test]
+    fn exited_processes_keep_their_name() {
+        let mut child = Command::new("/bin/sleep").arg("0.2").spawn().unwrap();
+        let pid = child.id();
+        let mut procs = Procs::new();
+        // The dynamic loader maps libc a moment after spawn returns.
+        for _ in 0..1000 {
+            procs.begin_scan();
+            let maps = procs.maps(pid).expect("remembered");
+            if maps.code().any(|m| m.path.contains("libc")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+        let process = procs.get(pid).expect("remembered");
+        assert_eq!(process.comm.as_deref(), Some("sleep"));
+        assert!(process.start_time.is_some() && !process.exited);
+        assert!(process.runtimes.names().contains(&"glibc".to_owned()));
+        let libc = process
+            .maps
+            .code()
+            .find(|m| m.path.contains("libc"))
+            .expect("libc mapped")
+            .file_key();
+        assert!(procs.file(&libc).is_some(), "libc not held open");
+        child.wait().unwrap();
+
+        procs.begin_scan();
+        let gone = procs.remember(pid).expect("kept after exit");
+        assert!(gone.exited && !gone.maps.is_empty());
+        assert_eq!(procs.forget_exited(), vec![pid]);
+        assert!(procs.get(pid).is_none());
+        assert_eq!(procs.name(pid).as_deref(), Some("sleep"));
+        assert!(
+            !procs.maps_file(&libc),
+            "files of no remembered process kept open"
+        );
+        procs.forget(pid);
+        assert_eq!(procs.name(pid), None);
+    }
+
+    /// Check that maps are read once per scan, however often they are asked for, and again in
+    /// the next scan.
+    #[test]
+    fn maps_are_read_once_per_scan() {
+        let pid = std::process::id();
+        let mut procs = Procs::new();
+        let first = procs.maps(pid).expect("own maps");
+        let again = procs.maps(pid).expect("own maps");
+        assert!(Arc::ptr_eq(&first, &again), "maps read twice in one scan");
+        procs.begin_scan();
+        let next = procs.maps(pid).expect("own maps");
+        assert!(
+            !Arc::ptr_eq(&first, &next),
+            "maps not read again in the next scan"
+        );
+        let memory = procs.memory(pid).expect("own memory");
+        assert!(Rc::ptr_eq(&memory, &procs.memory(pid).unwrap()));
+    }
+
+    /// Check that a pid that never lived gives nothing and no name.
+    #[test]
+    fn unknown_pids_give_nothing() {
+        let mut procs = Procs::new();
+        assert!(procs.remember(u32::MAX - 5).is_none());
+        assert_eq!(procs.name(u32::MAX - 5), None);
+        assert!(!exists(u32::MAX - 5));
+        assert!(exists(std::process::id()));
+    }
+}
