@@ -19,6 +19,41 @@ fn unknown_option_exits_2() {
     assert!(!output.started_tracing());
 }
 
+/// Check that a minimum wait above the maximum is a usage error (exit code 2) with a one-line
+/// message naming both, before anything is traced; needs no privileges.
+#[test]
+fn min_above_max_block_exits_2() {
+    let output = run(["profile", "-m", "10", "-M", "5", "-d", "1s"], EXIT_TIMEOUT);
+    output.assert_code(2);
+    assert!(!output.started_tracing());
+    let lines: Vec<_> = output.stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "stderr is not one line:\n{}", output.stderr);
+    assert!(
+        lines[0].contains("(10)") && lines[0].contains("(5)"),
+        "{}",
+        lines[0]
+    );
+}
+
+/// Check that `report` on a file that is not a recording, or is missing, exits with code 8 and
+/// one line saying what is wrong; needs no privileges.
+#[test]
+fn report_of_no_recording_exits_8() {
+    let dir = TempDir::new("report-garbage");
+    let garbage = dir.join("out.folded");
+    fs::write(&garbage, "a;b 1\n").expect("writing a folded file");
+    for path in [garbage.as_path(), dir.join("missing").as_path()] {
+        let output = run(["report".as_ref(), path.as_os_str()], EXIT_TIMEOUT);
+        output.assert_code(8);
+        assert_eq!(output.stderr.lines().count(), 1, "{}", output.stderr);
+        assert!(
+            output.stderr.contains(&*path.to_string_lossy()),
+            "{}",
+            output.stderr
+        );
+    }
+}
+
 /// Check that a pid that does not exist exits with code 5 and a one-line message.
 #[test]
 fn missing_pid_exits_5_with_one_line() {

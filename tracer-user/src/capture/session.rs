@@ -19,6 +19,7 @@ use super::{
 use crate::{
     clock::monotonic_ns,
     model::{Capture, Counters, InFlightWait},
+    procs,
 };
 
 /// The BPF object built by `build.rs` (empty when bpf-linker was missing).
@@ -60,12 +61,12 @@ impl Session {
             return Err(CaptureError::BpfNotBuilt);
         }
         for &pid in &config.pids {
-            if !Path::new(&format!("/proc/{pid}")).exists() {
+            if !procs::exists(pid) {
                 return Err(CaptureError::PidNotFound(pid));
             }
         }
         for &tid in &config.tids {
-            if !Path::new(&format!("/proc/{tid}")).exists() {
+            if !procs::exists(tid) {
                 return Err(CaptureError::TidNotFound(tid));
             }
         }

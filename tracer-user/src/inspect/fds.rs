@@ -111,11 +111,7 @@ impl FdScanner {
     fn comm(&mut self, pid: u32) -> Option<String> {
         self.comms
             .entry(pid)
-            .or_insert_with(|| {
-                std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                    .ok()
-                    .map(|c| c.trim_end().to_string())
-            })
+            .or_insert_with(|| crate::procs::read_comm(pid))
             .clone()
     }
 

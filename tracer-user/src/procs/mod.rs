@@ -43,8 +43,9 @@ pub(crate) fn exists(pid: u32) -> bool {
     Path::new(&format!("/proc/{pid}")).exists()
 }
 
-/// `/proc/PID/comm` without its newline.
-fn read_comm(pid: u32) -> Option<String> {
+/// `/proc/PID/comm` without its newline: the name of a process the registry need not
+/// remember (another process holding a pipe, say).
+pub(crate) fn read_comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))
         .ok()
         .map(|s| s.trim_end_matches('\n').to_owned())

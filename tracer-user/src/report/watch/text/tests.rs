@@ -199,3 +199,15 @@ fn verdict_headlines_and_frame_names() {
     );
     assert_eq!(fmt_ns(725_000_000_000), "12 min 5 s");
 }
+
+/// Check that a process whose name is unknown is named by its pid alone, never `(?)`.
+#[test]
+fn unknown_process_names_are_left_out() {
+    let mut findings = recv_stalls();
+    findings.truncate(1);
+    let mut r = report(findings, Vec::new());
+    r.process_names.clear();
+    let text = render_text(&r);
+    assert!(text.contains("In process 2000:\n"), "{text}");
+    assert!(!text.contains("(?)"), "{text}");
+}
