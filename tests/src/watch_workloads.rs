@@ -22,7 +22,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::workload::python3;
+use crate::{tracer::Tracer, workload::python3};
 
 /// How long a workload may take to print a protocol line the caller asks for by key.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -173,6 +173,22 @@ pub mod asyncio {
     pub const BLOCKING_COROUTINE: &str = "blocking_handler";
     /// Printed immediately before the blocking call.
     pub const BLOCKING: &str = "BLOCKING";
+}
+
+/// Starts `stallwatch watch -p PID ARGS` on `workload`, waits until it is attached, and checks
+/// the workload had not printed `not_yet` before that (else the test would not test what
+/// `watch` traces, only what it reads from `/proc`).
+pub fn attach_watch(workload: &RunningWorkload, args: &[&str], not_yet: &str) -> Tracer {
+    let pid = workload.pid().to_string();
+    let mut command: Vec<&str> = vec!["watch", "-p", &pid];
+    command.extend_from_slice(args);
+    let mut tracer = Tracer::spawn(&command);
+    tracer.wait_tracing();
+    assert!(
+        !workload.lines().iter().any(|l| l == not_yet),
+        "the workload printed {not_yet} before watch attached; raise its {DELAY_MS_ARG}"
+    );
+    tracer
 }
 
 /// Lines a workload printed so far, filled by a reader thread.

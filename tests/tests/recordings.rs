@@ -13,7 +13,7 @@ use stallwatch_tests::{
     TempDir, deadlock_abba_bin, offcpu_sites_bin, recv_stall_bin, require_bpf,
     tracer::{EXIT_TIMEOUT, RunOutput, Tracer, run},
     watch_report::WatchOutput,
-    watch_workloads::{DELAY_MS_ARG, READY, RunningWorkload, abba, asyncio},
+    watch_workloads::{DELAY_MS_ARG, READY, RunningWorkload, abba, asyncio, attach_watch},
     workload_file,
 };
 
@@ -35,19 +35,12 @@ fn report(args: &[&str]) -> RunOutput {
     output
 }
 
-/// Starts `watch -p PID ARGS --record FILE` and waits until it is attached, checking the
-/// workload had not printed `READY` yet (so the recording covers the wait forming).
+/// Starts `watch -p PID --record FILE ARGS` and waits until it is attached, before the
+/// workload is `READY` (so the recording covers the wait forming).
 fn record_watch(workload: &RunningWorkload, record: &Path, args: &[&str]) -> Tracer {
-    let pid = workload.pid().to_string();
-    let mut argv = vec!["watch", "-p", &pid, "--record", path_str(record)];
+    let mut argv = vec!["--record", path_str(record)];
     argv.extend_from_slice(args);
-    let mut tracer = Tracer::spawn(argv);
-    tracer.wait_tracing();
-    assert!(
-        !workload.lines().iter().any(|l| l == READY),
-        "the workload was ready before watch attached; raise ATTACH_DELAY_MS"
-    );
-    tracer
+    attach_watch(workload, &argv, READY)
 }
 
 /// Check that a live watch of a real deadlock, recorded, renders with `stallwatch report` to

@@ -9,7 +9,7 @@ use stallwatch_tests::{
     tracer::{RunOutput, Tracer, run},
     watch_report::{WatchOutput, cycle_edges, user_symbols},
     watch_workloads::{
-        DELAY_MS_ARG, MAIN, READY, RunningWorkload, abba, asyncio, healthy, recv, rust_abba,
+        self, DELAY_MS_ARG, MAIN, READY, RunningWorkload, abba, asyncio, healthy, recv, rust_abba,
     },
     workload_file,
 };
@@ -19,21 +19,12 @@ const ATTACH_DELAY_MS: &str = "3000";
 /// How long a watch run may take in all.
 const RUN_TIMEOUT: Duration = Duration::from_secs(90);
 
-/// Starts `watch -p PID --json -o OUT ARGS`, waits until it is attached, and checks the
-/// workload did not block before that (else the test would not test tracing).
+/// Starts `watch -p PID --json -o OUT ARGS` and waits until it is attached, before the
+/// workload printed `not_yet`.
 fn attach_watch(workload: &RunningWorkload, out: &Path, args: &[&str], not_yet: &str) -> Tracer {
-    let pid = workload.pid().to_string();
-    let mut command: Vec<&str> = vec!["watch", "-p", &pid, "--json", "-o"];
-    let out = out.to_str().expect("UTF-8 temp path");
-    command.push(out);
+    let mut command: Vec<&str> = vec!["--json", "-o", out.to_str().expect("UTF-8 temp path")];
     command.extend_from_slice(args);
-    let mut tracer = Tracer::spawn(&command);
-    tracer.wait_tracing();
-    assert!(
-        !workload.lines().iter().any(|l| l == not_yet),
-        "the workload printed {not_yet} before watch attached; raise ATTACH_DELAY_MS"
-    );
-    tracer
+    watch_workloads::attach_watch(workload, &command, not_yet)
 }
 
 /// `watch ARGS` run to its end, with its JSON output.

@@ -96,8 +96,9 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
         .enable_all()
         .build()
         .map_err(ProfileError::Runtime)?;
+    // Resolved with the maps as remembered while tracing (read again only for an address
+    // outside them, and only from the same process): a pid reused since is not confused.
     let (capture, mut procs) = runtime.block_on(trace(args))?;
-    procs.begin_scan();
     let run = ProfileRun {
         title: svg_title(args),
         command_line: std::env::args().collect(),

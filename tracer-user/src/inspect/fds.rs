@@ -147,17 +147,9 @@ impl FdScanner {
         let access = info.flags.and_then(FdAccess::from_flags);
 
         let mut d = FdDescription {
-            fd,
-            fd_type: FdType::Other,
-            target: target.clone(),
             access,
-            socket: None,
-            pipe_peers: Vec::new(),
-            epoll_targets: Vec::new(),
-            eventfd_count: None,
-            timer: None,
-            sigmask: None,
             detail: if full { Detail::Full } else { Detail::Brief },
+            ..FdDescription::new(fd, FdType::Other, target.clone())
         };
         match &parsed.target {
             FDTarget::Socket(inode) => {

@@ -203,6 +203,23 @@ pub(crate) struct FdDescription {
 }
 
 impl FdDescription {
+    /// An fd of this type and `readlink` target with nothing else known about it yet.
+    pub(crate) fn new(fd: i32, fd_type: FdType, target: String) -> Self {
+        Self {
+            fd,
+            fd_type,
+            target,
+            access: None,
+            socket: None,
+            pipe_peers: Vec::new(),
+            epoll_targets: Vec::new(),
+            eventfd_count: None,
+            timer: None,
+            sigmask: None,
+            detail: Detail::Full,
+        }
+    }
+
     /// The socket's local address.
     pub(crate) fn local(&self) -> Option<&str> {
         self.socket.as_ref().map(|s| s.local.as_str())

@@ -32,7 +32,10 @@ use std::{
 pub(crate) use files::MappedFile;
 use maps::{FileKey, Maps};
 
-use crate::{inspect::ProcessMemory, runtime::Runtimes};
+use crate::{
+    inspect::{InspectError, ProcessMemory},
+    runtime::Runtimes,
+};
 
 /// Names of processes forgotten after they exited are kept (for reports of waits that ended
 /// with them) up to this many.
@@ -142,16 +145,20 @@ impl Procs {
         self.remember(pid).map(|p| Arc::clone(&p.maps))
     }
 
-    /// The process's memory (`/proc/PID/mem`), opened at most once per scan.
-    pub(crate) fn memory(
-        &mut self,
-        pid: u32,
-    ) -> Result<Rc<ProcessMemory>, crate::inspect::InspectError> {
+    /// The process's memory (`/proc/PID/mem`), opened at most once per scan; none for a
+    /// process seen gone.
+    pub(crate) fn memory(&mut self, pid: u32) -> Result<Rc<ProcessMemory>, InspectError> {
         let scan = self.scan;
-        if let Some((opened, memory)) = self.processes.get(&pid).and_then(|p| p.memory.as_ref())
+        let process = self.processes.get(&pid);
+        if let Some((opened, memory)) = process.and_then(|p| p.memory.as_ref())
             && *opened == scan
         {
             return Ok(Rc::clone(memory));
+        }
+        if process.is_some_and(|p| p.exited) {
+            return Err(InspectError::Gone {
+                path: format!("/proc/{pid}/mem").into(),
+            });
         }
         let memory = Rc::new(ProcessMemory::open(pid)?);
         if let Some(process) = self.processes.get_mut(&pid) {

@@ -1,8 +1,9 @@
 //! Hand-built blocked threads for the unit tests of `stall` and `report::watch`.
 
 use crate::model::{
-    BlockedThread, Frame, FrameKind, FutexFacts, Origin, OwnerSource, ProcessView, SyscallCall,
-    ThreadState, WaitKind,
+    BlockedThread, CycleEdge, FdDescription, FdType, Finding, Frame, FrameKind, FutexFacts,
+    FutexOwner, Origin, OwnerSource, ProcessView, Reason, SocketInfo, SocketProtocol, SyscallCall,
+    ThreadState, Timing, Verdict, WaitKind, WaitingCode,
 };
 
 /// Frames with only names, innermost first.
@@ -65,6 +66,47 @@ pub(crate) fn futex_facts(uaddr: u64, owner: Option<(u32, OwnerSource)>) -> Fute
         op,
         memory,
         refused_pi_lock: None,
+    }
+}
+
+/// An established TCP connection from `local` to `peer` as fd `fd`.
+pub(crate) fn tcp_socket(fd: i32, local: &str, peer: &str) -> FdDescription {
+    FdDescription {
+        socket: Some(SocketInfo {
+            protocol: SocketProtocol::Tcp,
+            inode: 81234,
+            local: local.into(),
+            peer: Some(peer.into()),
+            tcp_state: Some("ESTABLISHED".into()),
+            unix_kind: None,
+        }),
+        ..FdDescription::new(fd, FdType::Socket, "socket:[81234]".into())
+    }
+}
+
+/// `thread`'s finding: an indefinite wait of unknown code with no owner, with this verdict and
+/// reason.
+pub(crate) fn finding(thread: BlockedThread, verdict: Verdict, reason: Reason) -> Finding {
+    Finding {
+        thread,
+        code: WaitingCode::Unknown,
+        timing: Timing::Indefinite,
+        event_loop: false,
+        owner: None,
+        verdict,
+        reason,
+    }
+}
+
+/// A cycle edge: `tid` waits for the glibc mutex at `lock_uaddr`, held by `owner`.
+pub(crate) fn glibc_edge(tid: u32, lock_uaddr: u64, owner: u32) -> CycleEdge {
+    CycleEdge {
+        tid,
+        lock_uaddr,
+        owner: FutexOwner {
+            tid: owner,
+            source: OwnerSource::GlibcMutex,
+        },
     }
 }
 

@@ -151,23 +151,12 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        model::{Reason, Timing, WaitingCode},
-        stall::fixtures::futex_thread,
-    };
+    use crate::{model::Reason, stall::fixtures};
 
     fn finding(tid: u32, since_ns: u64, verdict: Verdict) -> Finding {
-        let mut thread = futex_thread(1, tid, &format!("t{tid}"), 0);
+        let mut thread = fixtures::futex_thread(1, tid, &format!("t{tid}"), 0);
         thread.since_ns = since_ns;
-        Finding {
-            thread,
-            code: WaitingCode::Unknown,
-            timing: Timing::Indefinite,
-            event_loop: false,
-            owner: None,
-            verdict,
-            reason: Reason::LockWithoutOwner,
-        }
+        fixtures::finding(thread, verdict, Reason::LockWithoutOwner)
     }
 
     fn scan(findings: Vec<Finding>) -> (Analysis, BTreeSet<WaitKey>) {
@@ -207,15 +196,7 @@ mod tests {
     /// Check that a cycle is reported once while its waits last, and again if it forms anew.
     #[test]
     fn cycle_reported_once_per_formation() {
-        use crate::model::{Cycle, CycleEdge, FutexOwner, OwnerSource};
-        let edge = |tid: u32, lock_uaddr: u64, owner: u32| CycleEdge {
-            tid,
-            lock_uaddr,
-            owner: FutexOwner {
-                tid: owner,
-                source: OwnerSource::GlibcMutex,
-            },
-        };
+        let edge = fixtures::glibc_edge;
         let cycle = Cycle {
             pid: 1,
             edges: vec![edge(5, 0xb, 6), edge(6, 0xa, 5)],

@@ -177,9 +177,14 @@ impl Symbolizer {
     /// Remembers `pid` in the registry if it was not, and re-reads its maps if an address to
     /// resolve lies outside every known mapping (remembered too early, e.g. at exec before the
     /// dynamic loader mapped the libraries, or before a dlopen) and the process still lives.
-    /// Cached frames resolved against other code mappings are dropped.
+    /// Otherwise the maps stay as remembered: a process that exited, or whose pid another
+    /// process took since, is symbolized with the maps it had. Cached frames resolved against
+    /// other code mappings are dropped.
     fn refresh_if_stale(&mut self, procs: &mut Procs, pid: u32, addrs: &[u64]) {
-        let Some(process) = procs.remember(pid) else {
+        if procs.get(pid).is_none() {
+            procs.remember(pid);
+        }
+        let Some(process) = procs.get(pid) else {
             return;
         };
         let has_miss = addrs.iter().enumerate().any(|(i, &addr)| {

@@ -4,21 +4,9 @@ use super::*;
 use crate::inspect::fdinfo::{FdInfoFields, parse_fdinfo};
 use crate::{model::TimerFdState, report::describe::fd_phrase};
 
-/// An fd of `fd_type` with nothing else known about it.
+/// Fd 3, of `fd_type`, with nothing else known about it.
 fn description(fd_type: FdType, target: &str) -> FdDescription {
-    FdDescription {
-        fd: 3,
-        fd_type,
-        target: target.into(),
-        access: None,
-        socket: None,
-        pipe_peers: Vec::new(),
-        epoll_targets: Vec::new(),
-        eventfd_count: None,
-        timer: None,
-        sigmask: None,
-        detail: Detail::Full,
-    }
+    FdDescription::new(3, fd_type, target.into())
 }
 
 #[test]

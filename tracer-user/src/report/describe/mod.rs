@@ -210,10 +210,9 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::EventLoopOutsidePoll => {
             Some("it returned from epoll_wait/poll/select just before this wait began".to_owned())
         }
-        Reason::Uninterruptible => Some(format!(
-            "uninterruptible sleep (D) in {}",
-            f.thread.wchan.as_deref().unwrap_or("the kernel")
-        )),
+        Reason::Uninterruptible => {
+            Some("uninterruptible sleep (D): not even a signal can end it".to_owned())
+        }
         Reason::LockHeld { owner } => Some(format!(
             "the holder is {}, {}",
             thread_ref(owner),

@@ -147,11 +147,10 @@ pub(crate) mod fixtures {
     use super::{Resolved, WatchReport};
     use crate::{
         model::{
-            Cycle, CycleEdge, Detail, FdDescription, FdType, Finding, Frame, FrameKind, FutexOwner,
-            OwnerSource, Reason, SocketInfo, SocketProtocol, SyscallCall, ThreadRef, Timing,
-            Verdict, WaitKind, WaitingCode,
+            Cycle, Finding, Frame, FrameKind, FutexOwner, OwnerSource, Reason, SyscallCall,
+            ThreadRef, Verdict, WaitKind, WaitingCode,
         },
-        stall::fixtures::futex_facts,
+        stall::fixtures::{finding, futex_facts, glibc_edge, tcp_socket},
     };
 
     /// Wall clock of every fixture report: 2023-11-14T22:13:20.123Z.
@@ -201,22 +200,19 @@ pub(crate) mod fixtures {
             ..f
         })
         .collect();
+        let reason = Reason::InCycle {
+            owner: ThreadRef {
+                tid: owner.0,
+                comm: Some(owner.1.into()),
+            },
+        };
         Finding {
-            thread: t,
             code: WaitingCode::Lock { glibc_mutex: true },
-            timing: Timing::Indefinite,
-            event_loop: false,
             owner: Some(FutexOwner {
                 tid: owner.0,
                 source: OwnerSource::GlibcMutex,
             }),
-            verdict: Verdict::Deadlock,
-            reason: Reason::InCycle {
-                owner: ThreadRef {
-                    tid: owner.0,
-                    comm: Some(owner.1.into()),
-                },
-            },
+            ..finding(t, Verdict::Deadlock, reason)
         }
     }
 
@@ -227,43 +223,12 @@ pub(crate) mod fixtures {
             abba_thread(1235, "abba-a", 0x55d0_c0a0, (1236, "abba-b"), "lock_b"),
             abba_thread(1236, "abba-b", 0x55d0_c0e0, (1235, "abba-a"), "lock_a"),
         ];
-        let edge = |tid: u32, lock_uaddr: u64, owner: u32| CycleEdge {
-            tid,
-            lock_uaddr,
-            owner: FutexOwner {
-                tid: owner,
-                source: OwnerSource::GlibcMutex,
-            },
-        };
+        let edge = glibc_edge;
         let cycle = Cycle {
             pid: 1234,
             edges: vec![edge(1235, 0x55d0_c0a0, 1236), edge(1236, 0x55d0_c0e0, 1235)],
         };
         (findings, cycle)
-    }
-
-    /// A TCP socket from 127.0.0.1:41234 to 127.0.0.1:5432 as fd 7.
-    pub(crate) fn db_socket() -> FdDescription {
-        FdDescription {
-            fd: 7,
-            fd_type: FdType::Socket,
-            target: "socket:[81234]".into(),
-            access: None,
-            socket: Some(SocketInfo {
-                protocol: SocketProtocol::Tcp,
-                inode: 81234,
-                local: "127.0.0.1:41234".into(),
-                peer: Some("127.0.0.1:5432".into()),
-                tcp_state: Some("ESTABLISHED".into()),
-                unix_kind: None,
-            }),
-            pipe_peers: Vec::new(),
-            epoll_targets: Vec::new(),
-            eventfd_count: None,
-            timer: None,
-            sigmask: None,
-            detail: Detail::Full,
-        }
     }
 
     /// Process 2000 `api`: four workers in `recvfrom` on the same database connection,
@@ -284,19 +249,14 @@ pub(crate) mod fixtures {
                     detail: 0,
                     timeout: 0,
                 });
-                t.fd = Some(db_socket());
+                t.fd = Some(tcp_socket(7, "127.0.0.1:41234", "127.0.0.1:5432"));
                 t.user_stack = vec![
                     sym(0x7f3a_1000_0500, "recv", 0x15, None),
                     sym(0x55d0_0000_2000, "db_query", 0x40, Some(("db.c", 120))),
                 ];
                 Finding {
-                    thread: t,
                     code: WaitingCode::Condition,
-                    timing: Timing::Indefinite,
-                    event_loop: false,
-                    owner: None,
-                    verdict: Verdict::Stall,
-                    reason: Reason::NoInput,
+                    ..finding(t, Verdict::Stall, Reason::NoInput)
                 }
             })
             .collect()
@@ -311,15 +271,7 @@ pub(crate) mod fixtures {
                 let mut facts = futex_facts(0x7f00_0000_2000 + u64::from(i) * 0x40, None);
                 facts.memory = 0u32.to_ne_bytes().to_vec();
                 t.futex = Some(facts);
-                Finding {
-                    thread: t,
-                    code: WaitingCode::Unknown,
-                    timing: Timing::Indefinite,
-                    event_loop: false,
-                    owner: None,
-                    verdict: Verdict::Idle,
-                    reason: Reason::Signal,
-                }
+                finding(t, Verdict::Idle, Reason::Signal)
             })
             .collect()
     }

@@ -2,7 +2,7 @@
 
 use super::*;
 use crate::{
-    model::{FdDescription, FdType, SocketInfo, SocketProtocol, SyscallCall},
+    model::SyscallCall,
     stall::fixtures::{self, frames, futex_facts},
 };
 
@@ -115,26 +115,7 @@ fn recv_stall_timed_wait_and_event_loop() {
         detail: 0,
         timeout: 0,
     });
-    recv.fd = Some(FdDescription {
-        fd: 5,
-        fd_type: FdType::Socket,
-        target: "socket:[81234]".into(),
-        access: None,
-        socket: Some(SocketInfo {
-            protocol: SocketProtocol::Tcp,
-            inode: 81234,
-            local: "127.0.0.1:40000".into(),
-            peer: Some("127.0.0.1:5432".into()),
-            tcp_state: Some("ESTABLISHED".into()),
-            unix_kind: None,
-        }),
-        pipe_peers: Vec::new(),
-        epoll_targets: Vec::new(),
-        eventfd_count: None,
-        timer: None,
-        sigmask: None,
-        detail: crate::model::Detail::Full,
-    });
+    recv.fd = Some(fixtures::tcp_socket(5, "127.0.0.1:40000", "127.0.0.1:5432"));
     let mut sleeper = recv.clone();
     sleeper.tid = 31;
     sleeper.fd = None;
