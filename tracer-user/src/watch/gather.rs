@@ -156,13 +156,10 @@ impl Gatherer {
         }
     }
 
-    /// Process `pid` as the analysis sees it: every thread, and the runtimes it runs.
-    fn process_view(&mut self, pid: u32) -> ProcessView {
-        let runtimes = self
-            .procs
-            .remember(pid)
-            .map(|p| p.runtimes)
-            .unwrap_or_default();
+    /// Process `pid` as the analysis sees it: every thread, and the runtimes it runs (as
+    /// detected when its waits were gathered; its maps are not read again for this).
+    fn process_view(&self, pid: u32) -> ProcessView {
+        let runtimes = self.procs.get(pid).map(|p| p.runtimes).unwrap_or_default();
         ProcessView {
             pid,
             tids: threads::list_tids(pid).unwrap_or_default(),
