@@ -1,5 +1,5 @@
 //! Command line: clap derive types, converted at the edge into plain config structs
-//! ([`crate::capture::CaptureConfig`], [`ProfileOutputs`]) so nothing below knows clap.
+//! (`capture::CaptureConfig`, [`ProfileOutputs`]) so nothing below knows clap.
 //!
 //! Flag names follow bcc's `offcputime` (`-p -t -u -k -U -K -m -M --state`) so its users feel
 //! at home; perf-style long names are accepted too.
@@ -230,7 +230,7 @@ pub struct OutputArgs {
     /// End each stack with the wait kind, futex op and resource as leaf frames.
     #[arg(long)]
     pub wait_leaf: bool,
-    /// Add [file:line] to frames with debug info.
+    /// Add `[file:line]` to frames with debug info.
     #[arg(long)]
     pub source_lines: bool,
     /// Title of the SVG flamegraph.

@@ -101,7 +101,9 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
     let (capture, mut procs) = runtime.block_on(trace(args))?;
     let run = ProfileRun {
         title: svg_title(args),
-        command_line: std::env::args().collect(),
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         duration: capture.duration,
         counters: capture.counters.clone(),
         samples: Stacks::new().resolve_capture(&mut procs, &capture),

@@ -1,7 +1,7 @@
 //! `stallwatch report FILE`: render a recording (`watch --record`, `profile --record`) the way
 //! the run that made it rendered it live.
 //!
-//! A watch recording is replayed scan by scan through the same [`Reporter`] the live run used,
+//! A watch recording is replayed scan by scan through the same `Reporter` the live run used,
 //! with the clock readings and process names it used, so the text or JSON is the same, line
 //! for line. A profile recording holds the symbolized samples; its folded stacks, flame graphs
 //! and summary are written by the same code as `profile`'s, with `report`'s output options.

@@ -8,12 +8,13 @@
 //!
 //! What each submodule answers:
 //!
-//! - [`threads`]: which processes and threads exist ([`list_pids`], [`list_tids`]) and what one
-//!   thread is doing ([`read_thread`] -> [`ProcThread`]): state, the syscall it is in with its
-//!   arguments (`/proc/PID/task/TID/syscall`), `wchan`, the kernel stack (root only), when it
-//!   last ran and how often it has run (`sched`, `schedstat`).
+//! - [`threads`]: which processes and threads exist ([`list_pids`], [`threads::list_tids`])
+//!   and what one thread is doing ([`threads::read_thread`] -> [`threads::ProcThread`]): state,
+//!   the syscall it is in with its arguments (`/proc/PID/task/TID/syscall`), `wchan`, the
+//!   kernel stack (root only), when it last ran and how often it has run (`sched`,
+//!   `schedstat`).
 //! - [`schedclock`]: when a sleeping thread went to sleep, on the `CLOCK_MONOTONIC` timescale
-//!   ([`blocked_since_ns`] -> `(ns, `[`Exactness`]`)`). The scheduler's clock in
+//!   ([`blocked_since_ns`] -> `(ns, `[`schedclock::Exactness`]`)`). The scheduler's clock in
 //!   `/proc/PID/task/TID/sched` is *not* `CLOCK_MONOTONIC`: see that module for what was measured
 //!   and how it is corrected.
 //! - [`memory`]: reading a target's memory through `/proc/PID/mem` ([`ProcessMemory`]), e.g. a

@@ -32,7 +32,7 @@ pub(crate) struct FutexFacts {
     /// Futex command (`op & FUTEX_CMD_MASK`).
     pub op: u32,
     /// The bytes at `uaddr` as far as they could be read at the scan, up to
-    /// `runtime::LOCK_MEMORY_BYTES` (the word and, should it be a lock with fields after its
+    /// `runtime::lock_memory_bytes()` (the word and, should it be a lock with fields after its
     /// word, those fields). Empty if even the word was unreadable.
     pub memory: Vec<u8>,
     /// A `FUTEX_LOCK_PI` refused with `EDEADLK` just before this wait (glibc then parks the

@@ -64,7 +64,9 @@ fn header(run: Run) -> Header {
         recorded_at_ns: epoch_ns(SystemTime::now()),
         hostname,
         kernel,
-        command_line: std::env::args().collect(),
+        command_line: std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect(),
         run,
     }
 }
