@@ -59,7 +59,7 @@ pub struct ReportArgs {
     #[arg(value_name = "FILE")]
     pub file: PathBuf,
     /// For a watch recording: JSON Lines (docs/json-schema.md) instead of text. For a profile
-    /// recording: the summary as JSON on stdout instead of folded stacks.
+    /// recording: the summary as JSON (on stdout, or to the -o file) instead of folded stacks.
     #[arg(long)]
     pub json: bool,
     /// Where and how to write a profile recording's outputs (a watch recording takes one -o).
