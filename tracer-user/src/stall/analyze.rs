@@ -47,7 +47,7 @@ struct Inferred {
 /// Gives every thread a verdict and finds deadlock cycles. `threads` are the threads blocked
 /// at least the threshold; `processes` every process they belong to, with all its threads.
 pub(crate) fn analyze(
-    threads: Vec<BlockedThread>,
+    threads: &[BlockedThread],
     processes: &BTreeMap<u32, ProcessView>,
 ) -> Analysis {
     let inferred: Vec<Inferred> = threads.iter().map(|t| infer(t, processes)).collect();
@@ -88,7 +88,7 @@ pub(crate) fn analyze(
     };
 
     let mut findings = Vec::new();
-    for (thread, inf) in threads.into_iter().zip(inferred) {
+    for (thread, inf) in threads.iter().zip(inferred) {
         let graph = graphs.get(&thread.pid);
         let verdict = if let Some(&owner) = members.get(&thread.tid) {
             Some((
@@ -110,11 +110,11 @@ pub(crate) fn analyze(
         } else if inf.event_loop {
             Some((Verdict::EventLoopBlocked, Reason::EventLoopOutsidePoll))
         } else {
-            ordinary_verdict(&thread, &inf, name_of)
+            ordinary_verdict(thread, &inf, name_of)
         };
         if let Some((verdict, reason)) = verdict {
             findings.push(Finding {
-                thread,
+                thread: thread.clone(),
                 code: inf.code,
                 timing: inf.timing,
                 event_loop: inf.event_loop,

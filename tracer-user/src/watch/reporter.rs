@@ -146,7 +146,7 @@ impl Reporter {
     /// Analyzes a scan and folds it into the tracker; what changed, and the whole analysis.
     fn fold(&mut self, input: &ScanInput) -> (Changes, Analysis) {
         let scanned = &input.scanned;
-        let analysis = analyze(scanned.threads.clone(), &scanned.processes);
+        let analysis = analyze(&scanned.threads, &scanned.processes);
         let changes = self
             .tracker
             .update(analysis.clone(), &scanned.keys, input.now_ns);

@@ -41,7 +41,7 @@ fn glibc_abba_is_a_deadlock() {
         futex_thread(11, 0xb, Some((10, OwnerSource::GlibcMutex)), MUTEX),
         futex_thread(1, 0xc, Some((10, OwnerSource::Join)), &["pthread_join"]),
     ];
-    let analysis = analyze(threads, &process(&[1, 10, 11, 12]));
+    let analysis = analyze(&threads, &process(&[1, 10, 11, 12]));
     assert_eq!(analysis.cycles.len(), 1);
     let edges: Vec<(u32, u32)> = analysis.cycles[0]
         .edges
@@ -71,7 +71,7 @@ fn ownerless_locks_stall_the_process_without_a_cycle() {
         futex_thread(11, 0xb, None, rust),
         futex_thread(1, 0xc, Some((10, OwnerSource::Join)), &["pthread_join"]),
     ];
-    let analysis = analyze(threads.clone(), &process(&[1, 10, 11]));
+    let analysis = analyze(&threads, &process(&[1, 10, 11]));
     assert!(analysis.cycles.is_empty());
     assert!(
         verdicts(&analysis)
@@ -79,7 +79,7 @@ fn ownerless_locks_stall_the_process_without_a_cycle() {
             .all(|&v| v == Verdict::ProcessStalled)
     );
     // With a fourth, running thread the locks are plain stalls and the join is idle.
-    let analysis = analyze(threads, &process(&[1, 10, 11, 12]));
+    let analysis = analyze(&threads, &process(&[1, 10, 11, 12]));
     let v = verdicts(&analysis);
     assert_eq!(v[&10], Verdict::Stall);
     assert_eq!(v[&1], Verdict::Idle);
@@ -97,7 +97,7 @@ fn idle_pool_workers_are_idle() {
         futex_thread(20, 0xd, None, cond),
         futex_thread(21, 0xd, None, cond),
     ];
-    let analysis = analyze(threads, &process(&[1, 20, 21]));
+    let analysis = analyze(&threads, &process(&[1, 20, 21]));
     assert!(verdicts(&analysis).values().all(|&v| v == Verdict::Idle));
     assert!(analysis.cycles.is_empty());
 }
@@ -130,7 +130,7 @@ fn recv_stall_timed_wait_and_event_loop() {
         last_ns: blocked_loop.since_ns,
         count: 3,
     });
-    let analysis = analyze(vec![recv, sleeper, blocked_loop], &process(&[30, 31, 32]));
+    let analysis = analyze(&[recv, sleeper, blocked_loop], &process(&[30, 31, 32]));
     let v = verdicts(&analysis);
     assert_eq!(v[&30], Verdict::Stall);
     let explanations: Vec<String> = analysis
@@ -153,7 +153,7 @@ fn owners_outside_the_process_make_no_edge() {
         futex_thread(10, 0xa, Some((99, OwnerSource::PiWord)), MUTEX),
         futex_thread(99, 0xb, Some((10, OwnerSource::PiWord)), MUTEX),
     ];
-    let analysis = analyze(threads, &process(&[10, 11]));
+    let analysis = analyze(&threads, &process(&[10, 11]));
     assert!(analysis.cycles.is_empty());
 }
 
@@ -172,7 +172,7 @@ fn owners_are_inferred_from_recorded_memory() {
         futex_thread(12, 0xc, Some((10, OwnerSource::Join)), &["pthread_join"]),
         futex_thread(13, 0xd, None, MUTEX),
     ];
-    let analysis = analyze(threads, &process(&[10, 11, 12, 13]));
+    let analysis = analyze(&threads, &process(&[10, 11, 12, 13]));
     let owners: BTreeMap<u32, Option<(u32, OwnerSource)>> = analysis
         .findings
         .iter()
