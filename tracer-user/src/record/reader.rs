@@ -102,7 +102,7 @@ pub(crate) fn read(path: &Path) -> Result<Recording, RecordError> {
             let mut watch = WatchReplay::default();
             for item in parsed {
                 let (n, line) = item?;
-                watch.add(n, line).map_err(|what| order(n, what))?;
+                watch.add(line).map_err(|what| order(n, what))?;
             }
             Ok(Recording::Watch {
                 header,
@@ -189,7 +189,7 @@ struct WatchReplay {
 }
 
 impl WatchReplay {
-    fn add(&mut self, _line: usize, line: Line) -> Result<(), &'static str> {
+    fn add(&mut self, line: Line) -> Result<(), &'static str> {
         if self.ended {
             return Err("a line after the end of the run");
         }

@@ -32,6 +32,11 @@ impl RecordFile {
             path: path.to_owned(),
             source,
         })?;
+        Self::start(path, file, run)
+    }
+
+    /// Writes the header into `file`, just created at `path`.
+    fn start(path: &Path, file: File, run: Run) -> Result<Self, RecordError> {
         let mut record = Self {
             path: path.to_owned(),
             out: BufWriter::new(file),
@@ -100,9 +105,11 @@ pub(crate) struct WatchRecorder {
 }
 
 impl WatchRecorder {
-    /// Creates `path` and writes the header of a watch run.
-    pub(crate) fn create(
+    /// Writes the header of a watch run into `file`, just created at `path` (by the caller,
+    /// which tells an unwritable file from a failing write).
+    pub(crate) fn start(
         path: &Path,
+        file: File,
         threshold: std::time::Duration,
         once: bool,
     ) -> Result<Self, RecordError> {
@@ -111,7 +118,7 @@ impl WatchRecorder {
             once,
         };
         Ok(Self {
-            file: RecordFile::create(path, run)?,
+            file: RecordFile::start(path, file, run)?,
             stacks_written: HashSet::new(),
             last_facts: None,
         })

@@ -98,10 +98,12 @@ impl Output {
             None => Box::new(io::stdout()),
         };
         let recorder = match &args.record {
-            Some(path) => {
-                create(path)?;
-                Some(WatchRecorder::create(path, args.threshold, args.once)?)
-            }
+            Some(path) => Some(WatchRecorder::start(
+                path,
+                create(path)?,
+                args.threshold,
+                args.once,
+            )?),
             None => None,
         };
         Ok(Self {
