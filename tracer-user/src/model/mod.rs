@@ -10,6 +10,7 @@
 mod capture;
 mod fd;
 mod frame;
+mod runtime;
 mod verdict;
 mod wait;
 mod watch;
@@ -23,6 +24,9 @@ pub(crate) use fd::{
     TimerFdState, WatchedFd,
 };
 pub(crate) use frame::{Frame, FrameKind, RawStack};
+pub(crate) use runtime::{
+    GreenState, GreenThread, RuntimeProcess, RuntimeThread, RuntimeWait, RuntimeWaitKind,
+};
 pub(crate) use verdict::{
     Analysis, Cycle, CycleEdge, Finding, FutexOwner, OwnerSource, Reason, ThreadRef, Timing,
     Verdict, WaitingCode,

@@ -44,6 +44,19 @@ pub(crate) enum OwnerSource {
     Join,
     /// A `FUTEX_LOCK_PI` the kernel refused with `EDEADLK` before the thread was parked.
     FailedPiLock,
+    /// A runtime's lock object records its owner (`threading.RLock`, a Java monitor), read
+    /// by the runtime's view.
+    RuntimeLock,
+    /// A runtime's join (`Thread.join`): the thread object waited for, read by the runtime's
+    /// view.
+    RuntimeJoin,
+}
+
+impl OwnerSource {
+    /// The "owner" is a thread waited for to exit, not a lock holder.
+    pub(crate) fn is_join(self) -> bool {
+        matches!(self, Self::Join | Self::RuntimeJoin)
+    }
 }
 
 /// The thread that holds (or, for a join, is) what a thread waits for.

@@ -7,7 +7,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{FdDescription, Frame, PollReturns, RefusedPiLock, SyscallCall, ThreadState};
+use super::{
+    FdDescription, Frame, PollReturns, RefusedPiLock, RuntimeProcess, RuntimeThread, SyscallCall,
+    ThreadState,
+};
 
 /// One wait: thread and start time (CLOCK_MONOTONIC ns).
 pub(crate) type WaitKey = (u32, u64);
@@ -87,6 +90,9 @@ pub(crate) struct BlockedThread {
     pub user_stack: Vec<Frame>,
     /// User stack pointer when the wait began, if known.
     pub user_sp: Option<u64>,
+    /// What the thread's runtime (`crate::runtime`) read about it at the scan, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeThread>,
 }
 
 impl BlockedThread {
@@ -105,4 +111,7 @@ pub(crate) struct ProcessView {
     pub tids: Vec<u32>,
     /// The runtimes detected in it (`crate::runtime`), by name.
     pub runtimes: Vec<String>,
+    /// What the runtimes that read their own structures read about it at the scan.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runtime_views: Vec<RuntimeProcess>,
 }

@@ -34,7 +34,7 @@ use maps::{FileKey, Maps};
 
 use crate::{
     inspect::{InspectError, ProcessMemory},
-    runtime::Runtimes,
+    runtime::{Memo, Runtimes},
 };
 
 /// Names of processes forgotten after they exited are kept (for reports of waits that ended
@@ -76,6 +76,8 @@ pub(crate) struct Process {
     pub runtimes: Runtimes,
     /// Its `/proc` directory was gone at the last look.
     pub exited: bool,
+    /// What each runtime with a view memoized about it (`crate::runtime::views`).
+    pub runtime_memos: HashMap<&'static str, Memo>,
     /// Scan in which `maps` was read.
     maps_scan: u64,
     /// `/proc/PID/mem`, opened at most once per scan, with the scan it was opened in.
@@ -104,6 +106,11 @@ impl Procs {
     /// asked for.
     pub(crate) fn begin_scan(&mut self) {
         self.scan += 1;
+    }
+
+    /// The runtimes' memos for a remembered process.
+    pub(crate) fn runtime_memos(&mut self, pid: u32) -> Option<&mut HashMap<&'static str, Memo>> {
+        self.processes.get_mut(&pid).map(|p| &mut p.runtime_memos)
     }
 
     /// The process, if it was remembered (no `/proc` access).
@@ -263,6 +270,7 @@ impl Procs {
             p.maps = Arc::new(maps);
             if code_changed {
                 p.runtimes = crate::runtime::detect(&p.maps);
+                p.runtime_memos.clear();
                 let maps = Arc::clone(&p.maps);
                 self.open_files(pid, &maps);
             }
@@ -278,6 +286,7 @@ impl Procs {
                 runtimes: crate::runtime::detect(&maps),
                 maps,
                 exited: false,
+                runtime_memos: HashMap::new(),
                 maps_scan: scan,
                 memory: None,
             },
@@ -317,6 +326,7 @@ impl Procs {
                 runtimes: crate::runtime::detect(&maps),
                 maps: Arc::new(maps),
                 exited: true,
+                runtime_memos: HashMap::new(),
                 maps_scan: scan,
                 memory: None,
             },

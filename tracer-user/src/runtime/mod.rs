@@ -14,9 +14,13 @@
 //! - optionally a **lock owner**, read from the memory at the futex a thread waits on through a
 //!   `read_mem` closure (framehop's habit), so it is unit-tested on recorded bytes and replayed
 //!   from recordings; only runtimes detected in the process are asked;
-//! - optionally **frames** of its own (interpreted functions) for a blocked thread, read from
-//!   the process's memory, to put in place of (or among) its native frames. No runtime
-//!   registered today has any.
+//! - optionally a **view** read from its own structures once per scan ([`Runtime::view`]):
+//!   for each blocked thread its frames (interpreted functions, put in among the native
+//!   frames where the interpreter runs them), its name, and what it waits for in the
+//!   runtime's terms (the lock object and its owner, the thread it joins); for the process,
+//!   its version and its green threads. Memory is only read, never written, and the process
+//!   is never stopped. What a view reads is recorded (`model::RuntimeThread`,
+//!   `model::RuntimeProcess`), so the analysis replays without the process.
 //!
 //! Adding a runtime is one file implementing [`Runtime`] and one line in [`RUNTIMES`]; see
 //! `docs/architecture.md`.
@@ -24,8 +28,13 @@
 mod glibc;
 mod rust_std;
 
+use std::{
+    any::Any,
+    collections::{BTreeMap, HashMap},
+};
+
 use crate::{
-    model::{Frame, FutexOwner, WaitingCode},
+    model::{Frame, FutexOwner, RuntimeProcess, RuntimeThread, WaitingCode},
     procs::maps::Maps,
 };
 
@@ -105,24 +114,52 @@ impl LockWait<'_> {
     }
 }
 
-/// A blocked thread whose runtime frames are asked for.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "read by runtimes that add frames of their own; none registered today does"
-    )
-)]
-pub(crate) struct ThreadFrames<'a> {
+/// A process whose runtime view is asked for, once per scan in which it has blocked threads.
+pub(crate) struct ProcessInput<'a> {
     /// Process id.
     pub pid: u32,
-    /// Thread id.
-    pub tid: u32,
-    /// Its native user frames, innermost first.
-    pub native: &'a [Frame],
-    /// Reads the process's memory: fills the buffer from the address, false if unreadable.
+    /// Its mappings.
+    pub maps: &'a Maps,
+    /// Every thread of the process.
+    pub tids: &'a [u32],
+    /// Its threads blocked past the threshold.
+    pub blocked: &'a [BlockedInput<'a>],
+    /// Reads the process's memory now: fills the buffer from the address, false if unreadable.
     pub read_mem: &'a dyn Fn(u64, &mut [u8]) -> bool,
 }
+
+/// A blocked thread, as a runtime view is asked about it.
+pub(crate) struct BlockedInput<'a> {
+    /// Thread id.
+    pub tid: u32,
+    /// The futex word it sleeps on, for futex waits.
+    pub futex_uaddr: Option<u64>,
+    /// Its native user frames, innermost first (DWARF-unwound, symbolized).
+    pub native: &'a [Frame],
+}
+
+/// What a runtime read about one process at a scan.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct View {
+    /// About the process as a whole (recorded in its `ProcessView`).
+    pub process: RuntimeProcess,
+    /// About its blocked threads, by tid (threads it knows nothing about are left out).
+    pub threads: BTreeMap<u32, ThreadView>,
+}
+
+/// What a runtime read about one blocked thread.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct ThreadView {
+    /// The facts recorded with the thread.
+    pub facts: RuntimeThread,
+    /// The thread's whole user stack with this runtime's frames put in among the native ones
+    /// (where its interpreter runs them), innermost first; `None` to leave the stack as is.
+    pub frames: Option<Vec<Frame>>,
+}
+
+/// A runtime's memo for one process, kept while the process lives (what it found once: the
+/// interpreter's address, its version, structure layouts).
+pub(crate) type Memo = Option<Box<dyn Any>>;
 
 /// What stallwatch knows about one runtime. See the module docs.
 pub(crate) trait Runtime: Sync {
@@ -147,9 +184,17 @@ pub(crate) trait Runtime: Sync {
         None
     }
 
-    /// The thread's user frames with this runtime's own frames put in, if it has any.
-    fn thread_frames(&self, thread: &ThreadFrames<'_>) -> Option<Vec<Frame>> {
-        let _ = thread;
+    /// Whether this runtime reads its own structures ([`Runtime::view`]).
+    fn has_view(&self) -> bool {
+        false
+    }
+
+    /// Reads this runtime's view of a process it was detected in: its own threads, their
+    /// frames and what they wait for, from memory only (never stopping the process). `memo` is
+    /// this runtime's memo for the process, `None` at the first call. `None` if the process
+    /// does not (yet) run this runtime in a way it can read.
+    fn view(&self, process: &ProcessInput<'_>, memo: &mut Memo) -> Option<View> {
+        let _ = (process, memo);
         None
     }
 }
@@ -238,9 +283,18 @@ pub(crate) fn lock_owner(runtimes: Runtimes, wait: &LockWait<'_>) -> Option<Fute
     runtimes.iter().find_map(|r| r.lock_owner(wait))
 }
 
-/// The thread's user frames with every detected runtime's frames put in.
-pub(crate) fn thread_frames(runtimes: Runtimes, thread: &ThreadFrames<'_>) -> Option<Vec<Frame>> {
-    runtimes.iter().find_map(|r| r.thread_frames(thread))
+/// The views of every runtime of `runtimes` that reads its own structures, with their memos
+/// for the process.
+pub(crate) fn views(
+    runtimes: Runtimes,
+    process: &ProcessInput<'_>,
+    memos: &mut HashMap<&'static str, Memo>,
+) -> Vec<View> {
+    runtimes
+        .iter()
+        .filter(|r| r.has_view())
+        .filter_map(|r| r.view(process, memos.entry(r.name()).or_default()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -321,7 +375,8 @@ mod tests {
 
     /// A runtime made up for the test: in process 7 its interpreter keeps the name of the
     /// function each thread runs, NUL-terminated, at `0x5000 + tid * 0x100`, and runs it inside
-    /// `toy_eval`. (A real runtime finds that table per process, at detection.)
+    /// `toy_eval`; the word at `0x4000` counts its views (its memo remembers the first). (A
+    /// real runtime finds that table per process, from its symbols.)
     struct Toy;
 
     impl Runtime for Toy {
@@ -337,34 +392,65 @@ mod tests {
             &[]
         }
 
-        fn thread_frames(&self, thread: &ThreadFrames<'_>) -> Option<Vec<Frame>> {
-            let base: u64 = match thread.pid {
+        fn has_view(&self) -> bool {
+            true
+        }
+
+        fn view(&self, process: &ProcessInput<'_>, memo: &mut Memo) -> Option<View> {
+            let base: u64 = match process.pid {
                 7 => 0x5000,
                 _ => return None,
             };
-            let mut name = [0u8; 16];
-            let at = base + u64::from(thread.tid) * 0x100;
-            if !(thread.read_mem)(at, &mut name) {
-                return None;
+            let first = memo.get_or_insert_with(|| Box::new(process.tids.len()));
+            let first_tids = *first.downcast_ref::<usize>()?;
+            let mut threads = BTreeMap::new();
+            for blocked in process.blocked {
+                let mut name = [0u8; 16];
+                let at = base + u64::from(blocked.tid) * 0x100;
+                if !(process.read_mem)(at, &mut name) {
+                    continue;
+                }
+                let Some(len) = name.iter().position(|&b| b == 0) else {
+                    continue;
+                };
+                let Ok(function) = std::str::from_utf8(&name[..len]) else {
+                    continue;
+                };
+                let eval = blocked
+                    .native
+                    .iter()
+                    .position(|f| f.name.as_deref() == Some("toy_eval"));
+                let frames = eval.map(|eval| {
+                    let mut frames = blocked.native.to_vec();
+                    let kind = FrameKind::Interpreted {
+                        runtime: self.name().into(),
+                    };
+                    frames.insert(eval, Frame::named(function, kind));
+                    frames
+                });
+                let facts = RuntimeThread {
+                    runtime: self.name().into(),
+                    name: Some(format!("toy-{first_tids}")),
+                    wait: None,
+                    event_loop: false,
+                    task: None,
+                };
+                threads.insert(blocked.tid, ThreadView { facts, frames });
             }
-            let len = name.iter().position(|&b| b == 0)?;
-            let function = std::str::from_utf8(&name[..len]).ok()?;
-            let eval = thread
-                .native
-                .iter()
-                .position(|f| f.name.as_deref() == Some("toy_eval"))?;
-            let mut frames = thread.native.to_vec();
-            let kind = FrameKind::Interpreted {
+            let process = RuntimeProcess {
                 runtime: self.name().into(),
+                version: None,
+                interpreters: Some(1),
+                green_threads: Vec::new(),
             };
-            frames.insert(eval, Frame::named(function, kind));
-            Some(frames)
+            Some(View { process, threads })
         }
     }
 
     /// Check that a runtime's frames, read from recorded memory through `read_mem`, are put
-    /// in where its interpreter runs them, and that nothing is made up when the memory is not
-    /// there (the seam a runtime such as CPython plugs into).
+    /// in where its interpreter runs them, that its memo persists between views, and that
+    /// nothing is made up when the memory is not there (the seam CPython, HotSpot and GHC
+    /// plug into).
     #[test]
     fn runtime_frames_come_from_recorded_memory() {
         let mut memory = vec![0u8; 0x200];
@@ -382,13 +468,23 @@ mod tests {
             }
         };
         let native = frames(&["futex_wait", "toy_eval", "main"]);
-        let thread = |pid, tid| ThreadFrames {
-            pid,
+        let maps = Maps::parse("1000-2000 r-xp 0 fe:00 1 /opt/libtoy.so\n");
+        let blocked = |tid| BlockedInput {
             tid,
+            futex_uaddr: None,
             native: &native,
+        };
+        let blocked = [blocked(1), blocked(9)];
+        let input = |pid, tids: &'static [u32]| ProcessInput {
+            pid,
+            maps: &maps,
+            tids,
+            blocked: &blocked,
             read_mem: &read_mem,
         };
-        let merged = Toy.thread_frames(&thread(7, 1)).expect("frames");
+        let mut memo = None;
+        let view = Toy.view(&input(7, &[1, 9]), &mut memo).expect("a view");
+        let merged = view.threads[&1].frames.clone().expect("frames");
         let names: Vec<&str> = merged.iter().filter_map(|f| f.name.as_deref()).collect();
         assert_eq!(names, ["futex_wait", "main", "toy_eval", "main"]);
         assert_eq!(
@@ -397,9 +493,11 @@ mod tests {
                 runtime: "toy".into()
             }
         );
-        assert_eq!(Toy.thread_frames(&thread(7, 9)), None);
-        assert_eq!(Toy.thread_frames(&thread(8, 1)), None);
-        assert!(Toy.detect(&Maps::parse("1000-2000 r-xp 0 fe:00 1 /opt/libtoy.so\n")));
+        assert!(!view.threads.contains_key(&9), "no memory, no frames");
+        let again = Toy.view(&input(7, &[1, 9, 10]), &mut memo).expect("a view");
+        assert_eq!(again.threads[&1].facts.name.as_deref(), Some("toy-2"));
+        assert_eq!(Toy.view(&input(8, &[1]), &mut None), None);
+        assert!(Toy.detect(&maps));
     }
 
     /// Check that runtime sets round-trip through their names and detection finds glibc and

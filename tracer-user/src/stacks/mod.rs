@@ -7,15 +7,14 @@
 //! unwound with DWARF CFI from its memory (`watch`). [`StackInput`] names them, and
 //! [`Stacks::frames`] takes each through the same steps: unwind ([`crate::unwind`]) where
 //! needed, symbolize ([`crate::symbolize`]) once per unique address, drop the tracer's own
-//! kernel frames, and let the runtimes detected in the process ([`crate::runtime`]) put in
-//! frames of their own. Processes' maps, memory and files come from the registry
+//! kernel frames. (Runtime frames are put in by `watch::gather` from one view per process
+//! and scan, [`crate::runtime::views`].) Processes' maps, memory and files come from the registry
 //! ([`crate::procs`]).
 
 use crate::{
     inspect::KernelFrameName,
     model::{Capture, Frame, FrameKind, RawStack, ResolvedSample, UserRegs},
     procs::Procs,
-    runtime::{self, ThreadFrames},
     symbolize::Symbolizer,
     unwind::Unwinder,
 };
@@ -42,8 +41,6 @@ pub(crate) enum StackInput<'a> {
     Blocked {
         /// The process.
         pid: u32,
-        /// The thread.
-        tid: u32,
         /// Its user registers when it blocked.
         regs: Option<UserRegs>,
         /// BPF's frame-pointer walk of the same stack.
@@ -84,21 +81,20 @@ impl Stacks {
             } => self.symbolizer.user(procs, pid, addrs),
             StackInput::Blocked {
                 pid,
-                tid,
                 regs,
                 frame_pointer_walk,
-            } => self.blocked(procs, pid, tid, regs, frame_pointer_walk),
+            } => self.blocked(procs, pid, regs, frame_pointer_walk),
             StackInput::Kernel(_) | StackInput::User { .. } => Vec::new(),
         }
     }
 
     /// A blocked thread's user frames: DWARF-unwound from its registers, unless that gives
-    /// less than BPF's frame-pointer walk did; then the runtimes' own frames put in.
+    /// less than BPF's frame-pointer walk did. (The runtimes put their own frames in at
+    /// gathering, from one view of the whole process: `watch::gather`.)
     fn blocked(
         &mut self,
         procs: &mut Procs,
         pid: u32,
-        tid: u32,
         regs: Option<UserRegs>,
         frame_pointer_walk: &RawStack,
     ) -> Vec<Frame> {
@@ -112,19 +108,7 @@ impl Stacks {
             (None, RawStack::Frames(fp)) => fp.clone(),
             (None, _) => Vec::new(),
         };
-        let native = self.symbolizer.user(procs, pid, &addrs);
-        let runtimes = procs.get(pid).map(|p| p.runtimes).unwrap_or_default();
-        let Ok(memory) = procs.memory(pid) else {
-            return native;
-        };
-        let read_mem = |addr: u64, buf: &mut [u8]| memory.read(addr, buf).is_ok();
-        let thread = ThreadFrames {
-            pid,
-            tid,
-            native: &native,
-            read_mem: &read_mem,
-        };
-        runtime::thread_frames(runtimes, &thread).unwrap_or(native)
+        self.symbolizer.user(procs, pid, &addrs)
     }
 
     /// Every sample of `capture` with its frames (`profile`). The process name comes from

@@ -22,8 +22,9 @@ use super::{
 };
 use crate::{
     model::{
-        Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Reason, ThreadRef,
-        ThreadState, Timing, Verdict, WaitKind, WaitingCode,
+        Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Reason,
+        RuntimeWait, RuntimeWaitKind, ThreadRef, ThreadState, Timing, Verdict, WaitKind,
+        WaitingCode,
     },
     runtime::{self, Runtimes, parked_by_glibc},
 };
@@ -42,6 +43,9 @@ struct Inferred {
     timing: Timing,
     event_loop: bool,
     owner: Option<FutexOwner>,
+    /// What identifies what it waits for in the wait-for graph: the runtime's lock object,
+    /// else the futex (or refused PI lock) address.
+    lock: Option<u64>,
 }
 
 /// Gives every thread a verdict and finds deadlock cycles. `threads` are the threads blocked
@@ -57,11 +61,11 @@ pub(crate) fn analyze(
         let in_process = processes
             .get(&thread.pid)
             .is_some_and(|p| inf.owner.is_some_and(|o| p.tids.contains(&o.tid)));
-        if let (true, Some(owner), Some(futex)) = (in_process, inf.owner, &thread.futex) {
+        if let (true, Some(owner), Some(lock)) = (in_process, inf.owner, inf.lock) {
             graphs
                 .entry(thread.pid)
                 .or_default()
-                .add(thread.tid, futex.lock_uaddr(), owner);
+                .add(thread.tid, lock, owner);
         }
     }
     let cycles: Vec<_> = graphs.iter().flat_map(|(&pid, g)| g.cycles(pid)).collect();
@@ -128,25 +132,60 @@ pub(crate) fn analyze(
     Analysis { findings, cycles }
 }
 
-/// What one thread's facts say before any verdict.
+/// What one thread's facts say before any verdict. What the thread's runtime read about its
+/// wait (`BlockedThread::runtime`) comes before what its native frames and futex say: the
+/// runtime knows the lock object and its owner where the native side sees a condvar.
 fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Inferred {
-    let code = runtime::waiting_code(&thread.user_stack);
+    let runtime_wait = thread.runtime.as_ref().and_then(|r| r.wait.as_ref());
+    let code = match runtime_wait.map(|w| w.kind) {
+        Some(RuntimeWaitKind::Lock | RuntimeWaitKind::OwnerlessLock) => {
+            WaitingCode::Lock { glibc_mutex: false }
+        }
+        Some(RuntimeWaitKind::Join) => WaitingCode::Join,
+        Some(RuntimeWaitKind::Condition) => WaitingCode::Condition,
+        None => runtime::waiting_code(&thread.user_stack),
+    };
     let call = thread.call.as_ref();
-    let event_loop = thread.poll_returns.is_some_and(|p| {
+    let polled = thread.poll_returns.is_some_and(|p| {
         p.count >= EVENT_LOOP_MIN_POLLS
             && thread.since_ns.saturating_sub(p.last_ns) <= EVENT_LOOP_GAP.as_nanos() as u64
-    }) && !is_poll(call);
-    let process = processes.get(&thread.pid);
-    let owner = thread.futex.as_ref().zip(process).and_then(|(futex, p)| {
-        let runtimes = Runtimes::from_names(&p.runtimes);
-        infer_owner(futex, code, thread.tid, &p.tids, runtimes)
     });
+    let loop_frames = thread.runtime.as_ref().is_some_and(|r| r.event_loop);
+    let event_loop = (polled || loop_frames) && !is_poll(call);
+    let process = processes.get(&thread.pid);
+    let (owner, lock) = match runtime_wait {
+        Some(wait) => (runtime_owner(thread, wait, process), Some(wait.object)),
+        None => {
+            let owner = thread.futex.as_ref().zip(process).and_then(|(futex, p)| {
+                let runtimes = Runtimes::from_names(&p.runtimes);
+                infer_owner(futex, code, thread.tid, &p.tids, runtimes)
+            });
+            (owner, thread.futex.as_ref().map(|f| f.lock_uaddr()))
+        }
+    };
     Inferred {
         code,
         timing: timing(call),
         event_loop,
         owner,
+        lock,
     }
+}
+
+/// The owner a runtime named, if it is another live thread of the process.
+fn runtime_owner(
+    thread: &BlockedThread,
+    wait: &RuntimeWait,
+    process: Option<&ProcessView>,
+) -> Option<FutexOwner> {
+    let tid = wait.owner_tid?;
+    let live = process.is_some_and(|p| p.tids.contains(&tid));
+    let source = match wait.kind {
+        RuntimeWaitKind::Lock => OwnerSource::RuntimeLock,
+        RuntimeWaitKind::Join => OwnerSource::RuntimeJoin,
+        RuntimeWaitKind::OwnerlessLock | RuntimeWaitKind::Condition => return None,
+    };
+    (live && tid != thread.tid).then_some(FutexOwner { tid, source })
 }
 
 /// Every thread of the process blocked past the threshold in an indefinite wait on a
@@ -184,7 +223,7 @@ fn ordinary_verdict(
     let call = thread.call?;
     Some(match call.kind {
         WaitKind::Futex => match inf.owner {
-            Some(owner) if owner.source == OwnerSource::Join => (
+            Some(owner) if owner.source.is_join() => (
                 Verdict::Idle,
                 Reason::ThreadExit {
                     thread: name_of(owner.tid),

@@ -39,6 +39,7 @@ pub(crate) fn futex_thread(pid: u32, tid: u32, comm: &str, blocked_for_ns: u64) 
         kernel_stack: Vec::new(),
         user_stack: Vec::new(),
         user_sp: None,
+        runtime: None,
     }
 }
 
@@ -116,5 +117,6 @@ pub(crate) fn process(pid: u32, tids: &[u32]) -> ProcessView {
         pid,
         tids: tids.to_vec(),
         runtimes: vec!["glibc".into(), "rust_std".into()],
+        runtime_views: Vec::new(),
     }
 }

@@ -16,11 +16,12 @@ use super::snapshot::{self, SnapshotWait};
 use crate::{
     inspect::{FdScanner, ProcessMemory, threads},
     model::{
-        BlockedThread, FdDescription, FutexFacts, InFlightWait, Origin, ProcessView, RawStack,
-        RefusedPiLock, SyscallCall, ThreadState, WaitKey, WaitKind,
+        BlockedThread, FdDescription, Frame, FrameKind, FutexFacts, InFlightWait, Origin,
+        ProcessView, RawStack, RefusedPiLock, RuntimeProcess, SyscallCall, ThreadState, WaitKey,
+        WaitKind,
     },
     procs::Procs,
-    runtime,
+    runtime::{self, BlockedInput, ProcessInput},
     stacks::{StackInput, Stacks},
 };
 
@@ -94,6 +95,7 @@ impl Gatherer {
             self.stacks.forget(pid, &self.procs);
         }
         let mut keys = BTreeSet::new();
+        let mut fresh = BTreeSet::new();
         // A thread the BPF side saw block (even in the moment between attaching and the
         // snapshot) or that ran since is the BPF side's now.
         let traced_tids: BTreeSet<u32> = waiting_tids.iter().copied().collect();
@@ -112,6 +114,7 @@ impl Gatherer {
             if !self.gathered.contains_key(&key) {
                 let thread = self.gather_traced(wait);
                 self.gathered.insert(key, thread);
+                fresh.insert(key);
             }
         }
         let snapshot_keys: Vec<WaitKey> = self
@@ -125,15 +128,19 @@ impl Gatherer {
             if !self.gathered.contains_key(&key) {
                 let thread = self.gather_snapshot(&self.snapshot[&key.0].clone());
                 self.gathered.insert(key, thread);
+                fresh.insert(key);
             }
         }
         self.gathered.retain(|k, _| keys.contains(k));
 
         let pids: BTreeSet<u32> = self.gathered.values().map(|t| t.pid).collect();
-        let processes: BTreeMap<u32, ProcessView> = pids
+        let mut processes: BTreeMap<u32, ProcessView> = pids
             .into_iter()
             .map(|pid| (pid, self.process_view(pid)))
             .collect();
+        for process in processes.values_mut() {
+            process.runtime_views = self.runtime_views(process, &fresh);
+        }
         let refused: BTreeMap<u32, RefusedPiLock> = traced
             .iter()
             .filter_map(|w| w.refused_pi_lock.map(|r| (w.tid, r)))
@@ -164,7 +171,74 @@ impl Gatherer {
             pid,
             tids: threads::list_tids(pid).unwrap_or_default(),
             runtimes: runtimes.names(),
+            runtime_views: Vec::new(),
         }
+    }
+
+    /// Reads the views of the runtimes of `process` that read their own structures, once for
+    /// the scan, and gives each of its blocked threads what they say about it: the facts
+    /// every scan (a lock can change hands), the frames when its wait is `fresh` (gathered in
+    /// this scan; a blocked thread's frames do not change during its wait).
+    fn runtime_views(
+        &mut self,
+        process: &ProcessView,
+        fresh: &BTreeSet<WaitKey>,
+    ) -> Vec<RuntimeProcess> {
+        let pid = process.pid;
+        let Some(runtimes) = self.procs.get(pid).map(|p| p.runtimes) else {
+            return Vec::new();
+        };
+        if !runtimes.iter().any(|r| r.has_view()) {
+            return Vec::new();
+        }
+        let (Some(maps), Ok(memory)) = (self.procs.maps(pid), self.procs.memory(pid)) else {
+            return Vec::new();
+        };
+        let read_mem = |addr: u64, buf: &mut [u8]| memory.read(addr, buf).is_ok();
+        let natives: Vec<(u32, Option<u64>, Vec<Frame>)> = self
+            .gathered
+            .values()
+            .filter(|t| t.pid == pid)
+            .map(|t| {
+                let native = t
+                    .user_stack
+                    .iter()
+                    .filter(|f| !matches!(f.kind, FrameKind::Interpreted { .. }))
+                    .cloned()
+                    .collect();
+                let futex = t.call.filter(|c| c.kind == WaitKind::Futex);
+                (t.tid, futex.map(|c| c.resource), native)
+            })
+            .collect();
+        let blocked: Vec<BlockedInput<'_>> = natives
+            .iter()
+            .map(|(tid, futex_uaddr, native)| BlockedInput {
+                tid: *tid,
+                futex_uaddr: *futex_uaddr,
+                native,
+            })
+            .collect();
+        let input = ProcessInput {
+            pid,
+            maps: &maps,
+            tids: &process.tids,
+            blocked: &blocked,
+            read_mem: &read_mem,
+        };
+        let Some(memos) = self.procs.runtime_memos(pid) else {
+            return Vec::new();
+        };
+        let views = runtime::views(runtimes, &input, memos);
+        for thread in self.gathered.values_mut().filter(|t| t.pid == pid) {
+            let seen = views.iter().find_map(|v| v.threads.get(&thread.tid));
+            thread.runtime = seen.map(|t| t.facts.clone());
+            if let Some(frames) = seen.and_then(|t| t.frames.clone())
+                && fresh.contains(&thread.key())
+            {
+                thread.user_stack = frames;
+            }
+        }
+        views.into_iter().map(|v| v.process).collect()
     }
 
     fn gather_traced(&mut self, wait: &InFlightWait) -> BlockedThread {
@@ -174,7 +248,6 @@ impl Gatherer {
             .frames(&mut self.procs, StackInput::Kernel(&wait.kernel_stack));
         let user = StackInput::Blocked {
             pid: wait.pid,
-            tid: wait.tid,
             regs: wait.user_regs,
             frame_pointer_walk: &wait.user_stack,
         };
@@ -200,6 +273,7 @@ impl Gatherer {
             kernel_stack,
             user_stack,
             user_sp: wait.user_regs.map(|r| r.sp),
+            runtime: None,
         }
     }
 
@@ -207,7 +281,6 @@ impl Gatherer {
         self.procs.remember(wait.pid);
         let user = StackInput::Blocked {
             pid: wait.pid,
-            tid: wait.tid,
             regs: wait.regs,
             frame_pointer_walk: &RawStack::None,
         };
@@ -232,6 +305,7 @@ impl Gatherer {
             kernel_stack,
             user_stack,
             user_sp: wait.regs.map(|r| r.sp),
+            runtime: None,
         }
     }
 }

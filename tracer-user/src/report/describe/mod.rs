@@ -7,7 +7,7 @@ pub(crate) mod fd;
 use tracer_common::syscalls;
 
 use crate::model::{
-    BlockedThread, CycleEdge, Finding, FutexOwner, OwnerSource, Reason, ThreadRef, WaitKind,
+    BlockedThread, CycleEdge, Finding, FutexOwner, OwnerSource, RuntimeWait, RuntimeWaitKind, Reason, ThreadRef, WaitKind,
     WaitingCode,
 };
 
@@ -69,6 +69,9 @@ pub(crate) fn resource_phrase(f: &Finding) -> String {
 }
 
 fn wait_phrase(t: &BlockedThread, owner: Option<FutexOwner>, code: WaitingCode) -> String {
+    if let Some(wait) = t.runtime.as_ref().and_then(|r| r.wait.as_ref()) {
+        return runtime_wait_phrase(wait, owner);
+    }
     if let Some(futex) = &t.futex {
         let lock = futex.lock_uaddr();
         return match owner {
@@ -100,26 +103,59 @@ fn wait_phrase(t: &BlockedThread, owner: Option<FutexOwner>, code: WaitingCode) 
     }
 }
 
+/// What a runtime says a thread waits for: `_thread.RLock 0x7f..`, `threading.Lock 0x7f..
+/// (this kind of lock records no owner)`, `thread 4242 to exit`.
+fn runtime_wait_phrase(wait: &RuntimeWait, owner: Option<FutexOwner>) -> String {
+    let object = |default: &str| {
+        format!(
+            "{} {}",
+            wait.class.as_deref().unwrap_or(default),
+            hex(wait.object)
+        )
+    };
+    match (wait.kind, owner) {
+        (RuntimeWaitKind::Join, Some(owner)) => format!("thread {} to exit", owner.tid),
+        (RuntimeWaitKind::Join, None) => format!("{} to exit", object("thread")),
+        (RuntimeWaitKind::Lock, Some(_)) => object("lock"),
+        (RuntimeWaitKind::Lock, None) => format!("{} (owner unknown)", object("lock")),
+        (RuntimeWaitKind::OwnerlessLock, _) => format!(
+            "{} (this kind of lock records no owner: who holds it cannot be known)",
+            object("lock")
+        ),
+        (RuntimeWaitKind::Condition, _) => object("condition"),
+    }
+}
+
 /// A lock with a known owner: `mutex 0x55..`, `PI mutex 0x55..`, or, for a join, `thread
 /// 4242 to exit`.
 fn lock_phrase(owner: FutexOwner, lock: u64) -> String {
     match owner.source {
-        OwnerSource::Join => format!("thread {} to exit", owner.tid),
+        OwnerSource::Join | OwnerSource::RuntimeJoin => format!("thread {} to exit", owner.tid),
         OwnerSource::PiWord | OwnerSource::FailedPiLock => format!("PI mutex {}", hex(lock)),
         OwnerSource::GlibcMutex => format!("mutex {}", hex(lock)),
+        OwnerSource::RuntimeLock => format!("lock {}", hex(lock)),
     }
 }
 
-/// What the waiter of a cycle edge waits for: `mutex 0x55..`.
-pub(crate) fn edge_resource(edge: &CycleEdge) -> String {
-    lock_phrase(edge.owner, edge.lock_uaddr)
+/// What the waiter of a cycle edge waits for: `mutex 0x55..`, or as its runtime names it
+/// (`waiter`, its finding, says).
+pub(crate) fn edge_resource(edge: &CycleEdge, waiter: Option<&Finding>) -> String {
+    let runtime_wait = waiter
+        .and_then(|f| f.thread.runtime.as_ref())
+        .and_then(|r| r.wait.as_ref());
+    match runtime_wait {
+        Some(wait) if wait.object == edge.lock_uaddr => {
+            runtime_wait_phrase(wait, Some(edge.owner))
+        }
+        _ => lock_phrase(edge.owner, edge.lock_uaddr),
+    }
 }
 
 /// [`resource_phrase`] with the holder when known: `mutex 0x55d0c0a0 held by tid 1236`.
 pub(crate) fn describe_resource(f: &Finding) -> String {
     let phrase = resource_phrase(f);
     match f.owner {
-        Some(o) if o.source == OwnerSource::Join => phrase,
+        Some(o) if o.source.is_join() => phrase,
         Some(o) if o.source == OwnerSource::FailedPiLock => {
             format!("{phrase} held by tid {} (lock refused: EDEADLK)", o.tid)
         }
@@ -220,7 +256,10 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
                 Some(OwnerSource::PiWord) => "as the PI futex word says",
                 Some(OwnerSource::GlibcMutex) => "as pthread_mutex_t.__owner says",
                 Some(OwnerSource::FailedPiLock) => "as the word of the refused PI lock says",
-                Some(OwnerSource::Join) | None => "the thread it waits for",
+                Some(OwnerSource::RuntimeLock) => "as the lock object's owner field says",
+                Some(OwnerSource::Join | OwnerSource::RuntimeJoin) | None => {
+                    "the thread it waits for"
+                }
             }
         )),
         Reason::ParkedAfterRefusedPiLock => Some(format!(

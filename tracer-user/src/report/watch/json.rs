@@ -128,7 +128,7 @@ fn cycle_json(report: &WatchReport, c: &Cycle) -> Value {
             json!({
                 "tid": e.tid,
                 "comm": report.finding(c.pid, e.tid).map(|f| f.thread.comm.as_str()),
-                "waits_for_resource": edge_resource(e),
+                "waits_for_resource": edge_resource(e, report.finding(c.pid, e.tid)),
                 "owner_tid": e.owner.tid,
             })
         })

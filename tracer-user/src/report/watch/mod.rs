@@ -100,13 +100,15 @@ pub(crate) fn timing_name(timing: Timing) -> &'static str {
     }
 }
 
-/// `pi_word`, `glibc_mutex`, `join`, `failed_pi_lock`.
+/// `pi_word`, `glibc_mutex`, `join`, `failed_pi_lock`, `runtime_lock`, `runtime_join`.
 pub(crate) fn owner_source_name(source: OwnerSource) -> &'static str {
     match source {
         OwnerSource::PiWord => "pi_word",
         OwnerSource::GlibcMutex => "glibc_mutex",
         OwnerSource::Join => "join",
         OwnerSource::FailedPiLock => "failed_pi_lock",
+        OwnerSource::RuntimeLock => "runtime_lock",
+        OwnerSource::RuntimeJoin => "runtime_join",
     }
 }
 

@@ -199,7 +199,7 @@ fn cycle_block(out: &mut String, report: &WatchReport, cycle: &Cycle) {
             out,
             "  {}: waiting for {}, held by {}",
             who(e.tid),
-            edge_resource(e),
+            edge_resource(e, report.finding(cycle.pid, e.tid)),
             who(e.owner.tid)
         );
     }
