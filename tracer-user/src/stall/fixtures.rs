@@ -60,7 +60,8 @@ pub(crate) fn futex_facts(uaddr: u64, owner: Option<(u32, OwnerSource)>) -> Fute
             (6, word(0x8000_0000 | tid))
         }
         Some((tid, OwnerSource::Join)) => (0, word(tid)),
-        None => (0, word(2)),
+        // A runtime's owner is in its view, not in the futex memory.
+        Some((_, OwnerSource::RuntimeLock | OwnerSource::RuntimeJoin)) | None => (0, word(2)),
     };
     FutexFacts {
         uaddr,
