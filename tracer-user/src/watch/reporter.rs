@@ -12,7 +12,7 @@ use std::{
 
 use super::gather::Scanned;
 use crate::{
-    model::{Analysis, Loss},
+    model::{Analysis, Loss, RuntimeProcess},
     report::watch::WatchReport,
     stall::{
         analyze::analyze,
@@ -84,6 +84,8 @@ pub(crate) struct Reporter {
     found: Found,
     /// What is open after the last scan: the final report restates it.
     open: Changes,
+    /// What the runtimes read about each process at the last scan that had it.
+    runtime_views: BTreeMap<u32, Vec<RuntimeProcess>>,
 }
 
 impl Reporter {
@@ -94,6 +96,7 @@ impl Reporter {
             tracker: Tracker::default(),
             found: Found::default(),
             open: Changes::default(),
+            runtime_views: BTreeMap::new(),
         }
     }
 
@@ -146,6 +149,12 @@ impl Reporter {
     /// Analyzes a scan and folds it into the tracker; what changed, and the whole analysis.
     fn fold(&mut self, input: &ScanInput) -> (Changes, Analysis) {
         let scanned = &input.scanned;
+        for (pid, process) in &scanned.processes {
+            if !process.runtime_views.is_empty() {
+                self.runtime_views
+                    .insert(*pid, process.runtime_views.clone());
+            }
+        }
         let analysis = analyze(&scanned.threads, &scanned.processes);
         let changes = self
             .tracker
@@ -165,14 +174,19 @@ impl Reporter {
         pids.extend(changes.resolved.iter().map(|r| r.pid));
         pids.extend(changes.new_cycles.iter().map(|c| c.pid));
         let process_names: BTreeMap<u32, String> = pids
-            .into_iter()
-            .filter_map(|pid| Some((pid, names(pid)?)))
+            .iter()
+            .filter_map(|&pid| Some((pid, names(pid)?)))
+            .collect();
+        let runtime_views = pids
+            .iter()
+            .filter_map(|pid| Some((*pid, self.runtime_views.get(pid)?.clone())))
             .collect();
         WatchReport {
             elapsed: common.elapsed,
             wall_clock: common.wall_clock,
             threshold: self.threshold,
             process_names,
+            runtime_views,
             new_findings: changes.new_findings,
             resolved: changes.resolved,
             new_cycles: changes.new_cycles,

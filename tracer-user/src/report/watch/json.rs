@@ -19,7 +19,7 @@ use super::{
     Resolved, SCHEMA_VERSION, WatchReport, describe_resource, edge_resource, explanation, futex_op,
     hex, kind_name, ns_to_ms, owner_source_name, resource_type, syscall_name, timing_name,
 };
-use crate::model::{Cycle, Finding, Frame, Origin};
+use crate::model::{BlockedThread, Cycle, Finding, Frame, FrameKind, Origin, RuntimeWaitKind};
 
 /// What JSON says for a process whose name is unknown (`docs/json-schema.md`).
 const UNKNOWN_PROCESS_NAME: &str = "?";
@@ -41,6 +41,7 @@ pub(crate) fn to_json(report: &WatchReport) -> Value {
         "threads": report.new_findings.iter().map(|f| thread_json(report, f)).collect::<Vec<_>>(),
         "resolved": report.resolved.iter().map(|r| resolved_json(report, r)).collect::<Vec<_>>(),
         "cycles": report.new_cycles.iter().map(|c| cycle_json(report, c)).collect::<Vec<_>>(),
+        "runtimes": runtimes_json(report),
         "losses": losses,
     })
 }
@@ -54,7 +55,7 @@ pub(crate) fn write_json_line(report: &WatchReport, out: &mut dyn Write) -> io::
 /// One blocked thread with its verdict.
 fn thread_json(report: &WatchReport, f: &Finding) -> Value {
     let t = &f.thread;
-    json!({
+    let mut thread = json!({
         "pid": t.pid,
         "tid": t.tid,
         "comm": t.comm,
@@ -76,11 +77,100 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
             "timing": timing_name(f.timing),
         },
         "resource": resource_json(f),
-        "user_stack": t.user_stack.iter().map(frame_json).collect::<Vec<_>>(),
+        "user_stack": t
+            .user_stack
+            .iter()
+            .filter(|frame| language_of(frame).is_none())
+            .map(frame_json)
+            .collect::<Vec<_>>(),
         "kernel_stack": t.kernel_stack.iter().map(frame_json).collect::<Vec<_>>(),
         "verdict": f.verdict.name(),
         "explanation": explanation(f),
+    });
+    let Value::Object(fields) = &mut thread else {
+        unreachable!("json! of an object literal is an object")
+    };
+    fields.insert("runtime".to_owned(), runtime_thread_json(t));
+    for frame in &t.user_stack {
+        if let Some(language) = language_of(frame) {
+            let key = format!("{language}_stack");
+            let stack = fields.entry(key).or_insert_with(|| json!([]));
+            if let Value::Array(frames) = stack {
+                frames.push(json!({
+                    "function": frame.name,
+                    "file": frame.file,
+                    "line": frame.line,
+                }));
+            }
+        }
+    }
+    thread
+}
+
+/// The language of an interpreted frame (`python` for a `cpython` frame), which names its
+/// JSON stack (`python_stack`); `None` for native, JIT and kernel frames.
+fn language_of(frame: &Frame) -> Option<&'static str> {
+    match &frame.kind {
+        FrameKind::Interpreted { runtime } => Some(match runtime.as_str() {
+            "cpython" => "python",
+            "hotspot" => "java",
+            "ghc" => "haskell",
+            _ => "interpreted",
+        }),
+        _ => None,
+    }
+}
+
+/// What the thread's runtime read about it, `null` if nothing.
+fn runtime_thread_json(t: &BlockedThread) -> Value {
+    let Some(r) = &t.runtime else {
+        return Value::Null;
+    };
+    json!({
+        "runtime": r.runtime,
+        "thread_name": r.name,
+        "wait": r.wait.as_ref().map(|w| json!({
+            "kind": runtime_wait_kind_name(w.kind),
+            "class": w.class,
+            "object": hex(w.object),
+            "owner_tid": w.owner_tid,
+        })),
+        "event_loop": r.event_loop,
+        "task": r.task,
     })
+}
+
+/// `lock`, `ownerless_lock`, `join`, `condition`.
+fn runtime_wait_kind_name(kind: RuntimeWaitKind) -> &'static str {
+    match kind {
+        RuntimeWaitKind::Lock => "lock",
+        RuntimeWaitKind::OwnerlessLock => "ownerless_lock",
+        RuntimeWaitKind::Join => "join",
+        RuntimeWaitKind::Condition => "condition",
+    }
+}
+
+/// What the runtimes read about the report's processes.
+fn runtimes_json(report: &WatchReport) -> Vec<Value> {
+    report
+        .runtime_views
+        .iter()
+        .flat_map(|(pid, views)| {
+            views.iter().map(move |v| {
+                json!({
+                    "pid": pid,
+                    "runtime": v.runtime,
+                    "version": v.version,
+                    "interpreters": v.interpreters,
+                    "green_threads": v.green_threads.iter().map(|g| json!({
+                        "id": g.id,
+                        "label": g.label,
+                        "state": serde_json::to_value(&g.state).unwrap_or(Value::Null),
+                    })).collect::<Vec<_>>(),
+                })
+            })
+        })
+        .collect()
 }
 
 /// What the thread waits on; every key present, `null` when not applicable or unknown.

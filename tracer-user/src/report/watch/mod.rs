@@ -14,7 +14,9 @@ use std::{
     time::{Duration, SystemTime},
 };
 
-use crate::model::{BlockedThread, Cycle, Finding, Loss, OwnerSource, Timing, WaitKind};
+use crate::model::{
+    BlockedThread, Cycle, Finding, Loss, OwnerSource, RuntimeProcess, Timing, WaitKind,
+};
 
 /// Version of the JSON Lines format written by [`json::write_json_line`]. Bumped on an
 /// incompatible change (a field removed, renamed or changing type or meaning); adding fields
@@ -39,6 +41,8 @@ pub(crate) struct WatchReport {
     pub new_cycles: Vec<Cycle>,
     /// Process names by pid, for the processes in this report whose name is known.
     pub process_names: BTreeMap<u32, String>,
+    /// What the runtimes read about the processes in this report (`crate::runtime`).
+    pub runtime_views: BTreeMap<u32, Vec<RuntimeProcess>>,
     /// Kernel-side loss counters, non-zero only.
     pub losses: Vec<Loss>,
     /// The last report (exit, `--once`).
@@ -290,6 +294,7 @@ pub(crate) mod fixtures {
             process_names: [(1234, "deadlock_abba".to_owned()), (2000, "api".to_owned())]
                 .into_iter()
                 .collect(),
+            runtime_views: BTreeMap::new(),
             losses: Vec::new(),
             is_final: false,
             restated: false,

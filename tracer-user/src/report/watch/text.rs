@@ -15,7 +15,7 @@ use groups::{group_block, groups, idle_groups, idle_line};
 use super::{
     Resolved, WatchReport, describe_call, describe_resource, edge_resource, named_thread, why,
 };
-use crate::model::{Cycle, Finding, Frame, Origin, Timing, Verdict};
+use crate::model::{Cycle, Finding, Frame, FrameKind, Origin, Timing, Verdict};
 
 /// Renders one report: a time stamp line, then per process the deadlocks, the other problem
 /// findings and the idle threads, then resolved waits and losses.
@@ -268,6 +268,7 @@ fn stack_lines(out: &mut String, f: &Finding) {
 fn frame_text(frame: &Frame) -> String {
     let mut s = match (&frame.name, &frame.module) {
         (Some(name), _) if frame.inlined => format!("{name} (inlined)"),
+        (Some(name), _) if matches!(frame.kind, FrameKind::Interpreted { .. }) => name.clone(),
         (Some(name), _) => format!("{name}+0x{:x}", frame.offset),
         (None, Some(module)) => format!("{}+0x{:x}", basename(module), frame.offset),
         (None, None) => format!("[unknown 0x{:x}]", frame.addr),
