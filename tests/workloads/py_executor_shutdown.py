@@ -13,7 +13,7 @@ the join was epoll_wait.
 
 Output (stdout, one line each): `pid <PID>`, `BLOCKING` right before the shutdown task is
 created, then (once both threads are stuck) the facts:
-    {"workload": "py_executor_shutdown", "python": {"version", "executable", "pid"},
+    {"workload": "py_executor_shutdown", "python": {"version", "executable", "pid", "threading_file"},
      "port": P, "task": "shutdown-task",
      "threads": {"loop": {"tid", "name", "waits": "join", "on": "worker"},
                  "worker": {"tid", "name", "waits": "recv", "peer": "127.0.0.1:P"}},

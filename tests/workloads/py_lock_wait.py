@@ -9,7 +9,7 @@ this workload checks that nothing is invented. The method gives a frame whose qu
 
 Output (stdout, one line each): `pid <PID>`, `BLOCKING` before main blocks, then (from a
 short-lived reporter thread, once both are stuck):
-    {"workload": "py_lock_wait", "python": {"version", "executable", "pid"},
+    {"workload": "py_lock_wait", "python": {"version", "executable", "pid", "threading_file"},
      "lock": "0x<id(lock)>", "lock_class": "_thread.lock",
      "threads": {"waiter": {"tid", "name": "MainThread", "waits": "lock"},
                  "holder": {"tid", "name": "holder", "holds": "lock", "waits": "read"}}}
@@ -83,4 +83,4 @@ def main():
 
 
 if __name__ == "__main__":
-    main()
+    main()  # LINE: lock-module

@@ -7,7 +7,7 @@ the threads' own frames and lock objects. The main thread prints the facts once 
 then joins "abba-a" (blocked by the deadlock).
 
 Output (stdout, one line each): `pid <PID>`, `BLOCKING` before the threads start, then:
-    {"workload": "py_rlock_abba", "python": {"version", "executable", "pid"},
+    {"workload": "py_rlock_abba", "python": {"version", "executable", "pid", "threading_file"},
      "locks": {"A": "0x<id(A)>", "B": "0x<id(B)>"}, "lock_class": "_thread.RLock",
      "threads": {"abba-a": {"tid", "holds": "A", "waits_for": "B", "owner": "abba-b"},
                  "abba-b": {"tid", "holds": "B", "waits_for": "A", "owner": "abba-a"},

@@ -45,6 +45,7 @@ def python_facts():
         "version": "{}.{}.{}".format(*sys.version_info[:3]),
         "executable": sys.executable,
         "pid": os.getpid(),
+        "threading_file": threading.__file__,
     }
 
 

@@ -9,7 +9,7 @@ thread blocks in `blocked_in_main_interpreter`, an `os.read` on another silent p
 
 Output (stdout, one line each): `pid <PID>`, `BLOCKING` before the thread starts, then (from a
 short-lived reporter thread, once both are stuck):
-    {"workload": "py_subinterp", "python": {"version", "executable", "pid"},
+    {"workload": "py_subinterp", "python": {"version", "executable", "pid", "threading_file"},
      "module": "_xxsubinterpreters" | "_interpreters", "interpreters": 2,
      "threads": {"main": {"tid", "function": "blocked_in_main_interpreter"},
                  "subinterp": {"tid", "function": "blocked_in_subinterpreter"}}}
