@@ -90,8 +90,28 @@ def wait_until_stuck(expected, timeout_s=20.0):
     os._exit(3)
 
 
+def own_stacks():
+    """{native tid: [{"function", "file", "line"}, ...] innermost first} of every thread of
+    this interpreter, as Python itself sees them (co_qualname from 3.11, co_name before)."""
+    native = {t.ident: t.native_id for t in threading.enumerate()}
+    stacks = {}
+    for ident, frame in sys._current_frames().items():
+        frames = []
+        while frame is not None:
+            code = frame.f_code
+            name = getattr(code, "co_qualname", code.co_name)
+            frames.append({"function": name, "file": code.co_filename, "line": frame.f_lineno})
+            frame = frame.f_back
+        stacks[str(native.get(ident, ident))] = frames
+    return stacks
+
+
 def emit_facts(facts):
-    """Prints the facts line: one JSON object, keys sorted."""
+    """Prints the facts line: one JSON object, keys sorted. With PY_STUCK_STACKS=1 in the
+    environment it also holds "stacks" (`own_stacks`): what a correct reader of this process's
+    memory must find, to check tests' expectations by hand."""
+    if os.environ.get("PY_STUCK_STACKS") == "1":
+        facts = dict(facts, stacks=own_stacks())
     emit(json.dumps(facts, sort_keys=True))
 
 
