@@ -100,6 +100,15 @@ impl BlockedThread {
     pub(crate) fn key(&self) -> WaitKey {
         (self.tid, self.since_ns)
     }
+
+    /// The thread's name as people know it: its runtime's name for it (a Python or Java
+    /// thread name) when there is one, else its comm.
+    pub(crate) fn name(&self) -> &str {
+        self.runtime
+            .as_ref()
+            .and_then(|r| r.name.as_deref())
+            .unwrap_or(&self.comm)
+    }
 }
 
 /// A process whose threads `watch` looked at in a scan.

@@ -55,7 +55,10 @@ pub(crate) fn analyze(
     processes: &BTreeMap<u32, ProcessView>,
 ) -> Analysis {
     let inferred: Vec<Inferred> = threads.iter().map(|t| infer(t, processes)).collect();
-    let comms: BTreeMap<u32, String> = threads.iter().map(|t| (t.tid, t.comm.clone())).collect();
+    let comms: BTreeMap<u32, String> = threads
+        .iter()
+        .map(|t| (t.tid, t.name().to_owned()))
+        .collect();
     let mut graphs: BTreeMap<u32, WaitForGraph> = BTreeMap::new();
     for (thread, inf) in threads.iter().zip(&inferred) {
         let in_process = processes

@@ -71,7 +71,7 @@ impl WatchReport {
         self.new_findings
             .iter()
             .find(|f| f.thread.pid == pid && f.thread.tid == pid)
-            .map(|f| f.thread.comm.as_str())
+            .map(|f| f.thread.name())
     }
 
     /// `process 1234 (name)`, or `process 1234` when its name is unknown.
@@ -294,7 +294,7 @@ pub(crate) mod fixtures {
             process_names: [(1234, "deadlock_abba".to_owned()), (2000, "api".to_owned())]
                 .into_iter()
                 .collect(),
-            runtime_views: BTreeMap::new(),
+            runtime_views: std::collections::BTreeMap::new(),
             losses: Vec::new(),
             is_final: false,
             restated: false,

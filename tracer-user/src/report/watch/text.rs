@@ -174,7 +174,7 @@ fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
         report.process_label(pid)
     );
     for g in &problems {
-        group_block(out, g);
+        group_block(out, report, g);
     }
     for (key, members) in &idle {
         idle_line(out, key, members);
@@ -189,9 +189,7 @@ fn cycle_block(out: &mut String, report: &WatchReport, cycle: &Cycle) {
         report.process_label(cycle.pid)
     );
     let who = |tid: u32| {
-        let comm = report
-            .finding(cycle.pid, tid)
-            .map(|f| f.thread.comm.as_str());
+        let comm = report.finding(cycle.pid, tid).map(|f| f.thread.name());
         named_thread(tid, comm)
     };
     for e in &cycle.edges {
@@ -223,7 +221,7 @@ fn thread_header(out: &mut String, f: &Finding) {
     let _ = writeln!(
         out,
         "  \"{}\" tid {}, state {}, blocked for {}{} in {} on {}{}",
-        t.comm,
+        t.name(),
         t.tid,
         t.state.letter(),
         fmt_ns(t.blocked_for_ns),
@@ -295,7 +293,7 @@ fn basename(path: &str) -> &str {
 fn thread_names(members: &[&Finding]) -> String {
     let names: Vec<String> = members
         .iter()
-        .map(|f| format!("{} ({})", f.thread.comm, f.thread.tid))
+        .map(|f| format!("{} ({})", f.thread.name(), f.thread.tid))
         .collect();
     names.join(", ")
 }

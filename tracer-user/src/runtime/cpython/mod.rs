@@ -226,7 +226,11 @@ mod tests {
         ] {
             assert!(is_python_file(path), "{path}");
         }
-        for path in ["/usr/bin/python-config", "/usr/lib/libc.so.6", "/opt/pythonista"] {
+        for path in [
+            "/usr/bin/python-config",
+            "/usr/lib/libc.so.6",
+            "/opt/pythonista",
+        ] {
             assert!(!is_python_file(path), "{path}");
         }
     }

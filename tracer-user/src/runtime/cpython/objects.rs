@@ -5,14 +5,14 @@
 //! Every object starts with `ob_refcnt` and `ob_type`, and every type object keeps `tp_name`
 //! after its own object header and `ob_size`: those offsets have not changed since Python 3.0
 //! (default, GIL builds). The lock objects are C structures of `Modules/_threadmodule.c`:
-//! - `_thread.RLock` (3.x to 3.13): `rlock_lock` (the `PyThread_type_lock` its waiters sleep
-//!   on), `rlock_owner` (the owner's thread ident, 0 when free), `rlock_count`;
-//! - `_thread.lock` before 3.13: `lock_lock` (a `PyThread_type_lock`); from 3.13 the lock is
-//!   a `PyMutex` inside the object itself. A plain lock records no owner.
+//! - `_thread.RLock`: `rlock_lock` (the `PyThread_type_lock` its waiters sleep on),
+//!   `rlock_owner` (the owner's thread ident, 0 when free), `rlock_count`;
+//! - `_thread.lock`: `lock_lock` (a `PyThread_type_lock`). A plain lock records no owner.
 //!
-//! Before 3.13 a `PyThread_type_lock` is a glibc `sem_t` whose futex word is at its start;
-//! from 3.13 it is a `PyMutex` whose waiters park on a semaphore of their own (see
-//! [`super::waits`]).
+//! Up to 3.13 a `PyThread_type_lock` is a glibc `sem_t` (POSIX semaphores are used wherever
+//! they exist) whose futex word is at its start, so a waiter's futex address is the lock's
+//! `PyThread_type_lock` itself. 3.14 rebuilt both locks on `PyMutex` (waiters park on
+//! semaphores of their own); their layouts are not read ([`read_lock`] gives nothing there).
 
 use super::{PyVersion, reader::read_u64};
 
@@ -60,20 +60,21 @@ pub(crate) fn type_name(object: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) 
     plausible.then(|| name.to_owned())
 }
 
-/// The lock `object` is, if it is one of the `_thread` module's locks.
+/// The lock `object` is, if it is one of the `_thread` module's locks and `version` lays it
+/// out as this module knows (3.x up to 3.13).
 pub(crate) fn read_lock(
     object: u64,
     type_name: &str,
     version: PyVersion,
     read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
 ) -> Option<PyLock> {
+    if version.major != 3 || version.at_least(3, 14) {
+        return None;
+    }
     match type_name {
         "_thread.RLock" => Some(PyLock::RLock {
             waited_at: read_u64(object + FIRST_FIELD, read_mem).filter(|&a| a != 0)?,
             owner_ident: read_u64(object + FIRST_FIELD + 8, read_mem)?,
-        }),
-        "_thread.lock" if version.at_least(3, 13) => Some(PyLock::Lock {
-            waited_at: object + FIRST_FIELD,
         }),
         "_thread.lock" => Some(PyLock::Lock {
             waited_at: read_u64(object + FIRST_FIELD, read_mem).filter(|&a| a != 0)?,
@@ -135,10 +136,9 @@ mod tests {
         );
         assert_eq!(
             read_lock(0x3000, "_thread.lock", version(13), &read),
-            Some(PyLock::Lock {
-                waited_at: 0x3000 + 16
-            })
+            Some(PyLock::Lock { waited_at: 0x8880 })
         );
+        assert_eq!(read_lock(0x3000, "_thread.lock", version(14), &read), None);
         assert_eq!(read_lock(0x3000, "dict", version(12), &read), None);
     }
 }

@@ -107,26 +107,28 @@ impl Reader {
                 continue;
             };
             read_any = true;
-            threads.extend(traces.into_iter().map(|trace| PyThread {
-                ident: trace.thread_id,
-                tid: trace.os_thread_id.and_then(|t| u32::try_from(t).ok()),
-                name: trace.thread_name,
-                frames: trace
-                    .frames
-                    .into_iter()
-                    .map(|f| PyFrame {
-                        function: f.name,
-                        file: f.filename,
-                        line: u32::try_from(f.line).unwrap_or(0),
-                        entry: f.is_entry || f.is_shim_entry,
-                        locals: f
-                            .locals
-                            .unwrap_or_default()
-                            .into_iter()
-                            .map(|l| (l.name, l.addr as u64))
-                            .collect(),
-                    })
-                    .collect(),
+            threads.extend(traces.into_iter().map(|trace| {
+                PyThread {
+                    ident: trace.thread_id,
+                    tid: trace.os_thread_id.and_then(|t| u32::try_from(t).ok()),
+                    name: trace.thread_name,
+                    frames: trace
+                        .frames
+                        .into_iter()
+                        .map(|f| PyFrame {
+                            function: f.name,
+                            file: f.filename,
+                            line: u32::try_from(f.line).unwrap_or(0),
+                            entry: f.is_entry || f.is_shim_entry,
+                            locals: f
+                                .locals
+                                .unwrap_or_default()
+                                .into_iter()
+                                .map(|l| (l.name, l.addr as u64))
+                                .collect(),
+                        })
+                        .collect(),
+                }
             }));
         }
         self.spy.addresses.interpreter_address = self.opened_head;

@@ -39,9 +39,7 @@ fn list_node_before(at: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> bool 
 /// Whether `ident` looks like a glibc thread descriptor: it points to itself.
 fn is_descriptor(ident: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> bool {
     let mut bytes = [0u8; 8];
-    ident != 0
-        && read_mem(ident + SELF_POINTER, &mut bytes)
-        && u64::from_ne_bytes(bytes) == ident
+    ident != 0 && read_mem(ident + SELF_POINTER, &mut bytes) && u64::from_ne_bytes(bytes) == ident
 }
 
 /// The offset of the tid in the thread descriptors `idents`, if one checks out (see the
@@ -110,10 +108,7 @@ pub(crate) fn tid_at(
 
 fn all_live_and_distinct(tids: &[u32], live_tids: &[u32]) -> bool {
     tids.iter().all(|t| live_tids.contains(t))
-        && tids
-            .iter()
-            .enumerate()
-            .all(|(i, t)| !tids[..i].contains(t))
+        && tids.iter().enumerate().all(|(i, t)| !tids[..i].contains(t))
 }
 
 #[cfg(test)]
@@ -155,7 +150,10 @@ mod tests {
         assert_eq!(calibrate(&idents, PID, &LIVE, &read), Some(720));
         assert_eq!(tid_at(0x20000, 720, &LIVE, &read), Some(4002));
         assert!(check(&idents, 720, &LIVE, &read));
-        assert!(!check(&idents, 600, &LIVE, &read), "the decoy is not distinct");
+        assert!(
+            !check(&idents, 600, &LIVE, &read),
+            "the decoy is not distinct"
+        );
         // One thread alone is not fooled by the decoy: it has no list node before it.
         assert_eq!(calibrate(&idents[..1], PID, &LIVE, &read), Some(720));
     }
@@ -172,7 +170,10 @@ mod tests {
             assert_eq!(calibrate(&[], PID, &LIVE, &read), None);
         }
         memory.u64(0x20000 + SELF_POINTER, 0);
-        assert_eq!(calibrate(&[0x10000, 0x20000], PID, &LIVE, &memory.reader()), None);
+        assert_eq!(
+            calibrate(&[0x10000, 0x20000], PID, &LIVE, &memory.reader()),
+            None
+        );
         assert_eq!(tid_at(0x20000, 720, &LIVE, &memory.reader()), None);
     }
 }

@@ -7,10 +7,7 @@
 //! - a condition, event, queue or idle executor worker (`Condition.wait`, `queue.get`,
 //!   `concurrent.futures`' `_worker`): waiting for a signal, whatever lock it sleeps on;
 //! - a `threading.RLock` or `threading.Lock`: the lock object among the locals of the
-//!   process's frames whose waited-on address is the futex (before 3.13), or, from 3.13,
-//!   where the parking lot's wait entry (`struct wait_entry`: `park_arg`, `addr`, then the
-//!   semaphore the waiter sleeps on) records the `PyMutex` address right before the futex.
-//!   An RLock's owner is its `rlock_owner` ident, mapped to a tid through the thread states;
+//!   process's frames whose waited-on address is the futex ([`objects`]). An RLock's owner is its `rlock_owner` ident, mapped to a tid through the thread states;
 //!   a Lock has no owner, and none is made up.
 //!
 //! A lock referenced only from globals or attributes, never from a local variable of a running
@@ -22,7 +19,6 @@ use std::{cell::OnceCell, collections::BTreeMap};
 use super::{
     PyFrame, PySnapshot, PyThread,
     objects::{self, PyLock},
-    reader::read_u64,
 };
 use crate::model::{RuntimeWait, RuntimeWaitKind};
 
@@ -84,7 +80,11 @@ impl<'a> Context<'a> {
     }
 
     /// What `thread`, sleeping on the futex at `futex_uaddr` if any, waits for.
-    pub(crate) fn wait_of(&self, thread: &PyThread, futex_uaddr: Option<u64>) -> Option<RuntimeWait> {
+    pub(crate) fn wait_of(
+        &self,
+        thread: &PyThread,
+        futex_uaddr: Option<u64>,
+    ) -> Option<RuntimeWait> {
         if let Some(join) = thread
             .frames
             .iter()
@@ -100,7 +100,10 @@ impl<'a> Context<'a> {
             });
         }
         let innermost = thread.frames.first()?;
-        if CONDITION_FRAMES.iter().any(|(file, f)| innermost.is(file, f)) {
+        if CONDITION_FRAMES
+            .iter()
+            .any(|(file, f)| innermost.is(file, f))
+        {
             let object = innermost
                 .local("self")
                 .or_else(|| innermost.locals.first().map(|l| l.1))
@@ -119,19 +122,9 @@ impl<'a> Context<'a> {
 
     /// The `_thread` lock whose waiters sleep on the futex at `uaddr`.
     fn lock_wait(&self, uaddr: u64) -> Option<RuntimeWait> {
-        let parked_on = if self.snapshot.version.at_least(3, 13) {
-            read_u64(uaddr.checked_sub(8)?, self.read_mem)?
-        } else {
-            uaddr
-        };
-        let (object, lock) = self
-            .locks()
-            .iter()
-            .find(|(_, lock)| match *lock {
-                PyLock::RLock { waited_at, .. } | PyLock::Lock { waited_at } => {
-                    waited_at == parked_on
-                }
-            })?;
+        let (object, lock) = self.locks().iter().find(|(_, lock)| match *lock {
+            PyLock::RLock { waited_at, .. } | PyLock::Lock { waited_at } => waited_at == uaddr,
+        })?;
         Some(match *lock {
             PyLock::RLock { owner_ident, .. } => RuntimeWait {
                 kind: RuntimeWaitKind::Lock,
@@ -175,10 +168,11 @@ impl<'a> Context<'a> {
 
 /// Whether the thread's frames run an asyncio event loop.
 pub(crate) fn runs_event_loop(thread: &PyThread) -> bool {
-    thread
-        .frames
-        .iter()
-        .any(|f: &PyFrame| EVENT_LOOP_FRAMES.iter().any(|(file, name)| f.is(file, name)))
+    thread.frames.iter().any(|f: &PyFrame| {
+        EVENT_LOOP_FRAMES
+            .iter()
+            .any(|(file, name)| f.is(file, name))
+    })
 }
 
 #[cfg(test)]
@@ -256,12 +250,18 @@ mod tests {
             vec![
                 thread(0x71, 11, vec![worker(0x1000, 0x1100)]),
                 thread(0x72, 12, vec![worker(0x1100, 0x1000)]),
-                thread(0x73, 13, vec![frame("/app.py", "plain", &[("lock", 0x3000)])]),
+                thread(
+                    0x73,
+                    13,
+                    vec![frame("/app.py", "plain", &[("lock", 0x3000)])],
+                ),
             ],
         );
         let idents = BTreeMap::from([(0x71, 11), (0x72, 12), (0x73, 13)]);
         let context = Context::new(&snap, &idents, &read);
-        let wait = context.wait_of(&snap.threads[0], Some(0xb000)).expect("a wait");
+        let wait = context
+            .wait_of(&snap.threads[0], Some(0xb000))
+            .expect("a wait");
         assert_eq!(
             wait,
             RuntimeWait {
@@ -271,31 +271,17 @@ mod tests {
                 owner_tid: Some(12)
             }
         );
-        let wait = context.wait_of(&snap.threads[1], Some(0xa000)).expect("a wait");
+        let wait = context
+            .wait_of(&snap.threads[1], Some(0xa000))
+            .expect("a wait");
         assert_eq!(wait.owner_tid, Some(11));
-        let wait = context.wait_of(&snap.threads[2], Some(0xc000)).expect("a wait");
+        let wait = context
+            .wait_of(&snap.threads[2], Some(0xc000))
+            .expect("a wait");
         assert_eq!(wait.kind, RuntimeWaitKind::OwnerlessLock);
         assert_eq!(wait.owner_tid, None);
         assert_eq!(context.wait_of(&snap.threads[2], Some(0xd000)), None);
         assert_eq!(context.wait_of(&snap.threads[2], None), None);
-    }
-
-    /// Check that from 3.13 the lock is the one whose mutex the parking lot's wait entry
-    /// records right before the futex.
-    #[test]
-    fn parking_lot_from_3_13() {
-        let mut memory = memory();
-        memory.u64(0x7000 - 8, 0xb000);
-        let read = memory.reader();
-        let snap = snapshot(
-            13,
-            vec![thread(0x71, 11, vec![frame("/app.py", "f", &[("l", 0x1100)])])],
-        );
-        let idents = BTreeMap::from([(0x72, 12)]);
-        let context = Context::new(&snap, &idents, &read);
-        let wait = context.wait_of(&snap.threads[0], Some(0x7000)).expect("a wait");
-        assert_eq!((wait.object, wait.owner_tid), (0x1100, Some(12)));
-        assert_eq!(context.wait_of(&snap.threads[0], Some(0xb000)), None);
     }
 
     /// Check that a join names the joined thread through its `_bootstrap_inner` frame, even
@@ -308,7 +294,11 @@ mod tests {
             0x71,
             11,
             vec![
-                frame(THREADING, "Thread._wait_for_tstate_lock", &[("lock", 0x3000)]),
+                frame(
+                    THREADING,
+                    "Thread._wait_for_tstate_lock",
+                    &[("lock", 0x3000)],
+                ),
                 frame(THREADING, "Thread.join", &[("self", 0x5000)]),
                 frame(
                     "/usr/lib/python3.11/concurrent/futures/thread.py",
@@ -332,17 +322,31 @@ mod tests {
             0x73,
             13,
             vec![
-                frame(THREADING, "Condition.wait", &[("self", 0x6000), ("waiter", 0x3000)]),
+                frame(
+                    THREADING,
+                    "Condition.wait",
+                    &[("self", 0x6000), ("waiter", 0x3000)],
+                ),
                 frame(THREADING, "Event.wait", &[]),
             ],
         );
         let snap = snapshot(11, vec![joiner, worker, waiter]);
         let idents = BTreeMap::new();
         let context = Context::new(&snap, &idents, &read);
-        let join = context.wait_of(&snap.threads[0], Some(0xc000)).expect("join");
-        assert_eq!((join.kind, join.object, join.owner_tid), (RuntimeWaitKind::Join, 0x5000, Some(12)));
-        let wait = context.wait_of(&snap.threads[2], Some(0xc000)).expect("condition");
-        assert_eq!((wait.kind, wait.object), (RuntimeWaitKind::Condition, 0x6000));
+        let join = context
+            .wait_of(&snap.threads[0], Some(0xc000))
+            .expect("join");
+        assert_eq!(
+            (join.kind, join.object, join.owner_tid),
+            (RuntimeWaitKind::Join, 0x5000, Some(12))
+        );
+        let wait = context
+            .wait_of(&snap.threads[2], Some(0xc000))
+            .expect("condition");
+        assert_eq!(
+            (wait.kind, wait.object),
+            (RuntimeWaitKind::Condition, 0x6000)
+        );
         assert!(!runs_event_loop(&snap.threads[0]));
         let looping = thread(
             1,

@@ -50,7 +50,10 @@ fn glibc_abba_is_a_deadlock() {
         .collect();
     assert_eq!(edges, [(10, 11), (11, 10)]);
     let first = &analysis.cycles[0].edges[0];
-    assert_eq!(crate::report::describe::edge_resource(first, None), "mutex 0xa");
+    assert_eq!(
+        crate::report::describe::edge_resource(first, None),
+        "mutex 0xa"
+    );
     let v = verdicts(&analysis);
     assert_eq!(v[&10], Verdict::Deadlock);
     assert_eq!(v[&11], Verdict::Deadlock);
