@@ -26,6 +26,7 @@
 //! `docs/architecture.md`.
 
 mod glibc;
+mod hotspot;
 mod rust_std;
 
 use std::{
@@ -44,7 +45,7 @@ pub(crate) use glibc::parked_by_glibc;
 const FRAMES_SEARCHED: usize = 6;
 
 /// Every runtime stallwatch knows, in the order their lock owners are asked for.
-static RUNTIMES: [&dyn Runtime; 2] = [&glibc::Glibc, &rust_std::RustStd];
+static RUNTIMES: [&dyn Runtime; 3] = [&glibc::Glibc, &rust_std::RustStd, &hotspot::Hotspot];
 
 /// Wait names many native libraries use, whatever runtime they belong to (tokio's and others'
 /// semaphores and notifiers, CPython's `PyThread_acquire_lock`, spin locks).
