@@ -7,8 +7,8 @@ pub(crate) mod fd;
 use tracer_common::syscalls;
 
 use crate::model::{
-    BlockedThread, CycleEdge, Finding, FutexOwner, OwnerSource, RuntimeWait, RuntimeWaitKind, Reason, ThreadRef, WaitKind,
-    WaitingCode,
+    BlockedThread, CycleEdge, Finding, FutexOwner, OwnerSource, Reason, RuntimeWait,
+    RuntimeWaitKind, ThreadRef, WaitKind, WaitingCode,
 };
 
 pub(crate) use fd::fd_phrase;
@@ -144,9 +144,7 @@ pub(crate) fn edge_resource(edge: &CycleEdge, waiter: Option<&Finding>) -> Strin
         .and_then(|f| f.thread.runtime.as_ref())
         .and_then(|r| r.wait.as_ref());
     match runtime_wait {
-        Some(wait) if wait.object == edge.lock_uaddr => {
-            runtime_wait_phrase(wait, Some(edge.owner))
-        }
+        Some(wait) if wait.object == edge.lock_uaddr => runtime_wait_phrase(wait, Some(edge.owner)),
         _ => lock_phrase(edge.owner, edge.lock_uaddr),
     }
 }

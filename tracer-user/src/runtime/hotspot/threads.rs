@@ -195,3 +195,34 @@ pub(crate) fn park_wait(
         owner_tid,
     }))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn thread(addr: u64, tid: u32, stack_base: u64) -> JavaThread {
+        JavaThread {
+            addr,
+            tid,
+            stack: stack_base - 0x10_0000..stack_base,
+            thread_obj: 0,
+            pending_monitor: 0,
+        }
+    }
+
+    /// Check that a monitor owner is a `JavaThread*` or a `BasicLock` in the owner's stack,
+    /// and that no owner, the deflater's marker and stray addresses name nobody.
+    #[test]
+    fn owner_is_a_thread_or_a_lock_on_its_stack() {
+        let threads = [
+            thread(0x7f93_0800_1000, 101, 0x7f93_7150_0000),
+            thread(0x7f93_0800_9000, 102, 0x7f93_7140_0000),
+        ];
+        assert_eq!(owner_tid(0x7f93_0800_9000, &threads), Some(102));
+        assert_eq!(owner_tid(0x7f93_714f_d6c0, &threads), Some(101));
+        assert_eq!(owner_tid(0x7f93_713f_d6c0, &threads), Some(102));
+        assert_eq!(owner_tid(0, &threads), None);
+        assert_eq!(owner_tid(DEFLATER_MARKER, &threads), None);
+        assert_eq!(owner_tid(0x1234, &threads), None);
+    }
+}
