@@ -3,7 +3,7 @@ import java.util.concurrent.locks.ReentrantLock;
 
 /**
  * A `ReentrantLock` ABBA deadlock: "Thread-0" locks lockA then wants lockB, "Thread-1" locks
- * lockB then wants lockA. Prints "ready PID" once both hold their first lock.
+ * lockB then wants lockA. Prints "pid PID" and "ready" once both hold their first lock.
  */
 public class LockDeadlock {
     static final ReentrantLock lockA = new ReentrantLock();
@@ -30,7 +30,8 @@ public class LockDeadlock {
         t0.start();
         t1.start();
         bothLocked.await();
-        System.out.println("ready " + ProcessHandle.current().pid());
+        System.out.println("pid " + ProcessHandle.current().pid());
+        System.out.println("ready");
         t0.join();
     }
 }

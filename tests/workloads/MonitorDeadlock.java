@@ -1,6 +1,6 @@
 /**
  * A `synchronized` ABBA deadlock: "Thread-0" locks lockA then wants lockB, "Thread-1" locks
- * lockB then wants lockA. Prints "ready PID" once both hold their first lock.
+ * lockB then wants lockA. Prints "pid PID" and "ready" once both hold their first lock.
  */
 public class MonitorDeadlock {
     static final Object lockA = new Object();
@@ -28,7 +28,8 @@ public class MonitorDeadlock {
         t0.start();
         t1.start();
         bothLocked.await();
-        System.out.println("ready " + ProcessHandle.current().pid());
+        System.out.println("pid " + ProcessHandle.current().pid());
+        System.out.println("ready");
         t0.join();
     }
 }
