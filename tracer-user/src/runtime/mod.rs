@@ -27,6 +27,7 @@
 
 mod cpython;
 mod glibc;
+mod hotspot;
 mod rust_std;
 
 use std::{
@@ -45,7 +46,12 @@ pub(crate) use glibc::parked_by_glibc;
 const FRAMES_SEARCHED: usize = 6;
 
 /// Every runtime stallwatch knows, in the order their lock owners are asked for.
-static RUNTIMES: [&dyn Runtime; 3] = [&glibc::Glibc, &rust_std::RustStd, &cpython::CPython];
+static RUNTIMES: [&dyn Runtime; 4] = [
+    &glibc::Glibc,
+    &rust_std::RustStd,
+    &cpython::CPython,
+    &hotspot::Hotspot,
+];
 
 /// Wait names many native libraries use, whatever runtime they belong to (tokio's and others'
 /// semaphores and notifiers, CPython's `PyThread_acquire_lock`, spin locks).

@@ -166,9 +166,17 @@ fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Infe
             (owner, thread.futex.as_ref().map(|f| f.lock_uaddr()))
         }
     };
+    // A lock wait the runtime names is indefinite whatever the native wait's timeout: HotSpot
+    // (JDK 17) parks a monitor's first waiter with a timeout of up to a second, again and
+    // again, to recover from a missed wake-up; the thread still waits for the lock until its
+    // owner releases it.
+    let timing = match runtime_wait.map(|w| w.kind) {
+        Some(RuntimeWaitKind::Lock) => Timing::Indefinite,
+        _ => timing(call),
+    };
     Inferred {
         code,
-        timing: timing(call),
+        timing,
         event_loop,
         owner,
         lock,

@@ -186,3 +186,39 @@ fn owners_are_inferred_from_recorded_memory() {
     assert_eq!(owners[&12], Some((10, OwnerSource::Join)));
     assert_eq!(owners[&13], None);
 }
+
+/// Check that a Java monitor wait the runtime names is a lock stall held by its owner even
+/// though its native wait is a timed condvar wait (HotSpot's re-parking "responsible" waiter),
+/// while the same timed wait without the runtime's word is no finding.
+#[test]
+fn runtime_lock_wait_in_a_timed_park_is_a_stall() {
+    let mut waiter = futex_thread(40, 0x7f00_0000_2000, None, &["pthread_cond_timedwait"]);
+    waiter.call = waiter.call.map(|c| SyscallCall {
+        detail: 9 | 128, // FUTEX_WAIT_BITSET_PRIVATE
+        timeout: 0x7f00_0000_3000,
+        ..c
+    });
+    let unnamed = BlockedThread {
+        tid: 42,
+        ..waiter.clone()
+    };
+    waiter.runtime = Some(crate::model::RuntimeThread {
+        runtime: "hotspot".into(),
+        name: Some("Thread-0".into()),
+        wait: Some(RuntimeWait {
+            kind: RuntimeWaitKind::Lock,
+            object: 0x6_9ec1_96e8,
+            class: Some("java.lang.Object".into()),
+            owner_tid: Some(41),
+        }),
+        event_loop: false,
+        task: None,
+    });
+    let analysis = analyze(&[waiter, unnamed], &process(&[40, 41, 42]));
+    let v = verdicts(&analysis);
+    assert_eq!(v[&40], Verdict::Stall);
+    assert!(!v.contains_key(&42), "a timed wait alone is no finding");
+    let finding = &analysis.findings[0];
+    assert_eq!(finding.timing, Timing::Indefinite);
+    assert_eq!(finding.owner.map(|o| o.tid), Some(41));
+}

@@ -1,0 +1,291 @@
+//! `stallwatch watch` on real deadlocked Java programs (OpenJDK's HotSpot), checked against
+//! `jstack`'s own "Found one Java-level deadlock". Root only.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    process::Command,
+    thread,
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+use stallwatch_tests::{
+    TempDir, require_bpf,
+    tracer::{Tracer, run},
+    watch_report::{WatchOutput, cycle_edges},
+    watch_workloads::RunningWorkload,
+    workload_file,
+};
+
+/// How long a JVM may take to start and deadlock.
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a watch run may take in all.
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Below a second: JDK 17 re-parks a monitor's first waiter about once a second, so its
+/// native wait never lasts longer (the runtime's lock wait is what the analysis holds on to).
+const THRESHOLD: &str = "300ms";
+/// How many `--once` snapshots may miss the re-parking waiters.
+const ONCE_TRIES: usize = 20;
+
+/// One waiter of jstack's deadlock report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct JstackWait {
+    /// Its kernel tid (jstack's `nid`).
+    tid: u32,
+    /// The lock object's address.
+    object: u64,
+    /// The lock object's class.
+    class: String,
+    /// The owner's kernel tid.
+    owner_tid: u32,
+}
+
+/// Compiles `class` from `workloads/` into `dir`; prints the JDK version it runs on.
+fn compile(class: &str, dir: &TempDir) {
+    let source = workload_file(&format!("{class}.java"));
+    let out = Command::new("javac")
+        .arg("-d")
+        .arg(dir.path())
+        .arg(&source)
+        .output()
+        .expect("javac (OpenJDK) must be installed");
+    assert!(
+        out.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = Command::new("java").arg("-version").output().expect("java");
+    let version = String::from_utf8_lossy(&version.stderr);
+    println!("JDK: {}", version.lines().next().unwrap_or_default());
+}
+
+/// Starts `class` and waits until both its threads hold their first lock.
+fn start(class: &str, dir: &TempDir) -> RunningWorkload {
+    let classpath = dir.path().to_str().expect("UTF-8 temp path");
+    let workload = RunningWorkload::spawn(Path::new("java"), &["-cp", classpath, class]);
+    workload.wait_for("ready", STARTUP_TIMEOUT);
+    workload
+}
+
+/// `jstack PID`, retried until it reports the deadlock; its waiters by name, with tids.
+fn jstack_deadlock(pid: u32) -> Vec<JstackWait> {
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        let out = Command::new("jstack")
+            .arg(pid.to_string())
+            .output()
+            .expect("jstack");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("Found one Java-level deadlock") {
+            println!("{}", &text[text.find("Found one").unwrap_or(0)..]);
+            return parse_jstack(&text);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "jstack found no deadlock:\n{text}"
+        );
+        thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The hex number after `prefix` in `line`.
+fn hex_after(line: &str, prefix: &str) -> Option<u64> {
+    let rest = &line[line.find(prefix)? + prefix.len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_hexdigit).collect();
+    u64::from_str_radix(&digits, 16).ok()
+}
+
+/// The class after `(a ` or `, a ` up to `)` in `line`.
+fn class_in(line: &str) -> Option<String> {
+    let start = line.find(", a ").or_else(|| line.find("(a "))?;
+    let rest = &line[start..];
+    let rest = &rest[rest.find("a ")? + 2..];
+    Some(rest[..rest.find(')')?].to_owned())
+}
+
+/// jstack's deadlock section: `"NAME":` then `waiting to lock monitor M (object O, a C),` or
+/// `waiting for ownable synchronizer O, (a C),` then `which is held by "OWNER"`; names map
+/// to tids by the thread dump's `"NAME" #N ... nid=0xTID` lines.
+fn parse_jstack(text: &str) -> Vec<JstackWait> {
+    let tids: BTreeMap<String, u32> = text
+        .lines()
+        .filter(|l| l.starts_with('"') && l.contains(" nid=0x"))
+        .filter_map(|l| {
+            let name = l[1..].split('"').next()?.to_owned();
+            Some((name, hex_after(l, " nid=0x")? as u32))
+        })
+        .collect();
+    let section = &text[text
+        .find("Found one Java-level deadlock")
+        .expect("deadlock")..];
+    let section = &section[..section
+        .find("Java stack information")
+        .unwrap_or(section.len())];
+    let lines: Vec<&str> = section.lines().collect();
+    let mut waits = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        let Some(name) = line.strip_prefix('"').and_then(|l| l.strip_suffix("\":")) else {
+            continue;
+        };
+        let waiting = lines[i + 1];
+        let object = hex_after(waiting, "(object 0x")
+            .or_else(|| hex_after(waiting, "ownable synchronizer 0x"))
+            .expect("object address");
+        let owner = lines[i + 2]
+            .split('"')
+            .nth(1)
+            .expect("which is held by \"OWNER\"");
+        waits.push(JstackWait {
+            tid: tids[name],
+            object,
+            class: class_in(waiting).expect("class"),
+            owner_tid: tids[owner],
+        });
+    }
+    waits
+}
+
+/// Checks that `report` has the cycle jstack found, edge by edge: the waiter, the owner, and
+/// the lock as `CLASS 0xOBJECT`.
+fn assert_same_cycle(report: &WatchOutput, jstack: &[JstackWait]) {
+    assert_eq!(jstack.len(), 2, "an ABBA deadlock: {jstack:?}");
+    let cycle = report
+        .cycles()
+        .into_iter()
+        .next()
+        .unwrap_or_else(|| panic!("no cycle:\n{}", report.dump()));
+    let mut edges = cycle_edges(cycle);
+    edges.sort_unstable();
+    let mut expected: Vec<(u32, u32)> = jstack.iter().map(|w| (w.tid, w.owner_tid)).collect();
+    expected.sort_unstable();
+    assert_eq!(edges, expected, "cycle:\n{}", report.dump());
+    for wait in jstack {
+        let edge = cycle["edges"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| e["tid"].as_u64() == Some(u64::from(wait.tid)))
+            .expect("edge of the waiter");
+        assert_eq!(
+            edge["waits_for_resource"].as_str(),
+            Some(format!("{} 0x{:x}", wait.class, wait.object).as_str()),
+            "{edge}"
+        );
+    }
+    for wait in jstack {
+        let verdicts: Vec<String> = report
+            .thread(wait.tid)
+            .iter()
+            .filter_map(|t| t["verdict"].as_str().map(str::to_owned))
+            .collect();
+        assert!(verdicts.iter().any(|v| v == "deadlock"), "{verdicts:?}");
+        let owner_source: Vec<&Value> = report
+            .thread(wait.tid)
+            .into_iter()
+            .map(|t| &t["resource"]["owner_source"])
+            .collect();
+        assert!(
+            owner_source
+                .iter()
+                .all(|s| s.as_str() == Some("runtime_lock")),
+            "{owner_source:?}"
+        );
+    }
+}
+
+/// `watch --once --json` on the deadlocked process (read from /proc only, no BPF), until it
+/// reports the deadlock. JDK 17 wakes a monitor's first waiter about once a second, so a
+/// snapshot catches both waiters past the threshold only some of the time: a few tries.
+fn once(pid: u32) -> WatchOutput {
+    let pid = pid.to_string();
+    let mut last = String::new();
+    for _ in 0..ONCE_TRIES {
+        let out = run(
+            [
+                "watch",
+                "-p",
+                &pid,
+                "--once",
+                "--json",
+                "--threshold",
+                THRESHOLD,
+            ],
+            RUN_TIMEOUT,
+        );
+        if out.code == Some(11) {
+            return WatchOutput::parse(&out.stdout);
+        }
+        last = out.stdout;
+        thread::sleep(Duration::from_millis(250));
+    }
+    panic!("no deadlock found in {ONCE_TRIES} tries; the last:\n{last}");
+}
+
+/// `watch --json` live (BPF) on the deadlocked process, until it reports the deadlock.
+fn live(pid: u32, dir: &TempDir) -> WatchOutput {
+    let pid = pid.to_string();
+    let json = dir.join("watch.json");
+    let mut tracer = Tracer::spawn([
+        "watch",
+        "-p",
+        &pid,
+        "--json",
+        "-o",
+        json.to_str().expect("UTF-8 temp path"),
+        "--threshold",
+        THRESHOLD,
+        "--interval",
+        "100ms",
+        "--exit-on-deadlock",
+        "-d",
+        "20s",
+    ]);
+    tracer.wait_tracing();
+    let out = tracer.wait(RUN_TIMEOUT);
+    out.assert_code(11);
+    WatchOutput::read(&json)
+}
+
+/// Check that a `synchronized` ABBA deadlock is the deadlock jstack finds: the same two
+/// threads (by tid), each waiting for the `java.lang.Object` (same address) the other holds,
+/// with `--once` and live.
+#[test]
+fn monitor_abba_matches_jstack() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("java-monitor");
+    compile("MonitorDeadlock", &dir);
+    let workload = start("MonitorDeadlock", &dir);
+    let pid = workload.pid();
+    let jstack = jstack_deadlock(pid);
+    assert!(
+        jstack.iter().all(|w| w.class == "java.lang.Object"),
+        "{jstack:?}"
+    );
+    assert_same_cycle(&once(pid), &jstack);
+    assert_same_cycle(&live(pid, &dir), &jstack);
+}
+
+/// Check that a `ReentrantLock` ABBA deadlock is the deadlock jstack finds: each thread parked
+/// for the lock's `NonfairSync` the other owns.
+#[test]
+fn reentrant_lock_abba_matches_jstack() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("java-lock");
+    compile("LockDeadlock", &dir);
+    let workload = start("LockDeadlock", &dir);
+    let pid = workload.pid();
+    let jstack = jstack_deadlock(pid);
+    assert!(
+        jstack
+            .iter()
+            .all(|w| w.class == "java.util.concurrent.locks.ReentrantLock$NonfairSync"),
+        "{jstack:?}"
+    );
+    assert_same_cycle(&once(pid), &jstack);
+    assert_same_cycle(&live(pid, &dir), &jstack);
+}

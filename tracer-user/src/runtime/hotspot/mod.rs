@@ -1,0 +1,189 @@
+//! HotSpot (OpenJDK): which Java thread a blocked thread is, which monitor or `j.u.c` lock it
+//! waits for, and which Java thread holds it.
+//!
+//! A Java deadlock on `synchronized` is invisible natively: both threads sleep in
+//! `ObjectMonitor::EnterI` -> `PlatformEvent::park` -> a condvar futex, which reads as a
+//! condition wait (and, for the monitor's "responsible" waiter, as a timed one). The VM's own
+//! structures say what it is, and `libjvm.so` describes them itself: the serviceability
+//! tables ([`vmstructs`]) give every offset by name, found through the library's dynamic
+//! symbols ([`symbols`]). They are parsed once per process (the memo); each view then walks
+//! the Java thread list and reads, for the blocked threads, their Java name, the monitor they
+//! wait to enter with its object's class and owner, or the lock they are parked for
+//! ([`threads`]). Memory is only read, never written; the VM is never stopped or attached to.
+//! See `docs/runtimes.md` for the versions covered.
+
+mod heap;
+mod layout;
+mod symbols;
+mod threads;
+mod vmstructs;
+
+use std::collections::{BTreeMap, HashMap};
+
+use heap::Heap;
+use layout::Layout;
+use vmstructs::Reader;
+
+use super::{Memo, ProcessInput, Runtime, ThreadView, View, WaitName};
+use crate::{
+    model::{RuntimeProcess, RuntimeThread, WaitingCode},
+    procs::maps::Maps,
+};
+
+/// Why a JVM could not be read.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum HotspotError {
+    /// The process maps no `libjvm.so`.
+    #[error("no libjvm.so mapped")]
+    NoLibjvm,
+    /// `libjvm.so` could not be opened.
+    #[error("cannot open libjvm.so")]
+    Open(#[source] std::io::Error),
+    /// `libjvm.so` is not a readable ELF file.
+    #[error("cannot parse libjvm.so")]
+    Elf(#[source] object::Error),
+    /// No loadable segment covers the mapping of `libjvm.so`.
+    #[error("libjvm.so's mapping matches no loadable segment")]
+    NoLoadSegment,
+    /// An export the tables need is missing.
+    #[error("libjvm.so does not export {0}")]
+    MissingSymbol(&'static str),
+    /// A table is empty or endless.
+    #[error("the VM table {0} is malformed")]
+    BadTable(&'static str),
+    /// A field, type or constant is not in the tables (another VM version).
+    #[error("the VM tables lack {0}")]
+    MissingField(String),
+    /// Memory could not be read at this address.
+    #[error("cannot read the JVM's memory at {0:#x}")]
+    Unreadable(u64),
+    /// A value read makes no sense (a structure read while it changed).
+    #[error("implausible {0}")]
+    Implausible(&'static str),
+}
+
+/// HotSpot, the OpenJDK virtual machine.
+pub(super) struct Hotspot;
+
+/// What is kept per JVM process.
+enum HotspotMemo {
+    /// Its layout and what was learnt since.
+    Read(Box<Vm>),
+    /// It cannot be read (tables missing or unsupported): not tried again.
+    Unreadable,
+}
+
+/// One JVM's layout and caches.
+struct Vm {
+    layout: Layout,
+    version: Option<String>,
+    field_offsets: HashMap<(u64, &'static str), Option<u64>>,
+}
+
+impl Runtime for Hotspot {
+    fn name(&self) -> &'static str {
+        "hotspot"
+    }
+
+    fn detect(&self, maps: &Maps) -> bool {
+        maps.iter().any(symbols::is_libjvm)
+    }
+
+    /// HotSpot's contended monitor enter and its parking. They rarely decide alone: a monitor
+    /// waiter's innermost frames are glibc's condvar (a condition wait); the view's
+    /// [`RuntimeWait`](crate::model::RuntimeWait) is what names the lock.
+    fn wait_names(&self) -> &'static [WaitName] {
+        const LOCK: WaitingCode = WaitingCode::Lock { glibc_mutex: false };
+        const NAMES: &[WaitName] = &[
+            WaitName::new("objectmonitor::enter", LOCK),
+            WaitName::new("objectsynchronizer::enter", LOCK),
+            WaitName::new("objectmonitor::wait", WaitingCode::Condition),
+            WaitName::new("unsafe_park", WaitingCode::Condition),
+        ];
+        NAMES
+    }
+
+    fn has_view(&self) -> bool {
+        true
+    }
+
+    fn view(&self, process: &ProcessInput<'_>, memo: &mut Memo) -> Option<View> {
+        let reader = Reader {
+            read_mem: process.read_mem,
+        };
+        if memo.is_none() {
+            let state = match load(process, &reader) {
+                Ok(vm) => HotspotMemo::Read(Box::new(vm)),
+                Err(_) => HotspotMemo::Unreadable,
+            };
+            *memo = Some(Box::new(state));
+        }
+        let HotspotMemo::Read(vm) = memo.as_mut()?.downcast_mut::<HotspotMemo>()? else {
+            return None;
+        };
+        let vm = &mut **vm;
+        let java_threads = threads::java_threads(&reader, &vm.layout).ok()?;
+        let mut heap = Heap {
+            reader,
+            layout: &vm.layout,
+            field_offsets: &mut vm.field_offsets,
+        };
+        let mut views = BTreeMap::new();
+        for blocked in process.blocked {
+            let Some(thread) = java_threads.iter().find(|t| t.tid == blocked.tid) else {
+                continue;
+            };
+            let name = threads::name(&mut heap, thread).ok();
+            let wait = match threads::monitor_wait(&mut heap, thread, &java_threads) {
+                Ok(Some(wait)) => Some(wait),
+                _ => threads::park_wait(&mut heap, thread, &java_threads)
+                    .ok()
+                    .flatten(),
+            };
+            let facts = RuntimeThread {
+                runtime: self.name().into(),
+                name,
+                wait,
+                event_loop: false,
+                task: None,
+            };
+            views.insert(
+                blocked.tid,
+                ThreadView {
+                    facts,
+                    frames: None,
+                },
+            );
+        }
+        Some(View {
+            process: RuntimeProcess {
+                runtime: self.name().into(),
+                version: vm.version.clone(),
+                interpreters: None,
+                green_threads: Vec::new(),
+            },
+            threads: views,
+        })
+    }
+}
+
+/// Finds and parses the VM's tables and takes the layout out of them.
+fn load(process: &ProcessInput<'_>, reader: &Reader<'_>) -> Result<Vm, HotspotError> {
+    let symbols = symbols::table_symbols(process.pid, process.maps)?;
+    let tables = vmstructs::read(reader, &symbols)?;
+    let flags = heap::read_flags(reader, &tables)?;
+    let layout = Layout::new(&tables, &flags)?;
+    let version = layout
+        .vm_release
+        .and_then(|at| reader.u64(at).ok())
+        .and_then(|release| reader.vec(release, 32).ok())
+        .map(|bytes| {
+            let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        });
+    Ok(Vm {
+        layout,
+        version,
+        field_offsets: HashMap::new(),
+    })
+}
