@@ -88,9 +88,10 @@ impl Runtime for CPython {
         let context = waits::Context::new(&snapshot, &tid_of_ident, process.read_mem);
         let mut threads = BTreeMap::new();
         for blocked in process.blocked {
-            let Some(thread) = snapshot.threads.iter().find(|t| t.tid == Some(blocked.tid)) else {
+            let Some(thread) = thread_of(&snapshot, blocked.tid) else {
                 continue;
             };
+            let thread = &thread;
             let facts = RuntimeThread {
                 runtime: NAME.to_owned(),
                 name: thread.name.clone(),
@@ -110,6 +111,23 @@ impl Runtime for CPython {
         };
         Some(View { process, threads })
     }
+}
+
+/// Thread `tid` as Python knows it. A thread that runs code in a subinterpreter (`run_string`,
+/// `Interpreter.exec`) has a thread state in each interpreter it entered: their frames are
+/// joined, the newest interpreter's (innermost) first, and its name is the one the oldest
+/// interpreter gave it (a subinterpreter's `threading` calls every thread it did not start
+/// `MainThread` or `Dummy-N`).
+fn thread_of(snapshot: &PySnapshot, tid: u32) -> Option<PyThread> {
+    let mut states = snapshot.threads.iter().filter(|t| t.tid == Some(tid));
+    let mut thread = states.next()?.clone();
+    for outer in states {
+        thread.frames.extend(outer.frames.iter().cloned());
+        if outer.name.is_some() {
+            thread.name.clone_from(&outer.name);
+        }
+    }
+    Some(thread)
 }
 
 fn open(process: &ProcessInput<'_>) -> State {

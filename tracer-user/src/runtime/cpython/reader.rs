@@ -155,7 +155,10 @@ impl Reader {
         live_tids: &[u32],
         read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
     ) {
-        let idents: Vec<u64> = threads.iter().map(|t| t.ident).collect();
+        // A thread running a subinterpreter has a state in each interpreter, with one ident.
+        let mut idents: Vec<u64> = threads.iter().map(|t| t.ident).collect();
+        idents.sort_unstable();
+        idents.dedup();
         let checks = |offset| tids::check(&idents, offset, live_tids, read_mem);
         if !self.tid_offset.is_some_and(checks) {
             self.tid_offset = tids::calibrate(&idents, pid, live_tids, read_mem);
