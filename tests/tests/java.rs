@@ -194,23 +194,19 @@ fn assert_same_cycle(report: &WatchOutput, jstack: &[JstackWait]) {
     }
 }
 
-/// `watch --once --json` on the deadlocked process (read from /proc only, no BPF), until it
-/// reports the deadlock. JDK 17 wakes a monitor's first waiter about once a second, so a
-/// snapshot catches both waiters past the threshold only some of the time: a few tries.
+/// `watch --once --json` on the deadlocked process (read from /proc only, no BPF), with a
+/// threshold longer than the one second after which JDK 17 wakes a monitor's first waiter to
+/// park again: neither waiter's own wait ever lasts that long, and the cycle is found only
+/// because the HotSpot view names the monitor waiters and `watch` pulls them in. A waiter
+/// caught in the microseconds it runs between parks makes a try miss: a few tries.
 fn once(pid: u32) -> WatchOutput {
+    // The VM's idle threads must have slept past the threshold for its view to be read.
+    thread::sleep(Duration::from_millis(2500));
     let pid = pid.to_string();
     let mut last = String::new();
     for _ in 0..ONCE_TRIES {
         let out = run(
-            [
-                "watch",
-                "-p",
-                &pid,
-                "--once",
-                "--json",
-                "--threshold",
-                THRESHOLD,
-            ],
+            ["watch", "-p", &pid, "--once", "--json", "--threshold", "2s"],
             RUN_TIMEOUT,
         );
         if out.code == Some(11) {

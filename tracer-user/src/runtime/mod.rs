@@ -150,7 +150,10 @@ pub(crate) struct BlockedInput<'a> {
 pub(crate) struct View {
     /// About the process as a whole (recorded in its `ProcessView`).
     pub process: RuntimeProcess,
-    /// About its blocked threads, by tid (threads it knows nothing about are left out).
+    /// About its blocked threads, by tid (threads it knows nothing about are left out). A
+    /// runtime may add other threads of the process that wait for a lock (a lock wait made of
+    /// short re-parks never lasts past the threshold by itself): `watch::gather` reads them
+    /// from `/proc` when they sleep.
     pub threads: BTreeMap<u32, ThreadView>,
 }
 

@@ -17,8 +17,8 @@ use crate::{
     inspect::{FdScanner, ProcessMemory, threads},
     model::{
         BlockedThread, FdDescription, Frame, FrameKind, FutexFacts, InFlightWait, Origin,
-        ProcessView, RawStack, RefusedPiLock, RuntimeProcess, SyscallCall, ThreadState, WaitKey,
-        WaitKind,
+        ProcessView, RawStack, RefusedPiLock, RuntimeProcess, RuntimeWaitKind, SyscallCall,
+        ThreadState, WaitKey, WaitKind,
     },
     procs::Procs,
     runtime::{self, BlockedInput, ProcessInput},
@@ -45,6 +45,11 @@ pub(crate) struct Gatherer {
     stacks: Stacks,
     snapshot: BTreeMap<u32, SnapshotWait>,
     gathered: BTreeMap<WaitKey, BlockedThread>,
+    /// Owners pulled in by [`Gatherer::pull_in_owners`]: tid -> (pid, since ns).
+    pulled: BTreeMap<u32, (u32, u64)>,
+    /// Threads the runtime views of this scan said wait for a lock, not among the blocked
+    /// threads: (pid, tid).
+    lock_waiters: BTreeSet<(u32, u32)>,
     fds: FdScanner,
 }
 
@@ -58,6 +63,8 @@ impl Gatherer {
             stacks: Stacks::new(),
             snapshot: BTreeMap::new(),
             gathered: BTreeMap::new(),
+            pulled: BTreeMap::new(),
+            lock_waiters: BTreeSet::new(),
             fds: FdScanner::new(),
         }
     }
@@ -131,6 +138,14 @@ impl Gatherer {
                 fresh.insert(key);
             }
         }
+        // Owners pulled in at the last scan stay while they sleep (see `pull_in_owners`).
+        let gathered_tids: BTreeSet<u32> = keys.iter().map(|k| k.0).collect();
+        self.pulled.retain(|tid, (pid, _)| {
+            !gathered_tids.contains(tid)
+                && threads::read_state(*pid, *tid)
+                    .is_some_and(|s| ThreadState::from_letter(s).is_asleep())
+        });
+        keys.extend(self.pulled.iter().map(|(&tid, &(_, since))| (tid, since)));
         self.gathered.retain(|k, _| keys.contains(k));
 
         let pids: BTreeSet<u32> = self.gathered.values().map(|t| t.pid).collect();
@@ -140,6 +155,12 @@ impl Gatherer {
             .collect();
         for process in processes.values_mut() {
             process.runtime_views = self.runtime_views(process, &fresh);
+        }
+        let pulled = self.pull_in_owners(now_ns, &mut keys, &mut fresh);
+        for pid in pulled {
+            if let Some(process) = processes.get_mut(&pid) {
+                process.runtime_views = self.runtime_views(process, &fresh);
+            }
         }
         let refused: BTreeMap<u32, RefusedPiLock> = traced
             .iter()
@@ -173,6 +194,52 @@ impl Gatherer {
             runtimes: runtimes.names(),
             runtime_views: Vec::new(),
         }
+    }
+
+    /// Gathers the owners runtimes named for blocked threads, and the threads they said wait
+    /// for a lock, that are asleep but not among the blocked threads: a thread that keeps waking up to wait again for the same
+    /// lock (HotSpot's "responsible" waiter on a contended monitor re-parks every second)
+    /// never stays blocked past the threshold, yet it may hold what the others wait for and
+    /// close a cycle. Its wait counts from when it was first pulled in, for as long as it keeps
+    /// sleeping at each scan, so that it stays one wait. Returns the processes that gained
+    /// threads (their views are read again).
+    fn pull_in_owners(
+        &mut self,
+        now_ns: u64,
+        keys: &mut BTreeSet<WaitKey>,
+        fresh: &mut BTreeSet<WaitKey>,
+    ) -> BTreeSet<u32> {
+        let gathered_tids: BTreeSet<u32> = self.gathered.values().map(|t| t.tid).collect();
+        let mut owners: BTreeSet<(u32, u32)> = self
+            .gathered
+            .values()
+            .filter_map(|t| {
+                let owner = t.runtime.as_ref()?.wait.as_ref()?.owner_tid?;
+                Some((t.pid, owner))
+            })
+            .collect();
+        owners.append(&mut self.lock_waiters);
+        owners.retain(|(_, tid)| !gathered_tids.contains(tid));
+        let mut pids = BTreeSet::new();
+        for (pid, tid) in owners {
+            let Some(wait) = threads::read_thread(pid, tid)
+                .ok()
+                .and_then(|t| snapshot::sleeping(t, now_ns))
+            else {
+                continue;
+            };
+            let since_ns = self.pulled.get(&tid).map_or(wait.since_ns, |p| p.1);
+            self.pulled.insert(tid, (pid, since_ns));
+            let key = (tid, since_ns);
+            keys.insert(key);
+            if !self.gathered.contains_key(&key) {
+                let thread = self.gather_snapshot(&SnapshotWait { since_ns, ..wait });
+                self.gathered.insert(key, thread);
+                fresh.insert(key);
+                pids.insert(pid);
+            }
+        }
+        pids
     }
 
     /// Reads the views of the runtimes of `process` that read their own structures, once for
@@ -229,6 +296,18 @@ impl Gatherer {
             return Vec::new();
         };
         let views = runtime::views(runtimes, &input, memos);
+        let gathered_tids: BTreeSet<u32> = natives.iter().map(|n| n.0).collect();
+        for view in &views {
+            let lock_waiters = view.threads.iter().filter(|(tid, t)| {
+                !gathered_tids.contains(tid)
+                    && t.facts
+                        .wait
+                        .as_ref()
+                        .is_some_and(|w| w.kind == RuntimeWaitKind::Lock)
+            });
+            self.lock_waiters
+                .extend(lock_waiters.map(|(&tid, _)| (pid, tid)));
+        }
         for thread in self.gathered.values_mut().filter(|t| t.pid == pid) {
             let seen = views.iter().find_map(|v| v.threads.get(&thread.tid));
             thread.runtime = seen.map(|t| t.facts.clone());

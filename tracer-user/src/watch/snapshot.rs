@@ -86,7 +86,8 @@ pub(super) fn still_waiting(wait: &SnapshotWait) -> bool {
     }
 }
 
-fn sleeping(thread: ProcThread, now_ns: u64) -> Option<SnapshotWait> {
+/// `thread` as a wait, if it is a user thread asleep.
+pub(super) fn sleeping(thread: ProcThread, now_ns: u64) -> Option<SnapshotWait> {
     // Kernel threads are not watched (the BPF side skips them too): they have no user side
     // and `/proc` shows them "in" syscall 0.
     let state = ThreadState::from_letter(thread.state);

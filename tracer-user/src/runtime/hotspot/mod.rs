@@ -155,6 +155,31 @@ impl Runtime for Hotspot {
                 },
             );
         }
+        // A thread waiting to enter a monitor is a lock wait however short its current park:
+        // on JDK 17 the first waiter re-parks every second, so it is reported even when it is
+        // not among the blocked threads (`watch::gather` then pulls it in).
+        for thread in &java_threads {
+            if views.contains_key(&thread.tid) {
+                continue;
+            }
+            let Ok(Some(wait)) = threads::monitor_wait(&mut heap, thread, &java_threads) else {
+                continue;
+            };
+            let facts = RuntimeThread {
+                runtime: self.name().into(),
+                name: threads::name(&mut heap, thread).ok(),
+                wait: Some(wait),
+                event_loop: false,
+                task: None,
+            };
+            views.insert(
+                thread.tid,
+                ThreadView {
+                    facts,
+                    frames: None,
+                },
+            );
+        }
         Some(View {
             process: RuntimeProcess {
                 runtime: self.name().into(),
