@@ -134,6 +134,12 @@ pub(crate) enum Reason {
     },
     /// It returned from a poll-style call just before this wait, which is not a poll.
     EventLoopOutsidePoll,
+    /// Its runtime's frames show it runs an event loop (asyncio's `run_forever`), and this
+    /// wait is not the loop's poll.
+    EventLoopInFrames {
+        /// The task the loop is running, if named.
+        task: Option<String>,
+    },
     /// Uninterruptible sleep (D) outside a followed syscall.
     Uninterruptible,
     /// Waits for a lock held by `owner`.

@@ -115,7 +115,14 @@ pub(crate) fn analyze(
             let threads = processes.get(&thread.pid).map_or(0, |p| p.tids.len());
             Some((Verdict::ProcessStalled, Reason::AllThreadsWait { threads }))
         } else if inf.event_loop {
-            Some((Verdict::EventLoopBlocked, Reason::EventLoopOutsidePoll))
+            let runtime = thread.runtime.as_ref().filter(|r| r.event_loop);
+            let reason = match runtime {
+                Some(r) => Reason::EventLoopInFrames {
+                    task: r.task.clone(),
+                },
+                None => Reason::EventLoopOutsidePoll,
+            };
+            Some((Verdict::EventLoopBlocked, reason))
         } else {
             ordinary_verdict(thread, &inf, name_of)
         };

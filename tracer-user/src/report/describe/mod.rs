@@ -198,7 +198,7 @@ pub(crate) fn explanation(f: &Finding) -> String {
              outside the process can wake (likely deadlock; lock owners unknown); this one \
              waits for {resource}"
         ),
-        Reason::EventLoopOutsidePoll => format!(
+        Reason::EventLoopOutsidePoll | Reason::EventLoopInFrames { .. } => format!(
             "event loop thread blocked in {what} for {blocked:.1} s instead of polling for events"
         ),
         Reason::Uninterruptible => format!(
@@ -244,6 +244,10 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::EventLoopOutsidePoll => {
             Some("it returned from epoll_wait/poll/select just before this wait began".to_owned())
         }
+        Reason::EventLoopInFrames { task } => Some(match task {
+            Some(task) => format!("its frames run an event loop, which is running task \"{task}\""),
+            None => "its frames run an event loop".to_owned(),
+        }),
         Reason::Uninterruptible => {
             Some("uninterruptible sleep (D): not even a signal can end it".to_owned())
         }

@@ -10,8 +10,10 @@
 //! - kernel tids on 3.8–3.10, whose thread states hold only the `pthread_t`: the tid's place
 //!   in glibc's thread descriptor is calibrated against the process's own threads ([`tids`]);
 //! - which object a blocked thread waits for and who owns it ([`waits`], [`objects`]);
+//! - the asyncio task an event loop is running ([`asyncio`]);
 //! - the Python frames put among the native ones where the eval loop runs them ([`merge`]).
 
+mod asyncio;
 mod merge;
 mod objects;
 mod reader;
@@ -92,12 +94,15 @@ impl Runtime for CPython {
                 continue;
             };
             let thread = &thread;
+            let event_loop = waits::runs_event_loop(thread);
             let facts = RuntimeThread {
                 runtime: NAME.to_owned(),
                 name: thread.name.clone(),
                 wait: context.wait_of(thread, blocked.futex_uaddr),
-                event_loop: waits::runs_event_loop(thread),
-                task: None,
+                event_loop,
+                task: event_loop
+                    .then(|| asyncio::running_task(thread, snapshot.version, process.read_mem))
+                    .flatten(),
             };
             let frames =
                 (!thread.frames.is_empty()).then(|| merge::merge(blocked.native, &thread.frames));
