@@ -273,14 +273,11 @@ fn assert_executor_chain(workload: &PyWorkload, facts: &Value, report: &WatchOut
         looper["resource"]["owner_source"], "runtime_join",
         "{context}:\n{looper:#}"
     );
-    // LEAD: adjust if runtime.task is not implemented for some versions. The workload names
-    // the task on every version (create_task(name=) exists from 3.8); null means not read.
-    if !runtime["task"].is_null() {
-        assert_eq!(
-            runtime["task"], facts["task"],
-            "{context}: task name:\n{looper:#}"
-        );
-    }
+    // The workload names the task on every version (create_task(name=) exists from 3.8).
+    assert_eq!(
+        runtime["task"], facts["task"],
+        "{context}: task name:\n{looper:#}"
+    );
 
     let worker = thread_obj(report, worker_tid, Some("stall"));
     assert_eq!(
@@ -447,7 +444,7 @@ fn rlock_abba_is_a_deadlock_cycle() {
                 wait["class"].as_str().is_some_and(|c| c.contains("RLock")),
                 "{context} {role}: class:\n{t:#}"
             );
-            // LEAD: `object` is taken to be the RLock's PyObject address (Python's id()).
+            // `object` is the RLock's PyObject address (Python's id()).
             let wanted = facts["threads"][role]["waits_for"].as_str().expect("lock");
             assert_eq!(
                 wait["object"], facts["locks"][wanted],
@@ -528,7 +525,7 @@ fn plain_lock_waiter_has_no_invented_owner() {
             "{context}: invented owner:\n{waiter:#}"
         );
         let wait = &runtime_of(waiter)["wait"];
-        // LEAD: the brief allows "at least no owner"; this asserts the ownerless kind too.
+        // A plain Lock is found, and said to have no owner.
         assert_eq!(wait["kind"], "ownerless_lock", "{context}:\n{waiter:#}");
         assert!(
             wait["owner_tid"].is_null(),
