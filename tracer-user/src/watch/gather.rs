@@ -25,6 +25,10 @@ use crate::{
     stacks::{StackInput, Stacks},
 };
 
+/// A process's runtime views are read again after this many scans even when its blocked
+/// threads are the same (a lock may have changed hands; a runtime may name new lock waiters).
+const VIEW_REFRESH_SCANS: u64 = 5;
+
 /// The result of one scan: what the pure stages (analysis, tracking, reports) consume, and
 /// what `--record` saves.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -50,6 +54,10 @@ pub(crate) struct Gatherer {
     /// Threads the runtime views of this scan said wait for a lock, not among the blocked
     /// threads: (pid, tid).
     lock_waiters: BTreeSet<(u32, u32)>,
+    /// Scans so far.
+    scans: u64,
+    /// Each process's last runtime views, with the scan they were read in.
+    last_views: BTreeMap<u32, (u64, Vec<RuntimeProcess>)>,
     fds: FdScanner,
 }
 
@@ -65,6 +73,8 @@ impl Gatherer {
             gathered: BTreeMap::new(),
             pulled: BTreeMap::new(),
             lock_waiters: BTreeSet::new(),
+            scans: 0,
+            last_views: BTreeMap::new(),
             fds: FdScanner::new(),
         }
     }
@@ -95,11 +105,13 @@ impl Gatherer {
     ) -> Scanned {
         let own = std::process::id();
         let threshold_ns = self.threshold.as_nanos() as u64;
+        self.scans += 1;
         // Pipe holders, socket tables, process maps and memory are read once per scan.
         self.fds.clear();
         self.procs.begin_scan();
         for pid in self.procs.forget_exited() {
             self.stacks.forget(pid, &self.procs);
+            self.last_views.remove(&pid);
         }
         let mut keys = BTreeSet::new();
         let mut fresh = BTreeSet::new();
@@ -258,6 +270,18 @@ impl Gatherer {
         if !runtimes.iter().any(|r| r.has_view()) {
             return Vec::new();
         }
+        // The same blocked threads as at the last view, which is recent: what it said still
+        // holds (a blocked thread's frames do not change, and reading a runtime's threads
+        // costs more than reading a futex word).
+        let has_fresh = fresh
+            .iter()
+            .any(|k| self.gathered.get(k).is_some_and(|t| t.pid == pid));
+        if let Some((at, views)) = self.last_views.get(&pid)
+            && !has_fresh
+            && self.scans.saturating_sub(*at) < VIEW_REFRESH_SCANS
+        {
+            return views.clone();
+        }
         let (Some(maps), Ok(memory)) = (self.procs.maps(pid), self.procs.memory(pid)) else {
             return Vec::new();
         };
@@ -317,7 +341,9 @@ impl Gatherer {
                 thread.user_stack = frames;
             }
         }
-        views.into_iter().map(|v| v.process).collect()
+        let processes: Vec<RuntimeProcess> = views.into_iter().map(|v| v.process).collect();
+        self.last_views.insert(pid, (self.scans, processes.clone()));
+        processes
     }
 
     fn gather_traced(&mut self, wait: &InFlightWait) -> BlockedThread {
