@@ -22,7 +22,6 @@ Lines marked `# LINE: <tag>` are where each thread's Python frames stop (tests l
 Options: --delay-ms N (ticks before the hang), --timeout-s N (default 120).
 """
 
-import argparse
 import asyncio
 import concurrent.futures
 import concurrent.futures.thread as futures_thread
@@ -106,11 +105,7 @@ async def run(args, facts):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delay-ms", type=int, default=0)
-    parser.add_argument("--timeout-s", type=int, default=120)
-    args = parser.parse_args()
-    py_stuck.start(args.timeout_s)
+    args = py_stuck.start_from_args(__doc__)
     facts = {
         "workload": "py_executor_shutdown",
         "python": py_stuck.python_facts(),

@@ -17,7 +17,6 @@ Lines marked `# LINE: <tag>` are where each thread's Python frames stop (tests l
 Options: --delay-ms N (before main blocks), --timeout-s N (default 120).
 """
 
-import argparse
 import os
 import threading
 import time
@@ -44,11 +43,7 @@ def wait_for_lock(lock):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delay-ms", type=int, default=0)
-    parser.add_argument("--timeout-s", type=int, default=120)
-    args = parser.parse_args()
-    py_stuck.start(args.timeout_s)
+    args = py_stuck.start_from_args(__doc__)
 
     lock = threading.Lock()
     pipe_r, pipe_w = os.pipe()

@@ -16,7 +16,6 @@ Lines marked `# LINE: <tag>` are where each thread's Python frames stop (tests l
 Options: --delay-ms N (before the threads start), --timeout-s N (default 120).
 """
 
-import argparse
 import threading
 import time
 
@@ -39,11 +38,7 @@ def lock_in_order(first, second, barrier, tids):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delay-ms", type=int, default=0)
-    parser.add_argument("--timeout-s", type=int, default=120)
-    args = parser.parse_args()
-    py_stuck.start(args.timeout_s)
+    args = py_stuck.start_from_args(__doc__)
     time.sleep(args.delay_ms / 1000)
 
     lock_a, lock_b = threading.RLock(), threading.RLock()

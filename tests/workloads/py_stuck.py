@@ -12,6 +12,7 @@ test never leaks a stuck interpreter.
 Python 3.8 syntax only; the standard library only.
 """
 
+import argparse
 import json
 import os
 import signal
@@ -31,6 +32,17 @@ POLL_S = 0.02
 
 def emit(line):
     print(line, flush=True)
+
+
+def start_from_args(doc):
+    """Parses the arguments every workload takes (--delay-ms, --timeout-s), arms the
+    timeout, and returns the arguments."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--delay-ms", type=int, default=0)
+    parser.add_argument("--timeout-s", type=int, default=120)
+    args = parser.parse_args()
+    start(args.timeout_s)
+    return args
 
 
 def start(timeout_s):

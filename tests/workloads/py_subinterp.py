@@ -20,7 +20,6 @@ lines count from the string's first line: `os.read` is on line "sub_line" (4), t
 Options: --delay-ms N (before blocking), --timeout-s N (default 120).
 """
 
-import argparse
 import os
 import threading
 import time
@@ -59,11 +58,7 @@ def blocked_in_main_interpreter(pipe_r):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--delay-ms", type=int, default=0)
-    parser.add_argument("--timeout-s", type=int, default=120)
-    args = parser.parse_args()
-    py_stuck.start(args.timeout_s)
+    args = py_stuck.start_from_args(__doc__)
     time.sleep(args.delay_ms / 1000)
 
     sub_r, sub_w = os.pipe()
