@@ -24,7 +24,7 @@ const FREE_SEGMENT: u8 = 0xFF;
 pub(crate) enum BlobKind {
     /// The template interpreter (`Interpreter`).
     Interpreter,
-    /// A compiled Java method or a native method's wrapper (`nmethod`).
+    /// A compiled Java method (`nmethod`) or a native method's wrapper (`native nmethod`).
     Nmethod,
     /// Anything else: stubs, adapters.
     Stub,
@@ -131,7 +131,7 @@ impl CodeCache {
         let name = reader.c_string(reader.u64(addr + l.blob_name)?)?;
         let kind = match name.as_deref() {
             Some("Interpreter") => BlobKind::Interpreter,
-            Some("nmethod") => BlobKind::Nmethod,
+            Some("nmethod" | "native nmethod") => BlobKind::Nmethod,
             _ => BlobKind::Stub,
         };
         let frame_words = u64::try_from(reader.u32(addr + l.blob_frame_size)? as i32).unwrap_or(0);
@@ -208,6 +208,7 @@ pub(crate) mod tests {
                 (0, 300, "Interpreter", 0),
                 (300, 4, "nmethod", 6),
                 (310, 2, "RuntimeStub", 2),
+                (320, 2, "native nmethod", 4),
             ],
         );
         let l = jdk17();
@@ -228,6 +229,10 @@ pub(crate) mod tests {
             Some(BlobKind::Stub)
         );
         assert_eq!(find(HEAP_LOW + 305 * 64), None);
+        assert_eq!(
+            find(HEAP_LOW + 321 * 64).map(|b| b.kind),
+            Some(BlobKind::Nmethod)
+        );
         assert_eq!(find(HEAP_LOW - 8), None);
         assert!(cache.contains(HEAP_LOW + 8) && !cache.contains(0x10));
     }

@@ -71,6 +71,20 @@ pub(crate) struct FrameLayout {
     pub blob_code_end: u64,
     /// `CompiledMethod::_method` (`Method*`).
     pub compiled_method: u64,
+    /// `CompiledMethod::_scopes_data_begin` (the scopes' stream).
+    pub compiled_scopes_data: u64,
+    /// `nmethod::_scopes_pcs_offset` (int, from the nmethod): its `PcDesc`s.
+    pub nm_scopes_pcs_offset: u64,
+    /// `nmethod::_dependencies_offset` (int): where the `PcDesc`s end.
+    pub nm_dependencies_offset: u64,
+    /// `nmethod::_metadata_offset` (int): its `Metadata*`s (the scopes' methods).
+    pub nm_metadata_offset: u64,
+    /// `PcDesc::_pc_offset` (int, from the code's start).
+    pub pc_desc_pc_offset: u64,
+    /// `PcDesc::_scope_decode_offset` (int, into the scopes' stream).
+    pub pc_desc_scope_offset: u64,
+    /// `sizeof(PcDesc)`.
+    pub pc_desc_size: u64,
     /// `Method::_constMethod`.
     pub method_const: u64,
     /// `Method::_access_flags` (u32).
@@ -145,6 +159,13 @@ impl FrameLayout {
             blob_code_begin: t.offset("CodeBlob", "_code_begin")?,
             blob_code_end: t.offset("CodeBlob", "_code_end")?,
             compiled_method: t.offset("CompiledMethod", "_method")?,
+            compiled_scopes_data: t.offset("CompiledMethod", "_scopes_data_begin")?,
+            nm_scopes_pcs_offset: t.offset("nmethod", "_scopes_pcs_offset")?,
+            nm_dependencies_offset: t.offset("nmethod", "_dependencies_offset")?,
+            nm_metadata_offset: t.offset("nmethod", "_metadata_offset")?,
+            pc_desc_pc_offset: t.offset("PcDesc", "_pc_offset")?,
+            pc_desc_scope_offset: t.offset("PcDesc", "_scope_decode_offset")?,
+            pc_desc_size: t.size("PcDesc")?,
             method_const: t.offset("Method", "_constMethod")?,
             method_access_flags: t.offset("Method", "_access_flags")?,
             const_constants: t.offset("ConstMethod", "_constants")?,
@@ -199,6 +220,13 @@ pub(crate) mod tests {
             blob_code_begin: 0x20,
             blob_code_end: 0x28,
             compiled_method: 0x70,
+            compiled_scopes_data: 0x78,
+            nm_scopes_pcs_offset: 0x10c,
+            nm_dependencies_offset: 0x110,
+            nm_metadata_offset: 0x104,
+            pc_desc_pc_offset: 0,
+            pc_desc_scope_offset: 4,
+            pc_desc_size: 16,
             method_const: 8,
             method_access_flags: 0x28,
             const_constants: 8,
@@ -245,6 +273,12 @@ pub(crate) mod tests {
             ("CodeBlob", "_code_begin", Offset(0x20)),
             ("CodeBlob", "_code_end", Offset(0x28)),
             ("CompiledMethod", "_method", Offset(0x70)),
+            ("CompiledMethod", "_scopes_data_begin", Offset(0x78)),
+            ("nmethod", "_scopes_pcs_offset", Offset(0x10c)),
+            ("nmethod", "_dependencies_offset", Offset(0x110)),
+            ("nmethod", "_metadata_offset", Offset(0x104)),
+            ("PcDesc", "_pc_offset", Offset(0)),
+            ("PcDesc", "_scope_decode_offset", Offset(4)),
             ("Method", "_constMethod", Offset(8)),
             ("Method", "_access_flags", Offset(0x28)),
             ("ConstMethod", "_constants", Offset(8)),
@@ -266,7 +300,12 @@ pub(crate) mod tests {
         let fields = jdk17_tables();
         let (image, symbols) = jdk17_like(
             &fields,
-            &[("HeapBlock", 16), ("ConstMethod", 48), ("ConstantPool", 72)],
+            &[
+                ("HeapBlock", 16),
+                ("ConstMethod", 48),
+                ("ConstantPool", 72),
+                ("PcDesc", 16),
+            ],
             &[
                 ("frame::interpreter_frame_sender_sp_offset", -1),
                 ("frame::interpreter_frame_last_sp_offset", -2),
@@ -287,7 +326,12 @@ pub(crate) mod tests {
     fn missing_constant_fails() {
         let (image, symbols) = jdk17_like(
             &jdk17_tables(),
-            &[("HeapBlock", 16), ("ConstMethod", 48), ("ConstantPool", 72)],
+            &[
+                ("HeapBlock", 16),
+                ("ConstMethod", 48),
+                ("ConstantPool", 72),
+                ("PcDesc", 16),
+            ],
             &[("frame::interpreter_frame_sender_sp_offset", -1)],
         );
         let read_mem = |addr: u64, buf: &mut [u8]| image.read(addr, buf);

@@ -15,6 +15,7 @@
 use super::{
     HotspotError,
     frame_layout::{ACC_NATIVE, FrameLayout},
+    scopes::unsigned5,
     vmstructs::Reader,
 };
 
@@ -38,12 +39,23 @@ pub(crate) struct JavaMethod {
     pub native: bool,
 }
 
-/// Reads method `method`; `bcp`, the frame's bytecode pointer if known, gives the line.
+/// Where in its method a frame is, for its line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum At {
+    /// A bytecode pointer (an interpreted frame).
+    Bcp(u64),
+    /// A bytecode index (a compiled frame's scope; negative at the method's entry).
+    Bci(i32),
+    /// Unknown.
+    Unknown,
+}
+
+/// Reads method `method`; `at` gives the line.
 pub(crate) fn read(
     reader: &Reader<'_>,
     l: &FrameLayout,
     method: u64,
-    bcp: Option<u64>,
+    at: At,
 ) -> Result<JavaMethod, HotspotError> {
     if method == 0 {
         return Err(HotspotError::Implausible("null Method*"));
@@ -52,16 +64,17 @@ pub(crate) fn read(
     let native = reader.u32(method + l.method_access_flags)? & ACC_NATIVE != 0;
     let pool = reader.u64(constant + l.const_constants)?;
     let holder = reader.u64(pool + l.cp_holder)?;
-    let class = symbol(reader, l, reader.u64(holder + l.klass_name)?)?.replace('/', ".");
+    let class = external_name(&symbol(reader, l, reader.u64(holder + l.klass_name)?)?);
     let name_index = u64::from(reader.u16(constant + l.const_name_index)?);
     let name = symbol(reader, l, reader.u64(pool + l.cp_size + name_index * 8)?)?;
     let file = match u64::from(reader.u16(pool + l.cp_source_file)?) {
         0 => None,
         index => symbol(reader, l, reader.u64(pool + l.cp_size + index * 8)?).ok(),
     };
-    let line = match bcp {
-        Some(bcp) if !native => line_of(reader, l, constant, bcp).ok().flatten(),
-        _ => None,
+    let line = match at {
+        _ if native => None,
+        At::Unknown => None,
+        at => line_of(reader, l, constant, at).ok().flatten(),
     };
     Ok(JavaMethod {
         name: format!("{class}.{name}"),
@@ -69,6 +82,16 @@ pub(crate) fn read(
         line,
         native,
     })
+}
+
+/// A class name as Java prints it: dotted, and a hidden class's `+` before its address a `/`
+/// (`Main$$Lambda$1/0x0000000800c00a08`, as `Klass::external_name` does).
+fn external_name(internal: &str) -> String {
+    let mut name = internal.replace('/', ".");
+    if let Some(plus) = name.rfind("+0x") {
+        name.replace_range(plus..=plus, "/");
+    }
+    name
 }
 
 /// The text of `Symbol*` `symbol`.
@@ -84,19 +107,23 @@ fn symbol(reader: &Reader<'_>, l: &FrameLayout, symbol: u64) -> Result<String, H
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// The source line of bytecode pointer `bcp` in `ConstMethod` `constant`; `None` if the
-/// method has no line table or `bcp` is not in its bytecodes.
+/// The source line of `at` in `ConstMethod` `constant`; `None` if the method has no line
+/// table or `at` is not in its bytecodes.
 fn line_of(
     reader: &Reader<'_>,
     l: &FrameLayout,
     constant: u64,
-    bcp: u64,
+    at: At,
 ) -> Result<Option<u32>, HotspotError> {
     let code = constant + l.const_size;
     let code_size = u64::from(reader.u16(constant + l.const_code_size)?);
-    if !(code..code + code_size).contains(&bcp)
-        || reader.u16(constant + l.const_flags)? & l.has_line_table == 0
-    {
+    let bci = match at {
+        At::Bcp(bcp) => bcp.wrapping_sub(code),
+        // The method's entry (`InvocationEntryBci`, -1): its first line, as the VM shows it.
+        At::Bci(bci) => u64::try_from(bci).unwrap_or(0),
+        At::Unknown => return Ok(None),
+    };
+    if bci >= code_size || reader.u16(constant + l.const_flags)? & l.has_line_table == 0 {
         return Ok(None);
     }
     let mut table = TableBytes {
@@ -106,7 +133,7 @@ fn line_of(
         buffer: Vec::new(),
         at: 0,
     };
-    Ok(line_for_bci(&mut table, (bcp - code) as u32))
+    Ok(line_for_bci(&mut table, bci as u32))
 }
 
 /// The line table's bytes, read a chunk at a time (it may end near the end of a mapping).
@@ -167,21 +194,10 @@ pub(crate) fn line_for_bci(table: &mut impl Iterator<Item = u8>, bci: u32) -> Op
     best.and_then(|(_, line)| u32::try_from(line).ok())
 }
 
-/// One `UNSIGNED5` number (`CompressedReadStream::read_int`: bytes below 192 end it, each
-/// further byte weighs 64 times more, at most five) with its sign folded into the low bit.
+/// One `UNSIGNED5` number with its sign folded into the low bit (`read_signed_int`).
 fn signed_unsigned5(table: &mut impl Iterator<Item = u8>) -> Option<i32> {
-    const LOW: u32 = 192;
-    let mut sum: u32 = 0;
-    let mut shift = 0;
-    for i in 0..5 {
-        let byte = u32::from(table.next()?);
-        sum = sum.wrapping_add(byte << shift);
-        if byte < LOW || i == 4 {
-            break;
-        }
-        shift += 6;
-    }
-    Some(((sum >> 1) as i32) ^ -((sum & 1) as i32))
+    let folded = unsigned5(table)?;
+    Some(((folded >> 1) as i32) ^ -((folded & 1) as i32))
 }
 
 #[cfg(test)]
@@ -309,7 +325,7 @@ pub(crate) mod tests {
             read_mem: &read_mem,
         };
         let l = jdk17();
-        let method = read(&reader, &l, take, Some(code + 36)).expect("method");
+        let method = read(&reader, &l, take, At::Bcp(code + 36)).expect("method");
         assert_eq!(
             method,
             JavaMethod {
@@ -319,16 +335,31 @@ pub(crate) mod tests {
                 native: false,
             }
         );
-        assert_eq!(read(&reader, &l, take, None).expect("method").line, None);
         assert_eq!(
-            read(&reader, &l, take, Some(code + 4096))
+            read(&reader, &l, take, At::Unknown).expect("method").line,
+            None
+        );
+        assert_eq!(
+            read(&reader, &l, take, At::Bci(19)).expect("method").line,
+            Some(20)
+        );
+        assert_eq!(
+            read(&reader, &l, take, At::Bci(-1)).expect("method").line,
+            Some(12)
+        );
+        assert_eq!(
+            read(&reader, &l, take, At::Bcp(code + 4096))
                 .expect("method")
                 .line,
             None
         );
-        let native = read(&reader, &l, park, Some(0)).expect("native");
+        let native = read(&reader, &l, park, At::Bcp(0)).expect("native");
         assert_eq!(native.name, "jdk.internal.misc.Unsafe.park");
         assert!(native.native && native.line.is_none());
-        assert!(read(&reader, &l, 0, None).is_err());
+        assert_eq!(
+            external_name("MonitorDeadlock$$Lambda$1+0x00007f6618000a08"),
+            "MonitorDeadlock$$Lambda$1/0x00007f6618000a08"
+        );
+        assert!(read(&reader, &l, 0, At::Unknown).is_err());
     }
 }

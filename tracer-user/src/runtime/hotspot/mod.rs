@@ -21,6 +21,7 @@ mod heap;
 mod layout;
 mod merge;
 mod method;
+mod scopes;
 mod stack;
 mod symbols;
 mod threads;
@@ -32,6 +33,7 @@ use codecache::CodeCache;
 use frame_layout::FrameLayout;
 use heap::Heap;
 use layout::Layout;
+use method::At;
 use threads::JavaThread;
 use vmstructs::Reader;
 
@@ -221,31 +223,49 @@ fn java_stack(
 ) -> Option<Vec<Frame>> {
     let runs: Vec<Vec<Frame>> = stack::java_frames(reader, l, cache, thread.addr, &thread.stack)
         .into_iter()
-        .map(|run| {
-            // A frame whose method cannot be read ends its run: what follows is not trusted.
-            run.iter()
-                .map_while(|raw| {
-                    let method = method::read(reader, l, raw.method, raw.bcp).ok()?;
-                    Some(Frame {
-                        addr: raw.pc,
-                        file: method.file.filter(|_| !method.native),
-                        line: method.line,
-                        ..Frame::named(
-                            method.name,
-                            FrameKind::Interpreted {
-                                runtime: NAME.to_owned(),
-                            },
-                        )
-                    })
-                })
-                .collect()
-        })
+        .map(|run| name_run(reader, l, &run))
         .filter(|run: &Vec<Frame>| !run.is_empty())
         .collect();
     if runs.is_empty() {
         return None;
     }
     Some(merge::merge(native, runs, |pc| cache.contains(pc)))
+}
+
+/// The frames of one run of Java frames, a compiled frame's inlined methods (innermost first)
+/// before it. A frame whose method cannot be read ends its run: what follows is not trusted.
+fn name_run(reader: &Reader<'_>, l: &FrameLayout, run: &[stack::RawJavaFrame]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    for raw in run {
+        let scopes = raw
+            .nmethod
+            .and_then(|nm| scopes::scopes_at(reader, l, nm, raw.pc).ok())
+            .filter(|s| !s.is_empty());
+        let at: Vec<(u64, At)> = match (scopes, raw.bcp) {
+            (Some(scopes), _) => scopes.iter().map(|s| (s.method, At::Bci(s.bci))).collect(),
+            (None, Some(bcp)) => vec![(raw.method, At::Bcp(bcp))],
+            (None, None) => vec![(raw.method, At::Unknown)],
+        };
+        let outermost = at.len() - 1;
+        for (i, (method, at)) in at.into_iter().enumerate() {
+            let Ok(method) = method::read(reader, l, method, at) else {
+                return frames;
+            };
+            frames.push(Frame {
+                addr: raw.pc,
+                file: method.file.filter(|_| !method.native),
+                line: method.line,
+                inlined: i < outermost,
+                ..Frame::named(
+                    method.name,
+                    FrameKind::Interpreted {
+                        runtime: NAME.to_owned(),
+                    },
+                )
+            });
+        }
+    }
+    frames
 }
 
 /// Finds and parses the VM's tables and takes the layout out of them.

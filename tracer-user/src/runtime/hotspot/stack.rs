@@ -9,8 +9,8 @@
 //!   unextended sp (before the interpreter extended it for locals) in the sender-sp slot;
 //! - a compiled method (`nmethod`, also a native method's wrapper): `CompiledMethod::_method`;
 //!   its frame is `CodeBlob::_frame_size` words above sp, ending with the return address and
-//!   the caller's saved fp. Methods it inlined are not read (their scopes are): only the
-//!   compiled method itself is named;
+//!   the caller's saved fp. The methods inlined at its pc are read later from its scopes
+//!   ([`scopes`](super::scopes));
 //! - the call stub (its return address `StubRoutines::_call_stub_return_address`): where the
 //!   VM called into Java. The frames below it are the VM's (native); Java frames further out,
 //!   if any, start at the anchor saved in its `JavaCallWrapper`. The walk returns one run of
@@ -45,6 +45,8 @@ pub(crate) struct RawJavaFrame {
     pub method: u64,
     /// Its bytecode pointer (interpreted frames).
     pub bcp: Option<u64>,
+    /// Its `nmethod` (compiled frames: their scopes name the methods inlined there).
+    pub nmethod: Option<u64>,
 }
 
 /// Where a frame is: its sp, its unextended sp (the sp before the interpreter extended it),
@@ -147,6 +149,7 @@ fn walk_run(
                     pc: frame.pc,
                     method: reader.u64(slot(fp, l.interp_method_slot))?,
                     bcp: Some(reader.u64(slot(fp, l.interp_bcp_slot))?),
+                    nmethod: None,
                 });
                 FrameAt {
                     sp: fp + SENDER_SP_SLOT * WORD,
@@ -161,6 +164,7 @@ fn walk_run(
                         pc: frame.pc,
                         method: reader.u64(blob.addr + l.compiled_method)?,
                         bcp: None,
+                        nmethod: Some(blob.addr),
                     });
                 }
                 if blob.frame_words == 0 {
@@ -280,16 +284,19 @@ pub(crate) mod tests {
                     pc: pc_in(42),
                     method: 0x11,
                     bcp: Some(0x111),
+                    nmethod: None,
                 },
                 RawJavaFrame {
                     pc: pc_in(301),
                     method: 0x22,
                     bcp: None,
+                    nmethod: Some(HEAP_LOW + 300 * 64 + l.heap_block_size),
                 },
                 RawJavaFrame {
                     pc: pc_in(150),
                     method: 0x33,
                     bcp: Some(0x333),
+                    nmethod: None,
                 },
             ]]
         );
