@@ -60,16 +60,20 @@ fn compile(class: &str, dir: &TempDir) {
     println!("JDK: {}", version.lines().next().unwrap_or_default());
 }
 
-/// Starts `class` and waits until both its threads hold their first lock.
-fn start(class: &str, dir: &TempDir) -> RunningWorkload {
+/// Starts `class` with the JVM options `options` and waits until both its threads hold their
+/// first lock.
+fn start(class: &str, options: &[&str], dir: &TempDir) -> RunningWorkload {
     let classpath = dir.path().to_str().expect("UTF-8 temp path");
-    let workload = RunningWorkload::spawn(Path::new("java"), &["-cp", classpath, class]);
+    let mut args = options.to_vec();
+    args.extend(["-cp", classpath, class]);
+    let workload = RunningWorkload::spawn(Path::new("java"), &args);
     workload.wait_for("ready", STARTUP_TIMEOUT);
     workload
 }
 
-/// `jstack PID`, retried until it reports the deadlock; its waiters by name, with tids.
-fn jstack_deadlock(pid: u32) -> Vec<JstackWait> {
+/// `jstack PID`, retried until it reports the deadlock; its waiters by name, with tids, and
+/// its whole text.
+fn jstack_deadlock(pid: u32) -> (Vec<JstackWait>, String) {
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     loop {
         let out = Command::new("jstack")
@@ -79,7 +83,7 @@ fn jstack_deadlock(pid: u32) -> Vec<JstackWait> {
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if text.contains("Found one Java-level deadlock") {
             println!("{}", &text[text.find("Found one").unwrap_or(0)..]);
-            return parse_jstack(&text);
+            return (parse_jstack(&text), text);
         }
         assert!(
             Instant::now() < deadline,
@@ -194,6 +198,49 @@ fn assert_same_cycle(report: &WatchOutput, jstack: &[JstackWait]) {
     }
 }
 
+/// The methods of thread `tid`'s stack in jstack's thread dump, innermost first: the
+/// `at pkg.Class.method(...)` lines after its `"NAME" #N ... nid=0xTID` line.
+fn jstack_methods(text: &str, tid: u32) -> Vec<String> {
+    let nid = format!(" nid=0x{tid:x} ");
+    text.lines()
+        .skip_while(|l| !(l.starts_with('"') && l.contains(&nid)))
+        .skip(1)
+        .take_while(|l| !l.trim().is_empty())
+        .filter_map(|l| l.trim().strip_prefix("at "))
+        .filter_map(|l| l.split('(').next().map(str::to_owned))
+        .collect()
+}
+
+/// Checks that each deadlocked thread's `java_stack` in `report` has the methods jstack
+/// prints for it, in its order, innermost first.
+fn assert_java_stacks(report: &WatchOutput, jstack: &[JstackWait], jstack_text: &str) {
+    for wait in jstack {
+        let expected = jstack_methods(jstack_text, wait.tid);
+        assert!(
+            expected.len() >= 3,
+            "jstack's stack of {}: {expected:?}",
+            wait.tid
+        );
+        let stacks: Vec<Vec<String>> = report
+            .thread(wait.tid)
+            .iter()
+            .map(|t| {
+                t["java_stack"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|f| f["function"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .collect();
+        assert!(
+            stacks.iter().any(|s| *s == expected),
+            "tid {}: jstack {expected:?}, stallwatch {stacks:?}",
+            wait.tid
+        );
+    }
+}
+
 /// `watch --once --json` on the deadlocked process (read from /proc only, no BPF), with a
 /// threshold longer than the one second after which JDK 17 wakes a monitor's first waiter to
 /// park again: neither waiter's own wait ever lasts that long, and the cycle is found only
@@ -245,7 +292,8 @@ fn live(pid: u32, dir: &TempDir) -> WatchOutput {
 
 /// Check that a `synchronized` ABBA deadlock is the deadlock jstack finds: the same two
 /// threads (by tid), each waiting for the `java.lang.Object` (same address) the other holds,
-/// with `--once` and live.
+/// with `--once` and live; and that each thread's Java stack (interpreted frames) has the
+/// methods jstack prints.
 #[test]
 fn monitor_abba_matches_jstack() {
     if !require_bpf() {
@@ -253,19 +301,42 @@ fn monitor_abba_matches_jstack() {
     }
     let dir = TempDir::new("java-monitor");
     compile("MonitorDeadlock", &dir);
-    let workload = start("MonitorDeadlock", &dir);
+    let workload = start("MonitorDeadlock", &[], &dir);
     let pid = workload.pid();
-    let jstack = jstack_deadlock(pid);
+    let (jstack, text) = jstack_deadlock(pid);
     assert!(
         jstack.iter().all(|w| w.class == "java.lang.Object"),
         "{jstack:?}"
     );
-    assert_same_cycle(&once(pid), &jstack);
-    assert_same_cycle(&live(pid, &dir), &jstack);
+    let report = once(pid);
+    assert_same_cycle(&report, &jstack);
+    assert_java_stacks(&report, &jstack, &text);
+    let report = live(pid, &dir);
+    assert_same_cycle(&report, &jstack);
+    assert_java_stacks(&report, &jstack, &text);
+}
+
+/// Check the Java stacks of compiled code (`-Xcomp`: every method compiled before it runs):
+/// the compiled frames, the methods inlined into them and the native method's wrapper
+/// (`Unsafe.park`) have the methods jstack prints, for a `ReentrantLock` ABBA deadlock.
+#[test]
+fn compiled_java_stacks_match_jstack() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("java-compiled");
+    compile("LockDeadlock", &dir);
+    let workload = start("LockDeadlock", &["-Xcomp"], &dir);
+    let pid = workload.pid();
+    let (jstack, text) = jstack_deadlock(pid);
+    let report = once(pid);
+    assert_same_cycle(&report, &jstack);
+    assert_java_stacks(&report, &jstack, &text);
 }
 
 /// Check that a `ReentrantLock` ABBA deadlock is the deadlock jstack finds: each thread parked
-/// for the lock's `NonfairSync` the other owns.
+/// for the lock's `NonfairSync` the other owns; and that each thread's Java stack (the native
+/// `Unsafe.park` down to `Thread.run`) has the methods jstack prints.
 #[test]
 fn reentrant_lock_abba_matches_jstack() {
     if !require_bpf() {
@@ -273,15 +344,19 @@ fn reentrant_lock_abba_matches_jstack() {
     }
     let dir = TempDir::new("java-lock");
     compile("LockDeadlock", &dir);
-    let workload = start("LockDeadlock", &dir);
+    let workload = start("LockDeadlock", &[], &dir);
     let pid = workload.pid();
-    let jstack = jstack_deadlock(pid);
+    let (jstack, text) = jstack_deadlock(pid);
     assert!(
         jstack
             .iter()
             .all(|w| w.class == "java.util.concurrent.locks.ReentrantLock$NonfairSync"),
         "{jstack:?}"
     );
-    assert_same_cycle(&once(pid), &jstack);
-    assert_same_cycle(&live(pid, &dir), &jstack);
+    let report = once(pid);
+    assert_same_cycle(&report, &jstack);
+    assert_java_stacks(&report, &jstack, &text);
+    let report = live(pid, &dir);
+    assert_same_cycle(&report, &jstack);
+    assert_java_stacks(&report, &jstack, &text);
 }

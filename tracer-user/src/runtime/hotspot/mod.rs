@@ -9,24 +9,37 @@
 //! symbols ([`symbols`]). They are parsed once per process (the memo); each view then walks
 //! the Java thread list and reads, for the blocked threads, their Java name, the monitor they
 //! wait to enter with its object's class and owner, or the lock they are parked for
-//! ([`threads`]). Memory is only read, never written; the VM is never stopped or attached to.
+//! ([`threads`]), and their Java frames, walked from the thread's last Java frame through the
+//! interpreter's and the compiled methods' frames ([`stack`], [`method`]) and put among the
+//! native frames ([`merge`]). Memory is only read, never written; the VM is never stopped or
+//! attached to.
 //! See `docs/runtimes.md` for the versions covered.
 
+mod codecache;
+mod frame_layout;
 mod heap;
 mod layout;
+mod merge;
+mod method;
+mod scopes;
+mod stack;
 mod symbols;
 mod threads;
 mod vmstructs;
 
 use std::collections::{BTreeMap, HashMap};
 
+use codecache::CodeCache;
+use frame_layout::FrameLayout;
 use heap::Heap;
 use layout::Layout;
+use method::At;
+use threads::JavaThread;
 use vmstructs::Reader;
 
 use super::{Memo, ProcessInput, Runtime, ThreadView, View, WaitName};
 use crate::{
-    model::{RuntimeProcess, RuntimeThread, WaitingCode},
+    model::{Frame, FrameKind, RuntimeProcess, RuntimeThread, WaitingCode},
     procs::maps::Maps,
 };
 
@@ -62,6 +75,9 @@ pub(crate) enum HotspotError {
     Implausible(&'static str),
 }
 
+/// The runtime's name, as frames and facts record it.
+const NAME: &str = "hotspot";
+
 /// HotSpot, the OpenJDK virtual machine.
 pub(super) struct Hotspot;
 
@@ -76,13 +92,15 @@ enum HotspotMemo {
 /// One JVM's layout and caches.
 struct Vm {
     layout: Layout,
+    /// The stack walk's layout; `None` if the tables lack part of it (no Java frames then).
+    frame_layout: Option<FrameLayout>,
     version: Option<String>,
     field_offsets: HashMap<(u64, &'static str), Option<u64>>,
 }
 
 impl Runtime for Hotspot {
     fn name(&self) -> &'static str {
-        "hotspot"
+        NAME
     }
 
     fn detect(&self, maps: &Maps) -> bool {
@@ -129,6 +147,8 @@ impl Runtime for Hotspot {
             field_offsets: &mut vm.field_offsets,
         };
         let mut views = BTreeMap::new();
+        // Read once per view, when a thread has Java frames to walk.
+        let mut code_cache: Option<Option<CodeCache>> = None;
         for blocked in process.blocked {
             let Some(thread) = java_threads.iter().find(|t| t.tid == blocked.tid) else {
                 continue;
@@ -147,13 +167,13 @@ impl Runtime for Hotspot {
                 event_loop: false,
                 task: None,
             };
-            views.insert(
-                blocked.tid,
-                ThreadView {
-                    facts,
-                    frames: None,
-                },
-            );
+            let frames = vm.frame_layout.as_ref().and_then(|l| {
+                let cache = code_cache
+                    .get_or_insert_with(|| CodeCache::read(&heap.reader, l).ok())
+                    .as_ref()?;
+                java_stack(&heap.reader, l, cache, thread, blocked.native)
+            });
+            views.insert(blocked.tid, ThreadView { facts, frames });
         }
         // A thread waiting to enter a monitor is a lock wait however short its current park:
         // on JDK 17 the first waiter re-parks every second, so it is reported even when it is
@@ -192,12 +212,69 @@ impl Runtime for Hotspot {
     }
 }
 
+/// The whole user stack of `thread`: its Java frames put among its `native` ones; `None` if
+/// it has no Java frames to show.
+fn java_stack(
+    reader: &Reader<'_>,
+    l: &FrameLayout,
+    cache: &CodeCache,
+    thread: &JavaThread,
+    native: &[Frame],
+) -> Option<Vec<Frame>> {
+    let runs: Vec<Vec<Frame>> = stack::java_frames(reader, l, cache, thread.addr, &thread.stack)
+        .into_iter()
+        .map(|run| name_run(reader, l, &run))
+        .filter(|run: &Vec<Frame>| !run.is_empty())
+        .collect();
+    if runs.is_empty() {
+        return None;
+    }
+    Some(merge::merge(native, runs, |pc| cache.contains(pc)))
+}
+
+/// The frames of one run of Java frames, a compiled frame's inlined methods (innermost first)
+/// before it. A frame whose method cannot be read ends its run: what follows is not trusted.
+fn name_run(reader: &Reader<'_>, l: &FrameLayout, run: &[stack::RawJavaFrame]) -> Vec<Frame> {
+    let mut frames = Vec::new();
+    for raw in run {
+        let scopes = raw
+            .nmethod
+            .and_then(|nm| scopes::scopes_at(reader, l, nm, raw.pc).ok())
+            .filter(|s| !s.is_empty());
+        let at: Vec<(u64, At)> = match (scopes, raw.bcp) {
+            (Some(scopes), _) => scopes.iter().map(|s| (s.method, At::Bci(s.bci))).collect(),
+            (None, Some(bcp)) => vec![(raw.method, At::Bcp(bcp))],
+            (None, None) => vec![(raw.method, At::Unknown)],
+        };
+        let outermost = at.len() - 1;
+        for (i, (method, at)) in at.into_iter().enumerate() {
+            let Ok(method) = method::read(reader, l, method, at) else {
+                return frames;
+            };
+            frames.push(Frame {
+                addr: raw.pc,
+                file: method.file.filter(|_| !method.native),
+                line: method.line,
+                inlined: i < outermost,
+                ..Frame::named(
+                    method.name,
+                    FrameKind::Interpreted {
+                        runtime: NAME.to_owned(),
+                    },
+                )
+            });
+        }
+    }
+    frames
+}
+
 /// Finds and parses the VM's tables and takes the layout out of them.
 fn load(process: &ProcessInput<'_>, reader: &Reader<'_>) -> Result<Vm, HotspotError> {
     let symbols = symbols::table_symbols(process.pid, process.maps)?;
     let tables = vmstructs::read(reader, &symbols)?;
     let flags = heap::read_flags(reader, &tables)?;
     let layout = Layout::new(&tables, &flags)?;
+    let frame_layout = FrameLayout::new(&tables).ok();
     let version = layout
         .vm_release
         .and_then(|at| reader.u64(at).ok())
@@ -208,6 +285,7 @@ fn load(process: &ProcessInput<'_>, reader: &Reader<'_>) -> Result<Vm, HotspotEr
         });
     Ok(Vm {
         layout,
+        frame_layout,
         version,
         field_offsets: HashMap::new(),
     })

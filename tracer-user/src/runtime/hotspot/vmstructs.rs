@@ -105,7 +105,7 @@ impl Reader<'_> {
 
     /// The NUL-terminated string at `addr` (read in small chunks: it may end near the end of
     /// a mapping); `None` for a null pointer.
-    fn c_string(&self, addr: u64) -> Result<Option<String>, HotspotError> {
+    pub(crate) fn c_string(&self, addr: u64) -> Result<Option<String>, HotspotError> {
         if addr == 0 {
             return Ok(None);
         }
