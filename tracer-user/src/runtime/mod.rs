@@ -25,6 +25,7 @@
 //! Adding a runtime is one file implementing [`Runtime`] and one line in [`RUNTIMES`]; see
 //! `docs/architecture.md`.
 
+mod ghc;
 mod glibc;
 mod rust_std;
 
@@ -44,7 +45,7 @@ pub(crate) use glibc::parked_by_glibc;
 const FRAMES_SEARCHED: usize = 6;
 
 /// Every runtime stallwatch knows, in the order their lock owners are asked for.
-static RUNTIMES: [&dyn Runtime; 2] = [&glibc::Glibc, &rust_std::RustStd];
+static RUNTIMES: [&dyn Runtime; 3] = [&glibc::Glibc, &rust_std::RustStd, &ghc::Ghc];
 
 /// Wait names many native libraries use, whatever runtime they belong to (tokio's and others'
 /// semaphores and notifiers, CPython's `PyThread_acquire_lock`, spin locks).

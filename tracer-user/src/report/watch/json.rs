@@ -19,7 +19,7 @@ use super::{
     Resolved, SCHEMA_VERSION, WatchReport, describe_resource, edge_resource, explanation, futex_op,
     hex, kind_name, ns_to_ms, owner_source_name, resource_type, syscall_name, timing_name,
 };
-use crate::model::{Cycle, Finding, Frame, Origin};
+use crate::model::{Cycle, Finding, Frame, Origin, Reason};
 
 /// What JSON says for a process whose name is unknown (`docs/json-schema.md`).
 const UNKNOWN_PROCESS_NAME: &str = "?";
@@ -54,7 +54,7 @@ pub(crate) fn write_json_line(report: &WatchReport, out: &mut dyn Write) -> io::
 /// One blocked thread with its verdict.
 fn thread_json(report: &WatchReport, f: &Finding) -> Value {
     let t = &f.thread;
-    json!({
+    let mut thread = json!({
         "pid": t.pid,
         "tid": t.tid,
         "comm": t.comm,
@@ -80,7 +80,14 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
         "kernel_stack": t.kernel_stack.iter().map(frame_json).collect::<Vec<_>>(),
         "verdict": f.verdict.name(),
         "explanation": explanation(f),
-    })
+    });
+    if let (Reason::GreenThreadsBlocked { green_threads }, Some(fields)) =
+        (&f.reason, thread.as_object_mut())
+    {
+        let green = serde_json::to_value(green_threads).unwrap_or(Value::Null);
+        fields.insert("green_threads".into(), green);
+    }
+    thread
 }
 
 /// What the thread waits on; every key present, `null` when not applicable or unknown.
