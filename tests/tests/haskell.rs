@@ -13,7 +13,7 @@ use std::{
 
 use stallwatch_tests::{
     REQUIRE_BPF_ENV, TempDir, require_bpf,
-    tracer::run,
+    tracer::{Tracer, run},
     watch_report::{WatchOutput, user_symbols},
     watch_workloads::RunningWorkload,
     workload_file,
@@ -26,6 +26,8 @@ const STARTUP: Duration = Duration::from_secs(60);
 /// How long the threads are left blocked before `watch` looks: past its threshold, and past
 /// the RTS's idle GC (0.3 s), after which its ticker stops too.
 const SETTLE: Duration = Duration::from_millis(1500);
+/// How long `profile` traces the workload.
+const PROFILED: Duration = Duration::from_secs(3);
 /// `watch --threshold`.
 const THRESHOLD: &str = "500ms";
 
@@ -149,11 +151,18 @@ fn ghc_mvar_deadlock_is_reported() {
         "{green:?}"
     );
     let on_mvars = green.values().filter(|s| *s == "blocked_on_mvar").count();
-    assert_eq!(on_mvars, 3, "exactly the three deadlocked threads: {green:?}");
+    assert_eq!(
+        on_mvars, 3,
+        "exactly the three deadlocked threads: {green:?}"
+    );
 
     // z-decoded Haskell names: the I/O manager's OS thread is in epoll_wait called from
     // base's GHC.Event.EPoll, and no z-encoded name is left anywhere.
-    let all_symbols: Vec<String> = report.threads().into_iter().flat_map(user_symbols).collect();
+    let all_symbols: Vec<String> = report
+        .threads()
+        .into_iter()
+        .flat_map(user_symbols)
+        .collect();
     assert!(
         all_symbols.iter().any(|s| s.starts_with("base:GHC.Event.")),
         "no decoded Haskell frame in {all_symbols:?}"
@@ -169,7 +178,7 @@ fn ghc_mvar_deadlock_is_reported() {
         .collect();
     assert_eq!(problems, [u64::from(main_tid)], "only main is a problem");
 
-    let text = run(&args, RUN_TIMEOUT);
+    let text = run(args, RUN_TIMEOUT);
     text.assert_code(10);
     let expected = format!(
         "3 blocked on an MVar (#{}, #{}, #{})",
@@ -179,5 +188,62 @@ fn ghc_mvar_deadlock_is_reported() {
         text.stdout.contains(&expected) && text.stdout.contains("Haskell threads:"),
         "text report lacks {expected:?}:\n{}",
         text.stdout
+    );
+}
+
+/// Check that `profile` folds decoded Haskell names: the workload runs under it from the
+/// start, so its I/O and timer managers' waits (in `epoll_wait`/`poll`, called from `base`'s
+/// `GHC.Event` modules) are recorded, and no z-encoded name is left.
+#[test]
+fn ghc_profile_folds_decoded_names() {
+    if !require_bpf() {
+        return;
+    }
+    let Some(ghc) = ghc() else {
+        return;
+    };
+    let dir = TempDir::new("haskell-profile");
+    let program = build_workload(&ghc, &dir);
+    let out = dir.join("out.folded");
+    // The workload's output goes to a file: it outlives the profile, and must not hold the
+    // profile's stdout and stderr open.
+    let printed = dir.join("workload.out");
+    let script = format!(
+        "exec '{}' > '{}' 2>&1",
+        program.display(),
+        printed.display()
+    );
+    // `profile -- COMMAND` traces until the command exits, which this one never does: stop the
+    // profile with SIGINT after a while instead.
+    let tracer = Tracer::spawn([
+        "profile",
+        "-o",
+        out.to_str().expect("UTF-8"),
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    std::thread::sleep(PROFILED);
+    let output = tracer.stop(libc::SIGINT);
+    // The deadlocked workload outlives the profile: stop it.
+    let pid = std::fs::read_to_string(&printed)
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("pid ")?.parse::<i32>().ok());
+    if let Some(pid) = pid {
+        // SAFETY: kill has no memory preconditions; the pid is the workload's.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    output.assert_code(0);
+    assert!(pid.is_some(), "the workload printed no pid");
+    let folded = std::fs::read_to_string(&out).expect("reading the folded output");
+    assert!(
+        folded.contains(";base:GHC.Event."),
+        "no decoded Haskell frame in the folded output:\n{folded}"
+    );
+    assert!(
+        !folded.contains("GHCzi"),
+        "a z-encoded name was left:\n{folded}"
     );
 }
