@@ -1,6 +1,7 @@
 //! `cargo xtask setup`: install the BPF toolchain (nightly + rust-src + bpf-linker), the Debian
-//! packages the demo and the benchmark use, and mount tracefs. Every step checks first, so a
-//! second run changes nothing and says "already set up".
+//! packages the demo, the benchmark and the runtime tests use (GHC for the Haskell workload),
+//! and mount tracefs. Every step checks first, so a second run changes nothing and says
+//! "already set up".
 
 use std::{fs, os::unix::fs::symlink, path::Path};
 
@@ -19,6 +20,8 @@ const PACKAGES: &[(&str, &str)] = &[
     ("libbpf-tools", "/usr/sbin/offcputime"),
     ("bpftrace", "bpftrace"),
     ("bpftool", "bpftool"),
+    // The Haskell workload of the GHC runtime's tests (Debian's GHC, 9.0.2 on bookworm).
+    ("ghc", "ghc"),
 ];
 
 pub(crate) fn run(_opts: &Options) -> anyhow::Result<()> {
@@ -106,7 +109,7 @@ fn llvm_major(version_output: &str) -> Option<u32> {
         .ok()
 }
 
-/// gcc, python3, libbpf-tools, bpftrace, bpftool: install the missing ones with apt-get,
+/// gcc, python3, libbpf-tools, bpftrace, bpftool, ghc: install the missing ones with apt-get,
 /// running `apt-get update` only when the first attempt fails.
 fn ensure_packages(done: &mut Vec<String>) -> anyhow::Result<()> {
     let missing: Vec<&str> = PACKAGES

@@ -58,6 +58,10 @@ pub(crate) enum RuntimeWaitKind {
     Join,
     /// Waits for a signal (a condition, an event, a queue, `Object.wait`).
     Condition,
+    /// An OS thread bound to a green thread, waiting in the runtime's scheduler for it to run
+    /// again (GHC's main OS thread in `scheduleWaitThread`): what it waits for is whatever
+    /// the runtime's green threads wait for (`RuntimeProcess::green_threads`).
+    GreenThreads,
 }
 
 /// What a runtime read about a whole process at a scan.

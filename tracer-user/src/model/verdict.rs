@@ -2,7 +2,7 @@
 //! reason for each, deadlock cycles. Reports put these into words (`report::describe`); no
 //! stage before them makes or reads English.
 
-use super::BlockedThread;
+use super::{BlockedThread, GreenThread};
 
 /// Whether a wait can end by itself.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -131,6 +131,13 @@ pub(crate) enum Reason {
     AllThreadsWait {
         /// How many threads the process has.
         threads: usize,
+    },
+    /// An OS thread waits in its runtime's scheduler for its green thread while no thread of
+    /// the process has run past the threshold: every green thread is blocked (GHC: on MVars,
+    /// STM, in foreign calls), a likely deadlock the runtime does not report.
+    GreenThreadsBlocked {
+        /// The runtime's green threads, as read at the scan (empty if they could not be).
+        green_threads: Vec<GreenThread>,
     },
     /// It returned from a poll-style call just before this wait, which is not a poll.
     EventLoopOutsidePoll,

@@ -26,6 +26,7 @@
 //! `docs/architecture.md`.
 
 mod cpython;
+mod ghc;
 mod glibc;
 mod hotspot;
 mod rust_std;
@@ -46,11 +47,12 @@ pub(crate) use glibc::parked_by_glibc;
 const FRAMES_SEARCHED: usize = 6;
 
 /// Every runtime stallwatch knows, in the order their lock owners are asked for.
-static RUNTIMES: [&dyn Runtime; 4] = [
+static RUNTIMES: [&dyn Runtime; 5] = [
     &glibc::Glibc,
     &rust_std::RustStd,
     &cpython::CPython,
     &hotspot::Hotspot,
+    &ghc::Ghc,
 ];
 
 /// Wait names many native libraries use, whatever runtime they belong to (tokio's and others'

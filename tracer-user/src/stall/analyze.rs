@@ -22,8 +22,8 @@ use super::{
 };
 use crate::{
     model::{
-        Analysis, BlockedThread, Finding, FutexOwner, OwnerSource, ProcessView, Reason,
-        RuntimeWait, RuntimeWaitKind, ThreadRef, ThreadState, Timing, Verdict, WaitKind,
+        Analysis, BlockedThread, Finding, FutexOwner, GreenThread, OwnerSource, ProcessView,
+        Reason, RuntimeWait, RuntimeWaitKind, ThreadRef, ThreadState, Timing, Verdict, WaitKind,
         WaitingCode,
     },
     runtime::{self, Runtimes, parked_by_glibc},
@@ -89,6 +89,7 @@ pub(crate) fn analyze(
             .map(|p| p.pid)
             .collect()
     };
+    let blocked_tids: BTreeSet<u32> = threads.iter().map(|t| t.tid).collect();
     let name_of = |tid: u32| ThreadRef {
         tid,
         comm: comms.get(&tid).cloned(),
@@ -110,6 +111,12 @@ pub(crate) fn analyze(
                 Reason::BehindDeadlock {
                     member: name_of(member),
                 },
+            ))
+        } else if let Some(green_threads) = green_threads_blocked(thread, processes, &blocked_tids)
+        {
+            Some((
+                Verdict::Stall,
+                Reason::GreenThreadsBlocked { green_threads },
             ))
         } else if stalled.contains(&thread.pid) {
             let threads = processes.get(&thread.pid).map_or(0, |p| p.tids.len());
@@ -152,7 +159,7 @@ fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Infe
             WaitingCode::Lock { glibc_mutex: false }
         }
         Some(RuntimeWaitKind::Join) => WaitingCode::Join,
-        Some(RuntimeWaitKind::Condition) => WaitingCode::Condition,
+        Some(RuntimeWaitKind::Condition | RuntimeWaitKind::GreenThreads) => WaitingCode::Condition,
         None => runtime::waiting_code(&thread.user_stack),
     };
     let call = thread.call.as_ref();
@@ -201,9 +208,38 @@ fn runtime_owner(
     let source = match wait.kind {
         RuntimeWaitKind::Lock => OwnerSource::RuntimeLock,
         RuntimeWaitKind::Join => OwnerSource::RuntimeJoin,
-        RuntimeWaitKind::OwnerlessLock | RuntimeWaitKind::Condition => return None,
+        RuntimeWaitKind::OwnerlessLock
+        | RuntimeWaitKind::Condition
+        | RuntimeWaitKind::GreenThreads => return None,
     };
     (live && tid != thread.tid).then_some(FutexOwner { tid, source })
+}
+
+/// For an OS thread waiting in its runtime's scheduler for the green thread bound to it
+/// (GHC's main thread): when every thread of its process has been blocked past the threshold,
+/// no green thread ran all that time, so they are all blocked (on MVars, STM, foreign calls):
+/// the green threads the runtime read, else none known. `None` otherwise (the runtime is at
+/// work; the wait is then an ordinary condition wait).
+fn green_threads_blocked(
+    thread: &BlockedThread,
+    processes: &BTreeMap<u32, ProcessView>,
+    blocked_tids: &BTreeSet<u32>,
+) -> Option<Vec<GreenThread>> {
+    let runtime = thread.runtime.as_ref()?;
+    if runtime.wait.as_ref()?.kind != RuntimeWaitKind::GreenThreads {
+        return None;
+    }
+    let process = processes.get(&thread.pid)?;
+    let all_blocked =
+        !process.tids.is_empty() && process.tids.iter().all(|t| blocked_tids.contains(t));
+    all_blocked.then(|| {
+        process
+            .runtime_views
+            .iter()
+            .find(|v| v.runtime == runtime.runtime)
+            .map(|v| v.green_threads.clone())
+            .unwrap_or_default()
+    })
 }
 
 /// Every thread of the process blocked past the threshold in an indefinite wait on a

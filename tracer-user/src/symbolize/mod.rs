@@ -19,6 +19,13 @@
 //! for the vDSO and JIT (perf map) code of processes that are alive.
 //!
 //! Kernel addresses resolve through `/proc/kallsyms` (no vmlinux, no debug info needed).
+//!
+//! Haskell code is named by z-encoded linker symbols (`base_GHCziMVar_takeMVar1_info`);
+//! [`zdecode`] turns them into `base:GHC.MVar.takeMVar1` here, where names are made, so every
+//! output (watch, folded, SVG, recordings) shows the same decoded name. A name is decoded only
+//! when it has the exact shape of a Haskell label *and* its file is a GHC binary
+//! ([`zdecode::is_ghc_binary`], decided once per file): a C library's `Foo_bar_info` stays as
+//! it is.
 
 use std::{
     collections::{HashMap, hash_map::Entry},
@@ -73,6 +80,8 @@ pub(crate) struct Symbolizer {
     user_cache: HashMap<(u32, u64, bool), Vec<Frame>>,
     /// Resolved kernel frames by (address, innermost?).
     kernel_cache: HashMap<(u64, bool), Vec<Frame>>,
+    /// Whether each file whose names looked like Haskell labels is a GHC binary.
+    ghc_files: HashMap<FileKey, bool>,
 }
 
 impl Default for Symbolizer {
@@ -99,6 +108,7 @@ impl Symbolizer {
             code_hashes: HashMap::new(),
             user_cache: HashMap::new(),
             kernel_cache: HashMap::new(),
+            ghc_files: HashMap::new(),
         }
     }
 
@@ -113,6 +123,7 @@ impl Symbolizer {
         let unused = self.held.keys().filter(|k| !procs.maps_file(k)).count();
         if unused >= UNUSED_FILES_CLOSED_AT {
             self.held.retain(|k, _| procs.maps_file(k));
+            self.ghc_files.retain(|k, _| procs.maps_file(k));
             self.inner = engine();
         }
     }
@@ -232,14 +243,41 @@ impl Symbolizer {
         let Some(elf) = self.elf_path(procs, &m) else {
             return vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)];
         };
-        let src = Source::Elf(Elf::new(elf));
+        let src = Source::Elf(Elf::new(elf.clone()));
         let file_offset = lookup - m.start + m.offset;
-        match self
+        let mut frames = match self
             .inner
             .symbolize_single(&src, Input::FileOffset(file_offset))
         {
             Ok(Symbolized::Sym(sym)) => sym_frames(addr, &sym, Some(&path), FrameKind::Native),
             _ => vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)],
+        };
+        self.decode_haskell_names(&mut frames, &m, &elf);
+        frames
+    }
+
+    /// Replaces z-encoded Haskell labels by their decoded names when the file is a GHC
+    /// binary (see the module docs).
+    fn decode_haskell_names(&mut self, frames: &mut [Frame], m: &Mapping, elf: &std::path::Path) {
+        let decoded: Vec<Option<String>> = frames
+            .iter()
+            .map(|f| f.name.as_deref().and_then(zdecode::decode_symbol))
+            .collect();
+        if decoded.iter().all(Option::is_none) {
+            return;
+        }
+        let file_name = m.file_path().rsplit('/').next().unwrap_or_default();
+        let is_ghc = *self
+            .ghc_files
+            .entry(m.file_key())
+            .or_insert_with(|| zdecode::is_ghc_binary(elf, file_name));
+        if !is_ghc {
+            return;
+        }
+        for (frame, name) in frames.iter_mut().zip(decoded) {
+            if let Some(name) = name {
+                frame.name = Some(name);
+            }
         }
     }
 
@@ -354,3 +392,4 @@ fn os_to_string(s: impl AsRef<OsStr>) -> String {
 
 #[cfg(test)]
 mod tests;
+pub(crate) mod zdecode;

@@ -3,6 +3,7 @@
 //! structured facts and reasons (`crate::model`); this is the only place they become English.
 
 pub(crate) mod fd;
+mod green;
 
 use tracer_common::syscalls;
 
@@ -12,6 +13,7 @@ use crate::model::{
 };
 
 pub(crate) use fd::fd_phrase;
+pub(crate) use green::green_threads_phrase;
 
 /// An address: `0x` and lowercase hex, no padding.
 pub(crate) fn hex(addr: u64) -> String {
@@ -123,6 +125,7 @@ fn runtime_wait_phrase(wait: &RuntimeWait, owner: Option<FutexOwner>) -> String 
             object("lock")
         ),
         (RuntimeWaitKind::Condition, _) => object("condition"),
+        (RuntimeWaitKind::GreenThreads, _) => "its Haskell thread, in the RTS scheduler".to_owned(),
     }
 }
 
@@ -198,6 +201,11 @@ pub(crate) fn explanation(f: &Finding) -> String {
              outside the process can wake (likely deadlock; lock owners unknown); this one \
              waits for {resource}"
         ),
+        Reason::GreenThreadsBlocked { green_threads } => format!(
+            "waits for {resource} and no thread of the process has run for {blocked:.1} s: \
+             {}",
+            green_why(green_threads)
+        ),
         Reason::EventLoopOutsidePoll | Reason::EventLoopInFrames { .. } => format!(
             "event loop thread blocked in {what} for {blocked:.1} s instead of polling for events"
         ),
@@ -225,6 +233,17 @@ pub(crate) fn explanation(f: &Finding) -> String {
     }
 }
 
+/// What all green threads being blocked means, with the threads when they were read.
+fn green_why(green_threads: &[crate::model::GreenThread]) -> String {
+    let meaning = "every Haskell thread is blocked (on an MVar, in STM, in a foreign call): a \
+         likely Haskell-level deadlock, which the RTS does not report while another thread \
+         keeps the blocked ones alive";
+    match green_threads_phrase(green_threads).as_str() {
+        "" => meaning.to_owned(),
+        threads => format!("{meaning}; Haskell threads: {threads}"),
+    }
+}
+
 /// Why glibc parked a thread without a known lock.
 const PARKED_WHY: &str = "the kernel refused its PI lock (EDEADLK: a lock cycle runs through \
      this thread, or ESRCH: the owner died) before watch attached, so the lock is not known";
@@ -240,6 +259,10 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::AllThreadsWait { threads } => Some(format!(
             "all {threads} threads wait on futexes of this process (likely a deadlock; lock \
              owners unknown)"
+        )),
+        Reason::GreenThreadsBlocked { green_threads } => Some(format!(
+            "no thread of the process has run past the threshold: {}",
+            green_why(green_threads)
         )),
         Reason::EventLoopOutsidePoll => {
             Some("it returned from epoll_wait/poll/select just before this wait began".to_owned())

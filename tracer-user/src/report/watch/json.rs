@@ -19,7 +19,9 @@ use super::{
     Resolved, SCHEMA_VERSION, WatchReport, describe_resource, edge_resource, explanation, futex_op,
     hex, kind_name, ns_to_ms, owner_source_name, resource_type, syscall_name, timing_name,
 };
-use crate::model::{BlockedThread, Cycle, Finding, Frame, FrameKind, Origin, RuntimeWaitKind};
+use crate::model::{
+    BlockedThread, Cycle, Finding, Frame, FrameKind, Origin, Reason, RuntimeWaitKind,
+};
 
 /// What JSON says for a process whose name is unknown (`docs/json-schema.md`).
 const UNKNOWN_PROCESS_NAME: &str = "?";
@@ -104,6 +106,12 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
             }
         }
     }
+    if let (Reason::GreenThreadsBlocked { green_threads }, Some(fields)) =
+        (&f.reason, thread.as_object_mut())
+    {
+        let green = serde_json::to_value(green_threads).unwrap_or(Value::Null);
+        fields.insert("green_threads".into(), green);
+    }
     thread
 }
 
@@ -140,13 +148,14 @@ fn runtime_thread_json(t: &BlockedThread) -> Value {
     })
 }
 
-/// `lock`, `ownerless_lock`, `join`, `condition`.
+/// `lock`, `ownerless_lock`, `join`, `condition`, `green_threads`.
 fn runtime_wait_kind_name(kind: RuntimeWaitKind) -> &'static str {
     match kind {
         RuntimeWaitKind::Lock => "lock",
         RuntimeWaitKind::OwnerlessLock => "ownerless_lock",
         RuntimeWaitKind::Join => "join",
         RuntimeWaitKind::Condition => "condition",
+        RuntimeWaitKind::GreenThreads => "green_threads",
     }
 }
 

@@ -222,3 +222,80 @@ fn runtime_lock_wait_in_a_timed_park_is_a_stall() {
     assert_eq!(finding.timing, Timing::Indefinite);
     assert_eq!(finding.owner.map(|o| o.tid), Some(41));
 }
+
+/// A GHC program's main OS thread waiting in the scheduler for its Haskell thread (as the
+/// `ghc` runtime records it), beside an RTS worker; thread 3, if given, is an I/O manager
+/// blocked in `epoll_wait`.
+fn ghc_threads(io_manager_blocked: bool) -> (Vec<BlockedThread>, BTreeMap<u32, ProcessView>) {
+    use crate::model::{GreenState, RuntimeProcess, RuntimeThread};
+    let condvar = ["___pthread_cond_wait", "waitCondition", "yieldCapability"];
+    let mut main = futex_thread(1, 0xa, None, &condvar);
+    main.runtime = Some(RuntimeThread {
+        runtime: "ghc".into(),
+        name: Some("bound to a Haskell thread".into()),
+        wait: Some(RuntimeWait {
+            kind: RuntimeWaitKind::GreenThreads,
+            object: 0xa,
+            class: None,
+            owner_tid: None,
+        }),
+        event_loop: false,
+        task: None,
+    });
+    let worker = futex_thread(2, 0xb, None, &condvar);
+    let mut threads = vec![main, worker];
+    if io_manager_blocked {
+        let mut io = futex_thread(3, 0, None, &["epoll_wait", "base:GHC.Event.EPoll.new10"]);
+        io.futex = None;
+        io.call = Some(SyscallCall {
+            nr: 232,
+            kind: WaitKind::Epoll,
+            resource: 3,
+            detail: 0,
+            timeout: u64::from(u32::MAX),
+        });
+        threads.push(io);
+    }
+    let mut processes = process(&[1, 2, 3]);
+    let green = |id, state| crate::model::GreenThread {
+        id,
+        label: None,
+        state,
+    };
+    processes.get_mut(&1).expect("process 1").runtime_views = vec![RuntimeProcess {
+        runtime: "ghc".into(),
+        version: Some("9.0.2".into()),
+        interpreters: None,
+        green_threads: vec![
+            green(2, GreenState::ForeignCall),
+            green(4, GreenState::BlockedOnMvar),
+            green(5, GreenState::BlockedOnMvar),
+        ],
+    }];
+    (threads, processes)
+}
+
+/// Check that GHC's main OS thread waiting for its Haskell thread is a stall naming the green
+/// threads when no thread of the process ran past the threshold, and an ordinary idle
+/// condition wait while one still runs; RTS workers stay idle.
+#[test]
+fn ghc_green_threads_all_blocked() {
+    let (threads, processes) = ghc_threads(true);
+    let analysis = analyze(&threads, &processes);
+    let main = &analysis
+        .findings
+        .iter()
+        .find(|f| f.thread.tid == 1)
+        .expect("main");
+    assert_eq!(main.verdict, Verdict::Stall);
+    let Reason::GreenThreadsBlocked { green_threads } = &main.reason else {
+        panic!("not a green-thread stall: {:?}", main.reason);
+    };
+    assert_eq!(green_threads.len(), 3);
+    assert_eq!(verdicts(&analysis)[&2], Verdict::Idle);
+    assert_eq!(verdicts(&analysis)[&3], Verdict::Idle);
+
+    let (threads, processes) = ghc_threads(false);
+    let analysis = analyze(&threads, &processes);
+    assert_eq!(verdicts(&analysis)[&1], Verdict::Idle);
+}
