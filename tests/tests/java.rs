@@ -234,7 +234,7 @@ fn assert_java_stacks(report: &WatchOutput, jstack: &[JstackWait], jstack_text: 
             })
             .collect();
         assert!(
-            stacks.iter().any(|s| *s == expected),
+            stacks.contains(&expected),
             "tid {}: jstack {expected:?}, stallwatch {stacks:?}",
             wait.tid
         );
