@@ -41,7 +41,7 @@ use crate::{
     procs::maps::Maps,
 };
 
-pub(crate) use glibc::parked_by_glibc;
+pub(crate) use glibc::{nameless_libc_wait, parked_by_glibc};
 
 /// How many innermost user frames are searched for the code that waits.
 const FRAMES_SEARCHED: usize = 6;
@@ -264,7 +264,10 @@ pub(crate) fn lock_memory_bytes() -> usize {
 
 /// Classifies the code a thread waits in by the names of its innermost user frames; the
 /// innermost frame with a recognised name decides. Named frames none of which is recognised
-/// are a condition wait (waiting for a signal of some kind); no names at all is unknown.
+/// are a condition wait (waiting for a signal of some kind); no names at all, or nameless libc
+/// code right under the first named frame ([`nameless_libc_wait`]: libc's internals without
+/// its debug files), is unknown: what libc waits for is then told from memory and the syscall
+/// (`glibc`'s join and park rules), not from the caller's name.
 pub(crate) fn waiting_code(user_stack: &[Frame]) -> WaitingCode {
     let mut any_named = false;
     for frame in user_stack.iter().take(FRAMES_SEARCHED) {
@@ -283,7 +286,7 @@ pub(crate) fn waiting_code(user_stack: &[Frame]) -> WaitingCode {
             return n.means;
         }
     }
-    if any_named {
+    if any_named && !nameless_libc_wait(user_stack) {
         WaitingCode::Condition
     } else {
         WaitingCode::Unknown
@@ -359,6 +362,49 @@ mod tests {
         assert_eq!(waiting_code(&[Frame::default()]), WaitingCode::Unknown);
         assert_eq!(
             waiting_code(&frames(&["__lll_lock_wait_private", "_IO_flockfile"])),
+            WaitingCode::Lock { glibc_mutex: false }
+        );
+    }
+
+    /// Check the waiting code of stacks as a libc without its debug files symbolizes them
+    /// (recorded on Debian 12, glibc 2.36): exported names still classify, nameless libc
+    /// code right under its caller is unknown (not a condition wait).
+    #[test]
+    fn waiting_code_of_a_stripped_libc() {
+        let libc = Some("/usr/lib/x86_64-linux-gnu/libc.so.6".to_owned());
+        let program = Some("/opt/abba".to_owned());
+        let frame = |name: Option<&str>, module: &Option<String>| Frame {
+            name: name.map(str::to_owned),
+            module: module.clone(),
+            ..Frame::default()
+        };
+        // `libc.so.6+0x8612b` (`__lll_lock_wait`), `pthread_mutex_lock+0x111`, caller.
+        let mutex = [
+            frame(None, &libc),
+            frame(Some("pthread_mutex_lock"), &libc),
+            frame(Some("lock_b_while_holding_a"), &program),
+        ];
+        assert_eq!(waiting_code(&mutex), GLIBC);
+        // A join (`__futex_abstimed_wait_common`, `__pthread_clockjoin_ex`) from `main`.
+        let join = [
+            frame(None, &libc),
+            frame(None, &libc),
+            frame(Some("main"), &program),
+        ];
+        assert_eq!(waiting_code(&join), WaitingCode::Unknown);
+        let cond = [
+            frame(None, &libc),
+            frame(Some("pthread_cond_wait"), &libc),
+            frame(Some("main"), &program),
+        ];
+        assert_eq!(waiting_code(&cond), WaitingCode::Condition);
+        let lll_private = [
+            frame(Some("__lll_lock_wait_private"), &libc),
+            frame(None, &libc),
+            frame(Some("main"), &program),
+        ];
+        assert_eq!(
+            waiting_code(&lll_private),
             WaitingCode::Lock { glibc_mutex: false }
         );
     }
@@ -523,6 +569,6 @@ mod tests {
         assert_eq!(found.names(), ["glibc", "rust_std"]);
         assert_eq!(Runtimes::from_names(&found.names()), found);
         assert_eq!(Runtimes::from_names(&["cobol".into()]), Runtimes::default());
-        assert!(lock_memory_bytes() >= 20);
+        assert!(lock_memory_bytes() >= 32);
     }
 }

@@ -309,10 +309,10 @@ fn ordinary_verdict(
 
 /// See [`parked_by_glibc`].
 fn is_parked_by_glibc(thread: &BlockedThread, code: WaitingCode) -> bool {
-    thread
-        .futex
-        .as_ref()
-        .is_some_and(|f| parked_by_glibc(f.op, f.uaddr, f.word(), thread.user_sp, code))
+    thread.futex.as_ref().is_some_and(|f| {
+        let stack = &thread.user_stack;
+        parked_by_glibc(f.op, f.uaddr, f.word(), thread.user_sp, code, stack)
+    })
 }
 
 fn is_terminal(thread: &BlockedThread) -> bool {
