@@ -8,6 +8,7 @@
 //! programs that get stuck on purpose (deadlocks, stalled I/O) for `stallwatch watch`.
 
 pub mod folded;
+pub mod nodebug;
 pub mod pythons;
 pub mod sites;
 pub mod tracer;

@@ -4,7 +4,7 @@ use std::{
     ffi::OsStr,
     io::{BufRead, BufReader, Read},
     os::unix::process::ExitStatusExt,
-    process::{Child, Command, Stdio},
+    process::{Child, Stdio},
     sync::{
         Arc, Mutex,
         mpsc::{self, Receiver, RecvTimeoutError},
@@ -13,7 +13,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::stallwatch_bin;
+use crate::nodebug;
 
 /// How long loading and attaching the BPF programs may take on a slow VM.
 pub const TRACING_TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,15 +64,16 @@ pub struct Tracer {
 }
 
 impl Tracer {
-    /// Starts `stallwatch ARGS` with stdout and stderr captured (stdin is null).
+    /// Starts `stallwatch ARGS` with stdout and stderr captured (stdin is null); without libc's
+    /// debug files if this thread hides them ([`nodebug::HiddenDebugFiles`]).
     pub fn spawn<I, S>(args: I) -> Self
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        let mut command = Command::new(stallwatch_bin());
+        let args = args.into_iter().map(|a| a.as_ref().to_owned());
+        let mut command = nodebug::stallwatch_command(args);
         command
-            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

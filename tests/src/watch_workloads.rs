@@ -67,7 +67,7 @@ pub mod abba {
     /// The healthy thread's lock/unlock of [`LOCK_C`].
     pub const HEALTHY_TOUCH_C: &str = "healthy_touch_c";
     /// Where main blocks in `pthread_join` on [`THREAD_A`].
-    pub const JOIN_FUNCTION: &str = "join_abba_a";
+    pub const JOIN_FUNCTION: &str = "await_abba_a";
 }
 
 /// `recv_stall.c` ([`crate::recv_stall_bin`]): TCP clients blocked in `recv` on a server that

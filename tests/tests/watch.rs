@@ -5,7 +5,9 @@ use std::{path::Path, thread, time::Duration};
 
 use serde_json::Value;
 use stallwatch_tests::{
-    TempDir, deadlock_abba_bin, healthy_bin, recv_stall_bin, require_bpf,
+    TempDir, deadlock_abba_bin, healthy_bin,
+    nodebug::{DEBUG_ONLY_NAMES, HiddenDebugFiles, debug_files_hidden},
+    recv_stall_bin, require_bpf,
     tracer::{RunOutput, Tracer, run},
     watch_report::{WatchOutput, cycle_edges, user_symbols},
     watch_workloads::{
@@ -115,9 +117,13 @@ fn watch_abba_forming(workload_args: &[&str]) -> (RunningWorkload, WatchOutput) 
 /// exits with 11.
 #[test]
 fn abba_deadlock_is_reported_with_owners_and_stacks() {
-    if !require_bpf() {
-        return;
+    if require_bpf() {
+        abba_deadlock_forming();
     }
+}
+
+/// See [`abba_deadlock_is_reported_with_owners_and_stacks`].
+fn abba_deadlock_forming() {
     let (workload, report) = watch_abba_forming(&[]);
     let a = workload.tid(abba::THREAD_A);
     assert_eq!(thread_with(&report, a, "deadlock")["origin"], "traced");
@@ -151,9 +157,37 @@ fn deadlock_formed_before_watch(args: &[&str]) -> RunningWorkload {
 /// pointers in glibc.
 #[test]
 fn deadlock_before_attach_is_found_from_proc() {
-    if !require_bpf() {
-        return;
+    if require_bpf() {
+        deadlock_before_attach();
     }
+}
+
+/// Checks that no frame of `report` has a name only libc's debug files give, when they are
+/// hidden from the tracer; prints which such names it has otherwise.
+fn assert_debug_names_as_expected(report: &WatchOutput) {
+    let threads = report.reports.iter().flat_map(|r| {
+        r["threads"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .collect::<Vec<_>>()
+    });
+    let debug_names: Vec<String> = threads
+        .flat_map(user_symbols)
+        .filter(|s| DEBUG_ONLY_NAMES.contains(&s.as_str()))
+        .collect();
+    if debug_files_hidden() {
+        assert!(
+            debug_names.is_empty(),
+            "libc's debug files were not hidden: {debug_names:?}"
+        );
+    } else {
+        println!("names from libc's debug files: {debug_names:?}");
+    }
+}
+
+/// See [`deadlock_before_attach_is_found_from_proc`].
+fn deadlock_before_attach() {
     let dir = TempDir::new("watch-before");
     let workload = deadlock_formed_before_watch(&[]);
     let pid = workload.pid().to_string();
@@ -211,6 +245,12 @@ fn deadlock_before_attach_is_found_from_proc() {
             !t["kernel_stack"].as_array().is_none_or(Vec::is_empty),
             "no kernel stack: {t:#}"
         );
+        let main = thread_with(&report, workload.tid(MAIN), "blocked_by_deadlock");
+        assert_eq!(
+            main["resource"]["owner_tid"], a,
+            "main joins abba-a: {main:#}"
+        );
+        assert_debug_names_as_expected(&report);
     }
 }
 
@@ -218,9 +258,13 @@ fn deadlock_before_attach_is_found_from_proc() {
 /// glibc parks that thread on a word of its own stack, is still reported as the full cycle.
 #[test]
 fn pi_mutex_deadlock_is_reported_from_the_refused_lock() {
-    if !require_bpf() {
-        return;
+    if require_bpf() {
+        pi_deadlock_forming();
     }
+}
+
+/// See [`pi_mutex_deadlock_is_reported_from_the_refused_lock`].
+fn pi_deadlock_forming() {
     let (workload, report) = watch_abba_forming(&[abba::PI_FLAG]);
     let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
     let sources: Vec<&Value> = [a, b]
@@ -240,9 +284,13 @@ fn pi_mutex_deadlock_is_reported_from_the_refused_lock() {
 /// the other thread's wait names the parked thread as the owner of its lock.
 #[test]
 fn pi_deadlock_before_attach_is_explained_without_a_cycle() {
-    if !require_bpf() {
-        return;
+    if require_bpf() {
+        pi_deadlock_before_attach();
     }
+}
+
+/// See [`pi_deadlock_before_attach_is_explained_without_a_cycle`].
+fn pi_deadlock_before_attach() {
     let workload = deadlock_formed_before_watch(&[abba::PI_FLAG]);
     let dir = TempDir::new("watch-pi-before");
     let out = dir.join("once.jsonl");
@@ -293,9 +341,13 @@ fn pi_deadlock_before_attach_is_explained_without_a_cycle() {
 /// stall or stalled process, with the lock-call frames, and that no cycle is invented.
 #[test]
 fn rust_mutex_deadlock_is_a_stall_without_an_invented_cycle() {
-    if !require_bpf() {
-        return;
+    if require_bpf() {
+        rust_mutex_deadlock();
     }
+}
+
+/// See [`rust_mutex_deadlock_is_a_stall_without_an_invented_cycle`].
+fn rust_mutex_deadlock() {
     let dir = TempDir::new("watch-rust");
     let out = dir.join("watch.jsonl");
     let binary = Path::new(env!("CARGO_BIN_EXE_rust_mutex_abba"));
@@ -335,9 +387,13 @@ fn rust_mutex_deadlock_is_a_stall_without_an_invented_cycle() {
 /// must survive it.
 #[test]
 fn recv_on_a_silent_server_names_the_peer() {
-    if !require_bpf() {
-        return;
+    if require_bpf() {
+        recv_on_a_silent_server();
     }
+}
+
+/// See [`recv_on_a_silent_server_names_the_peer`].
+fn recv_on_a_silent_server() {
     let dir = TempDir::new("watch-recv");
     let out = dir.join("watch.jsonl");
     let workload = RunningWorkload::spawn(recv_stall_bin(), &[DELAY_MS_ARG, ATTACH_DELAY_MS]);
@@ -416,9 +472,13 @@ fn blocked_asyncio_loops_are_reported() {
 /// pool workers, a briefly contended mutex) gets no problem verdict and exit status 0.
 #[test]
 fn healthy_program_has_no_problem_verdicts() {
-    if !require_bpf() {
-        return;
+    if require_bpf() {
+        healthy_program();
     }
+}
+
+/// See [`healthy_program_has_no_problem_verdicts`].
+fn healthy_program() {
     let dir = TempDir::new("watch-healthy");
     let out = dir.join("watch.jsonl");
     let workload = RunningWorkload::spawn(healthy_bin(), &[]);
@@ -459,6 +519,32 @@ fn healthy_program_has_no_problem_verdicts() {
         RUN_TIMEOUT,
     );
     result.assert_code(0);
+}
+
+/// Check that without libc's debug files (hidden from the tracer, as on most production
+/// hosts) `watch` gives the same verdicts, owners and cycles: pthread ABBA live and from
+/// `/proc` (with the join behind it), PI deadlocks live and from `/proc` (the parked waiter),
+/// a Rust std mutex ABBA, recv stalls and a healthy program; and that the debug files really
+/// were hidden (no libc-internal name in the reports).
+#[test]
+fn same_verdicts_without_libc_debug_files() {
+    if !require_bpf() {
+        return;
+    }
+    let _hidden = HiddenDebugFiles::new();
+    let checks: [(&str, fn()); 7] = [
+        ("deadlock before attach", deadlock_before_attach),
+        ("abba forming", abba_deadlock_forming),
+        ("pi before attach", pi_deadlock_before_attach),
+        ("pi forming", pi_deadlock_forming),
+        ("rust mutex", rust_mutex_deadlock),
+        ("recv stall", recv_on_a_silent_server),
+        ("healthy", healthy_program),
+    ];
+    for (name, check) in checks {
+        println!("without libc's debug files: {name}");
+        check();
+    }
 }
 
 /// Check that a reported stall is reported again when it ends (here: its process is killed),
