@@ -51,8 +51,14 @@ const ROBUST_FUTEX_OFFSET_OFFSET: u64 = 24;
 /// What glibc stores in every thread's `robust_head.futex_offset`: the offset of the lock
 /// word from the robust list entry in a `pthread_mutex_t` (x86_64: `__list.__next` at 32).
 const ROBUST_FUTEX_OFFSET: i64 = -32;
-/// The bytes read at a futex word: the mutex fields, or the join's thread descriptor fields.
-const MEMORY_BYTES: usize = 32;
+/// The join's word and the thread descriptor fields after it, to `robust_head.futex_offset`.
+const DESCRIPTOR_BYTES: usize = 32;
+/// The bytes read at a futex word: enough for the mutex fields and the descriptor's.
+const MEMORY_BYTES: usize = if MUTEX_BYTES > DESCRIPTOR_BYTES {
+    MUTEX_BYTES
+} else {
+    DESCRIPTOR_BYTES
+};
 
 /// How far above the stack pointer a futex word still counts as on the thread's own stack.
 const OWN_STACK_WINDOW: u64 = 64 * 1024;
@@ -337,8 +343,8 @@ mod tests {
     /// The joined thread's descriptor as recorded at a join's word (glibc 2.36, x86_64):
     /// `tid`, `pid_ununsed`, `robust_prev` and `robust_head.list` (both pointing at the empty
     /// list head), `robust_head.futex_offset`.
-    fn descriptor_bytes(tid: u32, pid_unused: u32, futex_offset: i64) -> [u8; MEMORY_BYTES] {
-        let mut bytes = [0u8; MEMORY_BYTES];
+    fn descriptor_bytes(tid: u32, pid_unused: u32, futex_offset: i64) -> [u8; DESCRIPTOR_BYTES] {
+        let mut bytes = [0u8; DESCRIPTOR_BYTES];
         bytes[0..4].copy_from_slice(&tid.to_ne_bytes());
         bytes[4..8].copy_from_slice(&pid_unused.to_ne_bytes());
         bytes[8..16].copy_from_slice(&0x1010u64.to_ne_bytes());
