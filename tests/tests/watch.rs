@@ -447,25 +447,30 @@ fn blocked_asyncio_loops_are_reported() {
         return;
     }
     for mode in [asyncio::MODE_SLEEP, asyncio::MODE_LOCK] {
-        let dir = TempDir::new("watch-asyncio");
-        let out = dir.join("watch.jsonl");
-        let workload = RunningWorkload::spawn_python(
-            &workload_file(asyncio::SCRIPT),
-            &[mode, asyncio::WARMUP_S_ARG, "4"],
-        );
-        workload.wait_for(READY, Duration::from_secs(20));
-        let tracer = attach_watch(
-            &workload,
-            &out,
-            &["--threshold", "1s", "-d", "9s"],
-            asyncio::BLOCKING,
-        );
-        let (result, report) = finish(tracer, &out);
-        result.assert_code(10);
-        let tid = workload.tid(asyncio::LOOP);
-        let t = thread_with(&report, tid, "event_loop_blocked");
-        assert!(t["event_loop"] == true, "{mode}: {t:#}");
+        blocked_asyncio_loop(mode);
     }
+}
+
+/// See [`blocked_asyncio_loops_are_reported`]: one `mode` of the workload.
+fn blocked_asyncio_loop(mode: &str) {
+    let dir = TempDir::new("watch-asyncio");
+    let out = dir.join("watch.jsonl");
+    let workload = RunningWorkload::spawn_python(
+        &workload_file(asyncio::SCRIPT),
+        &[mode, asyncio::WARMUP_S_ARG, "4"],
+    );
+    workload.wait_for(READY, Duration::from_secs(20));
+    let tracer = attach_watch(
+        &workload,
+        &out,
+        &["--threshold", "1s", "-d", "9s"],
+        asyncio::BLOCKING,
+    );
+    let (result, report) = finish(tracer, &out);
+    result.assert_code(10);
+    let tid = workload.tid(asyncio::LOOP);
+    let t = thread_with(&report, tid, "event_loop_blocked");
+    assert!(t["event_loop"] == true, "{mode}: {t:#}");
 }
 
 /// Check that a healthy program (timers, an epoll loop with timeouts, a busy condvar, idle
@@ -524,7 +529,7 @@ fn healthy_program() {
 /// Check that without libc's debug files (hidden from the tracer, as on most production
 /// hosts) `watch` gives the same verdicts, owners and cycles: pthread ABBA live and from
 /// `/proc` (with the join behind it), PI deadlocks live and from `/proc` (the parked waiter),
-/// a Rust std mutex ABBA, recv stalls and a healthy program; and that the debug files really
+/// a Rust std mutex ABBA, recv stalls, a healthy program and a blocked asyncio loop; and that the debug files really
 /// were hidden (no libc-internal name in the reports).
 #[test]
 fn same_verdicts_without_libc_debug_files() {
@@ -532,7 +537,7 @@ fn same_verdicts_without_libc_debug_files() {
         return;
     }
     let _hidden = HiddenDebugFiles::new();
-    let checks: [(&str, fn()); 7] = [
+    let checks: [(&str, fn()); 8] = [
         ("deadlock before attach", deadlock_before_attach),
         ("abba forming", abba_deadlock_forming),
         ("pi before attach", pi_deadlock_before_attach),
@@ -540,6 +545,9 @@ fn same_verdicts_without_libc_debug_files() {
         ("rust mutex", rust_mutex_deadlock),
         ("recv stall", recv_on_a_silent_server),
         ("healthy", healthy_program),
+        ("asyncio loop blocked by time.sleep", || {
+            blocked_asyncio_loop(asyncio::MODE_SLEEP);
+        }),
     ];
     for (name, check) in checks {
         println!("without libc's debug files: {name}");
