@@ -148,10 +148,15 @@ fn read_i64(wait: &LockWait<'_>, addr: u64) -> Option<i64> {
     (wait.read_mem)(addr, &mut bytes).then(|| i64::from_ne_bytes(bytes))
 }
 
-/// Whether a mapped file is the C library (`libc.so.6`, or `libc-2.31.so` before glibc 2.34).
+/// Whether a mapped file is glibc's C library, or its thread library where glibc before 2.34
+/// kept joins and mutexes (`libc.so.6`, `libpthread.so.0`, `libc-2.31.so`...).
 fn is_libc(path: &str) -> bool {
     let name = path.rsplit('/').next().unwrap_or_default();
-    name.starts_with("libc.so") || (name.starts_with("libc-") && name.contains(".so"))
+    ["libc", "libpthread"].iter().any(|lib| {
+        name.strip_prefix(lib).is_some_and(|rest| {
+            rest.starts_with(".so") || (rest.starts_with('-') && rest.contains(".so"))
+        })
+    })
 }
 
 /// Whether the innermost user frames, up to the first named one, are nameless frames in libc:
@@ -395,6 +400,8 @@ mod tests {
         assert!(!nameless_libc_wait(&stripped(&[None, None], program)));
         assert!(!nameless_libc_wait(&stripped(&[Some("main")], program)));
         assert!(is_libc("/lib/x86_64-linux-gnu/libc-2.31.so"));
+        assert!(is_libc("/lib/x86_64-linux-gnu/libpthread.so.0"));
+        assert!(!is_libc("/usr/lib/libcap.so.2"));
         assert!(!is_libc("/usr/lib/libcurl.so.4"));
     }
 
