@@ -206,6 +206,13 @@ pub(crate) fn explanation(f: &Finding) -> String {
              {}",
             green_why(green_threads)
         ),
+        Reason::EventLoopInFrames {
+            blocking_call: Some(call),
+            ..
+        } => format!(
+            "event loop thread blocked in {what} in {call} for {blocked:.1} s instead of \
+             polling for events"
+        ),
         Reason::EventLoopOutsidePoll | Reason::EventLoopInFrames { .. } => format!(
             "event loop thread blocked in {what} for {blocked:.1} s instead of polling for events"
         ),
@@ -264,13 +271,26 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
             "no thread of the process has run past the threshold: {}",
             green_why(green_threads)
         )),
-        Reason::EventLoopOutsidePoll => {
-            Some("it returned from epoll_wait/poll/select just before this wait began".to_owned())
+        Reason::EventLoopOutsidePoll => Some(
+            "it came back to epoll_wait/poll/select repeatedly, the last time just before this \
+             wait began"
+                .to_owned(),
+        ),
+        Reason::EventLoopInFrames {
+            library,
+            blocking_call,
+            task,
+        } => {
+            let what_loop = match library {
+                Some(library) => format!("its frames run a {library} event loop"),
+                None => "its frames run an event loop".to_owned(),
+            };
+            Some(match (blocking_call, task) {
+                (Some(call), _) => format!("{what_loop}, blocked by the call to {call}"),
+                (None, Some(task)) => format!("{what_loop}, which is running task \"{task}\""),
+                (None, None) => what_loop,
+            })
         }
-        Reason::EventLoopInFrames { task } => Some(match task {
-            Some(task) => format!("its frames run an event loop, which is running task \"{task}\""),
-            None => "its frames run an event loop".to_owned(),
-        }),
         Reason::Uninterruptible => {
             Some("uninterruptible sleep (D): not even a signal can end it".to_owned())
         }
