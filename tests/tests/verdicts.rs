@@ -170,3 +170,31 @@ fn idle_python_pool_is_listed_idle_under_p() {
     }
     result.assert_code(0);
 }
+
+/// Check the true-positive twin of the idle pool: two Python threads deadlocked on plain
+/// `threading.Lock`s (no owner recorded, so no cycle), main joining one of them, is still
+/// `process_stalled` for every thread, with exit status 10.
+#[test]
+fn plain_lock_abba_is_still_process_stalled() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("verdicts-plain-abba");
+    let workload = RunningWorkload::spawn_python(
+        &workload_file("py_plain_lock_abba.py"),
+        &["--timeout-s", "60"],
+    );
+    workload.wait_for(READY, Duration::from_secs(20));
+    thread::sleep(Duration::from_millis(1500));
+    let (result, report) = once_json(workload.pid(), &dir);
+    result.assert_code(10);
+    for role in ["main", "one", "two"] {
+        let tid = workload.tid(role);
+        assert_eq!(
+            report.verdicts(tid),
+            ["process_stalled"],
+            "{role}:\n{}",
+            report.dump()
+        );
+    }
+}

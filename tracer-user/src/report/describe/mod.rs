@@ -198,8 +198,8 @@ pub(crate) fn explanation(f: &Finding) -> String {
         ),
         Reason::AllThreadsWait { threads } => format!(
             "all {threads} threads of the process wait indefinitely on futexes that nothing \
-             outside the process can wake (likely deadlock; lock owners unknown); this one \
-             waits for {resource}"
+             outside the process can wake, at least one for a lock (likely deadlock; lock \
+             owners unknown); this one waits for {resource}"
         ),
         Reason::GreenThreadsBlocked { green_threads } => format!(
             "waits for {resource} and no thread of the process has run for {blocked:.1} s: \
@@ -264,8 +264,8 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
             Some(format!("behind deadlocked {}", thread_ref(member)))
         }
         Reason::AllThreadsWait { threads } => Some(format!(
-            "all {threads} threads wait on futexes of this process (likely a deadlock; lock \
-             owners unknown)"
+            "all {threads} threads wait on futexes of this process, at least one for a lock \
+             (likely a deadlock; lock owners unknown)"
         )),
         Reason::GreenThreadsBlocked { green_threads } => Some(format!(
             "no thread of the process has run past the threshold: {}",
