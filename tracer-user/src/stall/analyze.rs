@@ -2,10 +2,11 @@
 //!
 //! First, once per thread, what follows from its facts alone: what its waiting code is (by
 //! the runtimes' wait names), whether its wait can end by itself, whether it runs an event
-//! loop, and who holds what it waits for (`owner`). Then the verdicts, in order of
+//! loop (its frames, `runtime::loop_in_frames` or its runtime's view, else repeated poll
+//! returns), and who holds what it waits for (`owner`). Then the verdicts, in order of
 //! precedence: a deadlock cycle, then waiting behind one, then a whole process with no way
-//! out, then an event loop blocked outside its poll, then any other indefinite wait on a lock
-//! or on I/O. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins
+//! out and a lock among its waits, then an event loop blocked outside its poll, then any
+//! other indefinite wait on a lock or on I/O. `docs/verdicts.md` states the rules. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins
 //! of live threads) are `idle`; timed waits are healthy and not findings at all.
 
 use std::{
