@@ -72,6 +72,7 @@ pub fn run(args: &ReportArgs) -> Result<(), ReplayError> {
         Recording::Watch {
             threshold,
             once,
+            list_idle,
             events,
             ..
         } => {
@@ -82,7 +83,13 @@ pub fn run(args: &ReportArgs) -> Result<(), ReplayError> {
                 });
             }
             let mut out = open(args.output.outputs.first())?;
-            replay_watch(Reporter::new(threshold), once, &events, args.json, &mut out)?;
+            replay_watch(
+                Reporter::new(threshold, list_idle),
+                once,
+                &events,
+                args.json,
+                &mut out,
+            )?;
             if !once && !matches!(events.last(), Some(WatchEvent::End { .. })) {
                 eprintln!(
                     "stallwatch: {} ends before watch's final report (the run was killed?)",
@@ -192,6 +199,7 @@ pub(crate) fn render_watch(path: &std::path::Path, json: bool) -> Result<String,
     let Recording::Watch {
         threshold,
         once,
+        list_idle,
         events,
         ..
     } = record::read(path)?
@@ -199,7 +207,13 @@ pub(crate) fn render_watch(path: &std::path::Path, json: bool) -> Result<String,
         panic!("{} is not a watch recording", path.display());
     };
     let mut out = Vec::new();
-    replay_watch(Reporter::new(threshold), once, &events, json, &mut out)?;
+    replay_watch(
+        Reporter::new(threshold, list_idle),
+        once,
+        &events,
+        json,
+        &mut out,
+    )?;
     Ok(String::from_utf8(out).expect("reports are UTF-8"))
 }
 

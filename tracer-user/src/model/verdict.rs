@@ -75,7 +75,8 @@ pub(crate) enum Verdict {
     Deadlock,
     /// Waits on a thread in a deadlock cycle (a lock it holds, or its exit).
     BlockedByDeadlock,
-    /// Every thread of the process is in an indefinite wait nothing outside can end.
+    /// Every thread of the process is in an indefinite wait nothing outside can end, and
+    /// one waits for a lock.
     ProcessStalled,
     /// An event-loop thread blocked outside its poll call.
     EventLoopBlocked,
@@ -127,7 +128,9 @@ pub(crate) enum Reason {
         /// The cycle member its chain leads into.
         member: ThreadRef,
     },
-    /// All `threads` threads of the process wait indefinitely on private futexes.
+    /// All `threads` threads of the process wait indefinitely on private futexes, and at
+    /// least one of them waits for a lock (a lock-wait frame, a runtime lock, a lock owner
+    /// in the process).
     AllThreadsWait {
         /// How many threads the process has.
         threads: usize,
@@ -139,11 +142,18 @@ pub(crate) enum Reason {
         /// The runtime's green threads, as read at the scan (empty if they could not be).
         green_threads: Vec<GreenThread>,
     },
-    /// It returned from a poll-style call just before this wait, which is not a poll.
+    /// It came back to a poll-style call repeatedly, the last time just before this wait,
+    /// which is not a poll.
     EventLoopOutsidePoll,
-    /// Its runtime's frames show it runs an event loop (asyncio's `run_forever`), and this
-    /// wait is not the loop's poll.
+    /// Its frames show it runs an event loop (asyncio's `run_forever` read by its runtime, or
+    /// a native loop: libuv's `uv_run`, glib, libevent, tokio), and this wait is not the
+    /// loop's own poll.
     EventLoopInFrames {
+        /// The native loop's library (`libuv`, `glib`...), `None` for a runtime's loop.
+        library: Option<String>,
+        /// The first frame outside the loop's machinery and the wait's plumbing: the call that
+        /// blocked the loop, if named.
+        blocking_call: Option<String>,
         /// The task the loop is running, if named.
         task: Option<String>,
     },
@@ -186,8 +196,9 @@ pub(crate) struct Finding {
     pub code: WaitingCode,
     /// Whether the wait can end by itself.
     pub timing: Timing,
-    /// The thread runs an event loop: it returned from a poll-style call shortly before this
-    /// wait began, and this wait is not its poll.
+    /// The thread runs an event loop (its frames say so, or it came back to a poll-style
+    /// call repeatedly, the last time shortly before this wait began), and this wait is not
+    /// its poll.
     pub event_loop: bool,
     /// Who holds what it waits for (or, for a join, the thread joined), when that can be
     /// trusted.

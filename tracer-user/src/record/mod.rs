@@ -139,6 +139,9 @@ pub(crate) enum Run {
         threshold_ns: u64,
         /// `--once`.
         once: bool,
+        /// Idle waits were listed (`-p`); absent in older recordings.
+        #[serde(default)]
+        list_idle: bool,
     },
     /// `stallwatch profile`.
     Profile {

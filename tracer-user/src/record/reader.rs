@@ -29,6 +29,8 @@ pub(crate) enum Recording {
         threshold: Duration,
         /// It was a `--once` run.
         once: bool,
+        /// Idle waits were listed (`-p`).
+        list_idle: bool,
         /// Its scans, then its end (missing if the run was killed).
         events: Vec<WatchEvent>,
     },
@@ -98,7 +100,11 @@ pub(crate) fn read(path: &Path) -> Result<Recording, RecordError> {
     };
     let mut parsed = lines.map(|(n, text)| parse(path, n, text).map(|line| (n, line)));
     match header.run.clone() {
-        Run::Watch { threshold_ns, once } => {
+        Run::Watch {
+            threshold_ns,
+            once,
+            list_idle,
+        } => {
             let mut watch = WatchReplay::default();
             for item in parsed {
                 let (n, line) = item?;
@@ -108,6 +114,7 @@ pub(crate) fn read(path: &Path) -> Result<Recording, RecordError> {
                 header,
                 threshold: Duration::from_nanos(threshold_ns),
                 once,
+                list_idle,
                 events: watch.events,
             })
         }

@@ -112,10 +112,12 @@ impl WatchRecorder {
         file: File,
         threshold: std::time::Duration,
         once: bool,
+        list_idle: bool,
     ) -> Result<Self, RecordError> {
         let run = Run::Watch {
             threshold_ns: duration_ns(threshold),
             once,
+            list_idle,
         };
         Ok(Self {
             file: RecordFile::start(path, file, run)?,

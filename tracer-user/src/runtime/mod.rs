@@ -26,6 +26,7 @@
 //! `docs/architecture.md`.
 
 mod cpython;
+mod event_loops;
 mod ghc;
 mod glibc;
 mod hotspot;
@@ -41,6 +42,7 @@ use crate::{
     procs::maps::Maps,
 };
 
+pub(crate) use event_loops::{LoopInFrames, loop_in_frames};
 pub(crate) use glibc::{nameless_libc_wait, parked_by_glibc};
 
 /// How many innermost user frames are searched for the code that waits.

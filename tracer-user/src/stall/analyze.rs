@@ -2,10 +2,11 @@
 //!
 //! First, once per thread, what follows from its facts alone: what its waiting code is (by
 //! the runtimes' wait names), whether its wait can end by itself, whether it runs an event
-//! loop, and who holds what it waits for (`owner`). Then the verdicts, in order of
+//! loop (its frames, `runtime::loop_in_frames` or its runtime's view, else repeated poll
+//! returns), and who holds what it waits for (`owner`). Then the verdicts, in order of
 //! precedence: a deadlock cycle, then waiting behind one, then a whole process with no way
-//! out, then an event loop blocked outside its poll, then any other indefinite wait on a lock
-//! or on I/O. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins
+//! out and a lock among its waits, then an event loop blocked outside its poll, then any
+//! other indefinite wait on a lock or on I/O. `docs/verdicts.md` states the rules. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins
 //! of live threads) are `idle`; timed waits are healthy and not findings at all.
 
 use std::{
@@ -29,11 +30,13 @@ use crate::{
     runtime::{self, Runtimes, parked_by_glibc},
 };
 
-/// A thread counts as an event loop when it returned from a poll-style call at least this
-/// many times since `watch` attached, the last one at most [`EVENT_LOOP_GAP`] before its
-/// current wait began. One is enough: a loop idle in `epoll_wait` when `watch` attached
-/// returns once, with the event whose handler then blocks.
-const EVENT_LOOP_MIN_POLLS: u64 = 1;
+/// Without frames that show a loop, a thread counts as an event loop when it returned from a
+/// poll-style call at least this many times since `watch` attached, the last one at most
+/// [`EVENT_LOOP_GAP`] before its current wait began. One is not enough: a shell or a CLI
+/// client polls once (during `connect()`, for a prompt) and then blocks reading the same
+/// descriptor, which is no loop. (A loop idle in `epoll_wait` when `watch` attached whose
+/// first event's handler blocks is then known only from its frames.)
+const EVENT_LOOP_MIN_POLLS: u64 = 2;
 /// See [`EVENT_LOOP_MIN_POLLS`].
 const EVENT_LOOP_GAP: Duration = Duration::from_secs(1);
 
@@ -42,6 +45,8 @@ struct Inferred {
     code: WaitingCode,
     timing: Timing,
     event_loop: bool,
+    /// The native event loop its frames show, if any.
+    native_loop: Option<runtime::LoopInFrames>,
     owner: Option<FutexOwner>,
     /// What identifies what it waits for in the wait-for graph: the runtime's lock object,
     /// else the futex (or refused PI lock) address.
@@ -123,11 +128,18 @@ pub(crate) fn analyze(
             Some((Verdict::ProcessStalled, Reason::AllThreadsWait { threads }))
         } else if inf.event_loop {
             let runtime = thread.runtime.as_ref().filter(|r| r.event_loop);
-            let reason = match runtime {
-                Some(r) => Reason::EventLoopInFrames {
+            let reason = match (runtime, &inf.native_loop) {
+                (Some(r), _) => Reason::EventLoopInFrames {
+                    library: None,
+                    blocking_call: None,
                     task: r.task.clone(),
                 },
-                None => Reason::EventLoopOutsidePoll,
+                (None, Some(native)) => Reason::EventLoopInFrames {
+                    library: Some(native.library.to_owned()),
+                    blocking_call: native.blocking_call.clone(),
+                    task: None,
+                },
+                (None, None) => Reason::EventLoopOutsidePoll,
             };
             Some((Verdict::EventLoopBlocked, reason))
         } else {
@@ -167,8 +179,16 @@ fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Infe
         p.count >= EVENT_LOOP_MIN_POLLS
             && thread.since_ns.saturating_sub(p.last_ns) <= EVENT_LOOP_GAP.as_nanos() as u64
     });
-    let loop_frames = thread.runtime.as_ref().is_some_and(|r| r.event_loop);
-    let event_loop = (polled || loop_frames) && !is_poll(call);
+    let runtime_loop = thread.runtime.as_ref().is_some_and(|r| r.event_loop);
+    // Native frames that show a loop decide both ways: waiting in the loop's own machinery
+    // (a parked tokio worker) is waiting for events however often it polled before.
+    let native_loop = runtime::loop_in_frames(&thread.user_stack);
+    let loop_signal = match &native_loop {
+        Some(native) => native.blocking_call.is_some() || runtime_loop,
+        None => polled || runtime_loop,
+    };
+    let event_loop = loop_signal && !is_poll(call);
+    let native_loop = native_loop.filter(|_| event_loop);
     let process = processes.get(&thread.pid);
     let (owner, lock) = match runtime_wait {
         Some(wait) => (runtime_owner(thread, wait, process), Some(wait.object)),
@@ -192,6 +212,7 @@ fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Infe
         code,
         timing,
         event_loop,
+        native_loop,
         owner,
         lock,
     }
@@ -244,12 +265,20 @@ fn green_threads_blocked(
 
 /// Every thread of the process blocked past the threshold in an indefinite wait on a
 /// process-private futex: no timer, fd, child or other process can end any of them. (A
-/// shared futex, e.g. a semaphore in shared memory, can be woken from another process.)
+/// shared futex, e.g. a semaphore in shared memory, can be woken from another process.) And
+/// at least one of them waits for a lock ([`waits_for_lock`]): an idle process (pool workers
+/// waiting for work, a main thread waiting for an event, parked runtime workers) waits the
+/// same way without anything being wrong.
 fn process_stalled(
     process: &ProcessView,
     by_tid: &BTreeMap<u32, (&BlockedThread, &Inferred)>,
 ) -> bool {
-    !process.tids.is_empty()
+    let any_lock = process
+        .tids
+        .iter()
+        .filter_map(|tid| by_tid.get(tid))
+        .any(|(t, inf)| waits_for_lock(t, inf));
+    any_lock
         && process.tids.iter().all(|tid| {
             by_tid.get(tid).is_some_and(|(t, inf)| {
                 inf.timing == Timing::Indefinite
@@ -258,6 +287,16 @@ fn process_stalled(
                     })
             })
         })
+}
+
+/// Evidence that a thread waits for a lock, not for work or an event: its runtime names a
+/// lock it waits for, or (without a runtime wait) its waiting code is a lock, or it has an
+/// owner that holds what it waits for (not a thread it joins), or glibc parked it after a
+/// refused PI lock.
+fn waits_for_lock(thread: &BlockedThread, inf: &Inferred) -> bool {
+    matches!(inf.code, WaitingCode::Lock { .. })
+        || inf.owner.is_some_and(|o| !o.source.is_join())
+        || is_parked_by_glibc(thread, inf.code)
 }
 
 /// Verdict of a thread that is in no cycle, no stalled process and no blocked event loop.

@@ -55,12 +55,25 @@ struct Reported {
 #[derive(Debug, Default)]
 pub(crate) struct Tracker {
     reported: BTreeMap<WaitKey, Reported>,
+    /// List every idle wait once, not only beside a new problem of its process (`watch -p`:
+    /// the user pointed at the process and wants all of its blocked threads).
+    list_idle: bool,
+    /// Idle waits listed, forgotten when they end (an idle wait's end is no news).
+    listed_idle: BTreeSet<WaitKey>,
     /// Reported cycles, each as its members' waits: forgotten when any of them ends, so a
     /// cycle that forms again later (new waits) is reported again.
     cycles: BTreeSet<Vec<WaitKey>>,
 }
 
 impl Tracker {
+    /// A tracker that lists every idle wait once when it crosses the threshold.
+    pub(crate) fn listing_idle() -> Self {
+        Self {
+            list_idle: true,
+            ..Self::default()
+        }
+    }
+
     /// Folds in one scan. `blocked` holds every wait still blocked at the scan, whether or not
     /// it is a finding; `now_ns` is the scan time.
     pub(crate) fn update(
@@ -128,9 +141,20 @@ impl Tracker {
                     newly.contains(&key)
                 } else {
                     new_pids.contains(&f.thread.pid)
+                        || (self.list_idle && !self.listed_idle.contains(&key))
                 }
             })
             .collect();
+        if self.list_idle {
+            self.listed_idle.retain(|k| blocked.contains(k));
+            self.listed_idle.extend(
+                changes
+                    .new_findings
+                    .iter()
+                    .filter(|f| !f.verdict.is_problem())
+                    .map(|f| f.thread.key()),
+            );
+        }
         self.cycles
             .retain(|members| members.iter().all(|k| blocked.contains(k)));
         for cycle in analysis.cycles {
@@ -231,5 +255,21 @@ mod tests {
         let changes = tracker.update(a, &b, 3_000);
         assert_eq!(changes.new_findings[0].verdict, Verdict::Deadlock);
         assert!(changes.resolved.is_empty());
+    }
+
+    /// Check that a tracker listing idle waits (`watch -p`) lists each once, never resolves
+    /// one, and lists a new wait of the same thread again.
+    #[test]
+    fn idle_waits_listed_once_with_p() {
+        let mut tracker = Tracker::listing_idle();
+        let (a, b) = scan(vec![finding(5, 100, Verdict::Idle)]);
+        let changes = tracker.update(a, &b, 1_000);
+        assert_eq!(changes.new_findings.len(), 1);
+        let (a, b) = scan(vec![finding(5, 100, Verdict::Idle)]);
+        assert!(tracker.update(a, &b, 2_000).is_empty());
+        let (a, b) = scan(vec![]);
+        assert!(tracker.update(a, &b, 3_000).is_empty(), "no resolution");
+        let (a, b) = scan(vec![finding(5, 4_000, Verdict::Idle)]);
+        assert_eq!(tracker.update(a, &b, 5_000).new_findings.len(), 1);
     }
 }

@@ -103,6 +103,7 @@ impl Output {
                 create(path)?,
                 args.threshold,
                 args.once,
+                !args.pids.is_empty(),
             )?),
             None => None,
         };
@@ -173,7 +174,7 @@ fn once(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchError> {
     let mut gatherer = Gatherer::new(args.pids.clone(), args.threshold);
     gatherer.take_snapshot(monotonic_ns());
     let input = scan(&mut gatherer, None, started)?;
-    let mut reporter = Reporter::new(args.threshold);
+    let mut reporter = Reporter::new(args.threshold, !args.pids.is_empty());
     let report = reporter.once(&input, &mut |pid| gatherer.process_name(pid));
     output.scan(&input, Some(&report))?;
     Ok(reporter.found())
@@ -189,7 +190,7 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
     gatherer.take_snapshot(monotonic_ns());
     eprintln!("{}", watching_line(args));
 
-    let mut reporter = Reporter::new(args.threshold);
+    let mut reporter = Reporter::new(args.threshold, !args.pids.is_empty());
     ticker.start(args.interval, args.duration);
     let mut scans: u64 = 0;
     while ticker.tick().await {

@@ -80,6 +80,8 @@ pub(crate) type ProcessNames<'a> = &'a mut dyn FnMut(u32) -> Option<String>;
 #[derive(Debug)]
 pub(crate) struct Reporter {
     threshold: Duration,
+    /// Idle waits are listed (`watch -p`).
+    list_idle: bool,
     tracker: Tracker,
     found: Found,
     /// What is open after the last scan: the final report restates it.
@@ -89,11 +91,19 @@ pub(crate) struct Reporter {
 }
 
 impl Reporter {
-    /// A reporter for waits past `threshold`.
-    pub(crate) fn new(threshold: Duration) -> Self {
+    /// A reporter for waits past `threshold`. With `list_idle` (`watch -p`), idle waits are
+    /// reported too, each once (they never change the exit status); without it, only beside
+    /// a problem of their process.
+    pub(crate) fn new(threshold: Duration, list_idle: bool) -> Self {
+        let tracker = if list_idle {
+            Tracker::listing_idle()
+        } else {
+            Tracker::default()
+        };
         Self {
             threshold,
-            tracker: Tracker::default(),
+            list_idle,
+            tracker,
             found: Found::default(),
             open: Changes::default(),
             runtime_views: BTreeMap::new(),
@@ -112,7 +122,7 @@ impl Reporter {
         names: ProcessNames<'_>,
     ) -> Option<WatchReport> {
         let (changes, analysis) = self.fold(input);
-        self.open = open_problems(analysis);
+        self.open = open_problems(analysis, self.list_idle);
         if changes.is_empty() {
             return None;
         }
@@ -214,9 +224,9 @@ impl Common {
     }
 }
 
-/// Everything open in `analysis`: the problems with the idle threads of their processes, and
-/// the cycles (what the final report restates).
-fn open_problems(analysis: Analysis) -> Changes {
+/// Everything open in `analysis`: the problems with the idle threads of their processes (all
+/// idle threads with `list_idle`), and the cycles (what the final report restates).
+fn open_problems(analysis: Analysis, list_idle: bool) -> Changes {
     let problem_pids: BTreeSet<u32> = analysis
         .findings
         .iter()
@@ -227,7 +237,7 @@ fn open_problems(analysis: Analysis) -> Changes {
         new_findings: analysis
             .findings
             .into_iter()
-            .filter(|f| problem_pids.contains(&f.thread.pid))
+            .filter(|f| list_idle || problem_pids.contains(&f.thread.pid))
             .collect(),
         resolved: Vec::new(),
         new_cycles: analysis.cycles,

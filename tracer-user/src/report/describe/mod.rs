@@ -198,13 +198,20 @@ pub(crate) fn explanation(f: &Finding) -> String {
         ),
         Reason::AllThreadsWait { threads } => format!(
             "all {threads} threads of the process wait indefinitely on futexes that nothing \
-             outside the process can wake (likely deadlock; lock owners unknown); this one \
-             waits for {resource}"
+             outside the process can wake, at least one for a lock (likely deadlock; lock \
+             owners unknown); this one waits for {resource}"
         ),
         Reason::GreenThreadsBlocked { green_threads } => format!(
             "waits for {resource} and no thread of the process has run for {blocked:.1} s: \
              {}",
             green_why(green_threads)
+        ),
+        Reason::EventLoopInFrames {
+            blocking_call: Some(call),
+            ..
+        } => format!(
+            "event loop thread blocked in {what} in {call} for {blocked:.1} s instead of \
+             polling for events"
         ),
         Reason::EventLoopOutsidePoll | Reason::EventLoopInFrames { .. } => format!(
             "event loop thread blocked in {what} for {blocked:.1} s instead of polling for events"
@@ -257,20 +264,33 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
             Some(format!("behind deadlocked {}", thread_ref(member)))
         }
         Reason::AllThreadsWait { threads } => Some(format!(
-            "all {threads} threads wait on futexes of this process (likely a deadlock; lock \
-             owners unknown)"
+            "all {threads} threads wait on futexes of this process, at least one for a lock \
+             (likely a deadlock; lock owners unknown)"
         )),
         Reason::GreenThreadsBlocked { green_threads } => Some(format!(
             "no thread of the process has run past the threshold: {}",
             green_why(green_threads)
         )),
-        Reason::EventLoopOutsidePoll => {
-            Some("it returned from epoll_wait/poll/select just before this wait began".to_owned())
+        Reason::EventLoopOutsidePoll => Some(
+            "it came back to epoll_wait/poll/select repeatedly, the last time just before this \
+             wait began"
+                .to_owned(),
+        ),
+        Reason::EventLoopInFrames {
+            library,
+            blocking_call,
+            task,
+        } => {
+            let what_loop = match library {
+                Some(library) => format!("its frames run a {library} event loop"),
+                None => "its frames run an event loop".to_owned(),
+            };
+            Some(match (blocking_call, task) {
+                (Some(call), _) => format!("{what_loop}, blocked by the call to {call}"),
+                (None, Some(task)) => format!("{what_loop}, which is running task \"{task}\""),
+                (None, None) => what_loop,
+            })
         }
-        Reason::EventLoopInFrames { task } => Some(match task {
-            Some(task) => format!("its frames run an event loop, which is running task \"{task}\""),
-            None => "its frames run an event loop".to_owned(),
-        }),
         Reason::Uninterruptible => {
             Some("uninterruptible sleep (D): not even a signal can end it".to_owned())
         }

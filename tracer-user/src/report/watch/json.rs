@@ -106,6 +106,18 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
             }
         }
     }
+    if let (
+        Reason::EventLoopInFrames {
+            library: Some(library),
+            blocking_call,
+            ..
+        },
+        Some(fields),
+    ) = (&f.reason, thread.as_object_mut())
+    {
+        fields.insert("event_loop_library".into(), json!(library));
+        fields.insert("blocking_call".into(), json!(blocking_call));
+    }
     if let (Reason::GreenThreadsBlocked { green_threads }, Some(fields)) =
         (&f.reason, thread.as_object_mut())
     {

@@ -74,7 +74,14 @@ fn still_open_summary(out: &mut String, report: &WatchReport) {
         .filter(|f| f.verdict.is_problem())
         .collect();
     let _ = write!(out, "[+{:.1}s] (final) ", report.elapsed.as_secs_f64());
-    if problems.is_empty() {
+    let idle = report.new_findings.len() - problems.len();
+    if problems.is_empty() && idle > 0 {
+        let _ = writeln!(
+            out,
+            "no problem is open now ({} idle past the threshold).",
+            plural(idle, "thread", "threads")
+        );
+    } else if problems.is_empty() {
         let _ = writeln!(out, "nothing is blocked past the threshold now.");
     } else {
         let _ = writeln!(

@@ -299,3 +299,171 @@ fn ghc_green_threads_all_blocked() {
     let analysis = analyze(&threads, &processes);
     assert_eq!(verdicts(&analysis)[&1], Verdict::Idle);
 }
+
+/// A thread blocked in `recvfrom` on fd 5 (a TCP socket to 127.0.0.1:5432).
+fn recv_thread(tid: u32) -> BlockedThread {
+    let mut t = futex_thread(tid, 0, None, &["__libc_recv", "cli_main"]);
+    t.futex = None;
+    t.call = Some(SyscallCall {
+        nr: 45,
+        kind: WaitKind::Recv,
+        resource: 5,
+        detail: 0,
+        timeout: 0,
+    });
+    t.fd = Some(fixtures::tcp_socket(5, "127.0.0.1:40000", "127.0.0.1:5432"));
+    t
+}
+
+fn polled(mut t: BlockedThread, count: u64) -> BlockedThread {
+    t.poll_returns = Some(crate::model::PollReturns {
+        last_ns: t.since_ns,
+        count,
+    });
+    t
+}
+
+/// Check that one poll return just before a blocking recv (a CLI client that polled during
+/// `connect()`) is not an event loop, and that coming back to poll repeatedly is.
+#[test]
+fn one_poll_is_not_an_event_loop() {
+    let threads = [polled(recv_thread(40), 1), polled(recv_thread(41), 2)];
+    let analysis = analyze(&threads, &process(&[1, 40, 41]));
+    let v = verdicts(&analysis);
+    assert_eq!(v[&40], Verdict::Stall);
+    assert_eq!(v[&41], Verdict::EventLoopBlocked);
+    let client = analysis.findings.iter().find(|f| f.thread.tid == 40);
+    assert!(client.is_some_and(|f| !f.event_loop));
+}
+
+/// Node's main thread blocked in `Atomics.wait` from a timer callback, as `/proc` shows it
+/// (no poll return seen): the frames make it a libuv event loop, and the call is named.
+fn node_main(tid: u32, call: &[&str]) -> BlockedThread {
+    let mut stack = call.to_vec();
+    stack.extend(["uv__run_timers", "uv_run", "node::SpinEventLoop", "main"]);
+    let mut t = futex_thread(tid, 0xe, None, &stack);
+    t.origin = crate::model::Origin::Snapshot;
+    t
+}
+
+/// Check that a native loop known from its frames and blocked outside its poll is
+/// `event_loop_blocked` naming the call past the wait's plumbing, without any poll return.
+#[test]
+fn native_loop_blocked_from_frames_names_the_call() {
+    let blocked = node_main(
+        50,
+        &[
+            "__futex_abstimed_wait_common",
+            "___pthread_cond_wait",
+            "v8::base::ConditionVariable::Wait",
+            "v8::internal::FutexEmulation::WaitSync",
+        ],
+    );
+    let analysis = analyze(&[blocked], &process(&[1, 50, 51]));
+    let f = &analysis.findings[0];
+    assert_eq!(f.verdict, Verdict::EventLoopBlocked);
+    assert!(f.event_loop);
+    assert_eq!(
+        f.reason,
+        Reason::EventLoopInFrames {
+            library: Some("libuv".to_owned()),
+            blocking_call: Some("v8::internal::FutexEmulation::WaitSync".to_owned()),
+            task: None,
+        }
+    );
+    let explanation = crate::report::describe::explanation(f);
+    assert!(
+        explanation.contains("v8::internal::FutexEmulation::WaitSync"),
+        "{explanation}"
+    );
+}
+
+/// Check that a loop in its own poll, or a tokio worker parked in its runtime (however often
+/// it polled before), is not blocked.
+#[test]
+fn loops_waiting_in_their_own_machinery_are_not_blocked() {
+    let mut in_poll = node_main(60, &["epoll_wait", "uv__io_poll"]);
+    in_poll.call = Some(SyscallCall {
+        nr: 232,
+        kind: WaitKind::Epoll,
+        resource: 3,
+        ..SyscallCall::default()
+    });
+    in_poll.futex = None;
+    let parked = polled(
+        futex_thread(
+            61,
+            0xf,
+            None,
+            &[
+                "syscall",
+                "std::sys::pal::unix::futex::futex_wait",
+                "std::sync::condvar::Condvar::wait",
+                "tokio::runtime::park::Inner::park",
+                "tokio::runtime::scheduler::multi_thread::worker::run",
+            ],
+        ),
+        5,
+    );
+    let analysis = analyze(&[in_poll, parked], &process(&[1, 60, 61]));
+    let v = verdicts(&analysis);
+    assert_ne!(v.get(&60), Some(&Verdict::EventLoopBlocked));
+    assert_eq!(v[&61], Verdict::Idle);
+    assert!(analysis.findings.iter().all(|f| !f.event_loop));
+}
+
+/// The facts a runtime view gives a Python thread waiting for a signal (`Event.wait`,
+/// `SimpleQueue.get` in an executor worker).
+fn python_condition(tid: u32) -> BlockedThread {
+    let mut t = futex_thread(
+        tid,
+        0x100 + u64::from(tid),
+        None,
+        &[
+            "do_futex_wait",
+            "PyThread_acquire_lock_timed",
+            "lock_PyThread_acquire_lock",
+        ],
+    );
+    t.runtime = Some(crate::model::RuntimeThread {
+        runtime: "cpython".to_owned(),
+        name: None,
+        wait: Some(RuntimeWait {
+            kind: RuntimeWaitKind::Condition,
+            object: 0x5000,
+            class: None,
+            owner_tid: None,
+        }),
+        event_loop: false,
+        task: None,
+    });
+    t
+}
+
+/// Check that a process whose every thread waits for a signal (an idle Python pool, main in
+/// `Event.wait`) is idle, not `process_stalled`; and that one runtime lock wait among them is
+/// the evidence that makes it stalled.
+#[test]
+fn process_stalled_needs_a_lock() {
+    let idle = [
+        python_condition(1),
+        python_condition(70),
+        python_condition(71),
+    ];
+    let analysis = analyze(&idle, &process(&[1, 70, 71]));
+    assert!(
+        verdicts(&analysis).values().all(|&v| v == Verdict::Idle),
+        "{:?}",
+        verdicts(&analysis)
+    );
+    let mut locked = idle.clone();
+    if let Some(wait) = locked[1].runtime.as_mut().and_then(|r| r.wait.as_mut()) {
+        wait.kind = RuntimeWaitKind::OwnerlessLock;
+    }
+    let analysis = analyze(&locked, &process(&[1, 70, 71]));
+    assert!(
+        verdicts(&analysis)
+            .values()
+            .all(|&v| v == Verdict::ProcessStalled)
+    );
+}
