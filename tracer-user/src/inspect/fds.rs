@@ -28,10 +28,14 @@ pub(crate) use super::fdinfo::EpollWatch;
 use super::{
     InspectError,
     fdinfo::read_fdinfo,
-    list_pids,
+    list_pids, read_text_optional,
     sockets::{SocketInfo, SocketTables},
+    threads,
 };
-use crate::model::{Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, WatchedFd};
+use crate::model::{
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, SyscallCall,
+    ThreadState, WatchedFd,
+};
 
 /// Describes fd `fd` of process `pid` with a scanner of its own (tests).
 #[cfg(test)]
@@ -60,6 +64,8 @@ pub(crate) struct FdScanner {
     /// `pipe:[N]` or path -> (pid, fd) of every holder; `None` until first needed.
     holders: Option<HashMap<String, Vec<(u32, i32)>>>,
     comms: HashMap<u32, Option<String>>,
+    /// pid -> its threads, for the processes holding a pipe's write end.
+    threads: HashMap<u32, Vec<HolderThread>>,
     /// Network namespace inode -> its tables.
     sockets: HashMap<u64, SocketTables>,
 }
@@ -104,8 +110,31 @@ impl FdScanner {
                     .flatten()
                     .and_then(|i| i.flags)
                     .and_then(FdAccess::from_flags),
+                threads: Vec::new(),
             })
             .collect()
+    }
+
+    /// What the threads of process `pid` are doing now (state and syscall), read once per
+    /// scanner: whether a pipe's writer is alive, asleep, polling or stuck.
+    fn holder_threads(&mut self, pid: u32) -> Vec<HolderThread> {
+        self.threads
+            .entry(pid)
+            .or_insert_with(|| read_holder_threads(pid))
+            .clone()
+    }
+
+    /// Adds the threads of each process holding a write end (or an end of unknown access) to
+    /// `peers`, the other holders of a pipe read through fd `own`.
+    fn add_writer_threads(&mut self, own: Option<FdAccess>, peers: &mut [FdHolder]) {
+        if !own.is_some_and(FdAccess::reads) {
+            return;
+        }
+        for holder in peers.iter_mut() {
+            if holder.access.is_none_or(FdAccess::writes) {
+                holder.threads = self.holder_threads(holder.pid);
+            }
+        }
     }
 
     fn comm(&mut self, pid: u32) -> Option<String> {
@@ -160,6 +189,7 @@ impl FdScanner {
                 d.fd_type = FdType::Pipe;
                 if full {
                     d.pipe_peers = self.pipe_holders(&target, pid, fd);
+                    self.add_writer_threads(access, &mut d.pipe_peers);
                 }
             }
             FDTarget::Path(_) => {
@@ -170,6 +200,7 @@ impl FdScanner {
                     d.fd_type = FdType::Fifo;
                     if full {
                         d.pipe_peers = self.pipe_holders(&target, pid, fd);
+                        self.add_writer_threads(access, &mut d.pipe_peers);
                     }
                 } else {
                     d.fd_type = FdType::File;
@@ -229,6 +260,39 @@ impl FdScanner {
         }
     }
 }
+/// At most this many threads of a pipe writer are read: enough to see whether any of them
+/// is alive, without reading every thread of a JVM that happens to hold a pipe.
+const MAX_HOLDER_THREADS: usize = 256;
+
+/// The state and syscall of each thread of `pid` (empty if it is gone or unreadable).
+fn read_holder_threads(pid: u32) -> Vec<HolderThread> {
+    let Ok(tids) = threads::list_tids(pid) else {
+        return Vec::new();
+    };
+    tids.into_iter()
+        .take(MAX_HOLDER_THREADS)
+        .filter_map(|tid| {
+            let state = threads::read_state(pid, tid)?;
+            let dir = format!("/proc/{pid}/task/{tid}");
+            let call = match read_text_optional(&format!("{dir}/syscall"), &dir)
+                .ok()
+                .flatten()
+                .map(|text| threads::parse_syscall(&text))
+            {
+                Some(threads::ProcSyscall::InSyscall { nr, args, .. }) => {
+                    SyscallCall::from_args(nr, &args)
+                }
+                _ => None,
+            };
+            Some(HolderThread {
+                tid,
+                state: ThreadState::from_letter(state),
+                call,
+            })
+        })
+        .collect()
+}
+
 /// Reads every fd of every process once: pipe and path targets -> holders.
 fn build_holder_index() -> HashMap<String, Vec<(u32, i32)>> {
     let mut index: HashMap<String, Vec<(u32, i32)>> = HashMap::new();

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{SyscallCall, ThreadState};
+
 /// Kind of object behind an fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +92,22 @@ pub(crate) struct FdHolder {
     pub fd: i32,
     /// Read/write end; `None` if its `fdinfo` was unreadable.
     pub access: Option<FdAccess>,
+    /// For a write end seen from a reader: what each thread of the holding process was doing
+    /// at the scan (is the writer alive, asleep, polling, stuck?). Empty when not read (other
+    /// holders, unreadable processes, recordings made before this field existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<HolderThread>,
+}
+
+/// One thread of a process holding a pipe's write end, as `/proc` showed it at the scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HolderThread {
+    /// Thread id.
+    pub tid: u32,
+    /// Its scheduler state.
+    pub state: ThreadState,
+    /// The syscall it was in, if one stallwatch follows.
+    pub call: Option<SyscallCall>,
 }
 
 /// What an epoll instance's watched fd is now.

@@ -160,6 +160,21 @@ pub(crate) enum Reason {
     LockWithoutOwner,
     /// Blocked reading or receiving on an fd that is not a terminal.
     NoInput,
+    /// Reads a pipe or FIFO whose writer is alive and not stuck: waiting for its input.
+    WaitingForInput {
+        /// The process holding the write end.
+        writer: PipeWriter,
+    },
+    /// Reads a pipe or FIFO with no write end visible in `/proc` (held in another PID
+    /// namespace, or an fd in flight): someone holds it, or the read would have ended.
+    WriterNotVisible,
+    /// Reads a pipe or FIFO whose every writer has all its threads stuck.
+    WriterBlocked {
+        /// A stuck writer.
+        writer: PipeWriter,
+    },
+    /// Reads a pipe whose only write end its own process holds, and it has no other thread.
+    ReadsOwnPipe,
     /// Waits for `thread` to exit (a join).
     ThreadExit {
         /// The thread joined.
@@ -175,6 +190,15 @@ pub(crate) enum Reason {
     ChildProcess,
     /// Waits for events (poll, epoll...).
     Events,
+}
+
+/// The process at the write end of a pipe a thread reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PipeWriter {
+    /// Its pid.
+    pub pid: u32,
+    /// Its name, if it could be read.
+    pub comm: Option<String>,
 }
 
 /// A blocked thread with what the analysis inferred about it.

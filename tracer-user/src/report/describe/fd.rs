@@ -3,9 +3,35 @@
 //! `timerfd CLOCK_MONOTONIC, next in 0.1 s`.
 
 use crate::model::{
-    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, SocketInfo, SocketProtocol,
-    TimerFdState, WatchedFd,
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, PipeWriter, SocketInfo,
+    SocketProtocol, TimerFdState, WatchedFd,
 };
+
+/// Why a pipe read with no visible write end is not called a stall.
+pub(crate) const WRITER_NOT_VISIBLE: &str = "no write end is visible in /proc (held in another \
+     PID namespace, or an fd in flight in a unix socket message); with none at all the read \
+     would have returned end-of-file, so the writer exists but cannot be seen";
+
+/// Why reading a pipe only one's own single thread could write is a stall.
+pub(crate) const READS_OWN_PIPE: &str = "the only write end is held by this process, which has \
+     no other thread to write to it: nothing can ever write (the write end was not closed)";
+
+/// The writer of a pipe: `pid 4711 (tail)`.
+pub(crate) fn writer_phrase(w: &PipeWriter) -> String {
+    match &w.comm {
+        Some(comm) => format!("pid {} ({comm})", w.pid),
+        None => format!("pid {}", w.pid),
+    }
+}
+
+/// Why a pipe reader is stuck behind its writer.
+pub(crate) fn writer_blocked_phrase(w: &PipeWriter) -> String {
+    format!(
+        "its writer {} has every thread stuck (indefinite futex waits or uninterruptible \
+         sleep), so no input will come",
+        writer_phrase(w)
+    )
+}
 
 /// Holders listed by name in a summary before "and N more".
 const SUMMARY_HOLDERS: usize = 4;
@@ -253,6 +279,7 @@ mod tests {
             comm: comm.map(str::to_owned),
             fd: 5,
             access: Some(FdAccess::Write),
+            threads: Vec::new(),
         };
         assert_eq!(
             pipe_phrase(
