@@ -118,10 +118,12 @@ fn tail_grep_pipeline_waits_for_input() {
         .spawn()
         .expect("spawning tail");
     let pipe = tail.stdout.take().expect("tail's stdout");
+    // Not /dev/null: GNU grep then stops reading at the first match, like `grep -q`.
+    let matches = std::fs::File::create(dir.join("matches")).expect("creating grep's output");
     let grep = Command::new("grep")
-        .arg("x")
+        .args(["--line-buffered", "x"])
         .stdin(pipe)
-        .stdout(Stdio::null())
+        .stdout(matches)
         .spawn()
         .expect("spawning grep");
     let (tail_pid, grep_pid) = (tail.id(), grep.id());

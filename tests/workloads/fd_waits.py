@@ -9,7 +9,7 @@ Modes (first argument):
   own-pipe  The (single-threaded) process reads a pipe whose only write end it holds itself:
             nothing can ever write.
 
-Output (stdout, one line each): `tid <role> <tid>` for each thread and child (a child's main
+Output (stdout, one line each): `pid <PID>`, `tid <role> <tid>` for each thread and child (a child's main
 tid is its pid), then `READY` once every reader is about to block.
 Options: --timeout-s N (default 60): the process and its children exit after that.
 """
@@ -81,6 +81,7 @@ def own_pipe():
 def main():
     deadline = timeout_s()
     mode = sys.argv[1]
+    say(f"pid {os.getpid()}")
     if mode == "mixed":
         mixed(deadline)
     elif mode == "own-pipe":
