@@ -8,6 +8,11 @@ Modes (first argument):
             is stuck behind it). The main thread sleeps.
   own-pipe  The (single-threaded) process reads a pipe whose only write end it holds itself:
             nothing can ever write.
+  subscriber  Thread "server" accepts one loopback TCP connection, sends it one message and
+            waits in accept again; thread "client" receives that message and waits in recv
+            for the next (idle: the last thing on the connection was a message received).
+  request   The same, but the server reads nothing and sends nothing, and the client sends a
+            request and waits in recv for the answer (a stall: request unanswered).
 
 Output (stdout, one line each): `pid <PID>`, `tid <role> <tid>` for each thread and child (a child's main
 tid is its pid), then `READY` once every reader is about to block.
@@ -16,13 +21,19 @@ Options: --timeout-s N (default 60): the process and its children exit after tha
 
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 
 
+_say_lock = threading.Lock()
+
+
 def say(line):
-    print(line, flush=True)
+    with _say_lock:  # one whole line at a time from any thread
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
 
 
 def timeout_s():
@@ -78,12 +89,48 @@ def own_pipe():
     os.read(r, 1)  # blocks for ever: only this thread could write to w
 
 
+def tcp(mode, deadline):
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    say(f"port {listener.getsockname()[1]}")
+    served = threading.Event()
+
+    def serve():
+        say(f"tid server {threading.get_native_id()}")
+        conn, _ = listener.accept()
+        if mode == "subscriber":
+            conn.sendall(b"message 1\n")
+        served.set()
+        kept.append(conn)
+        listener.accept()  # waits for connections: idle
+
+    kept = []
+
+    def receive():
+        say(f"tid client {threading.get_native_id()}")
+        conn = socket.create_connection(listener.getsockname())
+        served.wait()
+        if mode == "subscriber":
+            conn.recv(100)
+        else:
+            conn.sendall(b"GET /answer\n")
+        say("READY")
+        conn.recv(100)  # LINE: client-recv
+
+    threading.Thread(target=serve, daemon=True).start()
+    threading.Thread(target=receive, daemon=True).start()
+    time.sleep(deadline)
+
+
 def main():
     deadline = timeout_s()
     mode = sys.argv[1]
     say(f"pid {os.getpid()}")
     if mode == "mixed":
         mixed(deadline)
+    elif mode in ("subscriber", "request"):
+        tcp(mode, deadline)
     elif mode == "own-pipe":
         signal.alarm(int(deadline))
         own_pipe()

@@ -28,13 +28,13 @@ pub(crate) use super::fdinfo::EpollWatch;
 use super::{
     InspectError,
     fdinfo::read_fdinfo,
-    list_pids, read_text_optional,
-    sockets::{SocketInfo, SocketTables},
+    list_pids, read_text_optional, sock_diag,
+    sockets::{SocketInfo, SocketProtocol, SocketTables},
     threads,
 };
 use crate::model::{
     Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, SyscallCall,
-    ThreadState, WatchedFd,
+    TcpTiming, ThreadState, WatchedFd,
 };
 
 /// Describes fd `fd` of process `pid` with a scanner of its own (tests).
@@ -68,6 +68,9 @@ pub(crate) struct FdScanner {
     threads: HashMap<u32, Vec<HolderThread>>,
     /// Network namespace inode -> its tables.
     sockets: HashMap<u64, SocketTables>,
+    /// TCP socket inode -> its timing, for `watch`'s own network namespace; `None` until
+    /// first needed.
+    tcp_timings: Option<HashMap<u64, TcpTiming>>,
 }
 
 impl FdScanner {
@@ -152,10 +155,33 @@ impl FdScanner {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => e.insert(SocketTables::read(pid)?),
                 };
-                Ok(tables.find(inode))
+                let mut info = tables.find(inode);
+                if let Some(info) = info
+                    .as_mut()
+                    .filter(|i| matches!(i.protocol, SocketProtocol::Tcp | SocketProtocol::Tcp6))
+                {
+                    info.tcp_timing = self.tcp_timing(netns, inode);
+                }
+                Ok(info)
             }
             Err(_) => Ok(SocketTables::read(pid)?.find(inode)),
         }
+    }
+
+    /// The `tcp_info` timing of TCP socket `inode` in network namespace `netns`: only for
+    /// `watch`'s own namespace (`sock_diag` answers for the caller's), dumped once per
+    /// scanner. `None` when unreadable.
+    fn tcp_timing(&mut self, netns: u64, inode: u64) -> Option<TcpTiming> {
+        let own = std::fs::metadata("/proc/self/ns/net")
+            .map(|m| m.ino())
+            .ok()?;
+        if netns != own {
+            return None;
+        }
+        self.tcp_timings
+            .get_or_insert_with(|| sock_diag::tcp_timings().unwrap_or_default())
+            .get(&inode)
+            .copied()
     }
 
     /// `full`: also find pipe peers and describe epoll targets (briefly, never recursing).

@@ -52,6 +52,7 @@ impl SocketTables {
                 peer: peer_addr(&e.remote_address),
                 tcp_state: Some(tcp_state_name(&e.state).to_string()),
                 unix_kind: None,
+                tcp_timing: None,
             })
         };
         let udp = |protocol, table: &[UdpNetEntry]| {
@@ -62,6 +63,7 @@ impl SocketTables {
                 peer: peer_addr(&e.remote_address),
                 tcp_state: None,
                 unix_kind: None,
+                tcp_timing: None,
             })
         };
         tcp(SocketProtocol::Tcp, &self.tcp)
@@ -86,6 +88,7 @@ impl SocketTables {
                             unix_type_name(e.socket_type).to_string(),
                             unix_state_name(&e.state).to_string(),
                         )),
+                        tcp_timing: None,
                     })
             })
     }

@@ -182,6 +182,23 @@ pub(crate) struct SocketInfo {
     pub tcp_state: Option<String>,
     /// For unix sockets: `stream`, `dgram` or `seqpacket`, and the state (`CONNECTED`, ...).
     pub unix_kind: Option<(String, String)>,
+    /// For TCP sockets in `watch`'s own network namespace: the socket's `tcp_info` timing
+    /// at the scan (`None` elsewhere, and in recordings made before it was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_timing: Option<TcpTiming>,
+}
+
+/// When data last went each way on a TCP connection, from its `tcp_info` (`sock_diag`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TcpTiming {
+    /// Time since data was last sent, ms (`tcpi_last_data_sent`).
+    pub last_data_sent_ms: u32,
+    /// Time since data was last received, ms (`tcpi_last_data_recv`).
+    pub last_data_recv_ms: u32,
+    /// Data segments received (`tcpi_data_segs_in`); `None` before Linux 4.6.
+    pub data_segs_in: Option<u32>,
+    /// Data segments sent (`tcpi_data_segs_out`); `None` before Linux 4.6.
+    pub data_segs_out: Option<u32>,
 }
 
 /// How much was read about an fd.

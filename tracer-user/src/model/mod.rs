@@ -21,7 +21,7 @@ pub(crate) use capture::{
 };
 pub(crate) use fd::{
     Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, SocketInfo,
-    SocketProtocol, TimerFdState, WatchedFd,
+    SocketProtocol, TcpTiming, TimerFdState, WatchedFd,
 };
 pub(crate) use frame::{Frame, FrameKind, RawStack};
 pub(crate) use runtime::{

@@ -175,6 +175,18 @@ pub(crate) enum Reason {
     },
     /// Reads a pipe whose only write end its own process holds, and it has no other thread.
     ReadsOwnPipe,
+    /// Receives on a TCP connection whose last data went out: a request the peer has not
+    /// answered.
+    RequestUnanswered {
+        /// How long ago data was last sent, ms.
+        sent_ms_ago: u32,
+    },
+    /// Receives on a TCP connection whose last data came in: waiting for the next message
+    /// (a subscriber, a blocking queue pop, a keep-alive connection).
+    LastMessageReceived {
+        /// How long ago data was last received, ms.
+        received_ms_ago: u32,
+    },
     /// Waits for `thread` to exit (a join).
     ThreadExit {
         /// The thread joined.

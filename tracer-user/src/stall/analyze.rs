@@ -19,6 +19,7 @@ use super::{
     graph::WaitForGraph,
     owner::infer_owner,
     pipe_wait::pipe_read_verdict,
+    socket_wait::socket_recv_verdict,
     timing::{is_poll, timing},
 };
 use crate::{
@@ -276,7 +277,7 @@ fn ordinary_verdict(
         Timing::Indefinite => {}
     }
     let call = thread.call?;
-    if let Some(verdict) = pipe_read_verdict(thread) {
+    if let Some(verdict) = pipe_read_verdict(thread).or_else(|| socket_recv_verdict(thread)) {
         return Some(verdict);
     }
     Some(match call.kind {

@@ -33,6 +33,25 @@ pub(crate) fn writer_blocked_phrase(w: &PipeWriter) -> String {
     )
 }
 
+/// An unanswered request: `request sent 9.1 s ago to 127.0.0.1:5432, nothing received
+/// since`.
+pub(crate) fn request_unanswered_phrase(sent_ms_ago: u32, peer: Option<&str>) -> String {
+    let to = peer.map(|p| format!(" to {p}")).unwrap_or_default();
+    format!(
+        "request sent {:.1} s ago{to}, nothing received since",
+        f64::from(sent_ms_ago) / 1e3
+    )
+}
+
+/// A connection whose last event was a message received.
+pub(crate) fn last_message_phrase(received_ms_ago: u32) -> String {
+    format!(
+        "the last thing on this connection was a message received {:.1} s ago: waiting for \
+         the next (a subscriber, a blocking queue pop, a keep-alive connection)",
+        f64::from(received_ms_ago) / 1e3
+    )
+}
+
 /// Holders listed by name in a summary before "and N more".
 const SUMMARY_HOLDERS: usize = 4;
 
@@ -249,6 +268,7 @@ mod tests {
             peer: peer.map(str::to_owned),
             tcp_state: Some("ESTABLISHED".into()),
             unix_kind: None,
+            tcp_timing: None,
         }
     }
 
@@ -267,6 +287,7 @@ mod tests {
             peer: None,
             tcp_state: None,
             unix_kind: Some(("stream".into(), "CONNECTED".into())),
+            tcp_timing: None,
         };
         assert_eq!(socket_phrase(&unix), "unix stream (unnamed) (CONNECTED)");
     }
