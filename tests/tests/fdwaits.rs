@@ -241,3 +241,68 @@ fn reading_own_pipe_is_a_stall() {
         "{t:#}"
     );
 }
+
+/// The TCP workload in `mode`, its client blocked in recv past the threshold.
+fn tcp_client(mode: &str) -> RunningWorkload {
+    let workload =
+        RunningWorkload::spawn_python(&workload_file(SCRIPT), &[mode, "--timeout-s", "30"]);
+    workload.wait_for(READY, Duration::from_secs(20));
+    let client = workload.tid("client");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while task_syscall(workload.pid(), client).is_none_or(|s| s.nr != SYS_RECVFROM) {
+        assert!(
+            Instant::now() < deadline,
+            "client did not block in recvfrom"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(BLOCKED_BEFORE_WATCH);
+    workload
+}
+
+/// x86_64 `recvfrom` (Python's `socket.recv`).
+const SYS_RECVFROM: i64 = 45;
+
+/// Check that a subscriber that received a message from a live local server and waits for
+/// the next is not a problem (exit status 0): the last thing on its connection was a message
+/// received.
+#[test]
+fn subscriber_after_a_message_is_idle() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("fdwaits-subscriber");
+    let workload = tcp_client("subscriber");
+    let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
+    assert!(report.problems().is_empty(), "{}", report.dump());
+    result.assert_code(0);
+    for t in report.thread(workload.tid("client")) {
+        assert_eq!(t["verdict"], "idle", "{t:#}");
+    }
+}
+
+/// Check that a client whose request the local server never reads is a stall naming the
+/// peer, "request sent N s ago, nothing received since" (exit status 10).
+#[test]
+fn unanswered_request_is_a_stall_naming_the_peer() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("fdwaits-request");
+    let workload = tcp_client("request");
+    let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
+    result.assert_code(10);
+    let peer = format!("127.0.0.1:{}", workload.port());
+    let t = report
+        .thread(workload.tid("client"))
+        .into_iter()
+        .find(|t| t["verdict"] == "stall")
+        .unwrap_or_else(|| panic!("no stall for the client:\n{}", report.dump()));
+    assert_eq!(t["resource"]["peer"], peer.as_str(), "{t:#}");
+    let explanation = t["explanation"].as_str().unwrap_or_default();
+    assert!(
+        explanation.contains(&format!("to {peer}, nothing received since"))
+            && explanation.contains("request sent "),
+        "{t:#}"
+    );
+}
