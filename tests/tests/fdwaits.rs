@@ -282,7 +282,8 @@ fn subscriber_after_a_message_is_idle() {
 }
 
 /// Check that a client whose request the local server never reads is a stall naming the
-/// peer, "request sent N s ago, nothing received since" (exit status 10).
+/// peer address and process, "request sent N s ago, nothing received since", with the
+/// request still unread in the server's receive queue (exit status 10).
 #[test]
 fn unanswered_request_is_a_stall_naming_the_peer() {
     if !require_bpf() {
@@ -303,6 +304,12 @@ fn unanswered_request_is_a_stall_naming_the_peer() {
     assert!(
         explanation.contains(&format!("to {peer}, nothing received since"))
             && explanation.contains("request sent "),
+        "{t:#}"
+    );
+    // The server is a thread of the same process, which never read the request.
+    assert_eq!(t["resource"]["peer_pid"], workload.pid(), "{t:#}");
+    assert!(
+        explanation.contains(&format!("pid {} has not read it", workload.pid())),
         "{t:#}"
     );
 }

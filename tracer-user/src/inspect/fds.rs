@@ -33,8 +33,8 @@ use super::{
     threads,
 };
 use crate::model::{
-    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, SyscallCall,
-    TcpTiming, ThreadState, WatchedFd,
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, LocalPeer,
+    SyscallCall, TcpTiming, ThreadState, WatchedFd,
 };
 
 /// Describes fd `fd` of process `pid` with a scanner of its own (tests).
@@ -61,7 +61,8 @@ fn target_string(target: &FDTarget) -> String {
 /// of every process, built on first need) and socket tables per network namespace.
 #[derive(Debug, Default)]
 pub(crate) struct FdScanner {
-    /// `pipe:[N]` or path -> (pid, fd) of every holder; `None` until first needed.
+    /// `pipe:[N]`, `socket:[N]` or path -> (pid, fd) of every holder; `None` until first
+    /// needed.
     holders: Option<HashMap<String, Vec<(u32, i32)>>>,
     comms: HashMap<u32, Option<String>>,
     /// pid -> its threads, for the processes holding a pipe's write end.
@@ -156,16 +157,30 @@ impl FdScanner {
                     Entry::Vacant(e) => e.insert(SocketTables::read(pid)?),
                 };
                 let mut info = tables.find(inode);
+                let peer = tables.tcp_peer(inode);
                 if let Some(info) = info
                     .as_mut()
                     .filter(|i| matches!(i.protocol, SocketProtocol::Tcp | SocketProtocol::Tcp6))
                 {
                     info.tcp_timing = self.tcp_timing(netns, inode);
+                    info.local_peer = peer.map(|(peer_inode, unread_bytes)| LocalPeer {
+                        inode: peer_inode,
+                        pid: self.socket_holder(peer_inode),
+                        unread_bytes,
+                    });
                 }
                 Ok(info)
             }
             Err(_) => Ok(SocketTables::read(pid)?.find(inode)),
         }
+    }
+
+    /// A process holding socket `inode` (the lowest pid), from the holder index.
+    fn socket_holder(&mut self, inode: u64) -> Option<u32> {
+        let holders = self.holders.get_or_insert_with(build_holder_index);
+        holders
+            .get(&format!("socket:[{inode}]"))
+            .and_then(|v| v.iter().map(|&(pid, _)| pid).min())
     }
 
     /// The `tcp_info` timing of TCP socket `inode` in network namespace `netns`: only for
@@ -319,7 +334,7 @@ fn read_holder_threads(pid: u32) -> Vec<HolderThread> {
         .collect()
 }
 
-/// Reads every fd of every process once: pipe and path targets -> holders.
+/// Reads every fd of every process once: pipe, path and socket targets -> holders.
 fn build_holder_index() -> HashMap<String, Vec<(u32, i32)>> {
     let mut index: HashMap<String, Vec<(u32, i32)>> = HashMap::new();
     for pid in list_pids() {
@@ -330,7 +345,10 @@ fn build_holder_index() -> HashMap<String, Vec<(u32, i32)>> {
             continue;
         };
         for info in fds.filter_map(|i| i.ok()) {
-            if matches!(info.target, FDTarget::Pipe(_) | FDTarget::Path(_)) {
+            if matches!(
+                info.target,
+                FDTarget::Pipe(_) | FDTarget::Path(_) | FDTarget::Socket(_)
+            ) {
                 index
                     .entry(target_string(&info.target))
                     .or_default()

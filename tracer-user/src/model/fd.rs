@@ -186,6 +186,21 @@ pub(crate) struct SocketInfo {
     /// at the scan (`None` elsewhere, and in recordings made before it was read).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_timing: Option<TcpTiming>,
+    /// For a TCP connection whose other end is a socket of the same network namespace
+    /// (loopback): that socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_peer: Option<LocalPeer>,
+}
+
+/// The other end of a connection inside the same host and network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LocalPeer {
+    /// Its socket inode.
+    pub inode: u64,
+    /// The first process found holding it (`None` if none is visible).
+    pub pid: Option<u32>,
+    /// Bytes in its receive queue, not yet read by its owner (`rx_queue` of `/proc/net/tcp`).
+    pub unread_bytes: u32,
 }
 
 /// When data last went each way on a TCP connection, from its `tcp_info` (`sock_diag`).

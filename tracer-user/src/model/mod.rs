@@ -20,8 +20,8 @@ pub(crate) use capture::{
     ResolvedSample, Waker,
 };
 pub(crate) use fd::{
-    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, SocketInfo,
-    SocketProtocol, TcpTiming, TimerFdState, WatchedFd,
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, LocalPeer,
+    SocketInfo, SocketProtocol, TcpTiming, TimerFdState, WatchedFd,
 };
 pub(crate) use frame::{Frame, FrameKind, RawStack};
 pub(crate) use runtime::{

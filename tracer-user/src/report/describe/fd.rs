@@ -35,12 +35,25 @@ pub(crate) fn writer_blocked_phrase(w: &PipeWriter) -> String {
 
 /// An unanswered request: `request sent 9.1 s ago to 127.0.0.1:5432, nothing received
 /// since`.
-pub(crate) fn request_unanswered_phrase(sent_ms_ago: u32, peer: Option<&str>) -> String {
-    let to = peer.map(|p| format!(" to {p}")).unwrap_or_default();
-    format!(
+pub(crate) fn request_unanswered_phrase(sent_ms_ago: u32, socket: Option<&SocketInfo>) -> String {
+    let to = socket
+        .and_then(|s| s.peer.as_deref())
+        .map(|p| format!(" to {p}"))
+        .unwrap_or_default();
+    let mut out = format!(
         "request sent {:.1} s ago{to}, nothing received since",
         f64::from(sent_ms_ago) / 1e3
-    )
+    );
+    if let Some(peer) = socket.and_then(|s| s.local_peer) {
+        let server = peer
+            .pid
+            .map_or_else(|| "the local peer".to_owned(), |pid| format!("pid {pid}"));
+        out.push_str(&match peer.unread_bytes {
+            0 => format!("; {server} read everything sent and has not answered"),
+            n => format!("; {server} has not read it ({n} bytes unread in its receive queue)"),
+        });
+    }
+    out
 }
 
 /// A connection whose last event was a message received.
@@ -259,6 +272,7 @@ fn signal_names(mask: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LocalPeer;
 
     fn socket(protocol: SocketProtocol, peer: Option<&str>) -> SocketInfo {
         SocketInfo {
@@ -269,6 +283,7 @@ mod tests {
             tcp_state: Some("ESTABLISHED".into()),
             unix_kind: None,
             tcp_timing: None,
+            local_peer: None,
         }
     }
 
@@ -288,8 +303,39 @@ mod tests {
             tcp_state: None,
             unix_kind: Some(("stream".into(), "CONNECTED".into())),
             tcp_timing: None,
+            local_peer: None,
         };
         assert_eq!(socket_phrase(&unix), "unix stream (unnamed) (CONNECTED)");
+    }
+
+    /// Check that an unanswered request names the peer address and, for a loopback peer,
+    /// whether its process has read the request.
+    #[test]
+    fn unanswered_request() {
+        let mut s = socket(SocketProtocol::Tcp, Some("127.0.0.1:5432"));
+        assert_eq!(
+            request_unanswered_phrase(9_100, Some(&s)),
+            "request sent 9.1 s ago to 127.0.0.1:5432, nothing received since"
+        );
+        s.local_peer = Some(LocalPeer {
+            inode: 7,
+            pid: Some(4711),
+            unread_bytes: 12,
+        });
+        assert_eq!(
+            request_unanswered_phrase(9_100, Some(&s)),
+            "request sent 9.1 s ago to 127.0.0.1:5432, nothing received since; pid 4711 has \
+             not read it (12 bytes unread in its receive queue)"
+        );
+        s.local_peer = Some(LocalPeer {
+            inode: 7,
+            pid: None,
+            unread_bytes: 0,
+        });
+        assert!(
+            request_unanswered_phrase(9_100, Some(&s))
+                .ends_with("; the local peer read everything sent and has not answered")
+        );
     }
 
     /// Check that pipe holders whose name could not be read are listed without one.

@@ -241,7 +241,10 @@ pub(crate) fn explanation(f: &Finding) -> String {
         ),
         Reason::RequestUnanswered { sent_ms_ago } => format!(
             "blocked in {what} on {resource} for {blocked:.1} s: {}",
-            fd::request_unanswered_phrase(*sent_ms_ago, t.fd.as_ref().and_then(|d| d.peer()))
+            fd::request_unanswered_phrase(
+                *sent_ms_ago,
+                t.fd.as_ref().and_then(|d| d.socket.as_ref())
+            )
         ),
         Reason::LastMessageReceived { received_ms_ago } => format!(
             "waits in {what} on {resource}: {}",
@@ -324,7 +327,7 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::ReadsOwnPipe => Some(fd::READS_OWN_PIPE.to_owned()),
         Reason::RequestUnanswered { sent_ms_ago } => Some(fd::request_unanswered_phrase(
             *sent_ms_ago,
-            f.thread.fd.as_ref().and_then(|d| d.peer()),
+            f.thread.fd.as_ref().and_then(|d| d.socket.as_ref()),
         )),
         Reason::LastMessageReceived { received_ms_ago } => {
             Some(fd::last_message_phrase(*received_ms_ago))

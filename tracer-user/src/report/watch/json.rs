@@ -206,13 +206,17 @@ fn resource_json(f: &Finding) -> Value {
     })
 }
 
-/// The process at the other end of a pipe the thread reads or writes: the writer the
-/// verdict names, else the first holder of the other end in another process.
+/// The process at the other end: of a pipe the thread reads or writes, the writer the
+/// verdict names, else the first holder of the other end in another process; of a loopback
+/// TCP connection, the holder of the socket at the other end.
 fn peer_pid(f: &Finding) -> Option<u32> {
     if let Reason::WaitingForInput { writer } | Reason::WriterBlocked { writer } = &f.reason {
         return Some(writer.pid);
     }
     let fd = f.thread.fd.as_ref()?;
+    if let Some(pid) = fd.socket.as_ref().and_then(|s| s.local_peer?.pid) {
+        return Some(pid);
+    }
     let own = fd.access?;
     fd.pipe_peers
         .iter()
