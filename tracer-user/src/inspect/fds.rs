@@ -28,10 +28,14 @@ pub(crate) use super::fdinfo::EpollWatch;
 use super::{
     InspectError,
     fdinfo::read_fdinfo,
-    list_pids,
-    sockets::{SocketInfo, SocketTables},
+    list_pids, read_text_optional, sock_diag,
+    sockets::{SocketInfo, SocketProtocol, SocketTables},
+    threads,
 };
-use crate::model::{Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, WatchedFd};
+use crate::model::{
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, LocalPeer,
+    SyscallCall, TcpTiming, ThreadState, WatchedFd,
+};
 
 /// Describes fd `fd` of process `pid` with a scanner of its own (tests).
 #[cfg(test)]
@@ -57,11 +61,17 @@ fn target_string(target: &FDTarget) -> String {
 /// of every process, built on first need) and socket tables per network namespace.
 #[derive(Debug, Default)]
 pub(crate) struct FdScanner {
-    /// `pipe:[N]` or path -> (pid, fd) of every holder; `None` until first needed.
+    /// `pipe:[N]`, `socket:[N]` or path -> (pid, fd) of every holder; `None` until first
+    /// needed.
     holders: Option<HashMap<String, Vec<(u32, i32)>>>,
     comms: HashMap<u32, Option<String>>,
+    /// pid -> its threads, for the processes holding a pipe's write end.
+    threads: HashMap<u32, Vec<HolderThread>>,
     /// Network namespace inode -> its tables.
     sockets: HashMap<u64, SocketTables>,
+    /// TCP socket inode -> its timing, for `watch`'s own network namespace; `None` until
+    /// first needed.
+    tcp_timings: Option<HashMap<u64, TcpTiming>>,
 }
 
 impl FdScanner {
@@ -104,8 +114,31 @@ impl FdScanner {
                     .flatten()
                     .and_then(|i| i.flags)
                     .and_then(FdAccess::from_flags),
+                threads: Vec::new(),
             })
             .collect()
+    }
+
+    /// What the threads of process `pid` are doing now (state and syscall), read once per
+    /// scanner: whether a pipe's writer is alive, asleep, polling or stuck.
+    fn holder_threads(&mut self, pid: u32) -> Vec<HolderThread> {
+        self.threads
+            .entry(pid)
+            .or_insert_with(|| read_holder_threads(pid))
+            .clone()
+    }
+
+    /// Adds the threads of each process holding a write end (or an end of unknown access) to
+    /// `peers`, the other holders of a pipe read through fd `own`.
+    fn add_writer_threads(&mut self, own: Option<FdAccess>, peers: &mut [FdHolder]) {
+        if !own.is_some_and(FdAccess::reads) {
+            return;
+        }
+        for holder in peers.iter_mut() {
+            if holder.access.is_none_or(FdAccess::writes) {
+                holder.threads = self.holder_threads(holder.pid);
+            }
+        }
     }
 
     fn comm(&mut self, pid: u32) -> Option<String> {
@@ -123,10 +156,47 @@ impl FdScanner {
                     Entry::Occupied(e) => e.into_mut(),
                     Entry::Vacant(e) => e.insert(SocketTables::read(pid)?),
                 };
-                Ok(tables.find(inode))
+                let mut info = tables.find(inode);
+                let peer = tables.tcp_peer(inode);
+                if let Some(info) = info
+                    .as_mut()
+                    .filter(|i| matches!(i.protocol, SocketProtocol::Tcp | SocketProtocol::Tcp6))
+                {
+                    info.tcp_timing = self.tcp_timing(netns, inode);
+                    info.local_peer = peer.map(|(peer_inode, unread_bytes)| LocalPeer {
+                        inode: peer_inode,
+                        pid: self.socket_holder(peer_inode),
+                        unread_bytes,
+                    });
+                }
+                Ok(info)
             }
             Err(_) => Ok(SocketTables::read(pid)?.find(inode)),
         }
+    }
+
+    /// A process holding socket `inode` (the lowest pid), from the holder index.
+    fn socket_holder(&mut self, inode: u64) -> Option<u32> {
+        let holders = self.holders.get_or_insert_with(build_holder_index);
+        holders
+            .get(&format!("socket:[{inode}]"))
+            .and_then(|v| v.iter().map(|&(pid, _)| pid).min())
+    }
+
+    /// The `tcp_info` timing of TCP socket `inode` in network namespace `netns`: only for
+    /// `watch`'s own namespace (`sock_diag` answers for the caller's), dumped once per
+    /// scanner. `None` when unreadable.
+    fn tcp_timing(&mut self, netns: u64, inode: u64) -> Option<TcpTiming> {
+        let own = std::fs::metadata("/proc/self/ns/net")
+            .map(|m| m.ino())
+            .ok()?;
+        if netns != own {
+            return None;
+        }
+        self.tcp_timings
+            .get_or_insert_with(|| sock_diag::tcp_timings().unwrap_or_default())
+            .get(&inode)
+            .copied()
     }
 
     /// `full`: also find pipe peers and describe epoll targets (briefly, never recursing).
@@ -160,6 +230,7 @@ impl FdScanner {
                 d.fd_type = FdType::Pipe;
                 if full {
                     d.pipe_peers = self.pipe_holders(&target, pid, fd);
+                    self.add_writer_threads(access, &mut d.pipe_peers);
                 }
             }
             FDTarget::Path(_) => {
@@ -170,6 +241,7 @@ impl FdScanner {
                     d.fd_type = FdType::Fifo;
                     if full {
                         d.pipe_peers = self.pipe_holders(&target, pid, fd);
+                        self.add_writer_threads(access, &mut d.pipe_peers);
                     }
                 } else {
                     d.fd_type = FdType::File;
@@ -229,7 +301,40 @@ impl FdScanner {
         }
     }
 }
-/// Reads every fd of every process once: pipe and path targets -> holders.
+/// At most this many threads of a pipe writer are read: enough to see whether any of them
+/// is alive, without reading every thread of a JVM that happens to hold a pipe.
+const MAX_HOLDER_THREADS: usize = 256;
+
+/// The state and syscall of each thread of `pid` (empty if it is gone or unreadable).
+fn read_holder_threads(pid: u32) -> Vec<HolderThread> {
+    let Ok(tids) = threads::list_tids(pid) else {
+        return Vec::new();
+    };
+    tids.into_iter()
+        .take(MAX_HOLDER_THREADS)
+        .filter_map(|tid| {
+            let state = threads::read_state(pid, tid)?;
+            let dir = format!("/proc/{pid}/task/{tid}");
+            let call = match read_text_optional(&format!("{dir}/syscall"), &dir)
+                .ok()
+                .flatten()
+                .map(|text| threads::parse_syscall(&text))
+            {
+                Some(threads::ProcSyscall::InSyscall { nr, args, .. }) => {
+                    SyscallCall::from_args(nr, &args)
+                }
+                _ => None,
+            };
+            Some(HolderThread {
+                tid,
+                state: ThreadState::from_letter(state),
+                call,
+            })
+        })
+        .collect()
+}
+
+/// Reads every fd of every process once: pipe, path and socket targets -> holders.
 fn build_holder_index() -> HashMap<String, Vec<(u32, i32)>> {
     let mut index: HashMap<String, Vec<(u32, i32)>> = HashMap::new();
     for pid in list_pids() {
@@ -240,7 +345,10 @@ fn build_holder_index() -> HashMap<String, Vec<(u32, i32)>> {
             continue;
         };
         for info in fds.filter_map(|i| i.ok()) {
-            if matches!(info.target, FDTarget::Pipe(_) | FDTarget::Path(_)) {
+            if matches!(
+                info.target,
+                FDTarget::Pipe(_) | FDTarget::Path(_) | FDTarget::Socket(_)
+            ) {
                 index
                     .entry(target_string(&info.target))
                     .or_default()

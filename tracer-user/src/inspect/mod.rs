@@ -26,6 +26,8 @@
 //! - [`sockets`]: the socket behind a socket inode (`model::SocketInfo`): protocol, local and peer
 //!   address and TCP state, from `/proc/PID/net/{tcp,tcp6,udp,udp6,unix}` (the tables of the
 //!   process's own network namespace).
+//! - [`sock_diag`]: a TCP socket's own timing (`tcp_info`: when data last went each way),
+//!   from a `sock_diag` netlink dump of `watch`'s own network namespace.
 //!
 //! Parsing uses the `procfs` crate where it covers the file (task lists, `stat`, fd targets,
 //! the net tables) and small hand-written parsers for the rest (`syscall`, `stack`, `wchan`,
@@ -41,6 +43,7 @@ pub(crate) mod fdinfo;
 pub(crate) mod fds;
 pub(crate) mod memory;
 pub(crate) mod schedclock;
+pub(crate) mod sock_diag;
 pub(crate) mod sockets;
 pub(crate) mod threads;
 

@@ -42,6 +42,22 @@ impl SocketTables {
         })
     }
 
+    /// For TCP socket `inode`, the socket at the other end of its connection when it is in
+    /// these tables too (a loopback connection): its inode and unread bytes (`rx_queue`).
+    pub(crate) fn tcp_peer(&self, inode: u64) -> Option<(u64, u32)> {
+        [&self.tcp, &self.tcp6].into_iter().find_map(|table| {
+            let own = table.iter().find(|e| e.inode == inode)?;
+            table
+                .iter()
+                .find(|e| {
+                    e.inode != 0
+                        && e.local_address == own.remote_address
+                        && e.remote_address == own.local_address
+                })
+                .map(|e| (e.inode, e.rx_queue))
+        })
+    }
+
     /// The socket with inode `inode`, if it is TCP, UDP or unix.
     pub(crate) fn find(&self, inode: u64) -> Option<SocketInfo> {
         let tcp = |protocol, table: &[TcpNetEntry]| {
@@ -52,6 +68,8 @@ impl SocketTables {
                 peer: peer_addr(&e.remote_address),
                 tcp_state: Some(tcp_state_name(&e.state).to_string()),
                 unix_kind: None,
+                tcp_timing: None,
+                local_peer: None,
             })
         };
         let udp = |protocol, table: &[UdpNetEntry]| {
@@ -62,6 +80,8 @@ impl SocketTables {
                 peer: peer_addr(&e.remote_address),
                 tcp_state: None,
                 unix_kind: None,
+                tcp_timing: None,
+                local_peer: None,
             })
         };
         tcp(SocketProtocol::Tcp, &self.tcp)
@@ -86,6 +106,8 @@ impl SocketTables {
                             unix_type_name(e.socket_type).to_string(),
                             unix_state_name(&e.state).to_string(),
                         )),
+                        tcp_timing: None,
+                        local_peer: None,
                     })
             })
     }

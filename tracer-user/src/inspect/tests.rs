@@ -241,8 +241,18 @@ fn pipe_read_end_lists_our_write_end() {
     assert_eq!(d.fd_type, FdType::Pipe);
     assert_eq!(d.access, Some(FdAccess::Read));
     assert!(d.target.starts_with("pipe:["), "{d:?}");
+    // The write end's holder comes with its threads (this test's own, one of them running).
+    let mut peers = d.pipe_peers.clone();
+    // SAFETY: gettid has no preconditions.
+    let own = unsafe { libc::gettid() } as u32;
+    assert!(
+        peers[0].threads.iter().any(|t| t.tid == own),
+        "{:?}",
+        peers[0].threads
+    );
+    peers[0].threads.clear();
     assert_eq!(
-        d.pipe_peers,
+        peers,
         vec![FdHolder {
             pid: me(),
             comm: Some(
@@ -253,6 +263,7 @@ fn pipe_read_end_lists_our_write_end() {
             ),
             fd: w.as_raw_fd(),
             access: Some(FdAccess::Write),
+            threads: Vec::new(),
         }]
     );
     let phrase = fd_phrase(&d);

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::{SyscallCall, ThreadState};
+
 /// Kind of object behind an fd.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -90,6 +92,22 @@ pub(crate) struct FdHolder {
     pub fd: i32,
     /// Read/write end; `None` if its `fdinfo` was unreadable.
     pub access: Option<FdAccess>,
+    /// For a write end seen from a reader: what each thread of the holding process was doing
+    /// at the scan (is the writer alive, asleep, polling, stuck?). Empty when not read (other
+    /// holders, unreadable processes, recordings made before this field existed).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub threads: Vec<HolderThread>,
+}
+
+/// One thread of a process holding a pipe's write end, as `/proc` showed it at the scan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct HolderThread {
+    /// Thread id.
+    pub tid: u32,
+    /// Its scheduler state.
+    pub state: ThreadState,
+    /// The syscall it was in, if one stallwatch follows.
+    pub call: Option<SyscallCall>,
 }
 
 /// What an epoll instance's watched fd is now.
@@ -164,6 +182,38 @@ pub(crate) struct SocketInfo {
     pub tcp_state: Option<String>,
     /// For unix sockets: `stream`, `dgram` or `seqpacket`, and the state (`CONNECTED`, ...).
     pub unix_kind: Option<(String, String)>,
+    /// For TCP sockets in `watch`'s own network namespace: the socket's `tcp_info` timing
+    /// at the scan (`None` elsewhere, and in recordings made before it was read).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_timing: Option<TcpTiming>,
+    /// For a TCP connection whose other end is a socket of the same network namespace
+    /// (loopback): that socket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub local_peer: Option<LocalPeer>,
+}
+
+/// The other end of a connection inside the same host and network namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct LocalPeer {
+    /// Its socket inode.
+    pub inode: u64,
+    /// The first process found holding it (`None` if none is visible).
+    pub pid: Option<u32>,
+    /// Bytes in its receive queue, not yet read by its owner (`rx_queue` of `/proc/net/tcp`).
+    pub unread_bytes: u32,
+}
+
+/// When data last went each way on a TCP connection, from its `tcp_info` (`sock_diag`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct TcpTiming {
+    /// Time since data was last sent, ms (`tcpi_last_data_sent`).
+    pub last_data_sent_ms: u32,
+    /// Time since data was last received, ms (`tcpi_last_data_recv`).
+    pub last_data_recv_ms: u32,
+    /// Data segments received (`tcpi_data_segs_in`); `None` before Linux 4.6.
+    pub data_segs_in: Option<u32>,
+    /// Data segments sent (`tcpi_data_segs_out`); `None` before Linux 4.6.
+    pub data_segs_out: Option<u32>,
 }
 
 /// How much was read about an fd.

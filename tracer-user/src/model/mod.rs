@@ -20,16 +20,16 @@ pub(crate) use capture::{
     ResolvedSample, Waker,
 };
 pub(crate) use fd::{
-    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, SocketInfo, SocketProtocol,
-    TimerFdState, WatchedFd,
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, LocalPeer,
+    SocketInfo, SocketProtocol, TcpTiming, TimerFdState, WatchedFd,
 };
 pub(crate) use frame::{Frame, FrameKind, RawStack};
 pub(crate) use runtime::{
     GreenState, GreenThread, RuntimeProcess, RuntimeThread, RuntimeWait, RuntimeWaitKind,
 };
 pub(crate) use verdict::{
-    Analysis, Cycle, CycleEdge, Finding, FutexOwner, OwnerSource, Reason, ThreadRef, Timing,
-    Verdict, WaitingCode,
+    Analysis, Cycle, CycleEdge, Finding, FutexOwner, OwnerSource, PipeWriter, Reason, ThreadRef,
+    Timing, Verdict, WaitingCode,
 };
 pub(crate) use wait::{SyscallCall, ThreadState, UserRegs, WaitKind};
 pub(crate) use watch::{BlockedThread, FutexFacts, Origin, ProcessView, WaitKey};

@@ -170,6 +170,33 @@ pub(crate) enum Reason {
     LockWithoutOwner,
     /// Blocked reading or receiving on an fd that is not a terminal.
     NoInput,
+    /// Reads a pipe or FIFO whose writer is alive and not stuck: waiting for its input.
+    WaitingForInput {
+        /// The process holding the write end.
+        writer: PipeWriter,
+    },
+    /// Reads a pipe or FIFO with no write end visible in `/proc` (held in another PID
+    /// namespace, or an fd in flight): someone holds it, or the read would have ended.
+    WriterNotVisible,
+    /// Reads a pipe or FIFO whose every writer has all its threads stuck.
+    WriterBlocked {
+        /// A stuck writer.
+        writer: PipeWriter,
+    },
+    /// Reads a pipe whose only write end its own process holds, and it has no other thread.
+    ReadsOwnPipe,
+    /// Receives on a TCP connection whose last data went out: a request the peer has not
+    /// answered.
+    RequestUnanswered {
+        /// How long ago data was last sent, ms.
+        sent_ms_ago: u32,
+    },
+    /// Receives on a TCP connection whose last data came in: waiting for the next message
+    /// (a subscriber, a blocking queue pop, a keep-alive connection).
+    LastMessageReceived {
+        /// How long ago data was last received, ms.
+        received_ms_ago: u32,
+    },
     /// Waits for `thread` to exit (a join).
     ThreadExit {
         /// The thread joined.
@@ -185,6 +212,15 @@ pub(crate) enum Reason {
     ChildProcess,
     /// Waits for events (poll, epoll...).
     Events,
+}
+
+/// The process at the write end of a pipe a thread reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct PipeWriter {
+    /// Its pid.
+    pub pid: u32,
+    /// Its name, if it could be read.
+    pub comm: Option<String>,
 }
 
 /// A blocked thread with what the analysis inferred about it.

@@ -19,6 +19,8 @@ use tracer_common::syscalls;
 use super::{
     graph::WaitForGraph,
     owner::infer_owner,
+    pipe_wait::pipe_read_verdict,
+    socket_wait::socket_recv_verdict,
     timing::{is_poll, timing},
 };
 use crate::{
@@ -314,6 +316,9 @@ fn ordinary_verdict(
         Timing::Indefinite => {}
     }
     let call = thread.call?;
+    if let Some(verdict) = pipe_read_verdict(thread).or_else(|| socket_recv_verdict(thread)) {
+        return Some(verdict);
+    }
     Some(match call.kind {
         WaitKind::Futex => match inf.owner {
             Some(owner) if owner.source.is_join() => (

@@ -81,6 +81,8 @@ pub(crate) fn tcp_socket(fd: i32, local: &str, peer: &str) -> FdDescription {
             peer: Some(peer.into()),
             tcp_state: Some("ESTABLISHED".into()),
             unix_kind: None,
+            tcp_timing: None,
+            local_peer: None,
         }),
         ..FdDescription::new(fd, FdType::Socket, "socket:[81234]".into())
     }

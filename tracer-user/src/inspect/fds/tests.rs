@@ -100,12 +100,14 @@ fn pipe_summaries() {
         comm: Some("writer".into()),
         fd: 5,
         access: Some(FdAccess::Write),
+        threads: Vec::new(),
     };
     let reader = FdHolder {
         pid: 4712,
         comm: Some("reader".into()),
         fd: 3,
         access: Some(FdAccess::Read),
+        threads: Vec::new(),
     };
     let peers = vec![writer, reader];
     let pipe = |access, peers: &[FdHolder]| FdDescription {

@@ -3,9 +3,67 @@
 //! `timerfd CLOCK_MONOTONIC, next in 0.1 s`.
 
 use crate::model::{
-    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, SocketInfo, SocketProtocol,
-    TimerFdState, WatchedFd,
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, PipeWriter, SocketInfo,
+    SocketProtocol, TimerFdState, WatchedFd,
 };
+
+/// Why a pipe read with no visible write end is not called a stall.
+pub(crate) const WRITER_NOT_VISIBLE: &str = "no write end is visible in /proc (held in another \
+     PID namespace, or an fd in flight in a unix socket message); with none at all the read \
+     would have returned end-of-file, so the writer exists but cannot be seen";
+
+/// Why reading a pipe only one's own single thread could write is a stall.
+pub(crate) const READS_OWN_PIPE: &str = "the only write end is held by this process, which has \
+     no other thread to write to it: nothing can ever write (the write end was not closed)";
+
+/// The writer of a pipe: `pid 4711 (tail)`.
+pub(crate) fn writer_phrase(w: &PipeWriter) -> String {
+    match &w.comm {
+        Some(comm) => format!("pid {} ({comm})", w.pid),
+        None => format!("pid {}", w.pid),
+    }
+}
+
+/// Why a pipe reader is stuck behind its writer.
+pub(crate) fn writer_blocked_phrase(w: &PipeWriter) -> String {
+    format!(
+        "its writer {} has every thread stuck (indefinite futex waits or uninterruptible \
+         sleep), so no input will come",
+        writer_phrase(w)
+    )
+}
+
+/// An unanswered request: `request sent 9.1 s ago to 127.0.0.1:5432, nothing received
+/// since`.
+pub(crate) fn request_unanswered_phrase(sent_ms_ago: u32, socket: Option<&SocketInfo>) -> String {
+    let to = socket
+        .and_then(|s| s.peer.as_deref())
+        .map(|p| format!(" to {p}"))
+        .unwrap_or_default();
+    let mut out = format!(
+        "request sent {:.1} s ago{to}, nothing received since",
+        f64::from(sent_ms_ago) / 1e3
+    );
+    if let Some(peer) = socket.and_then(|s| s.local_peer) {
+        let server = peer
+            .pid
+            .map_or_else(|| "the local peer".to_owned(), |pid| format!("pid {pid}"));
+        out.push_str(&match peer.unread_bytes {
+            0 => format!("; {server} read everything sent and has not answered"),
+            n => format!("; {server} has not read it ({n} bytes unread in its receive queue)"),
+        });
+    }
+    out
+}
+
+/// A connection whose last event was a message received.
+pub(crate) fn last_message_phrase(received_ms_ago: u32) -> String {
+    format!(
+        "the last thing on this connection was a message received {:.1} s ago: waiting for \
+         the next (a subscriber, a blocking queue pop, a keep-alive connection)",
+        f64::from(received_ms_ago) / 1e3
+    )
+}
 
 /// Holders listed by name in a summary before "and N more".
 const SUMMARY_HOLDERS: usize = 4;
@@ -214,6 +272,7 @@ fn signal_names(mask: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::LocalPeer;
 
     fn socket(protocol: SocketProtocol, peer: Option<&str>) -> SocketInfo {
         SocketInfo {
@@ -223,6 +282,8 @@ mod tests {
             peer: peer.map(str::to_owned),
             tcp_state: Some("ESTABLISHED".into()),
             unix_kind: None,
+            tcp_timing: None,
+            local_peer: None,
         }
     }
 
@@ -241,8 +302,40 @@ mod tests {
             peer: None,
             tcp_state: None,
             unix_kind: Some(("stream".into(), "CONNECTED".into())),
+            tcp_timing: None,
+            local_peer: None,
         };
         assert_eq!(socket_phrase(&unix), "unix stream (unnamed) (CONNECTED)");
+    }
+
+    /// Check that an unanswered request names the peer address and, for a loopback peer,
+    /// whether its process has read the request.
+    #[test]
+    fn unanswered_request() {
+        let mut s = socket(SocketProtocol::Tcp, Some("127.0.0.1:5432"));
+        assert_eq!(
+            request_unanswered_phrase(9_100, Some(&s)),
+            "request sent 9.1 s ago to 127.0.0.1:5432, nothing received since"
+        );
+        s.local_peer = Some(LocalPeer {
+            inode: 7,
+            pid: Some(4711),
+            unread_bytes: 12,
+        });
+        assert_eq!(
+            request_unanswered_phrase(9_100, Some(&s)),
+            "request sent 9.1 s ago to 127.0.0.1:5432, nothing received since; pid 4711 has \
+             not read it (12 bytes unread in its receive queue)"
+        );
+        s.local_peer = Some(LocalPeer {
+            inode: 7,
+            pid: None,
+            unread_bytes: 0,
+        });
+        assert!(
+            request_unanswered_phrase(9_100, Some(&s))
+                .ends_with("; the local peer read everything sent and has not answered")
+        );
     }
 
     /// Check that pipe holders whose name could not be read are listed without one.
@@ -253,6 +346,7 @@ mod tests {
             comm: comm.map(str::to_owned),
             fd: 5,
             access: Some(FdAccess::Write),
+            threads: Vec::new(),
         };
         assert_eq!(
             pipe_phrase(

@@ -229,6 +229,34 @@ pub(crate) fn explanation(f: &Finding) -> String {
         ),
         Reason::LockWithoutOwner => format!("waits for {resource} for {blocked:.1} s"),
         Reason::NoInput => format!("blocked in {what} on {resource} for {blocked:.1} s"),
+        Reason::WaitingForInput { writer } => {
+            format!(
+                "waiting for input from {} on {resource}",
+                fd::writer_phrase(writer)
+            )
+        }
+        Reason::WriterNotVisible => {
+            format!("waits for input on {resource}: {}", fd::WRITER_NOT_VISIBLE)
+        }
+        Reason::WriterBlocked { writer } => format!(
+            "blocked in {what} on {resource} for {blocked:.1} s: {}",
+            fd::writer_blocked_phrase(writer)
+        ),
+        Reason::ReadsOwnPipe => format!(
+            "blocked in {what} on {resource} for {blocked:.1} s: {}",
+            fd::READS_OWN_PIPE
+        ),
+        Reason::RequestUnanswered { sent_ms_ago } => format!(
+            "blocked in {what} on {resource} for {blocked:.1} s: {}",
+            fd::request_unanswered_phrase(
+                *sent_ms_ago,
+                t.fd.as_ref().and_then(|d| d.socket.as_ref())
+            )
+        ),
+        Reason::LastMessageReceived { received_ms_ago } => format!(
+            "waits in {what} on {resource}: {}",
+            fd::last_message_phrase(*received_ms_ago)
+        ),
         Reason::ThreadExit { thread } => format!("waits for {} to exit", thread_ref(thread)),
         Reason::Signal => {
             format!("waits in {what} for a signal (condition, park or unknown; no owner known)")
@@ -310,6 +338,20 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::ParkedAfterRefusedPiLock => Some(format!(
             "parked for ever by glibc inside pthread_mutex_lock: {PARKED_WHY}"
         )),
+        Reason::WaitingForInput { writer } => Some(format!(
+            "waiting for input from {}",
+            fd::writer_phrase(writer)
+        )),
+        Reason::WriterNotVisible => Some(fd::WRITER_NOT_VISIBLE.to_owned()),
+        Reason::WriterBlocked { writer } => Some(fd::writer_blocked_phrase(writer)),
+        Reason::ReadsOwnPipe => Some(fd::READS_OWN_PIPE.to_owned()),
+        Reason::RequestUnanswered { sent_ms_ago } => Some(fd::request_unanswered_phrase(
+            *sent_ms_ago,
+            f.thread.fd.as_ref().and_then(|d| d.socket.as_ref()),
+        )),
+        Reason::LastMessageReceived { received_ms_ago } => {
+            Some(fd::last_message_phrase(*received_ms_ago))
+        }
         Reason::InCycle { .. }
         | Reason::LockWithoutOwner
         | Reason::NoInput

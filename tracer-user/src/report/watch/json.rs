@@ -212,8 +212,32 @@ fn resource_json(f: &Finding) -> Value {
         "local": fd.and_then(|d| d.local()),
         "peer": fd.and_then(|d| d.peer()),
         "external": fd.map(|d| d.reachable_from_outside()),
+        "peer_pid": peer_pid(f),
+        "peer_tid": Value::Null,
         "description": describe_resource(f),
     })
+}
+
+/// The process at the other end: of a pipe the thread reads or writes, the writer the
+/// verdict names, else the first holder of the other end in another process; of a loopback
+/// TCP connection, the holder of the socket at the other end.
+fn peer_pid(f: &Finding) -> Option<u32> {
+    if let Reason::WaitingForInput { writer } | Reason::WriterBlocked { writer } = &f.reason {
+        return Some(writer.pid);
+    }
+    let fd = f.thread.fd.as_ref()?;
+    if let Some(pid) = fd.socket.as_ref().and_then(|s| s.local_peer?.pid) {
+        return Some(pid);
+    }
+    let own = fd.access?;
+    fd.pipe_peers
+        .iter()
+        .filter(|h| h.pid != f.thread.pid)
+        .find(|h| {
+            h.access
+                .is_none_or(|a| (own.reads() && a.writes()) || (own.writes() && a.reads()))
+        })
+        .map(|h| h.pid)
 }
 
 /// One stack frame; `ip` as a hex string.
