@@ -143,35 +143,45 @@ fn blocked_reader_is_in_read_syscall_and_stays_put() {
     eprintln!("blocked reader: {second:?}");
 }
 
+/// Tries of [`blocked_since_matches_the_monotonic_block_time`]: a reader preempted between
+/// noting the time and blocking (other tests run in parallel on two CPUs) makes one try late
+/// by the preemption, which says nothing about the estimate.
+const BLOCKED_SINCE_TRIES: usize = 5;
+
 #[test]
 fn blocked_since_matches_the_monotonic_block_time() {
     let _serial = READER_LOCK.lock().unwrap_or_else(|p| p.into_inner());
-    let reader = BlockedReader::start();
-    thread::sleep(Duration::from_millis(100));
-    let t = read_thread(me(), reader.tid).unwrap();
-    let (since, exactness) = blocked_since_ns(&t).expect("sleeping thread has a start");
-    let raw_error_ms = (t.last_ran_ns.unwrap() as i64 - reader.blocked_at_ns as i64) as f64 / 1e6;
-    let error_ns = since as i64 - reader.blocked_at_ns as i64;
-    eprintln!(
-        "blocked at {} (CLOCK_MONOTONIC), estimated {since} ({exactness:?}): error {:.3} ms; \
-         raw exec_start off by {raw_error_ms:.3} ms",
-        reader.blocked_at_ns,
-        error_ns as f64 / 1e6
-    );
-    assert_ne!(
-        exactness,
-        Exactness::LastRan,
-        "CPU {:?} could not be calibrated",
-        t.cpu
-    );
-    // The estimate is after the monotonic reading (the block comes a few µs later) plus
-    // the steal/IRQ time of that CPU since the block. Measured: 0.002-0.016 ms, idle and
-    // with three CPU hogs on the 2-vCPU VM (uncorrected: 0.76-1.05 s early); 3 ms leaves
-    // room for a heavily stolen host without hiding a missing correction.
-    assert!(
-        (-200_000..3_000_000).contains(&error_ns),
-        "estimate off by {error_ns} ns"
-    );
+    let mut errors_ns = Vec::new();
+    for _ in 0..BLOCKED_SINCE_TRIES {
+        let reader = BlockedReader::start();
+        thread::sleep(Duration::from_millis(100));
+        let t = read_thread(me(), reader.tid).unwrap();
+        let (since, exactness) = blocked_since_ns(&t).expect("sleeping thread has a start");
+        let raw_error_ms =
+            (t.last_ran_ns.unwrap() as i64 - reader.blocked_at_ns as i64) as f64 / 1e6;
+        let error_ns = since as i64 - reader.blocked_at_ns as i64;
+        eprintln!(
+            "blocked at {} (CLOCK_MONOTONIC), estimated {since} ({exactness:?}): error {:.3} ms; \
+             raw exec_start off by {raw_error_ms:.3} ms",
+            reader.blocked_at_ns,
+            error_ns as f64 / 1e6
+        );
+        assert_ne!(
+            exactness,
+            Exactness::LastRan,
+            "CPU {:?} could not be calibrated",
+            t.cpu
+        );
+        // The estimate is after the monotonic reading (the block comes a few µs later) plus
+        // the steal/IRQ time of that CPU since the block. Measured: 0.002-0.016 ms, idle and
+        // with three CPU hogs on the 2-vCPU VM (uncorrected: 0.76-1.05 s early); 3 ms leaves
+        // room for a heavily stolen host without hiding a missing correction.
+        if (-200_000..3_000_000).contains(&error_ns) {
+            return;
+        }
+        errors_ns.push(error_ns);
+    }
+    panic!("estimate off in every try, by {errors_ns:?} ns");
 }
 
 #[test]

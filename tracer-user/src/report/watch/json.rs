@@ -17,7 +17,8 @@ use serde_json::{Map, Value, json};
 
 use super::{
     Resolved, SCHEMA_VERSION, WatchReport, describe_resource, edge_resource, explanation, futex_op,
-    hex, kind_name, ns_to_ms, owner_source_name, resource_type, syscall_name, timing_name,
+    hex, kind_name, ns_to_ms, owner_source_name, peer_pid, resource_type, syscall_name,
+    timing_name,
 };
 use crate::model::{
     BlockedThread, Cycle, Finding, Frame, FrameKind, Origin, Reason, RuntimeWaitKind,
@@ -216,28 +217,6 @@ fn resource_json(f: &Finding) -> Value {
         "peer_tid": Value::Null,
         "description": describe_resource(f),
     })
-}
-
-/// The process at the other end: of a pipe the thread reads or writes, the writer the
-/// verdict names, else the first holder of the other end in another process; of a loopback
-/// TCP connection, the holder of the socket at the other end.
-fn peer_pid(f: &Finding) -> Option<u32> {
-    if let Reason::WaitingForInput { writer } | Reason::WriterBlocked { writer } = &f.reason {
-        return Some(writer.pid);
-    }
-    let fd = f.thread.fd.as_ref()?;
-    if let Some(pid) = fd.socket.as_ref().and_then(|s| s.local_peer?.pid) {
-        return Some(pid);
-    }
-    let own = fd.access?;
-    fd.pipe_peers
-        .iter()
-        .filter(|h| h.pid != f.thread.pid)
-        .find(|h| {
-            h.access
-                .is_none_or(|a| (own.reads() && a.writes()) || (own.writes() && a.reads()))
-        })
-        .map(|h| h.pid)
 }
 
 /// One stack frame; `ip` as a hex string.

@@ -15,7 +15,7 @@ use std::{
 };
 
 use crate::model::{
-    BlockedThread, Cycle, Finding, Loss, OwnerSource, RuntimeProcess, Timing, WaitKind,
+    BlockedThread, Cycle, Finding, Loss, OwnerSource, Reason, RuntimeProcess, Timing, WaitKind,
 };
 
 /// Version of the JSON Lines format written by [`json::write_json_line`]. Bumped on an
@@ -88,6 +88,28 @@ impl WatchReport {
             .iter()
             .find(|f| f.thread.pid == pid && f.thread.tid == tid)
     }
+}
+
+/// The process at the other end: of a pipe the thread reads or writes, the writer the
+/// verdict names, else the first holder of the other end in another process; of a loopback
+/// TCP connection, the holder of the socket at the other end.
+pub(crate) fn peer_pid(f: &Finding) -> Option<u32> {
+    if let Reason::WaitingForInput { writer } | Reason::WriterBlocked { writer } = &f.reason {
+        return Some(writer.pid);
+    }
+    let fd = f.thread.fd.as_ref()?;
+    if let Some(pid) = fd.socket.as_ref().and_then(|s| s.local_peer?.pid) {
+        return Some(pid);
+    }
+    let own = fd.access?;
+    fd.pipe_peers
+        .iter()
+        .filter(|h| h.pid != f.thread.pid)
+        .find(|h| {
+            h.access
+                .is_none_or(|a| (own.reads() && a.writes()) || (own.writes() && a.reads()))
+        })
+        .map(|h| h.pid)
 }
 
 /// The wait kind name (`futex`, `recv`, ... `other`), as in folded wait leaves.

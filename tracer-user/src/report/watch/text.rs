@@ -13,7 +13,8 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use groups::{group_block, groups, idle_groups, idle_line};
 
 use super::{
-    Resolved, WatchReport, describe_call, describe_resource, edge_resource, named_thread, why,
+    Resolved, WatchReport, describe_call, describe_resource, edge_resource, named_thread, peer_pid,
+    why,
 };
 use crate::model::{Cycle, Finding, Frame, FrameKind, Origin, Timing, Verdict};
 

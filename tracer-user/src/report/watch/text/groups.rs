@@ -5,8 +5,8 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{
-    WatchReport, describe_call, describe_resource, fmt_ns, join_nums, plural, stack_lines,
-    thread_names, why,
+    WatchReport, describe_call, describe_resource, fmt_ns, join_nums, peer_pid, plural,
+    stack_lines, thread_names, why,
 };
 use crate::model::{FdType, Finding, Verdict};
 
@@ -91,8 +91,10 @@ pub(super) fn group_block(out: &mut String, report: &WatchReport, g: &Group) {
         let _ = writeln!(out, "  threads: {}", threads.join(", "));
     }
     why_lines(out, &g.members);
-    if let [only] = g.members.as_slice() {
-        chain_lines(out, report, only);
+    match g.members.as_slice() {
+        [only] => chain_lines(out, report, only),
+        [first, ..] => peer_lines(out, report, first),
+        [] => {}
     }
     distinct_stacks(out, &g.members);
 }
@@ -108,6 +110,7 @@ fn chain_lines(out: &mut String, report: &WatchReport, f: &Finding) {
     let mut current = f;
     for _ in 0..MAX_CHAIN {
         let Some(owner) = current.owner else {
+            peer_lines(out, report, current);
             return;
         };
         let Some(next) = report.finding(current.thread.pid, owner.tid) else {
@@ -223,5 +226,42 @@ pub(super) fn idle_line(out: &mut String, (call, class): &(String, String), memb
         "idle: {} waiting in {call}{class}: {}",
         plural(members.len(), "thread", "threads"),
         thread_names(&members)
+    );
+}
+
+/// Where a wait on a pipe or a local socket leads when the process at the other end has
+/// problems of its own in this report: `-> the other end is process 2000 (server), where
+/// "worker-1" (tid 2003) is in a deadlock`, naming its most severe problem (and how many more
+/// it has).
+fn peer_lines(out: &mut String, report: &WatchReport, f: &Finding) {
+    let Some(pid) = peer_pid(f).filter(|&p| p != f.thread.pid) else {
+        return;
+    };
+    let mut problems: Vec<&Finding> = report
+        .new_findings
+        .iter()
+        .filter(|g| g.thread.pid == pid && g.verdict.is_problem())
+        .collect();
+    problems.sort_by_key(|g| (g.verdict, g.thread.tid));
+    let Some(worst) = problems.first() else {
+        return;
+    };
+    let more = match problems.len() - 1 {
+        0 => String::new(),
+        n => format!(
+            " (and {} blocked there)",
+            plural(n, "more thread", "more threads")
+        ),
+    };
+    let _ = writeln!(
+        out,
+        "  -> the other end is {}, where \"{}\" (tid {}) is {}: blocked in {} on {} for {}{more}",
+        report.process_label(pid),
+        worst.thread.name(),
+        worst.thread.tid,
+        worst.verdict.name(),
+        describe_call(&worst.thread),
+        describe_resource(worst),
+        fmt_ns(worst.thread.blocked_for_ns),
     );
 }

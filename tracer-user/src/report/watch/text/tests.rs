@@ -211,3 +211,34 @@ fn unknown_process_names_are_left_out() {
     assert!(text.contains("In process 2000:\n"), "{text}");
     assert!(!text.contains("(?)"), "{text}");
 }
+
+/// Check that a wait on a local connection leads into the process at the other end when that
+/// process has problems of its own in the report: the API's workers wait for replies from a
+/// process in a deadlock, and the report says so under their headline.
+#[test]
+fn waits_on_local_peers_lead_into_their_problems() {
+    use crate::model::LocalPeer;
+    let mut findings = recv_stalls();
+    for f in &mut findings {
+        let socket = f.thread.fd.as_mut().and_then(|fd| fd.socket.as_mut());
+        socket.expect("a socket").local_peer = Some(LocalPeer {
+            inode: 91234,
+            pid: Some(1234),
+            unread_bytes: 0,
+        });
+    }
+    let (abba, cycle) = abba();
+    findings.extend(abba);
+    let text = render_text(&report(findings, vec![cycle]));
+    assert!(
+        text.contains(
+            "  -> the other end is process 1234 (deadlock_abba), where \"abba-a\" (tid 1235) is \
+             deadlock: blocked in futex FUTEX_WAIT on mutex 0x55d0c0a0 held by tid 1236 for \
+             14.2 s (and 1 more thread blocked there)\n"
+        ),
+        "{text}"
+    );
+    // Without problems at the other end, nothing is added.
+    let text = render_text(&report(recv_stalls(), Vec::new()));
+    assert!(!text.contains("the other end"), "{text}");
+}
