@@ -182,14 +182,7 @@ fn in_plumbing_module(frame: &Frame) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FrameKind;
-
-    fn frames(names: &[&str]) -> Vec<Frame> {
-        names
-            .iter()
-            .map(|n| Frame::named(*n, FrameKind::Native))
-            .collect()
-    }
+    use crate::stall::fixtures::frames;
 
     /// Check that a libuv loop blocked in a callback names the callback, past libc's and
     /// libuv's condition-variable plumbing and unnamed (JIT) frames.

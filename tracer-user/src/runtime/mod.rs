@@ -318,13 +318,7 @@ pub(crate) fn views(
 mod tests {
     use super::*;
     use crate::model::FrameKind;
-
-    fn frames(names: &[&str]) -> Vec<Frame> {
-        names
-            .iter()
-            .map(|n| Frame::named(*n, FrameKind::Native))
-            .collect()
-    }
+    use crate::stall::fixtures::frames;
 
     const GLIBC: WaitingCode = WaitingCode::Lock { glibc_mutex: true };
 

@@ -175,14 +175,7 @@ fn thread_facts(kind: OsThread, futex_uaddr: Option<u64>) -> RuntimeThread {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::FrameKind;
-
-    fn frames(names: &[&str]) -> Vec<Frame> {
-        names
-            .iter()
-            .map(|n| Frame::named(*n, FrameKind::Native))
-            .collect()
-    }
+    use crate::stall::fixtures::frames;
 
     /// Check that the RTS's OS threads are told apart by the frames GHC 9.0.2's threaded RTS
     /// shows (as `gdb` and stallwatch unwind them).
