@@ -115,14 +115,36 @@ pub(crate) struct LockWait<'a> {
 impl LockWait<'_> {
     /// The native-endian u32 at `addr`.
     pub(crate) fn read_u32(&self, addr: u64) -> Option<u32> {
-        let mut bytes = [0u8; 4];
-        (self.read_mem)(addr, &mut bytes).then(|| u32::from_ne_bytes(bytes))
+        read_u32(addr, self.read_mem)
     }
 
     /// Whether `tid` is a live thread of the waiter's process other than the waiter.
     pub(crate) fn is_live_other(&self, tid: u32) -> bool {
         tid != 0 && tid != self.waiter_tid && self.live_tids.contains(&tid)
     }
+}
+
+/// The native-endian u64 at `addr` in the memory `read_mem` reads.
+pub(crate) fn read_u64(addr: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> Option<u64> {
+    read_bytes(addr, read_mem).map(u64::from_ne_bytes)
+}
+
+/// The native-endian u32 at `addr` in the memory `read_mem` reads.
+pub(crate) fn read_u32(addr: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> Option<u32> {
+    read_bytes(addr, read_mem).map(u32::from_ne_bytes)
+}
+
+/// The native-endian u16 at `addr` in the memory `read_mem` reads.
+pub(crate) fn read_u16(addr: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> Option<u16> {
+    read_bytes(addr, read_mem).map(u16::from_ne_bytes)
+}
+
+fn read_bytes<const N: usize>(
+    addr: u64,
+    read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
+) -> Option<[u8; N]> {
+    let mut bytes = [0u8; N];
+    read_mem(addr, &mut bytes).then_some(bytes)
 }
 
 /// A process whose runtime view is asked for, once per scan in which it has blocked threads.

@@ -14,8 +14,8 @@
 use super::{
     PyThread, PyVersion,
     objects::{self, type_name},
-    reader::read_u64,
 };
+use crate::runtime::read_u64;
 
 /// Words of the task object searched for its coroutine.
 const TASK_WORDS: u64 = 48;

@@ -14,7 +14,8 @@
 //! `PyThread_type_lock` itself. 3.14 rebuilt both locks on `PyMutex` (waiters park on
 //! semaphores of their own); their layouts are not read ([`read_lock`] gives nothing there).
 
-use super::{PyVersion, reader::read_u64};
+use super::PyVersion;
+use crate::runtime::{read_u32, read_u64};
 
 /// Where `ob_type` is in every object.
 const OB_TYPE: u64 = 8;
@@ -128,10 +129,7 @@ pub(crate) fn read_text(
     match type_name(object, read_mem)?.as_str() {
         "str" => read_str(object, version, read_mem),
         // One 30-bit digit after the header (`ob_size` before 3.12, `lv_tag` from 3.12).
-        "int" => {
-            let mut digit = [0u8; 4];
-            read_mem(object + 24, &mut digit).then(|| u32::from_ne_bytes(digit).to_string())
-        }
+        "int" => read_u32(object + 24, read_mem).map(|digit| digit.to_string()),
         _ => None,
     }
 }
@@ -145,11 +143,7 @@ fn read_str(
     read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
 ) -> Option<String> {
     let length = read_u64(object + 16, read_mem)?;
-    let mut state = [0u8; 4];
-    if !read_mem(object + 32, &mut state) {
-        return None;
-    }
-    let state = u32::from_ne_bytes(state);
+    let state = read_u32(object + 32, read_mem)?;
     let (kind, compact, ascii) = (
         (state >> 2) & 7,
         state & (1 << 5) != 0,

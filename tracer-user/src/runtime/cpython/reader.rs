@@ -15,6 +15,7 @@ use py_spy::{
 };
 
 use super::{PyFrame, PySnapshot, PyThread, PyVersion, tids};
+use crate::runtime::read_u64;
 
 /// Most interpreters followed in one process (the list is read while it may change).
 const MAX_INTERPRETERS: usize = 256;
@@ -220,12 +221,6 @@ pub(crate) fn interpreter_list(
         next = read_u64(interpreter + list.next_offset, read_mem);
     }
     found
-}
-
-/// The native-endian u64 at `addr`.
-pub(crate) fn read_u64(addr: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> Option<u64> {
-    let mut bytes = [0u8; 8];
-    read_mem(addr, &mut bytes).then(|| u64::from_ne_bytes(bytes))
 }
 
 #[cfg(test)]

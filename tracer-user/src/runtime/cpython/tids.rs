@@ -12,6 +12,8 @@
 //! checked again every scan, and redone when a thread no longer checks out. Not glibc (musl),
 //! or no Python state on the main thread: no tids, said plainly rather than guessed.
 
+use crate::runtime::{read_u32, read_u64};
+
 /// Where x86_64 glibc keeps `tcbhead_t.self` in the descriptor (after `tcb` and `dtv`).
 const SELF_POINTER: u64 = 16;
 /// How much of the descriptor is searched for the tid (glibc keeps it within the first
@@ -26,20 +28,15 @@ fn list_node_before(at: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> bool 
     let Some(node) = at.checked_sub(LIST_NODE) else {
         return false;
     };
-    let read = |addr: u64| {
-        let mut bytes = [0u8; 8];
-        read_mem(addr, &mut bytes).then(|| u64::from_ne_bytes(bytes))
-    };
-    read(node)
+    read_u64(node, read_mem)
         .filter(|&next| next != 0)
-        .and_then(|next| read(next + 8))
+        .and_then(|next| read_u64(next + 8, read_mem))
         == Some(node)
 }
 
 /// Whether `ident` looks like a glibc thread descriptor: it points to itself.
 fn is_descriptor(ident: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> bool {
-    let mut bytes = [0u8; 8];
-    ident != 0 && read_mem(ident + SELF_POINTER, &mut bytes) && u64::from_ne_bytes(bytes) == ident
+    ident != 0 && read_u64(ident + SELF_POINTER, read_mem) == Some(ident)
 }
 
 /// The offset of the tid in the thread descriptors `idents`, if one checks out (see the
@@ -100,10 +97,7 @@ pub(crate) fn tid_at(
     if !is_descriptor(ident, read_mem) {
         return None;
     }
-    let mut bytes = [0u8; 4];
-    read_mem(ident + offset, &mut bytes)
-        .then(|| u32::from_ne_bytes(bytes))
-        .filter(|tid| live_tids.contains(tid))
+    read_u32(ident + offset, read_mem).filter(|tid| live_tids.contains(tid))
 }
 
 fn all_live_and_distinct(tids: &[u32], live_tids: &[u32]) -> bool {

@@ -12,7 +12,10 @@
 //! made-up threads. The process keeps running while this is read: a list may change under
 //! the reader, which then stops at the first pointer that does not check out.
 
-use crate::model::{GreenState, GreenThread};
+use crate::{
+    model::{GreenState, GreenThread},
+    runtime,
+};
 
 /// Where the RTS structures' fields are, for one GHC version (x86_64, threaded RTS, no
 /// profiling).
@@ -85,18 +88,9 @@ pub(super) fn green_threads(
     rts: &RtsAddresses,
     read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
 ) -> Option<Vec<GreenThread>> {
-    let read_u64 = |addr: u64| {
-        let mut b = [0u8; 8];
-        read_mem(addr, &mut b).then(|| u64::from_ne_bytes(b))
-    };
-    let read_u32 = |addr: u64| {
-        let mut b = [0u8; 4];
-        read_mem(addr, &mut b).then(|| u32::from_ne_bytes(b))
-    };
-    let read_u16 = |addr: u64| {
-        let mut b = [0u8; 2];
-        read_mem(addr, &mut b).then(|| u16::from_ne_bytes(b))
-    };
+    let read_u64 = |addr| runtime::read_u64(addr, read_mem);
+    let read_u32 = |addr| runtime::read_u32(addr, read_mem);
+    let read_u16 = |addr| runtime::read_u16(addr, read_mem);
     let generations = read_u64(rts.generations)?;
     let oldest = read_u64(rts.oldest_gen)?;
     let span = oldest.checked_sub(generations)?;
