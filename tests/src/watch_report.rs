@@ -61,6 +61,22 @@ impl WatchOutput {
             .collect()
     }
 
+    /// The distinct cycles (one is reported when found and restated in the final report),
+    /// each as its sorted (tid, owner_tid) edges.
+    pub fn distinct_cycles(&self) -> Vec<Vec<(u32, u32)>> {
+        let mut distinct: Vec<Vec<(u32, u32)>> = self
+            .cycles()
+            .into_iter()
+            .map(|c| {
+                let mut edges = cycle_edges(c);
+                edges.sort_unstable();
+                edges
+            })
+            .collect();
+        distinct.dedup();
+        distinct
+    }
+
     /// Threads with a verdict other than idle.
     pub fn problems(&self) -> Vec<&Value> {
         self.threads()

@@ -22,7 +22,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{tracer::Tracer, workload::python3};
+use crate::{
+    tracer::{RunOutput, Tracer, run},
+    watch_report::WatchOutput,
+    workload::python3,
+};
 
 /// How long a workload may take to print a protocol line the caller asks for by key.
 pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(20);
@@ -173,6 +177,30 @@ pub mod asyncio {
     pub const BLOCKING_COROUTINE: &str = "blocking_handler";
     /// Printed immediately before the blocking call.
     pub const BLOCKING: &str = "BLOCKING";
+}
+
+/// How long a `watch --once` may run.
+pub const ONCE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `watch -p PID --once --threshold 1s --json -o OUT`: the run and its report.
+pub fn once_json(pid: u32, out: &Path) -> (RunOutput, WatchOutput) {
+    let pid = pid.to_string();
+    let result = run(
+        [
+            "watch",
+            "-p",
+            &pid,
+            "--once",
+            "--threshold",
+            "1s",
+            "--json",
+            "-o",
+            out.to_str().expect("UTF-8 temp path"),
+        ],
+        ONCE_TIMEOUT,
+    );
+    let report = WatchOutput::read(out);
+    (result, report)
 }
 
 /// Starts `stallwatch watch -p PID ARGS` on `workload`, waits until it is attached, and checks

@@ -17,8 +17,8 @@ use stallwatch_tests::{
     },
     require_bpf,
     tracer::{RunOutput, Tracer, run},
-    watch_report::{WatchOutput, cycle_edges},
-    watch_workloads::{self, DELAY_MS_ARG},
+    watch_report::WatchOutput,
+    watch_workloads::{self, DELAY_MS_ARG, once_json},
 };
 
 /// `--threshold` of every run.
@@ -36,28 +36,6 @@ const SUBINTERPRETER_FILE: &str = "<string>";
 /// `watch` exit statuses.
 const EXIT_STALLS: i32 = 10;
 const EXIT_DEADLOCK: i32 = 11;
-
-/// `watch -p PID --once --threshold 1s --json -o DIR/NAME`.
-fn once_json(pid: u32, dir: &TempDir, name: &str) -> (RunOutput, WatchOutput) {
-    let out = dir.join(name);
-    let pid = pid.to_string();
-    let result = run(
-        [
-            "watch",
-            "-p",
-            &pid,
-            "--once",
-            "--threshold",
-            THRESHOLD,
-            "--json",
-            "-o",
-            out.to_str().expect("UTF-8 temp path"),
-        ],
-        RUN_TIMEOUT,
-    );
-    let report = WatchOutput::read(&out);
-    (result, report)
-}
 
 /// `watch -p PID --once --threshold 1s` (the text report, on stdout).
 fn once_text(pid: u32) -> RunOutput {
@@ -160,7 +138,10 @@ fn python_stacks_on_every_cpython_version() {
         let python = &workload.python;
         let context = python.to_string();
         let pid = workload.pid();
-        let (_, report) = once_json(pid, &dir, &format!("{}.jsonl", python.version_string()));
+        let (_, report) = once_json(
+            pid,
+            &dir.join(&format!("{}.jsonl", python.version_string())),
+        );
         let waiter = thread_obj(&report, tid_of(facts, "waiter"), None);
         assert_stack(
             &python_stack(waiter),
@@ -338,7 +319,7 @@ fn executor_shutdown_chain_stuck_before_watch() {
         let facts = workload.facts();
         thread::sleep(PAST_THRESHOLD);
         let name = format!("{}.jsonl", python.version_string());
-        let (result, report) = once_json(workload.pid(), &dir, &name);
+        let (result, report) = once_json(workload.pid(), &dir.join(&name));
         assert_executor_chain(&workload, &facts, &report);
         result.assert_code(EXIT_STALLS);
         let text = once_text(workload.pid());
@@ -400,7 +381,7 @@ fn rlock_abba_is_a_deadlock_cycle() {
         let facts = workload.facts();
         thread::sleep(PAST_THRESHOLD);
         let name = format!("{}.jsonl", python.version_string());
-        let (result, report) = once_json(workload.pid(), &dir, &name);
+        let (result, report) = once_json(workload.pid(), &dir.join(&name));
         let (a, b) = (tid_of(&facts, "abba-a"), tid_of(&facts, "abba-b"));
         for (role, tid) in [("abba-a", a), ("abba-b", b)] {
             assert_stack(
@@ -413,16 +394,7 @@ fn rlock_abba_is_a_deadlock_cycle() {
             );
         }
         result.assert_code(EXIT_DEADLOCK);
-        let mut cycles: Vec<Vec<(u32, u32)>> = report
-            .cycles()
-            .into_iter()
-            .map(|c| {
-                let mut edges = cycle_edges(c);
-                edges.sort_unstable();
-                edges
-            })
-            .collect();
-        cycles.dedup();
+        let cycles = report.distinct_cycles();
         let mut expected = vec![(a, b), (b, a)];
         expected.sort_unstable();
         assert_eq!(cycles, [expected], "{context}: cycles:\n{}", report.dump());
@@ -507,7 +479,7 @@ fn plain_lock_waiter_has_no_invented_owner() {
         let facts = workload.facts();
         thread::sleep(PAST_THRESHOLD);
         let name = format!("{}.jsonl", python.version_string());
-        let (result, report) = once_json(workload.pid(), &dir, &name);
+        let (result, report) = once_json(workload.pid(), &dir.join(&name));
         let waiter_tid = tid_of(&facts, "waiter");
         assert_stack(
             &python_stack(thread_obj(&report, waiter_tid, None)),
@@ -568,7 +540,10 @@ fn subinterpreter_threads_have_their_python_stacks() {
         let python = &workload.python;
         let context = python.to_string();
         let pid = workload.pid();
-        let (_, report) = once_json(pid, &dir, &format!("{}.jsonl", python.version_string()));
+        let (_, report) = once_json(
+            pid,
+            &dir.join(&format!("{}.jsonl", python.version_string())),
+        );
         let sub = thread_obj(&report, tid_of(facts, "subinterp"), None);
         let sub_line = facts["sub_line"].as_u64().expect("sub_line");
         let sub_call_line = facts["sub_call_line"].as_u64().expect("sub_call_line");

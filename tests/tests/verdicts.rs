@@ -7,9 +7,9 @@ use std::{path::Path, process::Command, thread, time::Duration};
 use serde_json::Value;
 use stallwatch_tests::{
     TempDir, require_bpf,
-    tracer::{RunOutput, Tracer, run},
+    tracer::Tracer,
     watch_report::WatchOutput,
-    watch_workloads::{self, DELAY_MS_ARG, READY, RunningWorkload},
+    watch_workloads::{self, DELAY_MS_ARG, READY, RunningWorkload, once_json},
     workload_file,
 };
 
@@ -17,27 +17,6 @@ use stallwatch_tests::{
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// Line `node_blocked_loop.js` prints right before it blocks.
 const BLOCKING: &str = "BLOCKING";
-
-/// `watch -p PID --once --threshold 1s --json`: the report and the run.
-fn once_json(pid: u32, dir: &TempDir) -> (RunOutput, WatchOutput) {
-    let out = dir.join("once.jsonl");
-    let pid = pid.to_string();
-    let result = run(
-        [
-            "watch",
-            "-p",
-            &pid,
-            "--once",
-            "--threshold",
-            "1s",
-            "--json",
-            "-o",
-            out.to_str().expect("UTF-8 temp path"),
-        ],
-        RUN_TIMEOUT,
-    );
-    (result, WatchOutput::read(&out))
-}
 
 /// A live `watch -p` attached before the workload printed `not_yet`, writing JSON to `out`.
 fn attach(workload: &RunningWorkload, out: &Path, args: &[&str], not_yet: &str) -> Tracer {
@@ -69,7 +48,7 @@ fn node_loop_blocked_before_watch_is_known_from_frames() {
     let workload = RunningWorkload::spawn(Path::new("node"), &[script, "--timeout-s", "60"]);
     workload.wait_for(BLOCKING, Duration::from_secs(20));
     thread::sleep(Duration::from_millis(1500));
-    let (result, report) = once_json(workload.pid(), &dir);
+    let (result, report) = once_json(workload.pid(), &dir.join("once.jsonl"));
     result.assert_code(10);
     let main = report
         .thread(workload.pid())
@@ -186,7 +165,7 @@ fn plain_lock_abba_is_still_process_stalled() {
     );
     workload.wait_for(READY, Duration::from_secs(20));
     thread::sleep(Duration::from_millis(1500));
-    let (result, report) = once_json(workload.pid(), &dir);
+    let (result, report) = once_json(workload.pid(), &dir.join("once.jsonl"));
     result.assert_code(10);
     for role in ["main", "one", "two"] {
         let tid = workload.tid(role);

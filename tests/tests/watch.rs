@@ -9,7 +9,7 @@ use stallwatch_tests::{
     nodebug::{DEBUG_ONLY_NAMES, HiddenDebugFiles, debug_files_hidden},
     recv_stall_bin, require_bpf,
     tracer::{RunOutput, Tracer, run},
-    watch_report::{WatchOutput, cycle_edges, user_symbols},
+    watch_report::{WatchOutput, user_symbols},
     watch_workloads::{
         self, DELAY_MS_ARG, MAIN, READY, RunningWorkload, abba, asyncio, healthy, recv, rust_abba,
     },
@@ -43,16 +43,7 @@ fn hex(addr: u64) -> String {
 /// The one cycle among tids `a` and `b`, checked to be a <-> b. (A cycle is reported when
 /// found and restated in the final report.)
 fn assert_abba_cycle(report: &WatchOutput, a: u32, b: u32) {
-    let mut distinct: Vec<Vec<(u32, u32)>> = report
-        .cycles()
-        .into_iter()
-        .map(|c| {
-            let mut edges = cycle_edges(c);
-            edges.sort_unstable();
-            edges
-        })
-        .collect();
-    distinct.dedup();
+    let distinct = report.distinct_cycles();
     let mut expected = vec![(a, b), (b, a)];
     expected.sort_unstable();
     assert_eq!(distinct, [expected], "cycles:\n{}", report.dump());
