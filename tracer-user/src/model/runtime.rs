@@ -58,6 +58,10 @@ pub(crate) enum RuntimeWaitKind {
     Join,
     /// Waits for a signal (a condition, an event, a queue, `Object.wait`).
     Condition,
+    /// Waits for the result of work handed to other threads (`concurrent.futures.Future.result`,
+    /// Java's `FutureTask.get`, `CompletableFuture.get`): only a thread running that work can
+    /// end it. `object` is the future.
+    Result,
     /// An OS thread bound to a green thread, waiting in the runtime's scheduler for it to run
     /// again (GHC's main OS thread in `scheduleWaitThread`): what it waits for is whatever
     /// the runtime's green threads wait for (`RuntimeProcess::green_threads`).
@@ -78,6 +82,11 @@ pub(crate) struct RuntimeProcess {
     /// The runtime's own (green) threads, for runtimes that schedule their own (GHC).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub green_threads: Vec<GreenThread>,
+    /// The tids of the threads the runtime runs for itself, which never run the program's code
+    /// (a JVM's garbage collector, JIT compilers, reference handler, signal dispatcher): they
+    /// can end none of the program's waits, whatever they do.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_tids: Vec<u32>,
 }
 
 /// A thread a runtime schedules itself (a Haskell thread).

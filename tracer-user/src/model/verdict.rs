@@ -128,12 +128,15 @@ pub(crate) enum Reason {
         /// The cycle member its chain leads into.
         member: ThreadRef,
     },
-    /// All `threads` threads of the process wait indefinitely on private futexes, and at
-    /// least one of them waits for a lock (a lock-wait frame, a runtime lock, a lock owner
-    /// in the process).
+    /// All `threads` threads of the program (its runtime's service threads aside) wait
+    /// indefinitely on private futexes, and at least one of them waits for a lock (a lock-wait
+    /// frame, a runtime lock, a lock owner in the process) or, without one, for a result.
     AllThreadsWait {
-        /// How many threads the process has.
+        /// How many threads of the program wait.
         threads: usize,
+        /// Without a lock among the waits: the thread waiting for the result of work handed
+        /// to other threads (a future), which none of them is doing.
+        result_waiter: Option<ThreadRef>,
     },
     /// An OS thread waits in its runtime's scheduler for its green thread while no thread of
     /// the process has run past the threshold: every green thread is blocked (GHC: on MVars,

@@ -518,6 +518,7 @@ mod tests {
                 version: None,
                 interpreters: Some(1),
                 green_threads: Vec::new(),
+                service_tids: Vec::new(),
             };
             Some(View { process, threads })
         }

@@ -84,7 +84,7 @@ pub(crate) fn analyze(
         .flat_map(|c| c.edges.iter().map(|e| (e.tid, e.owner.tid)))
         .collect();
     let member_tids: BTreeSet<u32> = members.keys().copied().collect();
-    let stalled: BTreeSet<u32> = {
+    let stalled: BTreeMap<u32, Stalled> = {
         let by_tid: BTreeMap<u32, (&BlockedThread, &Inferred)> = threads
             .iter()
             .zip(&inferred)
@@ -92,8 +92,7 @@ pub(crate) fn analyze(
             .collect();
         processes
             .values()
-            .filter(|p| process_stalled(p, &by_tid))
-            .map(|p| p.pid)
+            .filter_map(|p| Some((p.pid, process_stalled(p, &by_tid)?)))
             .collect()
     };
     let blocked_tids: BTreeSet<u32> = threads.iter().map(|t| t.tid).collect();
@@ -125,9 +124,17 @@ pub(crate) fn analyze(
                 Verdict::Stall,
                 Reason::GreenThreadsBlocked { green_threads },
             ))
-        } else if stalled.contains(&thread.pid) {
-            let threads = processes.get(&thread.pid).map_or(0, |p| p.tids.len());
-            Some((Verdict::ProcessStalled, Reason::AllThreadsWait { threads }))
+        } else if let Some(stall) = stalled
+            .get(&thread.pid)
+            .filter(|s| s.program.contains(&thread.tid))
+        {
+            Some((
+                Verdict::ProcessStalled,
+                Reason::AllThreadsWait {
+                    threads: stall.program.len(),
+                    result_waiter: stall.result_waiter.map(&name_of),
+                },
+            ))
         } else if inf.event_loop {
             let runtime = thread.runtime.as_ref().filter(|r| r.event_loop);
             let reason = match (runtime, &inf.native_loop) {
@@ -173,7 +180,9 @@ fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Infe
             WaitingCode::Lock { glibc_mutex: false }
         }
         Some(RuntimeWaitKind::Join) => WaitingCode::Join,
-        Some(RuntimeWaitKind::Condition | RuntimeWaitKind::GreenThreads) => WaitingCode::Condition,
+        Some(
+            RuntimeWaitKind::Condition | RuntimeWaitKind::GreenThreads | RuntimeWaitKind::Result,
+        ) => WaitingCode::Condition,
         None => runtime::waiting_code(&thread.user_stack),
     };
     let call = thread.call.as_ref();
@@ -233,7 +242,8 @@ fn runtime_owner(
         RuntimeWaitKind::Join => OwnerSource::RuntimeJoin,
         RuntimeWaitKind::OwnerlessLock
         | RuntimeWaitKind::Condition
-        | RuntimeWaitKind::GreenThreads => return None,
+        | RuntimeWaitKind::GreenThreads
+        | RuntimeWaitKind::Result => return None,
     };
     (live && tid != thread.tid).then_some(FutexOwner { tid, source })
 }
@@ -265,30 +275,69 @@ fn green_threads_blocked(
     })
 }
 
-/// Every thread of the process blocked past the threshold in an indefinite wait on a
-/// process-private futex: no timer, fd, child or other process can end any of them. (A
-/// shared futex, e.g. a semaphore in shared memory, can be woken from another process.) And
-/// at least one of them waits for a lock ([`waits_for_lock`]): an idle process (pool workers
-/// waiting for work, a main thread waiting for an event, parked runtime workers) waits the
-/// same way without anything being wrong.
+/// Whether a whole process is stuck: every thread of the program (the runtime's own service
+/// threads aside, `RuntimeProcess::service_tids`: they never run the program's code) blocked
+/// past the threshold in an indefinite wait on a process-private futex: no timer, fd, child or
+/// other process can end any of them. (A shared futex, e.g. a semaphore in shared memory, can
+/// be woken from another process.) And evidence that this is no idle process (pool workers
+/// waiting for work, a main thread waiting for an event, parked runtime workers wait the same
+/// way without anything being wrong): a thread waits for a lock ([`waits_for_lock`]), or for
+/// the result of work handed to other threads, which none of them is doing.
 fn process_stalled(
     process: &ProcessView,
     by_tid: &BTreeMap<u32, (&BlockedThread, &Inferred)>,
-) -> bool {
-    let any_lock = process
+) -> Option<Stalled> {
+    let service: BTreeSet<u32> = process
+        .runtime_views
+        .iter()
+        .flat_map(|v| v.service_tids.iter().copied())
+        .collect();
+    let program: Vec<u32> = process
         .tids
         .iter()
-        .filter_map(|tid| by_tid.get(tid))
-        .any(|(t, inf)| waits_for_lock(t, inf));
-    any_lock
-        && process.tids.iter().all(|tid| {
+        .copied()
+        .filter(|tid| !service.contains(tid))
+        .collect();
+    let all_wait = !program.is_empty()
+        && program.iter().all(|tid| {
             by_tid.get(tid).is_some_and(|(t, inf)| {
                 inf.timing == Timing::Indefinite
                     && t.call.is_some_and(|c| {
                         c.kind == WaitKind::Futex && c.detail & syscalls::FUTEX_PRIVATE_FLAG != 0
                     })
             })
-        })
+        });
+    if !all_wait {
+        return None;
+    }
+    let waits = || program.iter().filter_map(|tid| by_tid.get(tid));
+    let result_waiter = if waits().any(|(t, inf)| waits_for_lock(t, inf)) {
+        None
+    } else {
+        Some(waits().find(|(t, _)| waits_for_result(t))?.0.tid)
+    };
+    Some(Stalled {
+        program,
+        result_waiter,
+    })
+}
+
+/// Why a process is stalled ([`process_stalled`]).
+struct Stalled {
+    /// The threads of the program (service threads aside), all waiting: they get the verdict;
+    /// the service threads keep their own.
+    program: Vec<u32>,
+    /// Without a lock among the waits, the thread whose wait for a result is the evidence.
+    result_waiter: Option<u32>,
+}
+
+/// Its runtime says it waits for the result of work handed to other threads (a future).
+fn waits_for_result(thread: &BlockedThread) -> bool {
+    thread
+        .runtime
+        .as_ref()
+        .and_then(|r| r.wait.as_ref())
+        .is_some_and(|w| w.kind == RuntimeWaitKind::Result)
 }
 
 /// Evidence that a thread waits for a lock, not for work or an event: its runtime names a

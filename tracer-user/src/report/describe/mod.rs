@@ -125,6 +125,7 @@ fn runtime_wait_phrase(wait: &RuntimeWait, owner: Option<FutexOwner>) -> String 
             object("lock")
         ),
         (RuntimeWaitKind::Condition, _) => object("condition"),
+        (RuntimeWaitKind::Result, _) => format!("the result of {}", object("future")),
         (RuntimeWaitKind::GreenThreads, _) => "its Haskell thread, in the RTS scheduler".to_owned(),
     }
 }
@@ -196,10 +197,30 @@ pub(crate) fn explanation(f: &Finding) -> String {
             "waits for {resource}, behind deadlocked {}",
             thread_ref(member)
         ),
-        Reason::AllThreadsWait { threads } => format!(
+        Reason::AllThreadsWait {
+            threads,
+            result_waiter: None,
+        } => format!(
             "all {threads} threads of the process wait indefinitely on futexes that nothing \
              outside the process can wake, at least one for a lock (likely deadlock; lock \
              owners unknown); this one waits for {resource}"
+        ),
+        Reason::AllThreadsWait {
+            threads,
+            result_waiter: Some(waiter),
+        } if waiter.tid == t.tid => format!(
+            "waits for {resource} that no thread is working on: all {threads} threads of the \
+             process wait indefinitely on futexes that nothing outside the process can wake \
+             (every worker is idle), so the result will never come"
+        ),
+        Reason::AllThreadsWait {
+            threads,
+            result_waiter: Some(waiter),
+        } => format!(
+            "all {threads} threads of the process wait indefinitely on futexes that nothing \
+             outside the process can wake, and {} waits for a result none of them is working \
+             on; this one waits for {resource}",
+            thread_ref(waiter)
         ),
         Reason::GreenThreadsBlocked { green_threads } => format!(
             "waits for {resource} and no thread of the process has run for {blocked:.1} s: \
@@ -291,9 +312,27 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::BehindDeadlock { member } => {
             Some(format!("behind deadlocked {}", thread_ref(member)))
         }
-        Reason::AllThreadsWait { threads } => Some(format!(
+        Reason::AllThreadsWait {
+            threads,
+            result_waiter: None,
+        } => Some(format!(
             "all {threads} threads wait on futexes of this process, at least one for a lock \
              (likely a deadlock; lock owners unknown)"
+        )),
+        Reason::AllThreadsWait {
+            threads,
+            result_waiter: Some(waiter),
+        } if waiter.tid == f.thread.tid => Some(format!(
+            "no thread is working on the result it waits for: all {threads} threads wait on \
+             futexes of this process (every worker is idle), so it will never come"
+        )),
+        Reason::AllThreadsWait {
+            threads,
+            result_waiter: Some(waiter),
+        } => Some(format!(
+            "all {threads} threads wait on futexes of this process, and {} waits for a result \
+             none of them is working on",
+            thread_ref(waiter)
         )),
         Reason::GreenThreadsBlocked { green_threads } => Some(format!(
             "no thread of the process has run past the threshold: {}",

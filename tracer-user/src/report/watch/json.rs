@@ -119,6 +119,16 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
         fields.insert("event_loop_library".into(), json!(library));
         fields.insert("blocking_call".into(), json!(blocking_call));
     }
+    if let (
+        Reason::AllThreadsWait {
+            result_waiter: Some(waiter),
+            ..
+        },
+        Some(fields),
+    ) = (&f.reason, thread.as_object_mut())
+    {
+        fields.insert("result_waiter_tid".into(), json!(waiter.tid));
+    }
     if let (Reason::GreenThreadsBlocked { green_threads }, Some(fields)) =
         (&f.reason, thread.as_object_mut())
     {
@@ -161,7 +171,7 @@ fn runtime_thread_json(t: &BlockedThread) -> Value {
     })
 }
 
-/// `lock`, `ownerless_lock`, `join`, `condition`, `green_threads`.
+/// `lock`, `ownerless_lock`, `join`, `condition`, `green_threads`, `result`.
 fn runtime_wait_kind_name(kind: RuntimeWaitKind) -> &'static str {
     match kind {
         RuntimeWaitKind::Lock => "lock",
@@ -169,6 +179,7 @@ fn runtime_wait_kind_name(kind: RuntimeWaitKind) -> &'static str {
         RuntimeWaitKind::Join => "join",
         RuntimeWaitKind::Condition => "condition",
         RuntimeWaitKind::GreenThreads => "green_threads",
+        RuntimeWaitKind::Result => "result",
     }
 }
 

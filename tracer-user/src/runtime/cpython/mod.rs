@@ -113,6 +113,7 @@ impl Runtime for CPython {
             version: Some(snapshot.version.to_string()),
             interpreters: Some(snapshot.interpreters),
             green_threads: Vec::new(),
+            service_tids: Vec::new(),
         };
         Some(View { process, threads })
     }

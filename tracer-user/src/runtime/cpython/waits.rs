@@ -4,6 +4,9 @@
 //! - a `Thread.join` (also inside `ThreadPoolExecutor.shutdown`): the joined `Thread` object is
 //!   the join frame's `self`, and every running thread's `Thread` object is the `self` of its
 //!   own outermost `_bootstrap_inner` frame, which gives the joined thread's tid;
+//! - a wait for a result (`concurrent.futures`' `Future.result`/`exception`, `wait`,
+//!   `as_completed`): the future is the frame's `self` (`fs`, the futures, for `wait` and
+//!   `as_completed`);
 //! - a condition, event, queue or idle executor worker (`Condition.wait`, `queue.get`,
 //!   `concurrent.futures`' `_worker`): waiting for a signal, whatever lock it sleeps on;
 //! - a `threading.RLock` or `threading.Lock`: the lock object among the locals of the
@@ -24,6 +27,16 @@ use crate::model::{RuntimeWait, RuntimeWaitKind};
 
 /// How many innermost frames are searched for a join.
 const JOIN_FRAMES: usize = 4;
+/// How many innermost frames are searched for a wait for a result (below it: `Condition.wait`,
+/// `Event.wait`).
+const RESULT_FRAMES: usize = 4;
+/// Frames (file suffix, function) that wait for the result of work handed to other threads.
+const RESULT_FRAMES_NAMED: &[(&str, &str)] = &[
+    ("/concurrent/futures/_base.py", "result"),
+    ("/concurrent/futures/_base.py", "exception"),
+    ("/concurrent/futures/_base.py", "wait"),
+    ("/concurrent/futures/_base.py", "as_completed"),
+];
 /// Innermost frames (file suffix, function) that wait for a signal, whatever they sleep on.
 const CONDITION_FRAMES: &[(&str, &str)] = &[
     ("/threading.py", "wait"),
@@ -97,6 +110,24 @@ impl<'a> Context<'a> {
                 object,
                 class: objects::type_name(object, self.read_mem),
                 owner_tid: self.thread_objects.get(&object).copied(),
+            });
+        }
+        if let Some(waiting) = thread.frames.iter().take(RESULT_FRAMES).find(|f| {
+            RESULT_FRAMES_NAMED
+                .iter()
+                .any(|(file, name)| f.is(file, name))
+        }) {
+            let object = waiting.local("self").or_else(|| waiting.local("fs"));
+            return Some(RuntimeWait {
+                kind: RuntimeWaitKind::Result,
+                object: object.unwrap_or(0),
+                class: object.and_then(|o| objects::type_name(o, self.read_mem)).map(
+                    |name| match name.as_str() {
+                        "Future" => "concurrent.futures.Future".to_owned(),
+                        _ => name,
+                    },
+                ),
+                owner_tid: None,
             });
         }
         let innermost = thread.frames.first()?;
@@ -285,7 +316,8 @@ mod tests {
     }
 
     /// Check that a join names the joined thread through its `_bootstrap_inner` frame, even
-    /// inside `ThreadPoolExecutor.shutdown`, and that condition waits are not locks.
+    /// inside `ThreadPoolExecutor.shutdown`, that `Future.result` (above its condition) is a
+    /// wait for a result, and that condition waits are not locks.
     #[test]
     fn joins_and_conditions() {
         let memory = memory();
@@ -348,6 +380,24 @@ mod tests {
             (RuntimeWaitKind::Condition, 0x6000)
         );
         assert!(!runs_event_loop(&snap.threads[0]));
+        let result_waiter = thread(
+            0x74,
+            14,
+            vec![
+                frame(THREADING, "Condition.wait", &[("self", 0x6000)]),
+                frame(
+                    "/usr/lib/python3.11/concurrent/futures/_base.py",
+                    "Future.result",
+                    &[("self", 0x1000), ("timeout", 0)],
+                ),
+                frame("/app.py", "main", &[]),
+            ],
+        );
+        let wait = context.wait_of(&result_waiter, Some(0xc000)).expect("result");
+        assert_eq!(
+            (wait.kind, wait.object, wait.owner_tid),
+            (RuntimeWaitKind::Result, 0x1000, None)
+        );
         let looping = thread(
             1,
             1,

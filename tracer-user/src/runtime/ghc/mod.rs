@@ -112,6 +112,7 @@ impl Runtime for Ghc {
                 version: image.version.clone(),
                 interpreters: None,
                 green_threads,
+                service_tids: Vec::new(),
             },
             threads,
         })

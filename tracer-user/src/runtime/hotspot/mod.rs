@@ -200,12 +200,24 @@ impl Runtime for Hotspot {
                 },
             );
         }
+        // Threads outside the Java thread list (garbage collectors, the VM thread, the
+        // launcher's thread) and the VM's own Java threads never run the program's code.
+        let service_tids = process
+            .tids
+            .iter()
+            .copied()
+            .filter(|&tid| match java_threads.iter().find(|t| t.tid == tid) {
+                Some(thread) => threads::is_service(&mut heap, thread),
+                None => true,
+            })
+            .collect();
         Some(View {
             process: RuntimeProcess {
                 runtime: self.name().into(),
                 version: vm.version.clone(),
                 interpreters: None,
                 green_threads: Vec::new(),
+                service_tids,
             },
             threads: views,
         })

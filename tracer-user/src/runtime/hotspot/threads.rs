@@ -13,7 +13,13 @@
 //! - `j.u.c` locks: `LockSupport.park(blocker)` stores the lock (the `AbstractQueuedSynchronizer`
 //!   of a `ReentrantLock`, ...) in `Thread.parkBlocker` while the thread parks; an
 //!   `AbstractOwnableSynchronizer` names its owner in `exclusiveOwnerThread`, a
-//!   `java.lang.Thread` whose `eetop` is its `JavaThread*`.
+//!   `java.lang.Thread` whose `eetop` is its `JavaThread*`. A blocker that is a
+//!   `FutureTask` (or a subclass) or a `CompletableFuture$Signaller` is a wait for a result:
+//!   `FutureTask.get` and `CompletableFuture.get`/`join` park on them.
+//! - Service threads: the VM's own Java threads (compilers, reference handler, finalizer,
+//!   signal dispatcher, service and notification threads) belong to the `system` thread
+//!   group, the one without a parent; the common cleaner is a `jdk.internal.misc.
+//!   InnocuousThread`. The group is `Thread.group` up to JDK 18, `Thread.holder.group` since.
 //!
 //! The thread list can change while it is read (the VM is never stopped): every pointer is
 //! checked against what was read, and a thread that cannot be read is left out.
@@ -27,6 +33,14 @@ use crate::model::{RuntimeWait, RuntimeWaitKind};
 const MAX_THREADS: u32 = 100_000;
 /// `ObjectMonitor::DEFLATER_MARKER` (JDK 15 to 21): the monitor is being deflated, no owner.
 const DEFLATER_MARKER: u64 = u64::MAX;
+/// Parking blockers that are futures: their class, or a superclass of it.
+const FUTURE_CLASSES: &[&str] = &["java.util.concurrent.FutureTask"];
+/// Parking blockers that stand for a future: the class itself.
+const FUTURE_WAITER_CLASSES: &[&str] = &["java.util.concurrent.CompletableFuture$Signaller"];
+/// The class of the JDK's own threads outside the system group (the common cleaner).
+const INNOCUOUS_THREAD: &str = "jdk.internal.misc.InnocuousThread";
+/// How many superclasses are followed, at most.
+const MAX_SUPERS: usize = 32;
 
 /// One Java thread of the VM.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -184,16 +198,74 @@ pub(crate) fn park_wait(
             .filter(|&tid| tid != thread.tid),
         None => None,
     };
+    let kind = if owner_obj.is_some() {
+        RuntimeWaitKind::Lock
+    } else if is_future(heap, blocker, class.as_deref()) {
+        RuntimeWaitKind::Result
+    } else {
+        RuntimeWaitKind::Condition
+    };
     Ok(Some(RuntimeWait {
-        kind: if owner_obj.is_some() {
-            RuntimeWaitKind::Lock
-        } else {
-            RuntimeWaitKind::Condition
-        },
+        kind,
         object: blocker,
         class,
         owner_tid,
     }))
+}
+
+/// Whether a parking blocker of class `class` is a future (or stands for one).
+fn is_future(heap: &Heap<'_>, blocker: u64, class: Option<&str>) -> bool {
+    if class.is_some_and(|c| FUTURE_WAITER_CLASSES.contains(&c)) {
+        return true;
+    }
+    let Ok(mut klass) = heap.klass_of(blocker) else {
+        return false;
+    };
+    for _ in 0..MAX_SUPERS {
+        if klass == 0 {
+            break;
+        }
+        if heap
+            .class_name(klass)
+            .is_ok_and(|name| FUTURE_CLASSES.contains(&name.as_str()))
+        {
+            return true;
+        }
+        let Ok(next) = heap.reader.u64(klass + heap.layout.klass_super) else {
+            break;
+        };
+        klass = next;
+    }
+    false
+}
+
+/// Whether `thread` is one the VM runs for itself: in the `system` thread group, or the
+/// common cleaner. A thread whose group cannot be read is taken for a program thread.
+pub(crate) fn is_service(heap: &mut Heap<'_>, thread: &JavaThread) -> bool {
+    if thread.thread_obj == 0 {
+        return false;
+    }
+    let class = heap
+        .klass_of(thread.thread_obj)
+        .and_then(|k| heap.class_name(k));
+    if class.is_ok_and(|c| c == INNOCUOUS_THREAD) {
+        return true;
+    }
+    let group = match heap.reference_field(thread.thread_obj, "group") {
+        Ok(Some(group)) => Some(group),
+        Ok(None) => heap
+            .reference_field(thread.thread_obj, "holder")
+            .ok()
+            .flatten()
+            .filter(|&h| h != 0)
+            .and_then(|holder| heap.reference_field(holder, "group").ok().flatten()),
+        Err(_) => None,
+    };
+    // A terminated thread has no group (null): not a service thread.
+    let Some(group) = group.filter(|&g| g != 0) else {
+        return false;
+    };
+    matches!(heap.reference_field(group, "parent"), Ok(Some(0)))
 }
 
 #[cfg(test)]

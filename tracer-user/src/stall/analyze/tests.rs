@@ -271,6 +271,7 @@ fn ghc_threads(io_manager_blocked: bool) -> (Vec<BlockedThread>, BTreeMap<u32, P
             green(4, GreenState::BlockedOnMvar),
             green(5, GreenState::BlockedOnMvar),
         ],
+        service_tids: Vec::new(),
     }];
     (threads, processes)
 }
@@ -466,4 +467,71 @@ fn process_stalled_needs_a_lock() {
             .values()
             .all(|&v| v == Verdict::ProcessStalled)
     );
+}
+
+/// Check that a thread waiting for a result is the evidence when every other thread is an
+/// idle worker: the process is stalled, each finding names the waiter; a worker still running
+/// (not blocked) keeps it from being stalled; the runtime's service threads, running or not,
+/// change neither.
+#[test]
+fn result_wait_with_idle_workers_stalls_the_process() {
+    let mut threads = vec![
+        python_condition(1),
+        python_condition(70),
+        python_condition(71),
+    ];
+    if let Some(wait) = threads[0].runtime.as_mut().and_then(|r| r.wait.as_mut()) {
+        wait.kind = RuntimeWaitKind::Result;
+    }
+    let analysis = analyze(&threads, &process(&[1, 70, 71]));
+    for f in &analysis.findings {
+        assert_eq!(f.verdict, Verdict::ProcessStalled, "{f:?}");
+        let Reason::AllThreadsWait {
+            threads,
+            result_waiter: Some(waiter),
+        } = &f.reason
+        else {
+            panic!("no result waiter: {f:?}");
+        };
+        assert_eq!((*threads, waiter.tid), (3, 1));
+    }
+    // Worker 72 runs (not blocked): the result may still come.
+    let analysis = analyze(&threads, &process(&[1, 70, 71, 72]));
+    assert!(
+        verdicts(&analysis).values().all(|&v| v == Verdict::Idle),
+        "{:?}",
+        verdicts(&analysis)
+    );
+    // 72 and 73 are the runtime's own (a JIT compiler, a timed housekeeping thread).
+    let mut processes = process(&[1, 70, 71, 72, 73]);
+    if let Some(p) = processes.get_mut(&1) {
+        p.runtime_views = vec![crate::model::RuntimeProcess {
+            runtime: "hotspot".into(),
+            version: None,
+            interpreters: None,
+            green_threads: Vec::new(),
+            service_tids: vec![72, 73],
+        }];
+    }
+    let mut with_service = threads.clone();
+    with_service.push(python_condition(73));
+    let analysis = analyze(&with_service, &processes);
+    let v = verdicts(&analysis);
+    assert_eq!(v.len(), 4);
+    assert!(
+        [1, 70, 71]
+            .iter()
+            .all(|tid| v[tid] == Verdict::ProcessStalled),
+        "{v:?}"
+    );
+    // A service thread keeps its own verdict.
+    assert_eq!(v[&73], Verdict::Idle);
+    // Without the result wait, the same process is idle.
+    let idle = [
+        python_condition(1),
+        python_condition(70),
+        python_condition(71),
+    ];
+    let analysis = analyze(&idle, &processes);
+    assert!(verdicts(&analysis).values().all(|&v| v == Verdict::Idle));
 }
