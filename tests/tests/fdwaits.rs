@@ -313,3 +313,64 @@ fn unanswered_request_is_a_stall_naming_the_peer() {
         "{t:#}"
     );
 }
+
+// A child reading its parent's pipe (`pipe_parent.py`).
+
+/// `pipe_parent.py MODE`, its child blocked in read past the threshold: (workload, parent,
+/// child).
+fn pipe_parent(mode: &str) -> (RunningWorkload, u32, u32) {
+    let workload = RunningWorkload::spawn_python(
+        &workload_file("pipe_parent.py"),
+        &[mode, "--timeout-s", "30"],
+    );
+    workload.wait_for(READY, Duration::from_secs(20));
+    let (parent, child) = (workload.tid("parent"), workload.tid("child"));
+    wait_until_reading(child, "the child");
+    thread::sleep(BLOCKED_BEFORE_WATCH);
+    (workload, parent, child)
+}
+
+/// Check that a child reading its parent's pipe while the parent waits for it in `waitpid`
+/// (alive, not stuck) is listed under `-p` as idle, waiting for input from the parent, exit
+/// status 0.
+#[test]
+fn child_reading_waiting_parents_pipe_is_idle() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("fdwaits-parent-wait");
+    let (_workload, parent, child) = pipe_parent("wait");
+    let (result, report) = watch_once(&[child], &dir.join("watch.jsonl"));
+    assert!(
+        !report.thread(child).is_empty(),
+        "child not listed:\n{}",
+        report.dump()
+    );
+    assert_waiting_for_input(&report, child, parent);
+    result.assert_code(0);
+}
+
+/// Check the twin: the parent stuck for ever on a lock it holds (its only thread in an
+/// indefinite futex wait), the child's read is a stall naming the parent, exit status 10.
+#[test]
+fn child_reading_stuck_parents_pipe_is_a_stall() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("fdwaits-parent-stuck");
+    let (_workload, parent, child) = pipe_parent("stuck");
+    let (result, report) = watch_once(&[child], &dir.join("watch.jsonl"));
+    let stalled = report
+        .thread(child)
+        .into_iter()
+        .find(|t| t["verdict"] == "stall")
+        .unwrap_or_else(|| panic!("no stall for the child:\n{}", report.dump()));
+    assert_eq!(stalled["resource"]["peer_pid"], parent, "{stalled:#}");
+    assert!(
+        stalled["explanation"]
+            .as_str()
+            .is_some_and(|e| e.contains(&format!("its writer pid {parent}"))),
+        "{stalled:#}"
+    );
+    result.assert_code(10);
+}

@@ -9,7 +9,7 @@
 //   it waits for will never come, since no worker runs it;
 // - `lost-completable`: waits in `CompletableFuture.get()` on a future nobody completes.
 //
-// Output (stdout, one line each): `tid main <TID>`, `tid worker <TID>` per worker (kernel
+// Output (stdout, one line each): `pid <PID>`, `tid main <TID>`, `tid worker <TID>` per worker (kernel
 // tids, from /proc/thread-self), then `READY`. It never exits by itself (a timer thread would
 // be one more thread to reckon with): the test kills it.
 
@@ -32,6 +32,7 @@ public class IdleExecutor {
 
     public static void main(String[] args) throws Exception {
         String mode = args.length > 0 ? args[0] : "idle";
+        System.out.println("pid " + ProcessHandle.current().pid());
         System.out.println("tid main " + tid());
         ExecutorService pool = Executors.newFixedThreadPool(WORKERS);
         CountDownLatch started = new CountDownLatch(WORKERS);
