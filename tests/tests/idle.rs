@@ -80,10 +80,8 @@ fn python_pool_whose_result_never_comes_is_process_stalled() {
         return;
     }
     let dir = TempDir::new("idle-py-lost-result");
-    let workload = RunningWorkload::spawn_python(
-        &workload_file("py_lost_result.py"),
-        &["--timeout-s", "60"],
-    );
+    let workload =
+        RunningWorkload::spawn_python(&workload_file("py_lost_result.py"), &["--timeout-s", "60"]);
     workload.wait_for(READY, STARTUP);
     let version = workload
         .lines()

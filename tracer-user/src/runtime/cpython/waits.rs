@@ -121,12 +121,12 @@ impl<'a> Context<'a> {
             return Some(RuntimeWait {
                 kind: RuntimeWaitKind::Result,
                 object: object.unwrap_or(0),
-                class: object.and_then(|o| objects::type_name(o, self.read_mem)).map(
-                    |name| match name.as_str() {
+                class: object
+                    .and_then(|o| objects::type_name(o, self.read_mem))
+                    .map(|name| match name.as_str() {
                         "Future" => "concurrent.futures.Future".to_owned(),
                         _ => name,
-                    },
-                ),
+                    }),
                 owner_tid: None,
             });
         }
@@ -393,7 +393,9 @@ mod tests {
                 frame("/app.py", "main", &[]),
             ],
         );
-        let wait = context.wait_of(&result_waiter, Some(0xc000)).expect("result");
+        let wait = context
+            .wait_of(&result_waiter, Some(0xc000))
+            .expect("result");
         assert_eq!(
             (wait.kind, wait.object, wait.owner_tid),
             (RuntimeWaitKind::Result, 0x1000, None)
