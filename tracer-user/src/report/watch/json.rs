@@ -119,6 +119,24 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
         fields.insert("event_loop_library".into(), json!(library));
         fields.insert("blocking_call".into(), json!(blocking_call));
     }
+    if let (
+        Reason::Periodic {
+            ended_before,
+            period_ms,
+            typical_wait_ms,
+        },
+        Some(fields),
+    ) = (&f.reason, thread.as_object_mut())
+    {
+        fields.insert(
+            "periodic".into(),
+            json!({
+                "ended_before": ended_before,
+                "period_ms": period_ms,
+                "typical_wait_ms": typical_wait_ms,
+            }),
+        );
+    }
     if let (Reason::GreenThreadsBlocked { green_threads }, Some(fields)) =
         (&f.reason, thread.as_object_mut())
     {
