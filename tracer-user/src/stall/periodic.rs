@@ -61,9 +61,11 @@ pub(crate) struct PeriodicWaits {
 
 impl PeriodicWaits {
     /// Folds in one scan at `now_ns`: the waits of the last scan not in `blocked` ended; each
-    /// finding (an indefinite wait, `stall` or `idle`) that follows ended waits on the same
+    /// `stall` (an indefinite wait; not a lock cycle, a stalled process or a blocked event
+    /// loop, whose waits do not end by themselves) that follows ended waits on the same
     /// resource and has not lasted far longer than they did becomes `idle` with
-    /// [`Reason::Periodic`].
+    /// [`Reason::Periodic`]. Idle waits keep their own reason (waiting for connections, for
+    /// input...), which says more.
     pub(crate) fn apply(
         &mut self,
         findings: &mut [Finding],
@@ -107,9 +109,7 @@ impl PeriodicWaits {
             };
             let key = finding.thread.key();
             self.open.insert(key, OpenWait { resource });
-            if !matches!(finding.verdict, Verdict::Stall | Verdict::Idle)
-                || finding.timing != Timing::Indefinite
-            {
+            if finding.verdict != Verdict::Stall || finding.timing != Timing::Indefinite {
                 continue;
             }
             let Some(history) = self.ended.get(&resource) else {
