@@ -200,6 +200,17 @@ pub(crate) enum Reason {
         /// How long ago data was last received, ms.
         received_ms_ago: u32,
     },
+    /// Its earlier waits on the same resource (the same fd or futex) ended by themselves, and
+    /// this one has not lasted far longer than they did: a periodic wait (a receive with a
+    /// socket timeout, a read of a heartbeat), not a hang.
+    Periodic {
+        /// How many earlier waits past the threshold on the resource were seen to end.
+        ended_before: u32,
+        /// The typical time from the start of one of these waits to the next, ms.
+        period_ms: u32,
+        /// How long the earlier waits typically lasted (at most), ms.
+        typical_wait_ms: u32,
+    },
     /// Waits for `thread` to exit (a join).
     ThreadExit {
         /// The thread joined.

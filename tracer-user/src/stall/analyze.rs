@@ -25,9 +25,9 @@ use super::{
 };
 use crate::{
     model::{
-        Analysis, BlockedThread, Finding, FutexOwner, GreenThread, OwnerSource, ProcessView,
-        Reason, RuntimeWait, RuntimeWaitKind, ThreadRef, ThreadState, Timing, Verdict, WaitKind,
-        WaitingCode,
+        Analysis, BlockedThread, FdType, Finding, FutexOwner, GreenThread, OwnerSource,
+        ProcessView, Reason, RuntimeWait, RuntimeWaitKind, ThreadRef, ThreadState, Timing, Verdict,
+        WaitKind, WaitingCode,
     },
     runtime::{self, Runtimes, parked_by_glibc},
 };
@@ -170,6 +170,22 @@ pub(crate) fn analyze(
     Analysis { findings, cycles }
 }
 
+/// Waits that programs with no event loop make right after polling, so that repeated poll
+/// returns say nothing about them: a wait for a child (`subprocess.communicate()`, Rust's
+/// `Command::output()`: poll the child's pipes to their end, then reap it), and a read of a
+/// pipe, FIFO or terminal (a shell reading its next command after running one; such reads are
+/// judged by their writer, `pipe_wait`). Frames that show a loop still decide.
+fn polls_then_waits_by_design(thread: &BlockedThread) -> bool {
+    let Some(call) = thread.call else {
+        return false;
+    };
+    let reads_pipe_or_terminal = call.kind == WaitKind::Read
+        && thread.fd.as_ref().is_some_and(|fd| {
+            matches!(fd.fd_type, FdType::Pipe | FdType::Fifo) || fd.is_terminal()
+        });
+    call.kind == WaitKind::WaitChild || reads_pipe_or_terminal
+}
+
 /// What one thread's facts say before any verdict. What the thread's runtime read about its
 /// wait (`BlockedThread::runtime`) comes before what its native frames and futex say: the
 /// runtime knows the lock object and its owner where the native side sees a condvar.
@@ -189,7 +205,7 @@ fn infer(thread: &BlockedThread, processes: &BTreeMap<u32, ProcessView>) -> Infe
     let polled = thread.poll_returns.is_some_and(|p| {
         p.count >= EVENT_LOOP_MIN_POLLS
             && thread.since_ns.saturating_sub(p.last_ns) <= EVENT_LOOP_GAP.as_nanos() as u64
-    });
+    }) && !polls_then_waits_by_design(thread);
     let runtime_loop = thread.runtime.as_ref().is_some_and(|r| r.event_loop);
     // Native frames that show a loop decide both ways: waiting in the loop's own machinery
     // (a parked tokio worker) is waiting for events however often it polled before.

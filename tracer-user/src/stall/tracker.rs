@@ -7,7 +7,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::model::{Analysis, Cycle, Finding, Verdict, WaitKey};
+use crate::model::{Analysis, Cycle, Finding, Reason, Verdict, WaitKey};
 
 /// A reported stall that ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -140,8 +140,11 @@ impl Tracker {
                 if f.verdict.is_problem() {
                     newly.contains(&key)
                 } else {
+                    // A periodic wait is the continuation of waits seen before: listing each
+                    // would list the thread once per period.
+                    let periodic = matches!(f.reason, Reason::Periodic { .. });
                     new_pids.contains(&f.thread.pid)
-                        || (self.list_idle && !self.listed_idle.contains(&key))
+                        || (self.list_idle && !periodic && !self.listed_idle.contains(&key))
                 }
             })
             .collect();
@@ -175,7 +178,7 @@ impl Tracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{model::Reason, stall::fixtures};
+    use crate::stall::fixtures;
 
     fn finding(tid: u32, since_ns: u64, verdict: Verdict) -> Finding {
         let mut thread = fixtures::futex_thread(1, tid, &format!("t{tid}"), 0);
@@ -271,5 +274,22 @@ mod tests {
         assert!(tracker.update(a, &b, 3_000).is_empty(), "no resolution");
         let (a, b) = scan(vec![finding(5, 4_000, Verdict::Idle)]);
         assert_eq!(tracker.update(a, &b, 5_000).new_findings.len(), 1);
+    }
+
+    /// Check that a periodic wait is not listed with `-p` (each period would be listed), while
+    /// the first wait of the thread was.
+    #[test]
+    fn periodic_waits_not_listed_again() {
+        let mut tracker = Tracker::listing_idle();
+        let (a, b) = scan(vec![finding(5, 100, Verdict::Idle)]);
+        assert_eq!(tracker.update(a, &b, 1_000).new_findings.len(), 1);
+        let mut periodic = finding(5, 2_000, Verdict::Idle);
+        periodic.reason = Reason::Periodic {
+            ended_before: 1,
+            period_ms: 2,
+            typical_wait_ms: 1,
+        };
+        let (a, b) = scan(vec![periodic]);
+        assert!(tracker.update(a, &b, 3_000).is_empty());
     }
 }

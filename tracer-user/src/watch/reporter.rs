@@ -16,6 +16,7 @@ use crate::{
     report::watch::WatchReport,
     stall::{
         analyze::analyze,
+        periodic::PeriodicWaits,
         tracker::{Changes, Tracker},
     },
 };
@@ -83,6 +84,8 @@ pub(crate) struct Reporter {
     /// Idle waits are listed (`watch -p`).
     list_idle: bool,
     tracker: Tracker,
+    /// The waits each thread had on each resource, to tell periodic waits from hangs.
+    periodic: PeriodicWaits,
     found: Found,
     /// What is open after the last scan: the final report restates it.
     open: Changes,
@@ -104,6 +107,7 @@ impl Reporter {
             threshold,
             list_idle,
             tracker,
+            periodic: PeriodicWaits::default(),
             found: Found::default(),
             open: Changes::default(),
             runtime_views: BTreeMap::new(),
@@ -165,7 +169,9 @@ impl Reporter {
                     .insert(*pid, process.runtime_views.clone());
             }
         }
-        let analysis = analyze(&scanned.threads, &scanned.processes);
+        let mut analysis = analyze(&scanned.threads, &scanned.processes);
+        self.periodic
+            .apply(&mut analysis.findings, &scanned.keys, input.now_ns);
         let changes = self
             .tracker
             .update(analysis.clone(), &scanned.keys, input.now_ns);

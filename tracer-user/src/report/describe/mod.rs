@@ -278,6 +278,10 @@ pub(crate) fn explanation(f: &Finding) -> String {
             "waits in {what} on {resource}: {}",
             fd::last_message_phrase(*received_ms_ago)
         ),
+        Reason::Periodic { .. } => format!(
+            "waits in {what} on {resource}: {}",
+            periodic_phrase(&f.reason)
+        ),
         Reason::ThreadExit { thread } => format!("waits for {} to exit", thread_ref(thread)),
         Reason::Signal => {
             format!("waits in {what} for a signal (condition, park or unknown; no owner known)")
@@ -298,6 +302,31 @@ fn green_why(green_threads: &[crate::model::GreenThread]) -> String {
         "" => meaning.to_owned(),
         threads => format!("{meaning}; Haskell threads: {threads}"),
     }
+}
+
+/// What makes a wait periodic: `periodic: this wait on the same fd ended 3 times before,
+/// every ~3.0 s (each lasting up to 3.0 s)`.
+fn periodic_phrase(reason: &Reason) -> String {
+    let Reason::Periodic {
+        ended_before,
+        period_ms,
+        typical_wait_ms,
+    } = reason
+    else {
+        return String::new();
+    };
+    let times = if *ended_before == 1 { "once" } else { "times" };
+    let count = if *ended_before == 1 {
+        String::new()
+    } else {
+        format!("{ended_before} ")
+    };
+    format!(
+        "periodic: this wait on the same resource ended {count}{times} before, every ~{:.1} s \
+         (each lasting up to {:.1} s), so it is not a hang",
+        f64::from(*period_ms) / 1000.0,
+        f64::from(*typical_wait_ms) / 1000.0
+    )
 }
 
 /// Why glibc parked a thread without a known lock.
@@ -391,6 +420,7 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::LastMessageReceived { received_ms_ago } => {
             Some(fd::last_message_phrase(*received_ms_ago))
         }
+        Reason::Periodic { .. } => Some(periodic_phrase(&f.reason)),
         Reason::InCycle { .. }
         | Reason::LockWithoutOwner
         | Reason::NoInput

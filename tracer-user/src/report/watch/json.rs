@@ -129,6 +129,24 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
     {
         fields.insert("result_waiter_tid".into(), json!(waiter.tid));
     }
+    if let (
+        Reason::Periodic {
+            ended_before,
+            period_ms,
+            typical_wait_ms,
+        },
+        Some(fields),
+    ) = (&f.reason, thread.as_object_mut())
+    {
+        fields.insert(
+            "periodic".into(),
+            json!({
+                "ended_before": ended_before,
+                "period_ms": period_ms,
+                "typical_wait_ms": typical_wait_ms,
+            }),
+        );
+    }
     if let (Reason::GreenThreadsBlocked { green_threads }, Some(fields)) =
         (&f.reason, thread.as_object_mut())
     {

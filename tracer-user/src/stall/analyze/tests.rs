@@ -535,3 +535,52 @@ fn result_wait_with_idle_workers_stalls_the_process() {
     let analysis = analyze(&idle, &processes);
     assert!(verdicts(&analysis).values().all(|&v| v == Verdict::Idle));
 }
+
+/// Check that repeated poll returns do not make an event loop of a thread reaping a child
+/// (Rust's `Command::output()`, `subprocess.communicate()`: poll the pipes, then `wait4`) or of
+/// a shell reading its next command from a pipe whose writer is alive (both seen on a healthy
+/// host, `scripts/healthy-host.sh`): the first waits for its child, the second for input.
+#[test]
+fn poll_then_wait4_or_pipe_read_is_no_event_loop() {
+    use crate::model::{FdAccess, FdDescription, FdHolder, HolderThread};
+    let mut reaper = recv_thread(50);
+    reaper.fd = None;
+    reaper.call = Some(SyscallCall {
+        nr: 61,
+        kind: WaitKind::WaitChild,
+        resource: 51,
+        ..SyscallCall::default()
+    });
+    let mut shell = recv_thread(52);
+    shell.call = Some(SyscallCall {
+        nr: 0,
+        kind: WaitKind::Read,
+        ..SyscallCall::default()
+    });
+    let writer = FdHolder {
+        pid: 53,
+        comm: Some("runner".into()),
+        fd: 4,
+        access: Some(FdAccess::Write),
+        threads: vec![HolderThread {
+            tid: 53,
+            state: ThreadState::Sleeping,
+            call: Some(SyscallCall {
+                nr: 232,
+                kind: WaitKind::Epoll,
+                ..SyscallCall::default()
+            }),
+        }],
+    };
+    shell.fd = Some(FdDescription {
+        access: Some(FdAccess::Read),
+        pipe_peers: vec![writer],
+        ..FdDescription::new(0, FdType::Pipe, "pipe:[524336]".into())
+    });
+    let threads = [polled(reaper, 5), polled(shell, 5)];
+    let analysis = analyze(&threads, &process(&[1, 50, 52]));
+    let v = verdicts(&analysis);
+    assert_eq!(v[&50], Verdict::Idle);
+    assert_eq!(v[&52], Verdict::Idle);
+    assert!(analysis.findings.iter().all(|f| !f.event_loop));
+}
