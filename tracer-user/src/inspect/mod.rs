@@ -46,6 +46,7 @@ pub(crate) mod schedclock;
 pub(crate) mod sock_diag;
 pub(crate) mod sockets;
 pub(crate) mod threads;
+pub(crate) mod unix_diag;
 
 use std::{io, path::PathBuf};
 
