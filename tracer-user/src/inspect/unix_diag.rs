@@ -73,17 +73,6 @@ pub(crate) struct UnixSocket {
     pub(crate) unread_bytes: Option<u32>,
 }
 
-impl UnixSocket {
-    /// Whether it is a connection (stream or seqpacket), whose receive queue holds only what
-    /// its one peer sent.
-    pub(crate) fn is_connection(&self) -> bool {
-        matches!(
-            i32::from(self.socket_type),
-            libc::SOCK_STREAM | libc::SOCK_SEQPACKET
-        )
-    }
-}
-
 /// Every unix socket of the caller's network namespace, by inode.
 pub(crate) fn unix_sockets() -> io::Result<HashMap<u64, UnixSocket>> {
     Ok(run_dump(&dump_request(), parse_unix_msg)?

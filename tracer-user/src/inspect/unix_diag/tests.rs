@@ -52,7 +52,7 @@ fn recorded_dump() {
     assert_eq!(listener.peer_inode, None);
     let (server_inode, server) = named(false);
     assert_eq!(server.unread_bytes, Some(5));
-    assert!(server.is_connection());
+    assert_eq!(i32::from(server.socket_type), libc::SOCK_STREAM);
     let client_inode = server.peer_inode.expect("the server end's peer");
     let client = &sockets[&client_inode];
     assert_eq!(client.peer_inode, Some(server_inode));
@@ -131,7 +131,7 @@ fn edge_cases() {
     assert_eq!(dgram.name.as_deref(), Some("@dbus@x"));
     assert_eq!(dgram.peer_inode, Some(13));
     assert_eq!(dgram.unread_bytes, Some(40));
-    assert!(!dgram.is_connection());
+    assert_eq!(i32::from(dgram.socket_type), libc::SOCK_DGRAM);
 
     let whole = message(14, libc::SOCK_STREAM, ESTABLISHED, &[]);
     assert_eq!(parse_unix_msg(&whole[16..whole.len() - 4]), None);
