@@ -218,7 +218,7 @@ impl FdScanner {
         let pids = holders
             .get(&format!("socket:[{inode}]"))
             .map(|v| v.iter().map(|&(pid, _)| pid))?;
-        pids.min_by_key(|&pid| (pid == own, pid))
+        preferred_holder(pids, own)
     }
 
     /// The `tcp_info` timing of TCP socket `inode` in network namespace `netns`: only for
@@ -336,6 +336,12 @@ impl FdScanner {
         }
     }
 }
+/// Of the processes holding the other end of a socket of process `own`: the lowest pid other
+/// than `own`, else `own` (see [`FdScanner::socket_holder`]).
+fn preferred_holder(pids: impl Iterator<Item = u32>, own: u32) -> Option<u32> {
+    pids.min_by_key(|&pid| (pid == own, pid))
+}
+
 /// Whether network namespace `netns` is `watch`'s own, the one `sock_diag` answers for.
 fn is_own_netns(netns: u64) -> bool {
     std::fs::metadata("/proc/self/ns/net").is_ok_and(|m| m.ino() == netns)
