@@ -4,8 +4,8 @@
 //! a TCP peer, a timer, an epoll set of those. [`FdScanner::describe`] turns an fd into an
 //! [`FdDescription`]: its [`FdType`], the `readlink` target, socket details (via
 //! [`super::sockets`]; for a loopback TCP connection or a connected unix socket, the socket
-//! at the other end, the process holding it and what it has not read), for pipes and FIFOs the other holders of the same pipe in *any*
-//! process with their access mode, for epoll the watched fds (from `fdinfo`'s `tfd:` lines,
+//! at the other end, the process holding it and what it has not read), for pipes and FIFOs
+//! the other holders of the same pipe in *any* process with their access mode, for epoll the watched fds (from `fdinfo`'s `tfd:` lines,
 //! each briefly described), eventfd counts and timerfd expiries. The one-line summaries of
 //! reports are made from these in `report::describe::fd`.
 //!
@@ -153,7 +153,14 @@ impl FdScanner {
             .clone()
     }
 
-    fn socket(&mut self, pid: u32, inode: u64) -> Result<Option<SocketInfo>, InspectError> {
+    /// Socket `inode` of process `pid`; `full`: also a unix socket's peer (which needs the
+    /// host-wide holder index: not for the brief descriptions of an epoll set's members).
+    fn socket(
+        &mut self,
+        pid: u32,
+        inode: u64,
+        full: bool,
+    ) -> Result<Option<SocketInfo>, InspectError> {
         let netns = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
         let Ok(netns) = netns else {
             return Ok(SocketTables::read(pid)?.find(inode));
@@ -176,7 +183,8 @@ impl FdScanner {
                     unread_bytes,
                 });
             }
-            SocketProtocol::Unix => self.add_unix_peer(netns, pid, socket),
+            SocketProtocol::Unix if full => self.add_unix_peer(netns, pid, socket),
+            SocketProtocol::Unix => {}
             SocketProtocol::Udp | SocketProtocol::Udp6 => {}
         }
         Ok(info)
@@ -259,7 +267,7 @@ impl FdScanner {
         match &parsed.target {
             FDTarget::Socket(inode) => {
                 d.fd_type = FdType::Socket;
-                d.socket = self.socket(pid, *inode)?;
+                d.socket = self.socket(pid, *inode, full)?;
             }
             FDTarget::Pipe(_) => {
                 d.fd_type = FdType::Pipe;
