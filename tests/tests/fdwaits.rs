@@ -374,3 +374,87 @@ fn child_reading_stuck_parents_pipe_is_a_stall() {
     );
     result.assert_code(10);
 }
+
+/// The unix-socket workload in `mode`, serving on `socket`, its client blocked in recv past
+/// the threshold.
+fn unix_client(mode: &str, socket: &Path) -> RunningWorkload {
+    let socket = socket.to_str().expect("UTF-8 temp path");
+    let workload = RunningWorkload::spawn_python(
+        &workload_file(SCRIPT),
+        &[mode, "--socket", socket, "--timeout-s", "30"],
+    );
+    workload.wait_for(READY, Duration::from_secs(20));
+    let client = workload.tid("client");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while task_syscall(workload.pid(), client).is_none_or(|s| s.nr != SYS_RECVFROM) {
+        assert!(
+            Instant::now() < deadline,
+            "unix client did not block in recvfrom"
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+    thread::sleep(BLOCKED_BEFORE_WATCH);
+    workload
+}
+
+/// Check that a unix stream client whose request the server (another process, alive and
+/// waiting in accept) never reads is a stall (exit status 10) that names the server's path as
+/// the peer, the server's pid as `peer_pid`, and says the server has not read the request,
+/// which sits in its receive queue.
+#[test]
+fn unix_request_unread_by_the_server_is_a_stall() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("fdwaits-unix-request");
+    let socket = dir.join("server.sock");
+    let workload = unix_client("unix-request", &socket);
+    let server = workload.tid("server");
+    let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
+    result.assert_code(10);
+    let t = report
+        .thread(workload.tid("client"))
+        .into_iter()
+        .find(|t| t["verdict"] == "stall")
+        .unwrap_or_else(|| panic!("no stall for the unix client:\n{}", report.dump()));
+    assert_eq!(t["resource"]["peer"], socket.to_str().unwrap(), "{t:#}");
+    assert_eq!(t["resource"]["peer_pid"], server, "{t:#}");
+    let explanation = t["explanation"].as_str().unwrap_or_default();
+    let request = "GET /answer\n".len();
+    assert!(
+        explanation.contains(&format!(
+            "pid {server} has not read it ({request} bytes unread in its receive queue)"
+        )),
+        "{t:#}"
+    );
+}
+
+/// Check that a unix subscriber that received a message from a live server (another process,
+/// idle in accept) and waits for the next is not a problem (exit status 0): idle, with the
+/// server's pid as `peer_pid` and its path as the peer.
+#[test]
+fn unix_subscriber_after_a_message_is_idle() {
+    if !require_bpf() {
+        return;
+    }
+    let dir = TempDir::new("fdwaits-unix-subscriber");
+    let socket = dir.join("server.sock");
+    let workload = unix_client("unix-subscriber", &socket);
+    let server = workload.tid("server");
+    let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
+    assert!(report.problems().is_empty(), "{}", report.dump());
+    result.assert_code(0);
+    let client = report.thread(workload.tid("client"));
+    assert!(!client.is_empty(), "client not listed:\n{}", report.dump());
+    for t in client {
+        assert_eq!(t["verdict"], "idle", "{t:#}");
+        assert_eq!(t["resource"]["peer_pid"], server, "{t:#}");
+        assert_eq!(t["resource"]["peer"], socket.to_str().unwrap(), "{t:#}");
+        assert!(
+            t["explanation"]
+                .as_str()
+                .is_some_and(|e| e.contains(&format!("pid {server} read everything sent"))),
+            "{t:#}"
+        );
+    }
+}

@@ -13,12 +13,21 @@ Modes (first argument):
             for the next (idle: the last thing on the connection was a message received).
   request   The same, but the server reads nothing and sends nothing, and the client sends a
             request and waits in recv for the answer (a stall: request unanswered).
+  unix-subscriber  Child process "server" listens on the unix socket path given by --socket,
+            accepts one connection, sends it one message and waits in accept again; the main
+            thread "client" (of the parent) receives that message and waits in recv for the
+            next (idle: the server read everything the client sent, which is nothing).
+  unix-request  The same, but the server reads nothing and sends nothing, and the client
+            sends a request and waits in recv for the answer (a stall: the request sits
+            unread in the server's receive queue).
 
 Output (stdout, one line each): `pid <PID>`, `tid <role> <tid>` for each thread and child (a child's main
 tid is its pid), then `READY` once every reader is about to block.
 Options: --timeout-s N (default 60): the process and its children exit after that.
+         --socket PATH: the unix socket path of the unix modes.
 """
 
+import ctypes
 import os
 import signal
 import socket
@@ -34,6 +43,11 @@ def say(line):
     with _say_lock:  # one whole line at a time from any thread
         sys.stdout.write(line + "\n")
         sys.stdout.flush()
+
+
+def option(name):
+    args = sys.argv[2:]
+    return args[args.index(name) + 1] if name in args else None
 
 
 def timeout_s():
@@ -123,6 +137,44 @@ def tcp(mode, deadline):
     time.sleep(deadline)
 
 
+def die_with_parent():
+    """The child is killed when its parent dies (PR_SET_PDEATHSIG), not left behind."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def unix(mode, path, deadline):
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(4)
+    ready_r, ready_w = os.pipe()
+    server = os.fork()
+    if server == 0:
+        die_with_parent()
+        signal.alarm(int(deadline) + 2)  # after the client: it sees no reset
+        os.close(ready_r)
+        conn, _ = listener.accept()
+        if mode == "unix-subscriber":
+            conn.sendall(b"message 1\n")
+        os.write(ready_w, b"x")
+        listener.accept()  # waits for connections: idle; never reads conn
+        os._exit(0)
+    listener.close()
+    os.close(ready_w)
+    say(f"tid server {server}")
+    say(f"tid client {threading.get_native_id()}")
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    conn.connect(path)
+    os.read(ready_r, 1)  # the server accepted (and sent its message)
+    if mode == "unix-subscriber":
+        conn.recv(100)
+    else:
+        conn.sendall(b"GET /answer\n")
+    signal.alarm(int(deadline))
+    say("READY")
+    conn.recv(100)  # LINE: unix-client-recv
+
+
 def main():
     deadline = timeout_s()
     mode = sys.argv[1]
@@ -131,6 +183,8 @@ def main():
         mixed(deadline)
     elif mode in ("subscriber", "request"):
         tcp(mode, deadline)
+    elif mode in ("unix-subscriber", "unix-request"):
+        unix(mode, option("--socket"), deadline)
     elif mode == "own-pipe":
         signal.alarm(int(deadline))
         own_pipe()

@@ -3,8 +3,9 @@
 //! A thread blocked in `read(5)` waits on whatever fd 5 is: a pipe whose writer is stuck too,
 //! a TCP peer, a timer, an epoll set of those. [`FdScanner::describe`] turns an fd into an
 //! [`FdDescription`]: its [`FdType`], the `readlink` target, socket details (via
-//! [`super::sockets`]), for pipes and FIFOs the other holders of the same pipe in *any*
-//! process with their access mode, for epoll the watched fds (from `fdinfo`'s `tfd:` lines,
+//! [`super::sockets`]; for a loopback TCP connection or a connected unix socket, the socket
+//! at the other end, the process holding it and what it has not read), for pipes and FIFOs
+//! the other holders of the same pipe in *any* process with their access mode, for epoll the watched fds (from `fdinfo`'s `tfd:` lines,
 //! each briefly described), eventfd counts and timerfd expiries. The one-line summaries of
 //! reports are made from these in `report::describe::fd`.
 //!
@@ -31,6 +32,7 @@ use super::{
     list_pids, read_text_optional, sock_diag,
     sockets::{SocketInfo, SocketProtocol, SocketTables},
     threads,
+    unix_diag::{self, UnixSocket},
 };
 use crate::model::{
     Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, LocalPeer,
@@ -72,6 +74,9 @@ pub(crate) struct FdScanner {
     /// TCP socket inode -> its timing, for `watch`'s own network namespace; `None` until
     /// first needed.
     tcp_timings: Option<HashMap<u64, TcpTiming>>,
+    /// Unix socket inode -> its peer, name and unread bytes, for `watch`'s own network
+    /// namespace; `None` until first needed.
+    unix_sockets: Option<HashMap<u64, UnixSocket>>,
 }
 
 impl FdScanner {
@@ -148,49 +153,87 @@ impl FdScanner {
             .clone()
     }
 
-    fn socket(&mut self, pid: u32, inode: u64) -> Result<Option<SocketInfo>, InspectError> {
+    /// Socket `inode` of process `pid`; `full`: also a unix socket's peer (which needs the
+    /// host-wide holder index: not for the brief descriptions of an epoll set's members).
+    fn socket(
+        &mut self,
+        pid: u32,
+        inode: u64,
+        full: bool,
+    ) -> Result<Option<SocketInfo>, InspectError> {
         let netns = std::fs::metadata(format!("/proc/{pid}/ns/net")).map(|m| m.ino());
-        match netns {
-            Ok(netns) => {
-                let tables = match self.sockets.entry(netns) {
-                    Entry::Occupied(e) => e.into_mut(),
-                    Entry::Vacant(e) => e.insert(SocketTables::read(pid)?),
-                };
-                let mut info = tables.find(inode);
-                let peer = tables.tcp_peer(inode);
-                if let Some(info) = info
-                    .as_mut()
-                    .filter(|i| matches!(i.protocol, SocketProtocol::Tcp | SocketProtocol::Tcp6))
-                {
-                    info.tcp_timing = self.tcp_timing(netns, inode);
-                    info.local_peer = peer.map(|(peer_inode, unread_bytes)| LocalPeer {
-                        inode: peer_inode,
-                        pid: self.socket_holder(peer_inode),
-                        unread_bytes,
-                    });
-                }
-                Ok(info)
+        let Ok(netns) = netns else {
+            return Ok(SocketTables::read(pid)?.find(inode));
+        };
+        let tables = match self.sockets.entry(netns) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => e.insert(SocketTables::read(pid)?),
+        };
+        let mut info = tables.find(inode);
+        let tcp_peer = tables.tcp_peer(inode);
+        let Some(socket) = info.as_mut() else {
+            return Ok(None);
+        };
+        match socket.protocol {
+            SocketProtocol::Tcp | SocketProtocol::Tcp6 => {
+                socket.tcp_timing = self.tcp_timing(netns, inode);
+                socket.local_peer = tcp_peer.map(|(peer_inode, unread_bytes)| LocalPeer {
+                    inode: peer_inode,
+                    pid: self.socket_holder(peer_inode, pid),
+                    unread_bytes,
+                });
             }
-            Err(_) => Ok(SocketTables::read(pid)?.find(inode)),
+            SocketProtocol::Unix if full => self.add_unix_peer(netns, pid, socket),
+            SocketProtocol::Unix => {}
+            SocketProtocol::Udp | SocketProtocol::Udp6 => {}
+        }
+        Ok(info)
+    }
+
+    /// For a connected unix socket of process `pid` in `watch`'s own network namespace: the
+    /// peer's name (the server's path, for a client) as [`SocketInfo::peer`], and the peer
+    /// socket with its holder and unread bytes as [`SocketInfo::local_peer`].
+    fn add_unix_peer(&mut self, netns: u64, pid: u32, socket: &mut SocketInfo) {
+        if !is_own_netns(netns) {
+            return;
+        }
+        let sockets = self
+            .unix_sockets
+            .get_or_insert_with(|| unix_diag::unix_sockets().unwrap_or_default());
+        let Some(peer_inode) = sockets.get(&socket.inode).and_then(|s| s.peer_inode) else {
+            return;
+        };
+        let Some(peer) = sockets.get(&peer_inode) else {
+            return;
+        };
+        socket.peer = peer.name.clone();
+        let unread_bytes = peer.unread_bytes;
+        if let Some(unread_bytes) = unread_bytes {
+            socket.local_peer = Some(LocalPeer {
+                inode: peer_inode,
+                pid: self.socket_holder(peer_inode, pid),
+                unread_bytes,
+            });
         }
     }
 
-    /// A process holding socket `inode` (the lowest pid), from the holder index.
-    fn socket_holder(&mut self, inode: u64) -> Option<u32> {
+    /// The process holding socket `inode`, from the holder index: the lowest pid other than
+    /// `own` (the process asking, which may hold both ends of a socket pair it shared with a
+    /// child before forking: the other end is then the child's); `own` itself when it is
+    /// the only holder (the peer is another thread of the same process).
+    fn socket_holder(&mut self, inode: u64, own: u32) -> Option<u32> {
         let holders = self.holders.get_or_insert_with(build_holder_index);
-        holders
+        let pids = holders
             .get(&format!("socket:[{inode}]"))
-            .and_then(|v| v.iter().map(|&(pid, _)| pid).min())
+            .map(|v| v.iter().map(|&(pid, _)| pid))?;
+        preferred_holder(pids, own)
     }
 
     /// The `tcp_info` timing of TCP socket `inode` in network namespace `netns`: only for
     /// `watch`'s own namespace (`sock_diag` answers for the caller's), dumped once per
     /// scanner. `None` when unreadable.
     fn tcp_timing(&mut self, netns: u64, inode: u64) -> Option<TcpTiming> {
-        let own = std::fs::metadata("/proc/self/ns/net")
-            .map(|m| m.ino())
-            .ok()?;
-        if netns != own {
+        if !is_own_netns(netns) {
             return None;
         }
         self.tcp_timings
@@ -224,7 +267,7 @@ impl FdScanner {
         match &parsed.target {
             FDTarget::Socket(inode) => {
                 d.fd_type = FdType::Socket;
-                d.socket = self.socket(pid, *inode)?;
+                d.socket = self.socket(pid, *inode, full)?;
             }
             FDTarget::Pipe(_) => {
                 d.fd_type = FdType::Pipe;
@@ -301,6 +344,17 @@ impl FdScanner {
         }
     }
 }
+/// Of the processes holding the other end of a socket of process `own`: the lowest pid other
+/// than `own`, else `own` (see [`FdScanner::socket_holder`]).
+fn preferred_holder(pids: impl Iterator<Item = u32>, own: u32) -> Option<u32> {
+    pids.min_by_key(|&pid| (pid == own, pid))
+}
+
+/// Whether network namespace `netns` is `watch`'s own, the one `sock_diag` answers for.
+fn is_own_netns(netns: u64) -> bool {
+    std::fs::metadata("/proc/self/ns/net").is_ok_and(|m| m.ino() == netns)
+}
+
 /// At most this many threads of a pipe writer are read: enough to see whether any of them
 /// is alive, without reading every thread of a JVM that happens to hold a pipe.
 const MAX_HOLDER_THREADS: usize = 256;

@@ -28,6 +28,8 @@
 //!   process's own network namespace).
 //! - [`sock_diag`]: a TCP socket's own timing (`tcp_info`: when data last went each way),
 //!   from a `sock_diag` netlink dump of `watch`'s own network namespace.
+//! - [`unix_diag`]: the other end of a unix socket (peer inode and name) and the bytes it has
+//!   not read, from the same interface's `AF_UNIX` dump.
 //!
 //! Parsing uses the `procfs` crate where it covers the file (task lists, `stat`, fd targets,
 //! the net tables) and small hand-written parsers for the rest (`syscall`, `stack`, `wchan`,
@@ -46,6 +48,7 @@ pub(crate) mod schedclock;
 pub(crate) mod sock_diag;
 pub(crate) mod sockets;
 pub(crate) mod threads;
+pub(crate) mod unix_diag;
 
 use std::{io, path::PathBuf};
 

@@ -9,17 +9,19 @@
 //! (`include/uapi/linux/inet_diag.h`), in the network namespace of the caller only: other
 //! namespaces keep no timing (entering them would mean `setns`).
 //!
-//! The dump is parsed by [`parse_dump`], a pure function over the netlink bytes.
+//! The dump is parsed by [`parse_dump`], a pure function over the netlink bytes. The
+//! netlink plumbing ([`run_dump`], [`parse_dump`], [`attributes`]) is shared with
+//! [`super::unix_diag`], which asks the same interface about unix sockets.
 
 use std::{collections::HashMap, io, mem::size_of};
 
 use crate::model::TcpTiming;
 
 /// `SOCK_DIAG_BY_FAMILY` (`include/uapi/linux/sock_diag.h`).
-const SOCK_DIAG_BY_FAMILY: u16 = 20;
+pub(crate) const SOCK_DIAG_BY_FAMILY: u16 = 20;
 /// `NLMSG_ERROR`, `NLMSG_DONE` (`include/uapi/linux/netlink.h`).
 const NLMSG_ERROR: u16 = 2;
-const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_DONE: u16 = 3;
 /// `NLM_F_REQUEST | NLM_F_DUMP`.
 const DUMP_REQUEST_FLAGS: u16 = 0x1 | 0x300;
 /// `INET_DIAG_INFO`: the attribute carrying `struct tcp_info`.
@@ -50,23 +52,56 @@ pub(crate) fn tcp_timings() -> io::Result<HashMap<u64, TcpTiming>> {
 /// The dump request: `nlmsghdr` + `inet_diag_req_v2` for TCP sockets of `family` in every
 /// state, with `INET_DIAG_INFO`.
 fn dump_request(family: u8) -> Vec<u8> {
-    let len = NLMSG_HEADER_LEN + 56;
+    let mut req = vec![
+        family,
+        libc::IPPROTO_TCP as u8,
+        1 << (INET_DIAG_INFO - 1),
+        0,
+    ];
+    req.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
+    req.resize(56, 0); // inet_diag_sockid: zero, ignored by a dump
+    dump_request_message(&req)
+}
+
+fn dump_family(family: u8) -> io::Result<Vec<(u64, TcpTiming)>> {
+    run_dump(&dump_request(family), parse_diag_msg)
+}
+
+/// A `SOCK_DIAG_BY_FAMILY` dump request: the netlink header before `request` (an
+/// `inet_diag_req_v2`, a `unix_diag_req`...).
+pub(crate) fn dump_request_message(request: &[u8]) -> Vec<u8> {
+    let len = NLMSG_HEADER_LEN + request.len();
     let mut msg = Vec::with_capacity(len);
     msg.extend_from_slice(&(len as u32).to_ne_bytes());
     msg.extend_from_slice(&SOCK_DIAG_BY_FAMILY.to_ne_bytes());
     msg.extend_from_slice(&DUMP_REQUEST_FLAGS.to_ne_bytes());
     msg.extend_from_slice(&1u32.to_ne_bytes()); // sequence number
     msg.extend_from_slice(&0u32.to_ne_bytes()); // port id: the kernel's
-    msg.push(family);
-    msg.push(libc::IPPROTO_TCP as u8);
-    msg.push(1 << (INET_DIAG_INFO - 1)); // idiag_ext
-    msg.push(0);
-    msg.extend_from_slice(&u32::MAX.to_ne_bytes()); // idiag_states: all
-    msg.resize(len, 0); // inet_diag_sockid: zero, ignored by a dump
+    msg.extend_from_slice(request);
     msg
 }
 
-fn dump_family(family: u8) -> io::Result<Vec<(u64, TcpTiming)>> {
+/// Sends the dump request `request` on a fresh `NETLINK_SOCK_DIAG` socket and parses every
+/// answering message's payload with `parse_msg` (see [`parse_dump`]).
+pub(crate) fn run_dump<T>(
+    request: &[u8],
+    parse_msg: impl Fn(&[u8]) -> Option<T>,
+) -> io::Result<Vec<T>> {
+    let mut found = Vec::new();
+    receive_dump(request, |datagram| {
+        let (items, end) = parse_dump(datagram, &parse_msg);
+        found.extend(items);
+        end
+    })?;
+    Ok(found)
+}
+
+/// Sends `request` and hands each datagram of the answer to `datagram`, which says whether
+/// the dump goes on; an `NLMSG_ERROR` becomes the error.
+pub(crate) fn receive_dump(
+    request: &[u8],
+    mut datagram: impl FnMut(&[u8]) -> DumpEnd,
+) -> io::Result<()> {
     // SAFETY: plain socket(2) call; the fd is owned below.
     let fd = unsafe {
         libc::socket(
@@ -81,13 +116,11 @@ fn dump_family(family: u8) -> io::Result<Vec<(u64, TcpTiming)>> {
     // SAFETY: fd is a fresh socket nobody else owns.
     let socket = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
     let raw = std::os::fd::AsRawFd::as_raw_fd(&socket);
-    let request = dump_request(family);
     // SAFETY: the buffer is valid for its length; a NULL address sends to the kernel.
     let sent = unsafe { libc::send(raw, request.as_ptr().cast(), request.len(), 0) };
     if sent < 0 {
         return Err(io::Error::last_os_error());
     }
-    let mut found = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         // SAFETY: the buffer is valid for its length.
@@ -96,13 +129,11 @@ fn dump_family(family: u8) -> io::Result<Vec<(u64, TcpTiming)>> {
             return Err(io::Error::last_os_error());
         }
         if n == 0 {
-            return Ok(found);
+            return Ok(());
         }
-        let (timings, end) = parse_dump(&buf[..n as usize]);
-        found.extend(timings);
-        match end {
+        match datagram(&buf[..n as usize]) {
             DumpEnd::More => {}
-            DumpEnd::Done => return Ok(found),
+            DumpEnd::Done => return Ok(()),
             DumpEnd::Error(errno) => return Err(io::Error::from_raw_os_error(errno)),
         }
     }
@@ -120,8 +151,12 @@ pub(crate) enum DumpEnd {
 }
 
 /// The sockets in one datagram of a `SOCK_DIAG_BY_FAMILY` dump (several netlink messages),
-/// and whether the dump ended. Messages cut short are skipped, never read past.
-pub(crate) fn parse_dump(datagram: &[u8]) -> (Vec<(u64, TcpTiming)>, DumpEnd) {
+/// each message's payload parsed by `parse_msg`, and whether the dump ended. Messages cut
+/// short are skipped, never read past.
+pub(crate) fn parse_dump<T>(
+    datagram: &[u8],
+    parse_msg: impl Fn(&[u8]) -> Option<T>,
+) -> (Vec<T>, DumpEnd) {
     let mut found = Vec::new();
     let mut rest = datagram;
     while rest.len() >= NLMSG_HEADER_LEN {
@@ -137,7 +172,7 @@ pub(crate) fn parse_dump(datagram: &[u8]) -> (Vec<(u64, TcpTiming)>, DumpEnd) {
                 let errno = u32_at(payload, 0).map_or(0, |e| e as i32);
                 return (found, DumpEnd::Error(errno.saturating_neg()));
             }
-            SOCK_DIAG_BY_FAMILY => found.extend(parse_diag_msg(payload)),
+            SOCK_DIAG_BY_FAMILY => found.extend(parse_msg(payload)),
             _ => {}
         }
         rest = &rest[align4(len).min(rest.len())..];
@@ -148,19 +183,27 @@ pub(crate) fn parse_dump(datagram: &[u8]) -> (Vec<(u64, TcpTiming)>, DumpEnd) {
 /// One `inet_diag_msg` with its attributes: the socket's inode and `tcp_info` timing.
 fn parse_diag_msg(payload: &[u8]) -> Option<(u64, TcpTiming)> {
     let inode = u32_at(payload, INODE_OFFSET)?;
-    let mut attrs = payload.get(INET_DIAG_MSG_LEN..)?;
-    while attrs.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([attrs[0], attrs[1]]));
-        let kind = u16::from_ne_bytes([attrs[2], attrs[3]]);
-        if len < 4 || len > attrs.len() {
+    let (_, info) =
+        attributes(payload.get(INET_DIAG_MSG_LEN..)?).find(|&(kind, _)| kind == INET_DIAG_INFO)?;
+    Some((u64::from(inode), parse_tcp_info(info)?))
+}
+
+/// The netlink attributes (`struct nlattr`: length, type, value) in `bytes`, as (type,
+/// value); stops at the first one cut short.
+pub(crate) fn attributes(mut bytes: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
+    std::iter::from_fn(move || {
+        if bytes.len() < 4 {
             return None;
         }
-        if kind == INET_DIAG_INFO {
-            return Some((u64::from(inode), parse_tcp_info(&attrs[4..len])?));
+        let len = usize::from(u16::from_ne_bytes([bytes[0], bytes[1]]));
+        let kind = u16::from_ne_bytes([bytes[2], bytes[3]]);
+        if len < 4 || len > bytes.len() {
+            return None;
         }
-        attrs = &attrs[align4(len).min(attrs.len())..];
-    }
-    None
+        let value = &bytes[4..len];
+        bytes = &bytes[align4(len).min(bytes.len())..];
+        Some((kind, value))
+    })
 }
 
 /// The timing fields of a `struct tcp_info`; segment counts are `None` on kernels whose
@@ -174,17 +217,19 @@ fn parse_tcp_info(info: &[u8]) -> Option<TcpTiming> {
     })
 }
 
-fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
+/// The native-endian `u32` at `offset`, if `bytes` reaches that far.
+pub(crate) fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
     let b = bytes.get(offset..offset + size_of::<u32>())?;
     Some(u32::from_ne_bytes(b.try_into().ok()?))
 }
 
-fn align4(len: usize) -> usize {
+/// Netlink messages and attributes are padded to 4 bytes.
+pub(crate) fn align4(len: usize) -> usize {
     (len + 3) & !3
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use std::{
         io::{Read, Write},
         net::{TcpListener, TcpStream},
@@ -222,7 +267,8 @@ mod tests {
         netlink(SOCK_DIAG_BY_FAMILY, &payload)
     }
 
-    fn netlink(kind: u16, payload: &[u8]) -> Vec<u8> {
+    /// A netlink message of type `kind` around `payload`.
+    pub(crate) fn netlink(kind: u16, payload: &[u8]) -> Vec<u8> {
         let mut msg = Vec::new();
         msg.extend_from_slice(&((NLMSG_HEADER_LEN + payload.len()) as u32).to_ne_bytes());
         msg.extend_from_slice(&kind.to_ne_bytes());
@@ -238,7 +284,7 @@ mod tests {
         let mut datagram = diag_message(81234, 232, 1500, 20, (3, 1));
         datagram.extend(diag_message(81235, 104, 7, 9, (0, 0)));
         datagram.extend(netlink(NLMSG_DONE, &[0; 4]));
-        let (found, end) = parse_dump(&datagram);
+        let (found, end) = parse_dump(&datagram, parse_diag_msg);
         assert_eq!(end, DumpEnd::Done);
         assert_eq!(
             found,
@@ -264,9 +310,12 @@ mod tests {
             ]
         );
         let error = netlink(NLMSG_ERROR, &(-libc::EPERM).to_ne_bytes());
-        assert_eq!(parse_dump(&error).1, DumpEnd::Error(libc::EPERM));
+        assert_eq!(
+            parse_dump(&error, parse_diag_msg).1,
+            DumpEnd::Error(libc::EPERM)
+        );
         let cut = &diag_message(1, 232, 1, 2, (0, 0))[..100];
-        assert_eq!(parse_dump(cut), (Vec::new(), DumpEnd::More));
+        assert_eq!(parse_dump(cut, parse_diag_msg), (Vec::new(), DumpEnd::More));
     }
 
     /// Check on a live loopback connection that the dump finds our socket by inode and that

@@ -6,8 +6,9 @@
 //! They are per network namespace, so they are read through the process (`/proc/PID/net`
 //! is its namespace's view) and cached per namespace by [`SocketTables`] users.
 //!
-//! Unix socket peers are not in `/proc/net/unix` (that needs `sock_diag` netlink), so
-//! [`SocketInfo::peer`] stays `None` for them.
+//! Unix socket peers are not in `/proc/net/unix`: [`super::fds`] adds them (the peer's name
+//! as [`SocketInfo::peer`], the peer socket with its holder and unread bytes as
+//! [`SocketInfo::local_peer`]) from a `sock_diag` dump ([`super::unix_diag`]).
 
 use std::net::SocketAddr;
 

@@ -4,7 +4,13 @@
 use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::{
+        fd::{AsRawFd, FromRawFd, OwnedFd},
+        unix::{
+            fs::MetadataExt,
+            net::{UnixListener, UnixStream},
+        },
+    },
     sync::{
         Arc, Mutex,
         atomic::{AtomicU64, Ordering},
@@ -325,6 +331,37 @@ fn tcp_connection_is_described_from_both_ends() {
     assert_eq!(
         fd_phrase(&l),
         format!("TCP {} (LISTEN)", listener.local_addr().unwrap())
+    );
+}
+
+/// Check that a unix client connected to a listener bound to a path names that path as its
+/// peer, and the accepted socket (held by this process only) with the bytes it has not read.
+#[test]
+fn unix_client_names_the_server_path_and_unread_bytes() {
+    let dir = std::env::temp_dir().join(format!("stallwatch-unix-{}", me()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("server.sock");
+    let _ = std::fs::remove_file(&path);
+    let listener = UnixListener::bind(&path).unwrap();
+    let mut client = UnixStream::connect(&path).unwrap();
+    let (server, _) = listener.accept().unwrap();
+    client.write_all(b"request").unwrap();
+    let d = describe_fd(me(), client.as_raw_fd()).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let info = d.socket.expect("unix socket found");
+    assert_eq!(info.protocol, SocketProtocol::Unix);
+    let path = path.to_str().unwrap();
+    assert_eq!(info.peer.as_deref(), Some(path));
+    let peer = info.local_peer.expect("the accepted socket");
+    let server_inode = std::fs::metadata(format!("/proc/self/fd/{}", server.as_raw_fd()))
+        .unwrap()
+        .ino();
+    assert_eq!(peer.inode, server_inode);
+    assert_eq!(peer.pid, Some(me()));
+    assert_eq!(peer.unread_bytes, 7);
+    assert_eq!(
+        fd_phrase(&describe_fd(me(), client.as_raw_fd()).unwrap()),
+        format!("unix stream (unnamed) -> {path} (CONNECTED)")
     );
 }
 

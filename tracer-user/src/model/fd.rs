@@ -176,7 +176,9 @@ pub(crate) struct SocketInfo {
     /// Local address: `a.b.c.d:port`, `[v6]:port`, or a unix path (`@name` for abstract
     /// sockets, empty when unnamed).
     pub local: String,
-    /// Remote address; `None` for unconnected/listening sockets and for unix sockets.
+    /// Remote address; `None` for unconnected/listening sockets. For a unix socket, the bound
+    /// name of its peer (a client's peer is named after the server's path, `@name` for an
+    /// abstract one), `None` when the peer is unnamed or unknown.
     pub peer: Option<String>,
     /// TCP state as the kernel names it (`ESTABLISHED`, `LISTEN`, ...); TCP only.
     pub tcp_state: Option<String>,
@@ -187,7 +189,8 @@ pub(crate) struct SocketInfo {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_timing: Option<TcpTiming>,
     /// For a TCP connection whose other end is a socket of the same network namespace
-    /// (loopback): that socket.
+    /// (loopback), or a connected unix socket whose peer is in `watch`'s network namespace:
+    /// that socket.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub local_peer: Option<LocalPeer>,
 }
@@ -197,9 +200,12 @@ pub(crate) struct SocketInfo {
 pub(crate) struct LocalPeer {
     /// Its socket inode.
     pub inode: u64,
-    /// The first process found holding it (`None` if none is visible).
+    /// The process holding it: the lowest pid other than this socket's own process, or that
+    /// process when no other holds it (`None` if none is visible).
     pub pid: Option<u32>,
-    /// Bytes in its receive queue, not yet read by its owner (`rx_queue` of `/proc/net/tcp`).
+    /// Bytes in its receive queue, not yet read by its owner (`rx_queue` of `/proc/net/tcp`;
+    /// for unix sockets `sock_diag`'s `UNIX_DIAG_RQLEN`, which for a datagram socket is the
+    /// length of the first datagram queued, from any sender).
     pub unread_bytes: u32,
 }
 

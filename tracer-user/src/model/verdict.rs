@@ -211,6 +211,15 @@ pub(crate) enum Reason {
         /// How long the earlier waits typically lasted (at most), ms.
         typical_wait_ms: u32,
     },
+    /// Receives on a unix stream connection whose peer has not read what this end sent: the
+    /// request it waits for an answer to sits in the peer's receive queue.
+    RequestUnread {
+        /// Bytes in the peer's receive queue.
+        unread_bytes: u32,
+    },
+    /// Receives on a unix stream connection whose peer has read everything this end sent:
+    /// waiting for the peer to send (an answer it works on, or the next message).
+    PeerReadEverything,
     /// Waits for `thread` to exit (a join).
     ThreadExit {
         /// The thread joined.

@@ -8,18 +8,32 @@
 //! network namespace, an old recording, a kernel without segment counts) or nothing went
 //! either way yet, the ordinary rule stands.
 //!
-//! Limitation: an answer that stops half-way looks like a received message.
+//! Unix sockets keep no such timing, but the socket at the other end of a unix stream
+//! connection is known with its receive queue (`model::LocalPeer`, from `sock_diag`): bytes
+//! still there are what this thread sent and the peer has not read (a request it has not
+//! even looked at: a stall naming that process), and an empty queue means the peer read
+//! everything sent (it is working on the answer, or this is a stream of messages from it:
+//! idle). Datagram sockets are left to the ordinary rule: the peer's queue holds every
+//! sender's datagrams and the kernel reports the first one's length only.
+//!
+//! Limitation: an answer that stops half-way looks like a received message; a unix peer that
+//! read the request and then got stuck is idle here (its own threads are judged on their own).
 
-use crate::model::{BlockedThread, FdType, Reason, Verdict, WaitKind};
+use crate::model::{BlockedThread, FdType, Reason, SocketInfo, SocketProtocol, Verdict, WaitKind};
 
-/// The verdict of a thread receiving on a TCP socket whose timing is known, or `None`.
+/// The verdict of a thread receiving on a TCP socket whose timing is known, or on a unix
+/// stream socket whose peer is known; `None` otherwise.
 pub(crate) fn socket_recv_verdict(thread: &BlockedThread) -> Option<(Verdict, Reason)> {
     let call = thread.call?;
     let fd = thread.fd.as_ref()?;
     if !matches!(call.kind, WaitKind::Read | WaitKind::Recv) || fd.fd_type != FdType::Socket {
         return None;
     }
-    let timing = fd.socket.as_ref()?.tcp_timing?;
+    let socket = fd.socket.as_ref()?;
+    if socket.protocol == SocketProtocol::Unix {
+        return unix_recv_verdict(socket);
+    }
+    let timing = socket.tcp_timing?;
     let (segs_in, segs_out) = (timing.data_segs_in?, timing.data_segs_out?);
     let received_last = segs_out == 0 || timing.last_data_recv_ms <= timing.last_data_sent_ms;
     if segs_in > 0 && received_last {
@@ -41,11 +55,25 @@ pub(crate) fn socket_recv_verdict(thread: &BlockedThread) -> Option<(Verdict, Re
     }
 }
 
+/// A unix stream or seqpacket connection with a known peer: a stall while the peer has not
+/// read what was sent, idle once it has.
+fn unix_recv_verdict(socket: &SocketInfo) -> Option<(Verdict, Reason)> {
+    let is_connection = socket
+        .unix_kind
+        .as_ref()
+        .is_some_and(|(kind, _)| kind == "stream" || kind == "seqpacket");
+    let peer = socket.local_peer.filter(|_| is_connection)?;
+    Some(match peer.unread_bytes {
+        0 => (Verdict::Idle, Reason::PeerReadEverything),
+        unread_bytes => (Verdict::Stall, Reason::RequestUnread { unread_bytes }),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{
-        model::{SyscallCall, TcpTiming},
+        model::{LocalPeer, SyscallCall, TcpTiming},
         stall::fixtures,
     };
 
@@ -120,5 +148,41 @@ mod tests {
             ..timing(9_000, 1, 0, 0).unwrap()
         };
         assert_eq!(socket_recv_verdict(&client(Some(old_kernel))), None);
+    }
+
+    /// A client blocked in recv on a unix socket of `kind` whose peer has `unread` bytes
+    /// unread (no peer known for `None`).
+    fn unix_client(kind: &str, unread: Option<u32>) -> BlockedThread {
+        let mut t = client(None);
+        if let Some(s) = t.fd.as_mut().and_then(|fd| fd.socket.as_mut()) {
+            s.protocol = SocketProtocol::Unix;
+            s.local = String::new();
+            s.peer = Some("/run/server.sock".into());
+            s.tcp_state = None;
+            s.unix_kind = Some((kind.into(), "CONNECTED".into()));
+            s.local_peer = unread.map(|unread_bytes| LocalPeer {
+                inode: 7,
+                pid: Some(4711),
+                unread_bytes,
+            });
+        }
+        t
+    }
+
+    /// Check that a unix stream client whose request sits unread in the peer's queue is a
+    /// stall, one whose peer read everything is idle, and that a datagram socket or an
+    /// unknown peer keeps the ordinary rule.
+    #[test]
+    fn unix_peer_queue_decides() {
+        assert_eq!(
+            socket_recv_verdict(&unix_client("stream", Some(12))),
+            Some((Verdict::Stall, Reason::RequestUnread { unread_bytes: 12 }))
+        );
+        assert_eq!(
+            socket_recv_verdict(&unix_client("seqpacket", Some(0))),
+            Some((Verdict::Idle, Reason::PeerReadEverything))
+        );
+        assert_eq!(socket_recv_verdict(&unix_client("dgram", Some(40))), None);
+        assert_eq!(socket_recv_verdict(&unix_client("stream", None)), None);
     }
 }

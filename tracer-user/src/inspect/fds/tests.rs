@@ -128,3 +128,17 @@ fn pipe_summaries() {
         "pipe:[1234], no read end open elsewhere"
     );
 }
+
+/// Check that the other end of a socket is named by the lowest pid other than the asking
+/// process (a socket pair shared before a fork: the child), and by the asking process when
+/// it is the only holder (a server thread of the same process).
+#[test]
+fn socket_holder_prefers_another_process() {
+    assert_eq!(
+        preferred_holder([300, 100, 200].into_iter(), 100),
+        Some(200)
+    );
+    assert_eq!(preferred_holder([100, 100].into_iter(), 100), Some(100));
+    assert_eq!(preferred_holder([500, 300].into_iter(), 100), Some(300));
+    assert_eq!(preferred_holder(std::iter::empty(), 100), None);
+}

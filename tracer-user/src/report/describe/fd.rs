@@ -3,8 +3,8 @@
 //! `timerfd CLOCK_MONOTONIC, next in 0.1 s`.
 
 use crate::model::{
-    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, PipeWriter, SocketInfo,
-    SocketProtocol, TimerFdState, WatchedFd,
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, LocalPeer, PipeWriter,
+    SocketInfo, SocketProtocol, TimerFdState, WatchedFd,
 };
 
 /// Why a pipe read with no visible write end is not called a stall.
@@ -36,24 +36,70 @@ pub(crate) fn writer_blocked_phrase(w: &PipeWriter) -> String {
 /// An unanswered request: `request sent 9.1 s ago to 127.0.0.1:5432, nothing received
 /// since`.
 pub(crate) fn request_unanswered_phrase(sent_ms_ago: u32, socket: Option<&SocketInfo>) -> String {
-    let to = socket
-        .and_then(|s| s.peer.as_deref())
-        .map(|p| format!(" to {p}"))
-        .unwrap_or_default();
+    let to = to_peer(socket);
     let mut out = format!(
         "request sent {:.1} s ago{to}, nothing received since",
         f64::from(sent_ms_ago) / 1e3
     );
     if let Some(peer) = socket.and_then(|s| s.local_peer) {
-        let server = peer
-            .pid
-            .map_or_else(|| "the local peer".to_owned(), |pid| format!("pid {pid}"));
         out.push_str(&match peer.unread_bytes {
-            0 => format!("; {server} read everything sent and has not answered"),
-            n => format!("; {server} has not read it ({n} bytes unread in its receive queue)"),
+            0 => format!(
+                "; {} read everything sent and has not answered",
+                local_peer_name(peer)
+            ),
+            n => format!("; {}", not_read_phrase(peer, n)),
         });
     }
     out
+}
+
+/// `pid 4711`, or `the local peer` when no process holds it visibly.
+fn local_peer_name(peer: LocalPeer) -> String {
+    peer.pid
+        .map_or_else(|| "the local peer".to_owned(), |pid| format!("pid {pid}"))
+}
+
+/// `pid 4711 has not read it (12 bytes unread in its receive queue)`.
+fn not_read_phrase(peer: LocalPeer, unread_bytes: u32) -> String {
+    format!(
+        "{} has not read it ({unread_bytes} bytes unread in its receive queue)",
+        local_peer_name(peer)
+    )
+}
+
+/// ` to /run/x.sock`, or nothing when the peer has no name.
+fn to_peer(socket: Option<&SocketInfo>) -> String {
+    socket
+        .and_then(|s| s.peer.as_deref())
+        .map(|p| format!(" to {p}"))
+        .unwrap_or_default()
+}
+
+/// A unix request its local peer has not read: `request sent to /run/x.sock, nothing
+/// received since; pid 4711 has not read it (12 bytes unread in its receive queue)`.
+pub(crate) fn request_unread_phrase(unread_bytes: u32, socket: Option<&SocketInfo>) -> String {
+    let peer = socket.and_then(|s| s.local_peer).unwrap_or(LocalPeer {
+        inode: 0,
+        pid: None,
+        unread_bytes,
+    });
+    format!(
+        "request sent{}, nothing received since; {}",
+        to_peer(socket),
+        not_read_phrase(peer, unread_bytes)
+    )
+}
+
+/// A unix connection whose local peer read everything sent on it.
+pub(crate) fn peer_read_everything_phrase(socket: Option<&SocketInfo>) -> String {
+    let server = socket
+        .and_then(|s| s.local_peer)
+        .map_or_else(|| "the local peer".to_owned(), local_peer_name);
+    format!(
+        "{server} read everything sent on this connection{}: waiting for it to send (an answer \
+         it is working on, or the next message)",
+        to_peer(socket)
+    )
 }
 
 /// A connection whose last event was a message received.
@@ -98,7 +144,7 @@ pub(crate) fn fd_phrase(d: &FdDescription) -> String {
 }
 
 /// `TCP 127.0.0.1:41234 -> 127.0.0.1:5432 (ESTABLISHED)`, `UDP 0.0.0.0:53`,
-/// `unix stream /run/x.sock (CONNECTED)`.
+/// `unix stream /run/x.sock (CONNECTED)`, `unix stream (unnamed) -> /run/x.sock (CONNECTED)`.
 pub(crate) fn socket_phrase(s: &SocketInfo) -> String {
     let name = match s.protocol {
         SocketProtocol::Tcp | SocketProtocol::Tcp6 => "TCP",
@@ -111,7 +157,12 @@ pub(crate) fn socket_phrase(s: &SocketInfo) -> String {
         } else {
             &s.local
         };
-        return format!("{name} {kind} {local} ({state})");
+        let to = s
+            .peer
+            .as_ref()
+            .map(|p| format!(" -> {p}"))
+            .unwrap_or_default();
+        return format!("{name} {kind} {local}{to} ({state})");
     }
     let mut out = format!("{name} {}", s.local);
     if let Some(peer) = &s.peer {
@@ -272,7 +323,6 @@ fn signal_names(mask: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::LocalPeer;
 
     fn socket(protocol: SocketProtocol, peer: Option<&str>) -> SocketInfo {
         SocketInfo {
@@ -306,6 +356,14 @@ mod tests {
             local_peer: None,
         };
         assert_eq!(socket_phrase(&unix), "unix stream (unnamed) (CONNECTED)");
+        let client = SocketInfo {
+            peer: Some("/run/x.sock".into()),
+            ..unix
+        };
+        assert_eq!(
+            socket_phrase(&client),
+            "unix stream (unnamed) -> /run/x.sock (CONNECTED)"
+        );
     }
 
     /// Check that an unanswered request names the peer address and, for a loopback peer,
@@ -335,6 +393,28 @@ mod tests {
         assert!(
             request_unanswered_phrase(9_100, Some(&s))
                 .ends_with("; the local peer read everything sent and has not answered")
+        );
+    }
+
+    /// Check that a unix request names the server's path and process, and says whether it
+    /// read the request.
+    #[test]
+    fn unix_request() {
+        let mut s = socket(SocketProtocol::Unix, Some("/run/x.sock"));
+        s.local_peer = Some(LocalPeer {
+            inode: 7,
+            pid: Some(4711),
+            unread_bytes: 12,
+        });
+        assert_eq!(
+            request_unread_phrase(12, Some(&s)),
+            "request sent to /run/x.sock, nothing received since; pid 4711 has not read it (12 \
+             bytes unread in its receive queue)"
+        );
+        assert_eq!(
+            peer_read_everything_phrase(Some(&s)),
+            "pid 4711 read everything sent on this connection to /run/x.sock: waiting for it to \
+             send (an answer it is working on, or the next message)"
         );
     }
 

@@ -282,6 +282,14 @@ pub(crate) fn explanation(f: &Finding) -> String {
             "waits in {what} on {resource}: {}",
             periodic_phrase(&f.reason)
         ),
+        Reason::RequestUnread { unread_bytes } => format!(
+            "blocked in {what} on {resource} for {blocked:.1} s: {}",
+            fd::request_unread_phrase(*unread_bytes, t.fd.as_ref().and_then(|d| d.socket.as_ref()))
+        ),
+        Reason::PeerReadEverything => format!(
+            "waits in {what} on {resource}: {}",
+            fd::peer_read_everything_phrase(t.fd.as_ref().and_then(|d| d.socket.as_ref()))
+        ),
         Reason::ThreadExit { thread } => format!("waits for {} to exit", thread_ref(thread)),
         Reason::Signal => {
             format!("waits in {what} for a signal (condition, park or unknown; no owner known)")
@@ -421,6 +429,13 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
             Some(fd::last_message_phrase(*received_ms_ago))
         }
         Reason::Periodic { .. } => Some(periodic_phrase(&f.reason)),
+        Reason::RequestUnread { unread_bytes } => Some(fd::request_unread_phrase(
+            *unread_bytes,
+            f.thread.fd.as_ref().and_then(|d| d.socket.as_ref()),
+        )),
+        Reason::PeerReadEverything => Some(fd::peer_read_everything_phrase(
+            f.thread.fd.as_ref().and_then(|d| d.socket.as_ref()),
+        )),
         Reason::InCycle { .. }
         | Reason::LockWithoutOwner
         | Reason::NoInput
