@@ -97,6 +97,7 @@ pub(crate) fn finding(thread: BlockedThread, verdict: Verdict, reason: Reason) -
         timing: Timing::Indefinite,
         event_loop: false,
         owner: None,
+        peer: None,
         verdict,
         reason,
     }
@@ -121,5 +122,6 @@ pub(crate) fn process(pid: u32, tids: &[u32]) -> ProcessView {
         tids: tids.to_vec(),
         runtimes: vec!["glibc".into(), "rust_std".into()],
         runtime_views: Vec::new(),
+        peer: false,
     }
 }

@@ -205,6 +205,7 @@ impl Gatherer {
             tids: threads::list_tids(pid).unwrap_or_default(),
             runtimes: runtimes.names(),
             runtime_views: Vec::new(),
+            peer: false,
         }
     }
 
