@@ -29,8 +29,7 @@ pub(crate) use runtime::{
 };
 pub(crate) use verdict::{
     Analysis, Cycle, CycleEdge, Finding, FutexOwner, OwnerSource, PeerRef, PipeWriter, Reason,
-    ThreadRef,
-    Timing, Verdict, WaitingCode,
+    ThreadRef, Timing, Verdict, WaitingCode,
 };
 pub(crate) use wait::{SyscallCall, ThreadState, UserRegs, WaitKind};
 pub(crate) use watch::{BlockedThread, FutexFacts, Origin, ProcessView, WaitKey};

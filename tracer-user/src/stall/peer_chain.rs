@@ -138,12 +138,10 @@ fn peer_of(
         _ => t.fd.as_ref()?.other_end_pids(t.pid).first().copied(),
     }
     .filter(|&p| p != t.pid)?;
-    let only_thread = processes
-        .get(&pid)
-        .and_then(|p| match p.tids.as_slice() {
-            [only] => Some(*only),
-            _ => None,
-        });
+    let only_thread = processes.get(&pid).and_then(|p| match p.tids.as_slice() {
+        [only] => Some(*only),
+        _ => None,
+    });
     let tid = only_thread.or_else(|| {
         let mut at_other_end = findings
             .iter()

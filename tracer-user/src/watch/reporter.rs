@@ -4,6 +4,12 @@
 //! [`Reporter`] with the same inputs, so a recording renders exactly what the live run
 //! printed: [`ScanInput`] holds everything a scan's report depends on, clock readings and
 //! process names included, and nothing here reads a clock or `/proc`.
+//!
+//! Under `-p`, the processes at the other end of a watched thread's pipe or local socket are
+//! inspected too (`ProcessView::peer`): their verdicts decide the watched threads' (a client
+//! behind a deadlocked server), but their own findings are not the user's question. They
+//! are left out of tracking and of the exit status, and appear only as the links of a
+//! watched problem's wait chain, with their cycles; their idle threads never.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,6 +22,7 @@ use crate::{
     report::watch::WatchReport,
     stall::{
         analyze::analyze,
+        peer_chain::chain,
         tracker::{Changes, Tracker},
     },
 };
@@ -88,6 +95,10 @@ pub(crate) struct Reporter {
     open: Changes,
     /// What the runtimes read about each process at the last scan that had it.
     runtime_views: BTreeMap<u32, Vec<RuntimeProcess>>,
+    /// The last scan's findings and cycles in peer processes (`ProcessView::peer`: not
+    /// watched, inspected because a watched thread waits on them): reported only as the
+    /// links of a watched problem's wait chain, never tracked or counted.
+    peer_context: Analysis,
 }
 
 impl Reporter {
@@ -107,6 +118,7 @@ impl Reporter {
             found: Found::default(),
             open: Changes::default(),
             runtime_views: BTreeMap::new(),
+            peer_context: Analysis::default(),
         }
     }
 
@@ -165,7 +177,24 @@ impl Reporter {
                     .insert(*pid, process.runtime_views.clone());
             }
         }
-        let analysis = analyze(&scanned.threads, &scanned.processes);
+        let mut analysis = analyze(&scanned.threads, &scanned.processes);
+        let peers: BTreeSet<u32> = scanned
+            .processes
+            .values()
+            .filter(|p| p.peer)
+            .map(|p| p.pid)
+            .collect();
+        let (context_findings, findings) = std::mem::take(&mut analysis.findings)
+            .into_iter()
+            .partition(|f| peers.contains(&f.thread.pid));
+        let (context_cycles, cycles) = std::mem::take(&mut analysis.cycles)
+            .into_iter()
+            .partition(|c| peers.contains(&c.pid));
+        let analysis = Analysis { findings, cycles };
+        self.peer_context = Analysis {
+            findings: context_findings,
+            cycles: context_cycles,
+        };
         let changes = self
             .tracker
             .update(analysis.clone(), &scanned.keys, input.now_ns);
@@ -176,10 +205,11 @@ impl Reporter {
     fn report(
         &self,
         common: Common,
-        changes: Changes,
+        mut changes: Changes,
         is_final: bool,
         names: ProcessNames<'_>,
     ) -> WatchReport {
+        let peer_processes = self.add_chains(&mut changes);
         let mut pids: BTreeSet<u32> = changes.new_findings.iter().map(|f| f.thread.pid).collect();
         pids.extend(changes.resolved.iter().map(|r| r.pid));
         pids.extend(changes.new_cycles.iter().map(|c| c.pid));
@@ -203,7 +233,40 @@ impl Reporter {
             losses: common.losses,
             is_final,
             restated: false,
+            peer_processes,
         }
+    }
+
+    /// Adds to `changes` the problems and cycles of the peer processes that the wait chains
+    /// of its problems lead into; returns those processes.
+    fn add_chains(&self, changes: &mut Changes) -> BTreeSet<u32> {
+        let context = &self.peer_context;
+        if context.findings.is_empty() {
+            return BTreeSet::new();
+        }
+        let mut all = changes.new_findings.clone();
+        all.extend(context.findings.iter().cloned());
+        let peers: BTreeSet<u32> = context.findings.iter().map(|f| f.thread.pid).collect();
+        let reached: BTreeSet<u32> = changes
+            .new_findings
+            .iter()
+            .filter(|f| f.verdict.is_problem())
+            .flat_map(|f| chain(&all, f))
+            .map(|link| link.finding.thread.pid)
+            .filter(|pid| peers.contains(pid))
+            .collect();
+        let in_reached = |pid: u32| reached.contains(&pid);
+        changes.new_findings.extend(
+            context
+                .findings
+                .iter()
+                .filter(|f| in_reached(f.thread.pid) && f.verdict.is_problem())
+                .cloned(),
+        );
+        changes
+            .new_cycles
+            .extend(context.cycles.iter().filter(|c| in_reached(c.pid)).cloned());
+        reached
     }
 }
 

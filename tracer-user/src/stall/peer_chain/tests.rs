@@ -4,9 +4,7 @@
 
 use super::*;
 use crate::{
-    model::{
-        Analysis, LocalPeer, OwnerSource, SyscallCall, TcpTiming, WaitKind, WaitingCode,
-    },
+    model::{Analysis, LocalPeer, OwnerSource, SyscallCall, TcpTiming, WaitKind, WaitingCode},
     stall::{
         analyze::analyze,
         fixtures::{self, frames, futex_facts},
@@ -131,7 +129,10 @@ fn clients_of_a_deadlocked_server_are_behind_it() {
             panic!("not behind the server: {f:#?}");
         };
         assert_eq!((*named, *peer_verdict), (peer, Verdict::BlockedByDeadlock));
-        assert!(matches!(**own, Reason::RequestUnanswered { sent_ms_ago: 3_000 }));
+        assert!(matches!(
+            **own,
+            Reason::RequestUnanswered { sent_ms_ago: 3_000 }
+        ));
         let links: Vec<(u32, Hop, usize, bool)> = chain(&analysis.findings, f)
             .iter()
             .map(|l| (l.finding.thread.tid, l.hop, l.alike, l.closes_cycle))
@@ -156,7 +157,10 @@ fn clients_of_a_deadlocked_server_are_behind_it() {
 #[test]
 fn a_request_held_by_an_idle_server_is_idle() {
     let all = processes(&[(CLIENT, &[101], false), (SERVER, &[SERVER], true)]);
-    let held = vec![client(CLIENT, 101, 11, (SERVER, 21), 0), selecting(SERVER, SERVER)];
+    let held = vec![
+        client(CLIENT, 101, 11, (SERVER, 21), 0),
+        selecting(SERVER, SERVER),
+    ];
     let analysis = analyze(&held, &all);
     let f = finding(&analysis, 101);
     assert_eq!(f.verdict, Verdict::Idle);
@@ -175,17 +179,26 @@ fn a_request_held_by_an_idle_server_is_idle() {
     let analysis = analyze(&held[..1], &all);
     assert_eq!(finding(&analysis, 101).verdict, Verdict::Idle);
 
-    let unread = vec![client(CLIENT, 101, 11, (SERVER, 21), 12), selecting(SERVER, SERVER)];
+    let unread = vec![
+        client(CLIENT, 101, 11, (SERVER, 21), 12),
+        selecting(SERVER, SERVER),
+    ];
     let analysis = analyze(&unread, &all);
     let f = finding(&analysis, 101);
     assert_eq!(f.verdict, Verdict::Stall);
-    assert!(matches!(f.reason, Reason::RequestUnanswered { .. }), "{f:#?}");
+    assert!(
+        matches!(f.reason, Reason::RequestUnanswered { .. }),
+        "{f:#?}"
+    );
 
     let not_inspected = processes(&[(CLIENT, &[101], false)]);
     let analysis = analyze(&held[..1], &not_inspected);
     let f = finding(&analysis, 101);
     assert_eq!(f.verdict, Verdict::Stall);
-    assert!(matches!(f.reason, Reason::RequestUnanswered { .. }), "{f:#?}");
+    assert!(
+        matches!(f.reason, Reason::RequestUnanswered { .. }),
+        "{f:#?}"
+    );
 }
 
 /// Check that a chain of three processes resolves: a client of a proxy whose thread waits
@@ -256,7 +269,10 @@ fn own_process_and_other_verdicts_are_left_alone() {
     let analysis = analyze(&threads, &all);
     let f = finding(&analysis, 101);
     assert_eq!(f.peer, None);
-    assert!(matches!(f.reason, Reason::RequestUnanswered { .. }), "{f:#?}");
+    assert!(
+        matches!(f.reason, Reason::RequestUnanswered { .. }),
+        "{f:#?}"
+    );
     // A deadlock member has no peer hop, only its cycle.
     let member = finding(&analysis, 110);
     assert_eq!(member.code, WaitingCode::Lock { glibc_mutex: true });
