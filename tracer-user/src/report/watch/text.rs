@@ -155,7 +155,8 @@ fn stamp_line(out: &mut String, report: &WatchReport) {
     );
 }
 
-/// Every pid with a finding or a cycle, ascending.
+/// Every pid with a finding or a cycle, ascending, the watched processes first (the ones not
+/// watched are there because a watched thread's wait chain leads into them).
 fn pids(report: &WatchReport) -> Vec<u32> {
     let mut pids: Vec<u32> = report
         .new_findings
@@ -163,7 +164,7 @@ fn pids(report: &WatchReport) -> Vec<u32> {
         .map(|f| f.thread.pid)
         .chain(report.new_cycles.iter().map(|c| c.pid))
         .collect();
-    pids.sort_unstable();
+    pids.sort_unstable_by_key(|&pid| (!report.is_watched(pid), pid));
     pids.dedup();
     pids
 }
