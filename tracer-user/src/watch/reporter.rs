@@ -306,3 +306,98 @@ fn open_problems(analysis: Analysis, list_idle: bool) -> Changes {
         new_cycles: analysis.cycles,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::{BlockedThread, ProcessView, Verdict},
+        stall::fixtures::{self, loopback_client, mutex_waiter},
+    };
+
+    const CLIENT: u32 = 100;
+    const SERVER: u32 = 500;
+
+    /// A scan of a client (watched) waiting for a reply from a server (a peer process when
+    /// `peer`) whose workers 510 and 511 deadlock; the server's 520 is idle.
+    fn input(peer: bool) -> ScanInput {
+        let mut idle = fixtures::futex_thread(SERVER, 520, "idle", 4_000_000_000);
+        idle.since_ns = 2_000;
+        let threads: Vec<BlockedThread> = vec![
+            loopback_client(CLIENT, 101, 11, (SERVER, 21), 0),
+            mutex_waiter(SERVER, 510, 0xa0, 511),
+            mutex_waiter(SERVER, 511, 0xb0, 510),
+            idle,
+        ];
+        let keys = threads.iter().map(|t| t.key()).collect();
+        let mut server = fixtures::process(SERVER, &[SERVER, 510, 511, 520]);
+        server.peer = peer;
+        let processes: BTreeMap<u32, ProcessView> = [
+            (CLIENT, fixtures::process(CLIENT, &[CLIENT, 101])),
+            (SERVER, server),
+        ]
+        .into_iter()
+        .collect();
+        ScanInput {
+            scanned: Scanned {
+                threads,
+                processes,
+                keys,
+            },
+            now_ns: 10_000_000_000,
+            elapsed: Duration::from_secs(5),
+            wall_clock: SystemTime::UNIX_EPOCH,
+            losses: Vec::new(),
+        }
+    }
+
+    fn verdicts(report: &WatchReport) -> BTreeMap<u32, Verdict> {
+        report
+            .new_findings
+            .iter()
+            .map(|f| (f.thread.tid, f.verdict))
+            .collect()
+    }
+
+    /// Check that under `-p CLIENT` a peer server's deadlock is reported as the end of the
+    /// client's chain (its cycle and problem threads, not its idle thread), and that the exit
+    /// status follows the client's stall (10), not the server's deadlock (11).
+    #[test]
+    fn peer_findings_only_as_chain_links() {
+        let mut reporter = Reporter::new(Duration::from_secs(1), true);
+        let report = reporter.once(&input(true), &mut |_| None);
+        let v = verdicts(&report);
+        assert_eq!(v.get(&101), Some(&Verdict::Stall));
+        assert_eq!(v.get(&510), Some(&Verdict::Deadlock));
+        assert_eq!(v.get(&511), Some(&Verdict::Deadlock));
+        assert!(!v.contains_key(&520), "{v:?}");
+        assert_eq!(report.new_cycles.len(), 1);
+        assert_eq!(report.peer_processes, BTreeSet::from([SERVER]));
+        assert_eq!(reporter.found().exit_code(), 10);
+
+        // Live: the same on the first scan; the final report restates the chain too.
+        let mut live = Reporter::new(Duration::from_secs(1), true);
+        let first = live.scan(&input(true), &mut |_| None).expect("a report");
+        assert_eq!(verdicts(&first).len(), 3);
+        assert!(live.scan(&input(true), &mut |_| None).is_none());
+        let end = EndInput {
+            elapsed: Duration::from_secs(9),
+            wall_clock: SystemTime::UNIX_EPOCH,
+            losses: Vec::new(),
+        };
+        let last = live.finish(&end, &mut |_| None);
+        assert_eq!(last.new_cycles.len(), 1);
+        assert_eq!(live.found().exit_code(), 10);
+    }
+
+    /// Check that host-wide (no peer processes) both processes are watched: the server's
+    /// deadlock counts (exit status 11) and no process is marked as not watched.
+    #[test]
+    fn host_wide_everything_is_watched() {
+        let mut reporter = Reporter::new(Duration::from_secs(1), false);
+        let report = reporter.once(&input(false), &mut |_| None);
+        assert!(report.peer_processes.is_empty());
+        assert_eq!(verdicts(&report).get(&520), Some(&Verdict::Idle));
+        assert_eq!(reporter.found().exit_code(), 11);
+    }
+}

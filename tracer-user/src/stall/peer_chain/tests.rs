@@ -4,55 +4,16 @@
 
 use super::*;
 use crate::{
-    model::{Analysis, LocalPeer, OwnerSource, SyscallCall, TcpTiming, WaitKind, WaitingCode},
+    model::{Analysis, SyscallCall, WaitKind, WaitingCode},
     stall::{
         analyze::analyze,
-        fixtures::{self, frames, futex_facts},
+        fixtures::{self, loopback_client as client, mutex_waiter as locker},
     },
 };
 
 const CLIENT: u32 = 100;
 const SERVER: u32 = 500;
 const BACKEND: u32 = 700;
-const MUTEX: &[&str] = &["__lll_lock_wait", "pthread_mutex_lock", "handle"];
-
-/// Thread `tid` of `pid` in `recvfrom` on a loopback connection (socket `inode`) whose other
-/// end is socket `peer_inode` of `peer_pid`, with `unread` bytes unread there, a request
-/// sent 3 s ago and nothing received since.
-fn client(pid: u32, tid: u32, inode: u64, peer: (u32, u64), unread: u32) -> BlockedThread {
-    let mut t = fixtures::futex_thread(pid, tid, &format!("client-{tid}"), 3_000_000_000);
-    t.call = Some(SyscallCall {
-        nr: 45,
-        kind: WaitKind::Recv,
-        resource: 5,
-        detail: 0,
-        timeout: 0,
-    });
-    let mut fd = fixtures::tcp_socket(5, "127.0.0.1:41234", "127.0.0.1:5432");
-    let socket = fd.socket.as_mut().expect("a socket");
-    socket.inode = inode;
-    socket.tcp_timing = Some(TcpTiming {
-        last_data_sent_ms: 3_000,
-        last_data_recv_ms: 60_000,
-        data_segs_in: Some(0),
-        data_segs_out: Some(1),
-    });
-    socket.local_peer = Some(LocalPeer {
-        inode: peer.1,
-        pid: Some(peer.0),
-        unread_bytes: unread,
-    });
-    t.fd = Some(fd);
-    t
-}
-
-/// Thread `tid` of `pid` waiting for glibc mutex `uaddr` held by `owner`.
-fn locker(pid: u32, tid: u32, uaddr: u64, owner: u32) -> BlockedThread {
-    let mut t = fixtures::futex_thread(pid, tid, &format!("t{tid}"), 4_000_000_000);
-    t.futex = Some(futex_facts(uaddr, Some((owner, OwnerSource::GlibcMutex))));
-    t.user_stack = frames(MUTEX);
-    t
-}
 
 /// The server: handlers 502 and 503 wait for mutex M held by worker 510, which waits for M2
 /// held by worker 511, which waits for M (ABBA).
