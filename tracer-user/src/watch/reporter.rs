@@ -387,6 +387,14 @@ mod tests {
         };
         let last = live.finish(&end, &mut |_| None);
         assert_eq!(last.new_cycles.len(), 1);
+        let text = crate::report::watch::text::render_text(&last);
+        assert!(
+            text.contains("still blocked at exit: 1 thread, 0 deadlocks:\n")
+                && text.contains(
+                    "  process 500 (not watched: a watched thread waits on it): deadlock:"
+                ),
+            "{text}"
+        );
         assert_eq!(live.found().exit_code(), 10);
     }
 

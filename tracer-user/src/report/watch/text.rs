@@ -84,25 +84,37 @@ fn still_open_summary(out: &mut String, report: &WatchReport) {
     } else if problems.is_empty() {
         let _ = writeln!(out, "nothing is blocked past the threshold now.");
     } else {
+        // Threads and cycles of processes not watched are there as links of a chain only.
+        let watched = problems
+            .iter()
+            .filter(|f| report.is_watched(f.thread.pid))
+            .count();
+        let cycles = report
+            .new_cycles
+            .iter()
+            .filter(|c| report.is_watched(c.pid))
+            .count();
         let _ = writeln!(
             out,
             "still blocked at exit: {}, {}:",
-            plural(problems.len(), "thread", "threads"),
-            plural(report.new_cycles.len(), "deadlock", "deadlocks")
+            plural(watched, "thread", "threads"),
+            plural(cycles, "deadlock", "deadlocks")
         );
     }
-    let mut by_process: BTreeMap<(u32, Verdict), Vec<&Finding>> = BTreeMap::new();
+    let mut by_process: BTreeMap<(bool, u32, Verdict), Vec<&Finding>> = BTreeMap::new();
     for f in problems {
+        let pid = f.thread.pid;
         by_process
-            .entry((f.thread.pid, f.verdict))
+            .entry((!report.is_watched(pid), pid, f.verdict))
             .or_default()
             .push(f);
     }
-    for ((pid, verdict), members) in by_process {
+    for ((_, pid, verdict), members) in by_process {
         let _ = writeln!(
             out,
-            "  {}: {}: {}",
+            "  {}{}: {}: {}",
             report.process_label(pid),
+            not_watched(report, pid),
             verdict.name(),
             thread_names(&members)
         );
