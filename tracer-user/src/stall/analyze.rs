@@ -7,8 +7,9 @@
 //! precedence: a deadlock cycle, then waiting behind one, then a whole process with no way
 //! out and a lock among its waits, then an event loop blocked outside its poll, then any
 //! other indefinite wait on a lock or on I/O. Last, waits on another process (a pipe, a local
-//! socket) follow that process's verdicts (`peer_chain`). `docs/verdicts.md` states the rules. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins
-//! of live threads) are `idle`; timed waits are healthy and not findings at all.
+//! socket) follow that process's verdicts (`peer_chain`). `docs/verdicts.md` states the
+//! rules. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins of
+//! live threads) are `idle`; timed waits are healthy and not findings at all.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
