@@ -85,6 +85,11 @@ pub fn healthy_bin() -> &'static Path {
     Path::new(env!("HEALTHY_BIN"))
 }
 
+/// The `peer_chain` workload (see [`watch_workloads::peer_chain`]), built by `build.rs`.
+pub fn peer_chain_bin() -> &'static Path {
+    Path::new(env!("PEER_CHAIN_BIN"))
+}
+
 /// A file in `workloads/` (scripts that need no build).
 pub fn workload_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

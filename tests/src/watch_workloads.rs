@@ -89,6 +89,39 @@ pub mod recv {
     pub const JOIN_FUNCTION: &str = "join_client";
 }
 
+/// `peer_chain.c` ([`crate::peer_chain_bin`]): a client process waiting for replies from a
+/// server process on TCP loopback. The first argument is the mode.
+pub mod peer_chain {
+    /// Mode: [`WORKER_1`] and [`WORKER_2`] deadlock ABBA on [`LOCK_M`] and [`LOCK_M2`]; each
+    /// connection's handler thread ([`HANDLERS`]) reads the request and blocks taking
+    /// [`LOCK_M`] in [`HANDLE_REQUEST`]. Prints `port N`.
+    pub const SERVER_DEADLOCK: &str = "server-deadlock";
+    /// Mode: one thread (main) serves in a `select` loop without timeout, reading each request
+    /// and keeping it unanswered (a blocking queue pop on an empty queue). Prints `port N`.
+    pub const SERVER_HOLD: &str = "server-hold";
+    /// Mode: [`CLIENTS`] connect to `--port N`, each sends a request and blocks in `recv` in
+    /// [`WAIT_FOR_REPLY`]; main joins client-0.
+    pub const CLIENT: &str = "client";
+    /// Option of [`CLIENT`]: the server's port.
+    pub const PORT_ARG: &str = "--port";
+    /// The client threads.
+    pub const CLIENTS: [&str; 2] = ["client-0", "client-1"];
+    /// The handler threads of the first two connections.
+    pub const HANDLERS: [&str; 2] = ["handler-0", "handler-1"];
+    /// Holds [`LOCK_M`], waits for [`LOCK_M2`].
+    pub const WORKER_1: &str = "worker-1";
+    /// Holds [`LOCK_M2`], waits for [`LOCK_M`].
+    pub const WORKER_2: &str = "worker-2";
+    /// The mutex the handlers take.
+    pub const LOCK_M: &str = "M";
+    /// The other mutex of the deadlock.
+    pub const LOCK_M2: &str = "M2";
+    /// Where the handlers block.
+    pub const HANDLE_REQUEST: &str = "handle_request";
+    /// Where the clients block.
+    pub const WAIT_FOR_REPLY: &str = "wait_for_reply";
+}
+
 /// `healthy.c` ([`crate::healthy_bin`]): nothing is stuck. Pool workers, main (joining
 /// [`TIMER`]) and, between signals, [`CV_WAITER`] wait for long but legitimately.
 pub mod healthy {

@@ -77,6 +77,10 @@ EXAMPLES:
 
 Waits already in progress when watch starts are read from /proc. Each stall is reported when
 it crosses the threshold and again when it ends. Ctrl-C or SIGTERM ends and prints a summary.
+With -p, the processes at the other end of a watched thread's pipe or local socket (and theirs,
+up to 3 hops) are inspected too, read-only from /proc, so that a wait chain is followed into
+them (a client waiting for a server stuck in a deadlock); their problems are shown only as
+links of such a chain and do not change the exit status.
 JSON Lines schema: docs/json-schema.md.
 
 EXIT STATUS: 0 nothing past the threshold, 10 stalls found (no deadlock), 11 deadlock found,
@@ -86,7 +90,9 @@ EXIT STATUS: 0 nothing past the threshold, 10 stalls found (no deadlock), 11 dea
 /// `stallwatch watch` options.
 #[derive(Debug, Args)]
 pub struct WatchArgs {
-    /// Watch these processes (repeatable or comma-separated). Default: every process.
+    /// Watch these processes (repeatable or comma-separated). Default: every process. The
+    /// processes at the other end of their pipes and local sockets are inspected read-only
+    /// to follow wait chains.
     #[arg(short = 'p', long = "pid", value_name = "PID", value_delimiter = ',')]
     pub pids: Vec<u32>,
     /// Report threads blocked at least this long: 5s, 500ms, 2m, or plain seconds.

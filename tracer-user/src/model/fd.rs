@@ -293,6 +293,30 @@ impl FdDescription {
             && (t.starts_with("/dev/pts/") || t.starts_with("/dev/tty") || t == "/dev/console")
     }
 
+    /// The other processes at the other end: of a local socket, the holder of the socket at
+    /// the other end; of a pipe or FIFO, the holders of the opposite end (the writers of a
+    /// read end, the readers of a write end; holders of unknown access count). Lowest pid
+    /// first, each once; empty when none is known.
+    pub(crate) fn other_end_pids(&self, own_pid: u32) -> Vec<u32> {
+        let mut pids: Vec<u32> = match (&self.socket, self.access) {
+            (Some(socket), _) => socket.local_peer.and_then(|p| p.pid).into_iter().collect(),
+            (None, Some(own)) => self
+                .pipe_peers
+                .iter()
+                .filter(|h| {
+                    h.access
+                        .is_none_or(|a| (own.reads() && a.writes()) || (own.writes() && a.reads()))
+                })
+                .map(|h| h.pid)
+                .collect(),
+            (None, None) => Vec::new(),
+        };
+        pids.retain(|&p| p != own_pid);
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
     /// Whether something outside the process could make it ready: always for a plain fd; for
     /// an epoll fd, whether it watches anything at all.
     pub(crate) fn reachable_from_outside(&self) -> bool {

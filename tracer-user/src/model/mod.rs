@@ -28,8 +28,8 @@ pub(crate) use runtime::{
     GreenState, GreenThread, RuntimeProcess, RuntimeThread, RuntimeWait, RuntimeWaitKind,
 };
 pub(crate) use verdict::{
-    Analysis, Cycle, CycleEdge, Finding, FutexOwner, OwnerSource, PipeWriter, Reason, ThreadRef,
-    Timing, Verdict, WaitingCode,
+    Analysis, Cycle, CycleEdge, Finding, FutexOwner, OwnerSource, PeerRef, PipeWriter, Reason,
+    ThreadRef, Timing, Verdict, WaitingCode,
 };
 pub(crate) use wait::{SyscallCall, ThreadState, UserRegs, WaitKind};
 pub(crate) use watch::{BlockedThread, FutexFacts, Origin, ProcessView, WaitKey};

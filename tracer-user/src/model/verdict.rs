@@ -194,6 +194,27 @@ pub(crate) enum Reason {
         /// How long ago data was last sent, ms.
         sent_ms_ago: u32,
     },
+    /// Waits on a pipe or local socket whose other end is a process with problems of its own
+    /// (a deadlock, a stall, a blocked event loop): no answer or input will come until they
+    /// end. `stall::peer_chain` gives it after the per-thread verdicts.
+    PeerBlocked {
+        /// The process (and thread, when known) at the other end.
+        peer: PeerRef,
+        /// The verdict of the peer thread its wait leads to.
+        peer_verdict: Verdict,
+        /// The reason its own facts gave before the peer was looked at (an unanswered
+        /// request, a stuck writer...).
+        own: Box<Reason>,
+    },
+    /// Receives on a local connection whose peer read the whole request (nothing unread in
+    /// its receive queue) and has no blocked problem thread: the peer holds the request, as
+    /// a blocking queue pop or a long poll does, and answers when it has something.
+    RequestHeldByPeer {
+        /// The process (and thread, when known) at the other end.
+        peer: PeerRef,
+        /// How long ago the request was sent, ms, when the connection's timing is known.
+        sent_ms_ago: Option<u32>,
+    },
     /// Receives on a TCP connection whose last data came in: waiting for the next message
     /// (a subscriber, a blocking queue pop, a keep-alive connection).
     LastMessageReceived {
@@ -237,6 +258,16 @@ pub(crate) enum Reason {
     Events,
 }
 
+/// The process at the other end of a pipe or local socket, and the thread there when it can
+/// be known (the process's only thread, or its one thread blocked on that other end).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct PeerRef {
+    /// Its pid.
+    pub pid: u32,
+    /// The thread at the other end, when known.
+    pub tid: Option<u32>,
+}
+
 /// The process at the write end of a pipe a thread reads.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct PipeWriter {
@@ -262,6 +293,9 @@ pub(crate) struct Finding {
     /// Who holds what it waits for (or, for a join, the thread joined), when that can be
     /// trusted.
     pub owner: Option<FutexOwner>,
+    /// The process (and thread, when known) at the other end of the pipe or local socket it
+    /// waits on, when that is another process.
+    pub peer: Option<PeerRef>,
     /// What it is.
     pub verdict: Verdict,
     /// Why.

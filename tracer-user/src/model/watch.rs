@@ -123,4 +123,9 @@ pub(crate) struct ProcessView {
     /// What the runtimes that read their own structures read about it at the scan.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub runtime_views: Vec<RuntimeProcess>,
+    /// Not watched (`-p`): inspected only because a watched thread waits on it (the process
+    /// at the other end of its pipe or local socket). Its findings are reported only as the
+    /// links of a watched thread's wait chain, and never change the exit status.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub peer: bool,
 }

@@ -6,8 +6,10 @@
 //! returns), and who holds what it waits for (`owner`). Then the verdicts, in order of
 //! precedence: a deadlock cycle, then waiting behind one, then a whole process with no way
 //! out and a lock among its waits, then an event loop blocked outside its poll, then any
-//! other indefinite wait on a lock or on I/O. `docs/verdicts.md` states the rules. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins
-//! of live threads) are `idle`; timed waits are healthy and not findings at all.
+//! other indefinite wait on a lock or on I/O. Last, waits on another process (a pipe, a local
+//! socket) follow that process's verdicts (`peer_chain`). `docs/verdicts.md` states the
+//! rules. Waits for work (idle pool workers, servers in accept, loops in epoll -1, joins of
+//! live threads) are `idle`; timed waits are healthy and not findings at all.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -19,6 +21,7 @@ use tracer_common::syscalls;
 use super::{
     graph::WaitForGraph,
     owner::infer_owner,
+    peer_chain::follow_peers,
     pipe_wait::pipe_read_verdict,
     socket_wait::socket_recv_verdict,
     timing::{is_poll, timing},
@@ -161,11 +164,13 @@ pub(crate) fn analyze(
                 timing: inf.timing,
                 event_loop: inf.event_loop,
                 owner: inf.owner,
+                peer: None,
                 verdict,
                 reason,
             });
         }
     }
+    follow_peers(&mut findings, processes);
     findings.sort_by_key(|f| (f.thread.pid, f.verdict, f.thread.tid));
     Analysis { findings, cycles }
 }

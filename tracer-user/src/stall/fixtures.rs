@@ -2,8 +2,8 @@
 
 use crate::model::{
     BlockedThread, CycleEdge, FdDescription, FdType, Finding, Frame, FrameKind, FutexFacts,
-    FutexOwner, Origin, OwnerSource, ProcessView, Reason, SocketInfo, SocketProtocol, SyscallCall,
-    ThreadState, Timing, Verdict, WaitKind, WaitingCode,
+    FutexOwner, LocalPeer, Origin, OwnerSource, ProcessView, Reason, SocketInfo, SocketProtocol,
+    SyscallCall, TcpTiming, ThreadState, Timing, Verdict, WaitKind, WaitingCode,
 };
 
 /// Frames with only names, innermost first.
@@ -97,6 +97,7 @@ pub(crate) fn finding(thread: BlockedThread, verdict: Verdict, reason: Reason) -
         timing: Timing::Indefinite,
         event_loop: false,
         owner: None,
+        peer: None,
         verdict,
         reason,
     }
@@ -114,6 +115,50 @@ pub(crate) fn glibc_edge(tid: u32, lock_uaddr: u64, owner: u32) -> CycleEdge {
     }
 }
 
+/// Thread `tid` of `pid` in `recvfrom` on a loopback connection (socket `inode`) whose other
+/// end is socket `peer_inode` of `peer_pid`, with `unread` bytes unread there, a request
+/// sent 3 s ago and nothing received since.
+pub(crate) fn loopback_client(
+    pid: u32,
+    tid: u32,
+    inode: u64,
+    peer: (u32, u64),
+    unread: u32,
+) -> BlockedThread {
+    let mut t = futex_thread(pid, tid, &format!("client-{tid}"), 3_000_000_000);
+    t.call = Some(SyscallCall {
+        nr: 45,
+        kind: WaitKind::Recv,
+        resource: 5,
+        detail: 0,
+        timeout: 0,
+    });
+    let mut fd = tcp_socket(5, "127.0.0.1:41234", "127.0.0.1:5432");
+    let socket = fd.socket.as_mut().expect("a socket");
+    socket.inode = inode;
+    socket.tcp_timing = Some(TcpTiming {
+        last_data_sent_ms: 3_000,
+        last_data_recv_ms: 60_000,
+        data_segs_in: Some(0),
+        data_segs_out: Some(1),
+    });
+    socket.local_peer = Some(LocalPeer {
+        inode: peer.1,
+        pid: Some(peer.0),
+        unread_bytes: unread,
+    });
+    t.fd = Some(fd);
+    t
+}
+
+/// Thread `tid` of `pid` waiting for glibc mutex `uaddr` held by `owner`.
+pub(crate) fn mutex_waiter(pid: u32, tid: u32, uaddr: u64, owner: u32) -> BlockedThread {
+    let mut t = futex_thread(pid, tid, &format!("t{tid}"), 4_000_000_000);
+    t.futex = Some(futex_facts(uaddr, Some((owner, OwnerSource::GlibcMutex))));
+    t.user_stack = frames(&["__lll_lock_wait", "pthread_mutex_lock", "handle"]);
+    t
+}
+
 /// Process `pid` with these threads, running glibc and Rust's std.
 pub(crate) fn process(pid: u32, tids: &[u32]) -> ProcessView {
     ProcessView {
@@ -121,5 +166,6 @@ pub(crate) fn process(pid: u32, tids: &[u32]) -> ProcessView {
         tids: tids.to_vec(),
         runtimes: vec!["glibc".into(), "rust_std".into()],
         runtime_views: Vec::new(),
+        peer: false,
     }
 }

@@ -8,6 +8,7 @@ pub(crate) mod analyze;
 pub(crate) mod fixtures;
 pub(crate) mod graph;
 pub(crate) mod owner;
+pub(crate) mod peer_chain;
 pub(crate) mod periodic;
 pub(crate) mod pipe_wait;
 pub(crate) mod socket_wait;

@@ -185,6 +185,7 @@ mod tests {
             owner: None,
             verdict: Verdict::Stall,
             reason: Reason::NoInput,
+            peer: None,
         }
     }
 

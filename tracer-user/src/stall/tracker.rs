@@ -47,6 +47,10 @@ impl Changes {
 struct Reported {
     pid: u32,
     comm: String,
+    /// It was reported behind a peer process (`Reason::PeerBlocked`): a stall that comes to
+    /// lead into a peer's problem later (the server deadlocks after the client's request
+    /// went unanswered) is reported again, with its chain.
+    behind_peer: bool,
     verdict: Verdict,
     since_ns: u64,
 }
@@ -108,11 +112,9 @@ impl Tracker {
         for finding in analysis.findings.iter().filter(|f| f.verdict.is_problem()) {
             let t = &finding.thread;
             let key = (t.tid, t.since_ns);
-            if self
-                .reported
-                .get(&key)
-                .is_some_and(|r| r.verdict == finding.verdict)
-            {
+            if self.reported.get(&key).is_some_and(|r| {
+                r.verdict == finding.verdict && r.behind_peer == behind_peer(finding)
+            }) {
                 continue;
             }
             newly.insert(key);
@@ -122,6 +124,7 @@ impl Tracker {
                     pid: t.pid,
                     comm: t.comm.clone(),
                     verdict: finding.verdict,
+                    behind_peer: behind_peer(finding),
                     since_ns: t.since_ns,
                 },
             );
@@ -173,6 +176,10 @@ impl Tracker {
         }
         changes
     }
+}
+
+fn behind_peer(f: &Finding) -> bool {
+    matches!(f.reason, Reason::PeerBlocked { .. })
 }
 
 #[cfg(test)]

@@ -29,6 +29,13 @@ use crate::{
 /// threads are the same (a lock may have changed hands; a runtime may name new lock waiters).
 const VIEW_REFRESH_SCANS: u64 = 5;
 
+/// Processes at the other end of a watched thread's wait are followed at most this many hops
+/// away (the peer of a peer of a peer) under `-p`.
+const MAX_PEER_DEPTH: usize = 3;
+/// At most this many peer processes are inspected per scan under `-p`: a thread pool with
+/// connections to many local services stays cheap to scan.
+const MAX_PEER_PROCESSES: usize = 16;
+
 /// The result of one scan: what the pure stages (analysis, tracking, reports) consume, and
 /// what `--record` saves.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -59,6 +66,9 @@ pub(crate) struct Gatherer {
     /// Each process's last runtime views, with the scan they were read in.
     last_views: BTreeMap<u32, (u64, Vec<RuntimeProcess>)>,
     fds: FdScanner,
+    /// Under `-p`: the sleeping threads of the peer processes inspected at the last scan, by
+    /// tid (a wait is kept while the thread has not run, so it stays one wait).
+    peer_waits: BTreeMap<u32, SnapshotWait>,
 }
 
 impl Gatherer {
@@ -76,6 +86,7 @@ impl Gatherer {
             scans: 0,
             last_views: BTreeMap::new(),
             fds: FdScanner::new(),
+            peer_waits: BTreeMap::new(),
         }
     }
 
@@ -150,6 +161,7 @@ impl Gatherer {
                 fresh.insert(key);
             }
         }
+        let peer_pids = self.gather_peers(now_ns, &mut keys, &mut fresh);
         // Owners pulled in at the last scan stay while they sleep (see `pull_in_owners`).
         let gathered_tids: BTreeSet<u32> = keys.iter().map(|k| k.0).collect();
         self.pulled.retain(|tid, (pid, _)| {
@@ -160,10 +172,15 @@ impl Gatherer {
         keys.extend(self.pulled.iter().map(|(&tid, &(_, since))| (tid, since)));
         self.gathered.retain(|k, _| keys.contains(k));
 
-        let pids: BTreeSet<u32> = self.gathered.values().map(|t| t.pid).collect();
+        let mut pids: BTreeSet<u32> = self.gathered.values().map(|t| t.pid).collect();
+        pids.extend(&peer_pids);
         let mut processes: BTreeMap<u32, ProcessView> = pids
             .into_iter()
-            .map(|pid| (pid, self.process_view(pid)))
+            .map(|pid| {
+                let mut view = self.process_view(pid);
+                view.peer = !self.pids.is_empty() && !self.pids.contains(&pid);
+                (pid, view)
+            })
             .collect();
         for process in processes.values_mut() {
             process.runtime_views = self.runtime_views(process, &fresh);
@@ -196,6 +213,85 @@ impl Gatherer {
         }
     }
 
+    /// The processes at the other end of the gathered waits (a pipe's other holders, the
+    /// holder of a local socket's other end), so that the analysis can follow a wait into
+    /// the process it waits on (`stall::peer_chain`). Host-wide, their threads are gathered
+    /// already; the processes are returned so that the analysis knows they were looked at.
+    /// Under `-p`, the BPF side and the snapshot see the `-p` processes only: the sleeping
+    /// threads of each peer process are read from `/proc` here, read-only, like the
+    /// snapshot's (their waits' starts estimated the same way, and kept while the thread has
+    /// not run), and gathered; then the peers of their waits, at most [`MAX_PEER_DEPTH`]
+    /// hops away and [`MAX_PEER_PROCESSES`] processes in all. Returns the peer processes
+    /// inspected.
+    fn gather_peers(
+        &mut self,
+        now_ns: u64,
+        keys: &mut BTreeSet<WaitKey>,
+        fresh: &mut BTreeSet<WaitKey>,
+    ) -> BTreeSet<u32> {
+        let own = std::process::id();
+        let threshold_ns = self.threshold.as_nanos() as u64;
+        let other_ends = |gathered: &BTreeMap<WaitKey, BlockedThread>, keys: &[WaitKey]| {
+            let mut pids = BTreeSet::new();
+            for t in keys.iter().filter_map(|k| gathered.get(k)) {
+                if let Some(fd) = &t.fd {
+                    pids.extend(fd.other_end_pids(t.pid));
+                }
+            }
+            pids
+        };
+        let mut frontier: Vec<WaitKey> = keys.iter().copied().collect();
+        if self.pids.is_empty() {
+            let mut pids = other_ends(&self.gathered, &frontier);
+            pids.retain(|&pid| pid != own && crate::procs::exists(pid));
+            return pids;
+        }
+        let mut inspected = BTreeSet::new();
+        for _ in 0..MAX_PEER_DEPTH {
+            let mut pids = other_ends(&self.gathered, &frontier);
+            pids.retain(|pid| *pid != own && !self.pids.contains(pid) && !inspected.contains(pid));
+            frontier.clear();
+            for pid in pids {
+                if inspected.len() >= MAX_PEER_PROCESSES {
+                    break;
+                }
+                let Ok(tids) = threads::list_tids(pid) else {
+                    continue;
+                };
+                inspected.insert(pid);
+                for tid in tids {
+                    let kept = self
+                        .peer_waits
+                        .get(&tid)
+                        .filter(|w| w.pid == pid && snapshot::still_waiting(w))
+                        .cloned();
+                    let wait = kept.or_else(|| {
+                        let thread = threads::read_thread(pid, tid).ok()?;
+                        snapshot::sleeping(thread, now_ns)
+                    });
+                    let Some(wait) = wait else {
+                        self.peer_waits.remove(&tid);
+                        continue;
+                    };
+                    self.peer_waits.insert(tid, wait.clone());
+                    if now_ns.saturating_sub(wait.since_ns) < threshold_ns {
+                        continue;
+                    }
+                    let key = (tid, wait.since_ns);
+                    keys.insert(key);
+                    if !self.gathered.contains_key(&key) {
+                        let thread = self.gather_snapshot(&wait);
+                        self.gathered.insert(key, thread);
+                        fresh.insert(key);
+                    }
+                    frontier.push(key);
+                }
+            }
+        }
+        self.peer_waits.retain(|_, w| inspected.contains(&w.pid));
+        inspected
+    }
+
     /// Process `pid` as the analysis sees it: every thread, and the runtimes it runs (as
     /// detected when its waits were gathered; its maps are not read again for this).
     fn process_view(&self, pid: u32) -> ProcessView {
@@ -205,6 +301,7 @@ impl Gatherer {
             tids: threads::list_tids(pid).unwrap_or_default(),
             runtimes: runtimes.names(),
             runtime_views: Vec::new(),
+            peer: false,
         }
     }
 

@@ -4,6 +4,12 @@
 //! [`Reporter`] with the same inputs, so a recording renders exactly what the live run
 //! printed: [`ScanInput`] holds everything a scan's report depends on, clock readings and
 //! process names included, and nothing here reads a clock or `/proc`.
+//!
+//! Under `-p`, the processes at the other end of a watched thread's pipe or local socket are
+//! inspected too (`ProcessView::peer`): their verdicts decide the watched threads' (a client
+//! behind a deadlocked server), but their own findings are not the user's question. They
+//! are left out of tracking and of the exit status, and appear only as the links of a
+//! watched problem's wait chain, with their cycles; their idle threads never.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,6 +22,7 @@ use crate::{
     report::watch::WatchReport,
     stall::{
         analyze::analyze,
+        peer_chain::chain,
         periodic::PeriodicWaits,
         tracker::{Changes, Tracker},
     },
@@ -91,6 +98,10 @@ pub(crate) struct Reporter {
     open: Changes,
     /// What the runtimes read about each process at the last scan that had it.
     runtime_views: BTreeMap<u32, Vec<RuntimeProcess>>,
+    /// The last scan's findings and cycles in peer processes (`ProcessView::peer`: not
+    /// watched, inspected because a watched thread waits on them): reported only as the
+    /// links of a watched problem's wait chain, never tracked or counted.
+    peer_context: Analysis,
 }
 
 impl Reporter {
@@ -111,6 +122,7 @@ impl Reporter {
             found: Found::default(),
             open: Changes::default(),
             runtime_views: BTreeMap::new(),
+            peer_context: Analysis::default(),
         }
     }
 
@@ -170,6 +182,23 @@ impl Reporter {
             }
         }
         let mut analysis = analyze(&scanned.threads, &scanned.processes);
+        let peers: BTreeSet<u32> = scanned
+            .processes
+            .values()
+            .filter(|p| p.peer)
+            .map(|p| p.pid)
+            .collect();
+        let (context_findings, findings) = std::mem::take(&mut analysis.findings)
+            .into_iter()
+            .partition(|f| peers.contains(&f.thread.pid));
+        let (context_cycles, cycles) = std::mem::take(&mut analysis.cycles)
+            .into_iter()
+            .partition(|c| peers.contains(&c.pid));
+        let mut analysis = Analysis { findings, cycles };
+        self.peer_context = Analysis {
+            findings: context_findings,
+            cycles: context_cycles,
+        };
         self.periodic
             .apply(&mut analysis.findings, &scanned.keys, input.now_ns);
         let changes = self
@@ -182,10 +211,11 @@ impl Reporter {
     fn report(
         &self,
         common: Common,
-        changes: Changes,
+        mut changes: Changes,
         is_final: bool,
         names: ProcessNames<'_>,
     ) -> WatchReport {
+        let peer_processes = self.add_chains(&mut changes);
         let mut pids: BTreeSet<u32> = changes.new_findings.iter().map(|f| f.thread.pid).collect();
         pids.extend(changes.resolved.iter().map(|r| r.pid));
         pids.extend(changes.new_cycles.iter().map(|c| c.pid));
@@ -209,7 +239,40 @@ impl Reporter {
             losses: common.losses,
             is_final,
             restated: false,
+            peer_processes,
         }
+    }
+
+    /// Adds to `changes` the problems and cycles of the peer processes that the wait chains
+    /// of its problems lead into; returns those processes.
+    fn add_chains(&self, changes: &mut Changes) -> BTreeSet<u32> {
+        let context = &self.peer_context;
+        if context.findings.is_empty() {
+            return BTreeSet::new();
+        }
+        let mut all = changes.new_findings.clone();
+        all.extend(context.findings.iter().cloned());
+        let peers: BTreeSet<u32> = context.findings.iter().map(|f| f.thread.pid).collect();
+        let reached: BTreeSet<u32> = changes
+            .new_findings
+            .iter()
+            .filter(|f| f.verdict.is_problem())
+            .flat_map(|f| chain(&all, f))
+            .map(|link| link.finding.thread.pid)
+            .filter(|pid| peers.contains(pid))
+            .collect();
+        let in_reached = |pid: u32| reached.contains(&pid);
+        changes.new_findings.extend(
+            context
+                .findings
+                .iter()
+                .filter(|f| in_reached(f.thread.pid) && f.verdict.is_problem())
+                .cloned(),
+        );
+        changes
+            .new_cycles
+            .extend(context.cycles.iter().filter(|c| in_reached(c.pid)).cloned());
+        reached
     }
 }
 
@@ -247,5 +310,108 @@ fn open_problems(analysis: Analysis, list_idle: bool) -> Changes {
             .collect(),
         resolved: Vec::new(),
         new_cycles: analysis.cycles,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        model::{BlockedThread, ProcessView, Verdict},
+        stall::fixtures::{self, loopback_client, mutex_waiter},
+    };
+
+    const CLIENT: u32 = 100;
+    const SERVER: u32 = 500;
+
+    /// A scan of a client (watched) waiting for a reply from a server (a peer process when
+    /// `peer`) whose workers 510 and 511 deadlock; the server's 520 is idle.
+    fn input(peer: bool) -> ScanInput {
+        let mut idle = fixtures::futex_thread(SERVER, 520, "idle", 4_000_000_000);
+        idle.since_ns = 2_000;
+        let threads: Vec<BlockedThread> = vec![
+            loopback_client(CLIENT, 101, 11, (SERVER, 21), 0),
+            mutex_waiter(SERVER, 510, 0xa0, 511),
+            mutex_waiter(SERVER, 511, 0xb0, 510),
+            idle,
+        ];
+        let keys = threads.iter().map(|t| t.key()).collect();
+        let mut server = fixtures::process(SERVER, &[SERVER, 510, 511, 520]);
+        server.peer = peer;
+        let processes: BTreeMap<u32, ProcessView> = [
+            (CLIENT, fixtures::process(CLIENT, &[CLIENT, 101])),
+            (SERVER, server),
+        ]
+        .into_iter()
+        .collect();
+        ScanInput {
+            scanned: Scanned {
+                threads,
+                processes,
+                keys,
+            },
+            now_ns: 10_000_000_000,
+            elapsed: Duration::from_secs(5),
+            wall_clock: SystemTime::UNIX_EPOCH,
+            losses: Vec::new(),
+        }
+    }
+
+    fn verdicts(report: &WatchReport) -> BTreeMap<u32, Verdict> {
+        report
+            .new_findings
+            .iter()
+            .map(|f| (f.thread.tid, f.verdict))
+            .collect()
+    }
+
+    /// Check that under `-p CLIENT` a peer server's deadlock is reported as the end of the
+    /// client's chain (its cycle and problem threads, not its idle thread), and that the exit
+    /// status follows the client's stall (10), not the server's deadlock (11).
+    #[test]
+    fn peer_findings_only_as_chain_links() {
+        let mut reporter = Reporter::new(Duration::from_secs(1), true);
+        let report = reporter.once(&input(true), &mut |_| None);
+        let v = verdicts(&report);
+        assert_eq!(v.get(&101), Some(&Verdict::Stall));
+        assert_eq!(v.get(&510), Some(&Verdict::Deadlock));
+        assert_eq!(v.get(&511), Some(&Verdict::Deadlock));
+        assert!(!v.contains_key(&520), "{v:?}");
+        assert_eq!(report.new_cycles.len(), 1);
+        assert_eq!(report.peer_processes, BTreeSet::from([SERVER]));
+        assert_eq!(reporter.found().exit_code(), 10);
+
+        // Live: the same on the first scan; the final report restates the chain too.
+        let mut live = Reporter::new(Duration::from_secs(1), true);
+        let first = live.scan(&input(true), &mut |_| None).expect("a report");
+        assert_eq!(verdicts(&first).len(), 3);
+        assert!(live.scan(&input(true), &mut |_| None).is_none());
+        let end = EndInput {
+            elapsed: Duration::from_secs(9),
+            wall_clock: SystemTime::UNIX_EPOCH,
+            losses: Vec::new(),
+        };
+        let last = live.finish(&end, &mut |_| None);
+        assert_eq!(last.new_cycles.len(), 1);
+        let text = crate::report::watch::text::render_text(&last);
+        assert!(
+            text.contains("still blocked at exit: 1 thread, 0 deadlocks:\n")
+                && text.contains(
+                    "  process 500 (not watched: a watched thread waits on it): deadlock:"
+                ),
+            "{text}"
+        );
+        assert_eq!(live.found().exit_code(), 10);
+    }
+
+    /// Check that host-wide (no peer processes) both processes are watched: the server's
+    /// deadlock counts (exit status 11) and no process is marked as not watched.
+    #[test]
+    fn host_wide_everything_is_watched() {
+        let mut reporter = Reporter::new(Duration::from_secs(1), false);
+        let report = reporter.once(&input(false), &mut |_| None);
+        assert!(report.peer_processes.is_empty());
+        assert_eq!(verdicts(&report).get(&520), Some(&Verdict::Idle));
+        assert_eq!(reporter.found().exit_code(), 11);
     }
 }

@@ -3,8 +3,8 @@
 //! `timerfd CLOCK_MONOTONIC, next in 0.1 s`.
 
 use crate::model::{
-    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, LocalPeer, PipeWriter,
-    SocketInfo, SocketProtocol, TimerFdState, WatchedFd,
+    Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, LocalPeer, PeerRef, PipeWriter,
+    SocketInfo, SocketProtocol, TimerFdState, Verdict, WatchedFd,
 };
 
 /// Why a pipe read with no visible write end is not called a stall.
@@ -99,6 +99,38 @@ pub(crate) fn peer_read_everything_phrase(socket: Option<&SocketInfo>) -> String
         "{server} read everything sent on this connection{}: waiting for it to send (an answer \
          it is working on, or the next message)",
         to_peer(socket)
+    )
+}
+
+/// The process at the other end: `pid 4711`, `pid 4711 (thread 4712)`.
+fn peer_phrase(peer: &PeerRef) -> String {
+    match peer.tid {
+        Some(tid) if tid != peer.pid => format!("pid {} (thread {tid})", peer.pid),
+        _ => format!("pid {}", peer.pid),
+    }
+}
+
+/// Why a wait on another process is stuck behind it: `pid 4711 at the other end is blocked
+/// itself (deadlock)`.
+pub(crate) fn peer_blocked_phrase(peer: &PeerRef, verdict: Verdict) -> String {
+    format!(
+        "{} at the other end is blocked itself ({}), so no answer or input will come from it",
+        peer_phrase(peer),
+        verdict.name()
+    )
+}
+
+/// A request the peer read and holds: `the request (sent 3.0 s ago) was read by pid 4711,
+/// which has no blocked thread: ...`.
+pub(crate) fn request_held_phrase(peer: &PeerRef, sent_ms_ago: Option<u32>) -> String {
+    let request = match sent_ms_ago {
+        Some(ms) => format!("the request (sent {:.1} s ago)", f64::from(ms) / 1e3),
+        None => "everything sent".to_owned(),
+    };
+    format!(
+        "{request} was read by {}, which has no blocked problem thread: it holds it, as a \
+         blocking queue pop or a long poll does, and answers when it has something",
+        peer_phrase(peer)
     )
 }
 

@@ -290,6 +290,14 @@ pub(crate) fn explanation(f: &Finding) -> String {
             "waits in {what} on {resource}: {}",
             fd::peer_read_everything_phrase(t.fd.as_ref().and_then(|d| d.socket.as_ref()))
         ),
+        Reason::PeerBlocked { .. } => format!(
+            "blocked in {what} on {resource} for {blocked:.1} s: {}",
+            why(f).unwrap_or_default()
+        ),
+        Reason::RequestHeldByPeer { peer, sent_ms_ago } => format!(
+            "waits in {what} on {resource}: {}",
+            fd::request_held_phrase(peer, *sent_ms_ago)
+        ),
         Reason::ThreadExit { thread } => format!("waits for {} to exit", thread_ref(thread)),
         Reason::Signal => {
             format!("waits in {what} for a signal (condition, park or unknown; no owner known)")
@@ -345,7 +353,13 @@ const PARKED_WHY: &str = "the kernel refused its PI lock (EDEADLK: a lock cycle 
 /// call, the resource with its holder's tid and the duration: only what it does not say
 /// (`None` when nothing is left). Each thing is said once.
 pub(crate) fn why(f: &Finding) -> Option<String> {
-    match &f.reason {
+    reason_why(f, &f.reason)
+}
+
+/// [`why`] for `reason`, one of `f`'s (its own, or the one its own facts gave before its
+/// peer was looked at).
+fn reason_why(f: &Finding, reason: &Reason) -> Option<String> {
+    match reason {
         Reason::BehindDeadlock { member } => {
             Some(format!("behind deadlocked {}", thread_ref(member)))
         }
@@ -436,6 +450,20 @@ pub(crate) fn why(f: &Finding) -> Option<String> {
         Reason::PeerReadEverything => Some(fd::peer_read_everything_phrase(
             f.thread.fd.as_ref().and_then(|d| d.socket.as_ref()),
         )),
+        Reason::PeerBlocked {
+            peer,
+            peer_verdict,
+            own,
+        } => {
+            let blocked = fd::peer_blocked_phrase(peer, *peer_verdict);
+            Some(match reason_why(f, own) {
+                Some(own) => format!("{own}; {blocked}"),
+                None => blocked,
+            })
+        }
+        Reason::RequestHeldByPeer { peer, sent_ms_ago } => {
+            Some(fd::request_held_phrase(peer, *sent_ms_ago))
+        }
         Reason::InCycle { .. }
         | Reason::LockWithoutOwner
         | Reason::NoInput

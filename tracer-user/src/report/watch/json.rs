@@ -20,8 +20,9 @@ use super::{
     hex, kind_name, ns_to_ms, owner_source_name, peer_pid, resource_type, syscall_name,
     timing_name,
 };
-use crate::model::{
-    BlockedThread, Cycle, Finding, Frame, FrameKind, Origin, Reason, RuntimeWaitKind,
+use crate::{
+    model::{BlockedThread, Cycle, Finding, Frame, FrameKind, Origin, Reason, RuntimeWaitKind},
+    stall::peer_chain::{Hop, chain},
 };
 
 /// What JSON says for a process whose name is unknown (`docs/json-schema.md`).
@@ -89,6 +90,8 @@ fn thread_json(report: &WatchReport, f: &Finding) -> Value {
         "kernel_stack": t.kernel_stack.iter().map(frame_json).collect::<Vec<_>>(),
         "verdict": f.verdict.name(),
         "explanation": explanation(f),
+        "watched": report.is_watched(t.pid),
+        "chain": chain_json(report, f),
     });
     let Value::Object(fields) = &mut thread else {
         unreachable!("json! of an object literal is an object")
@@ -243,9 +246,36 @@ fn resource_json(f: &Finding) -> Value {
         "peer": fd.and_then(|d| d.peer()),
         "external": fd.map(|d| d.reachable_from_outside()),
         "peer_pid": peer_pid(f),
-        "peer_tid": Value::Null,
+        "peer_tid": f.peer.and_then(|p| p.tid),
         "description": describe_resource(f),
     })
+}
+
+/// The wait chain from `f`: each thread beyond it that it waits on, through peer processes
+/// and lock holders, as `stall::peer_chain::chain` walks it.
+fn chain_json(report: &WatchReport, f: &Finding) -> Vec<Value> {
+    chain(&report.new_findings, f)
+        .iter()
+        .map(|link| {
+            let g = link.finding;
+            json!({
+                "pid": g.thread.pid,
+                "process_name": process_name(report, g.thread.pid),
+                "tid": g.thread.tid,
+                "comm": g.thread.comm,
+                "via": match link.hop {
+                    Hop::Peer => "peer",
+                    Hop::Holder => "holder",
+                    Hop::Joined => "joined",
+                },
+                "verdict": g.verdict.name(),
+                "resource": describe_resource(g),
+                "blocked_for_ms": ns_to_ms(g.thread.blocked_for_ns),
+                "alike_threads": link.alike,
+                "closes_cycle": link.closes_cycle,
+            })
+        })
+        .collect()
 }
 
 /// One stack frame; `ip` as a hex string.
@@ -279,6 +309,7 @@ fn cycle_json(report: &WatchReport, c: &Cycle) -> Value {
     json!({
         "pid": c.pid,
         "process_name": process_name(report, c.pid),
+        "watched": report.is_watched(c.pid),
         "edges": edges,
     })
 }
@@ -436,7 +467,7 @@ mod tests {
         assert_eq!(t["kernel_stack"][0]["symbol"], json!("schedule"));
         assert_eq!(
             v["cycles"],
-            json!([{"pid": 1234, "process_name": "deadlock_abba", "edges": [
+            json!([{"pid": 1234, "process_name": "deadlock_abba", "watched": true, "edges": [
                 {"tid": 1235, "comm": "abba-a", "waits_for_resource": "mutex 0x55d0c0a0", "owner_tid": 1236},
                 {"tid": 1236, "comm": "abba-b", "waits_for_resource": "mutex 0x55d0c0e0", "owner_tid": 1235},
             ]}])
@@ -463,6 +494,54 @@ mod tests {
         assert_eq!(res["futex_uaddr"], Value::Null);
         assert_eq!(res["owner_tid"], Value::Null);
         assert_eq!(t["kernel_stack"], json!([]));
+    }
+
+    /// Check a wait chain into a process not watched: the waiting thread names the peer
+    /// process and thread (`peer_pid`, `peer_tid`) and lists each link beyond it, through
+    /// the peer's deadlocked thread to where the cycle closes; the peer's threads and cycle
+    /// say they were not watched.
+    #[test]
+    fn chain_into_a_peer_process() {
+        use crate::model::PeerRef;
+        let mut findings = recv_stalls();
+        findings.truncate(1);
+        findings[0].peer = Some(PeerRef {
+            pid: 1234,
+            tid: Some(1235),
+        });
+        let (abba, cycle) = abba();
+        findings.extend(abba);
+        let mut r = report(findings, vec![cycle]);
+        r.peer_processes.insert(1234);
+        let v = to_json(&r);
+        let client = &v["threads"][0];
+        assert_eq!(client["resource"]["peer_pid"], json!(1234));
+        assert_eq!(client["resource"]["peer_tid"], json!(1235));
+        assert_eq!(client["watched"], json!(true));
+        let links: Vec<(u64, &str, &str, bool)> = client["chain"]
+            .as_array()
+            .expect("chain array")
+            .iter()
+            .map(|l| {
+                (
+                    l["tid"].as_u64().unwrap_or_default(),
+                    l["via"].as_str().unwrap_or_default(),
+                    l["verdict"].as_str().unwrap_or_default(),
+                    l["closes_cycle"].as_bool().unwrap_or_default(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            links,
+            [
+                (1235, "peer", "deadlock", false),
+                (1236, "holder", "deadlock", false),
+                (1235, "holder", "deadlock", true),
+            ]
+        );
+        assert_eq!(client["chain"][0]["process_name"], json!("deadlock_abba"));
+        assert_eq!(v["threads"][1]["watched"], json!(false));
+        assert_eq!(v["cycles"][0]["watched"], json!(false));
     }
 
     /// Check RFC 3339 formatting at the epoch, a leap day and the end of a year.

@@ -10,7 +10,7 @@ pub(crate) mod json;
 pub(crate) mod text;
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     time::{Duration, SystemTime},
 };
 
@@ -50,6 +50,9 @@ pub(crate) struct WatchReport {
     /// The findings and cycles are what is still open at exit, already reported when they
     /// appeared (the final report of a live watch), not new.
     pub restated: bool,
+    /// Processes not watched (`-p`) whose problems and cycles are in the report because a
+    /// watched thread's wait chain leads into them.
+    pub peer_processes: BTreeSet<u32>,
 }
 
 /// A reported wait that ended, as the tracker found it.
@@ -82,6 +85,11 @@ impl WatchReport {
         }
     }
 
+    /// Whether `pid` was watched (not only inspected as a peer process).
+    pub(crate) fn is_watched(&self, pid: u32) -> bool {
+        !self.peer_processes.contains(&pid)
+    }
+
     /// The finding of thread `tid` of process `pid`, if it is in this report.
     pub(crate) fn finding(&self, pid: u32, tid: u32) -> Option<&Finding> {
         self.new_findings
@@ -90,10 +98,14 @@ impl WatchReport {
     }
 }
 
-/// The process at the other end: of a pipe the thread reads or writes, the writer the
-/// verdict names, else the first holder of the other end in another process; of a loopback
-/// TCP connection, the holder of the socket at the other end.
+/// The process at the other end: the peer the analysis found (`Finding::peer`, another
+/// process), else of a pipe the thread reads or writes, the writer the verdict names, else
+/// the first holder of the other end in another process; of a loopback connection, the
+/// holder of the socket at the other end (its own process included).
 pub(crate) fn peer_pid(f: &Finding) -> Option<u32> {
+    if let Some(peer) = f.peer {
+        return Some(peer.pid);
+    }
     if let Reason::WaitingForInput { writer } | Reason::WriterBlocked { writer } = &f.reason {
         return Some(writer.pid);
     }
@@ -320,6 +332,7 @@ pub(crate) mod fixtures {
             losses: Vec::new(),
             is_final: false,
             restated: false,
+            peer_processes: std::collections::BTreeSet::new(),
         }
     }
 

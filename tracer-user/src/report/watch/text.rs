@@ -13,8 +13,7 @@ use std::{collections::BTreeMap, fmt::Write as _};
 use groups::{group_block, groups, idle_groups, idle_line};
 
 use super::{
-    Resolved, WatchReport, describe_call, describe_resource, edge_resource, named_thread, peer_pid,
-    why,
+    Resolved, WatchReport, describe_call, describe_resource, edge_resource, named_thread, why,
 };
 use crate::model::{Cycle, Finding, Frame, FrameKind, Origin, Timing, Verdict};
 
@@ -85,25 +84,37 @@ fn still_open_summary(out: &mut String, report: &WatchReport) {
     } else if problems.is_empty() {
         let _ = writeln!(out, "nothing is blocked past the threshold now.");
     } else {
+        // Threads and cycles of processes not watched are there as links of a chain only.
+        let watched = problems
+            .iter()
+            .filter(|f| report.is_watched(f.thread.pid))
+            .count();
+        let cycles = report
+            .new_cycles
+            .iter()
+            .filter(|c| report.is_watched(c.pid))
+            .count();
         let _ = writeln!(
             out,
             "still blocked at exit: {}, {}:",
-            plural(problems.len(), "thread", "threads"),
-            plural(report.new_cycles.len(), "deadlock", "deadlocks")
+            plural(watched, "thread", "threads"),
+            plural(cycles, "deadlock", "deadlocks")
         );
     }
-    let mut by_process: BTreeMap<(u32, Verdict), Vec<&Finding>> = BTreeMap::new();
+    let mut by_process: BTreeMap<(bool, u32, Verdict), Vec<&Finding>> = BTreeMap::new();
     for f in problems {
+        let pid = f.thread.pid;
         by_process
-            .entry((f.thread.pid, f.verdict))
+            .entry((!report.is_watched(pid), pid, f.verdict))
             .or_default()
             .push(f);
     }
-    for ((pid, verdict), members) in by_process {
+    for ((_, pid, verdict), members) in by_process {
         let _ = writeln!(
             out,
-            "  {}: {}: {}",
+            "  {}{}: {}: {}",
             report.process_label(pid),
+            not_watched(report, pid),
             verdict.name(),
             thread_names(&members)
         );
@@ -114,18 +125,31 @@ fn still_open_summary(out: &mut String, report: &WatchReport) {
 /// `[+12.0s] 5 threads past 5.0 s, 1 new deadlock, 1 resolved (final)`.
 fn stamp_line(out: &mut String, report: &WatchReport) {
     let mut parts = Vec::new();
-    if !report.new_findings.is_empty() {
+    let watched = |pid: u32| report.is_watched(pid);
+    let threads = report
+        .new_findings
+        .iter()
+        .filter(|f| watched(f.thread.pid))
+        .count();
+    let cycles = report.new_cycles.iter().filter(|c| watched(c.pid)).count();
+    if threads > 0 {
         parts.push(format!(
             "{} past {}",
-            plural(report.new_findings.len(), "thread", "threads"),
+            plural(threads, "thread", "threads"),
             fmt_ns(duration_ns(report.threshold))
         ));
     }
-    if !report.new_cycles.is_empty() {
-        parts.push(plural(
-            report.new_cycles.len(),
-            "new deadlock",
-            "new deadlocks",
+    if cycles > 0 {
+        parts.push(plural(cycles, "new deadlock", "new deadlocks"));
+    }
+    if !report.peer_processes.is_empty() {
+        parts.push(format!(
+            "leading into {}",
+            plural(
+                report.peer_processes.len(),
+                "process not watched",
+                "processes not watched"
+            )
         ));
     }
     if !report.resolved.is_empty() {
@@ -143,7 +167,8 @@ fn stamp_line(out: &mut String, report: &WatchReport) {
     );
 }
 
-/// Every pid with a finding or a cycle, ascending.
+/// Every pid with a finding or a cycle, ascending, the watched processes first (the ones not
+/// watched are there because a watched thread's wait chain leads into them).
 fn pids(report: &WatchReport) -> Vec<u32> {
     let mut pids: Vec<u32> = report
         .new_findings
@@ -151,7 +176,7 @@ fn pids(report: &WatchReport) -> Vec<u32> {
         .map(|f| f.thread.pid)
         .chain(report.new_cycles.iter().map(|c| c.pid))
         .collect();
-    pids.sort_unstable();
+    pids.sort_unstable_by_key(|&pid| (!report.is_watched(pid), pid));
     pids.dedup();
     pids
 }
@@ -177,9 +202,10 @@ fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
     }
     let _ = writeln!(
         out,
-        "{} {}:",
+        "{} {}{}:",
         if cycles.is_empty() { "In" } else { "Also in" },
-        report.process_label(pid)
+        report.process_label(pid),
+        not_watched(report, pid)
     );
     for g in &problems {
         group_block(out, report, g);
@@ -189,12 +215,23 @@ fn process_block(out: &mut String, report: &WatchReport, pid: u32) {
     }
 }
 
+/// What a process not watched is doing in the report: ` (not watched: a watched thread
+/// waits on it)`.
+fn not_watched(report: &WatchReport, pid: u32) -> &'static str {
+    if report.is_watched(pid) {
+        ""
+    } else {
+        " (not watched: a watched thread waits on it)"
+    }
+}
+
 /// A deadlock in the jstack layout: one line per edge, then the stacks of its threads.
 fn cycle_block(out: &mut String, report: &WatchReport, cycle: &Cycle) {
     let _ = writeln!(
         out,
-        "Found one deadlock in {}:",
-        report.process_label(cycle.pid)
+        "Found one deadlock in {}{}:",
+        report.process_label(cycle.pid),
+        not_watched(report, cycle.pid)
     );
     let who = |tid: u32| {
         let comm = report.finding(cycle.pid, tid).map(|f| f.thread.name());

@@ -5,10 +5,13 @@
 use std::{collections::BTreeMap, fmt::Write as _};
 
 use super::{
-    WatchReport, describe_call, describe_resource, fmt_ns, join_nums, peer_pid, plural,
-    stack_lines, thread_names, why,
+    WatchReport, describe_call, describe_resource, fmt_ns, join_nums, plural, stack_lines,
+    thread_names, why,
 };
-use crate::model::{FdType, Finding, Verdict};
+use crate::{
+    model::{FdType, Finding, Verdict},
+    stall::peer_chain::{Hop, chain},
+};
 
 /// Problem findings blocked the same way on the same thing, with the same verdict.
 pub(super) struct Group<'a> {
@@ -92,49 +95,76 @@ pub(super) fn group_block(out: &mut String, report: &WatchReport, g: &Group) {
     }
     why_lines(out, &g.members);
     match g.members.as_slice() {
-        [only] => chain_lines(out, report, only),
-        [first, ..] => peer_lines(out, report, first),
+        [only] => chain_lines(out, report, only, true),
+        [first, ..] => chain_lines(out, report, first, false),
         [] => {}
     }
     distinct_stacks(out, &g.members);
 }
 
-/// Longest wait chain followed.
-const MAX_CHAIN: usize = 8;
-
-/// The chain of threads a thread waits on, as far as the report knows them: `-> waits for
-/// "pool_0" (tid 1236), blocked in recvfrom on 10.0.0.5:443 for 31.0 s`, one line per hop,
-/// until a thread that waits on no other thread (or one already named: a cycle).
-fn chain_lines(out: &mut String, report: &WatchReport, f: &Finding) {
-    let mut seen = vec![f.thread.tid];
-    let mut current = f;
-    for _ in 0..MAX_CHAIN {
-        let Some(owner) = current.owner else {
-            peer_lines(out, report, current);
-            return;
-        };
-        let Some(next) = report.finding(current.thread.pid, owner.tid) else {
-            return;
-        };
-        let relation = if owner.source.is_join() {
-            "waits for"
+/// The chain of threads a thread waits on, as far as the report knows them
+/// (`stall::peer_chain::chain`), one line per link: `-> waits for the holder "abba-b" (tid
+/// 1236), blocked in futex FUTEX_WAIT on mutex 0x55.. held by tid 1235 for 14.2 s`; into the
+/// process at the other end of a pipe or local socket: `-> waits for a reply from process
+/// 2000 (server): "handler-0" (tid 2003) and 1 more thread there are blocked_by_deadlock,
+/// blocked in ...`. For a group of several threads (`whole` false) only a chain that starts
+/// at the other end of their shared connection is shown (their lock owners may differ).
+fn chain_lines(out: &mut String, report: &WatchReport, f: &Finding, whole: bool) {
+    let links = chain(&report.new_findings, f);
+    if !whole && links.first().is_none_or(|l| l.hop != Hop::Peer) {
+        return;
+    }
+    let mut previous = f;
+    for link in &links {
+        let next = link.finding;
+        let t = &next.thread;
+        let who = format!("\"{}\" (tid {})", t.name(), t.tid);
+        // Threads of another process than the start's are not in its headline: say what
+        // they are.
+        let verdict = if t.pid == f.thread.pid && link.hop != Hop::Peer {
+            String::new()
         } else {
-            "waits for the holder"
+            format!(" {}:", next.verdict.name())
+        };
+        let head = match link.hop {
+            Hop::Peer => {
+                let (are, there) = match link.alike {
+                    0 => ("is", String::new()),
+                    n => (
+                        "are",
+                        format!(" and {} there", plural(n, "more thread", "more threads")),
+                    ),
+                };
+                format!(
+                    "waits for {} {}: {who}{there} {are}{verdict}",
+                    awaited(previous),
+                    report.process_label(t.pid)
+                )
+            }
+            Hop::Holder => format!("waits for the holder {who},{verdict}"),
+            Hop::Joined => format!("waits for {who},{verdict}"),
+        };
+        let cycle = if link.closes_cycle && links.iter().any(|l| l.hop == Hop::Peer) {
+            ": the cycle closes here"
+        } else {
+            ""
         };
         let _ = writeln!(
             out,
-            "  -> {relation} \"{}\" (tid {}), blocked in {} on {} for {}",
-            next.thread.name(),
-            next.thread.tid,
-            describe_call(&next.thread),
+            "  -> {head} blocked in {} on {} for {}{cycle}",
+            describe_call(t),
             describe_resource(next),
-            fmt_ns(next.thread.blocked_for_ns)
+            fmt_ns(t.blocked_for_ns)
         );
-        if seen.contains(&next.thread.tid) {
-            return;
-        }
-        seen.push(next.thread.tid);
-        current = next;
+        previous = next;
+    }
+}
+
+/// What a thread waiting on another process awaits from it: input on a pipe, else a reply.
+fn awaited(f: &Finding) -> &'static str {
+    match f.thread.fd.as_ref().map(|d| d.fd_type) {
+        Some(FdType::Pipe | FdType::Fifo) => "input from",
+        _ => "a reply from",
     }
 }
 
@@ -226,42 +256,5 @@ pub(super) fn idle_line(out: &mut String, (call, class): &(String, String), memb
         "idle: {} waiting in {call}{class}: {}",
         plural(members.len(), "thread", "threads"),
         thread_names(&members)
-    );
-}
-
-/// Where a wait on a pipe or a local socket leads when the process at the other end has
-/// problems of its own in this report: `-> the other end is process 2000 (server), where
-/// "worker-1" (tid 2003) is in a deadlock`, naming its most severe problem (and how many more
-/// it has).
-fn peer_lines(out: &mut String, report: &WatchReport, f: &Finding) {
-    let Some(pid) = peer_pid(f).filter(|&p| p != f.thread.pid) else {
-        return;
-    };
-    let mut problems: Vec<&Finding> = report
-        .new_findings
-        .iter()
-        .filter(|g| g.thread.pid == pid && g.verdict.is_problem())
-        .collect();
-    problems.sort_by_key(|g| (g.verdict, g.thread.tid));
-    let Some(worst) = problems.first() else {
-        return;
-    };
-    let more = match problems.len() - 1 {
-        0 => String::new(),
-        n => format!(
-            " (and {} blocked there)",
-            plural(n, "more thread", "more threads")
-        ),
-    };
-    let _ = writeln!(
-        out,
-        "  -> the other end is {}, where \"{}\" (tid {}) is {}: blocked in {} on {} for {}{more}",
-        report.process_label(pid),
-        worst.thread.name(),
-        worst.thread.tid,
-        worst.verdict.name(),
-        describe_call(&worst.thread),
-        describe_resource(worst),
-        fmt_ns(worst.thread.blocked_for_ns),
     );
 }

@@ -214,10 +214,11 @@ fn unknown_process_names_are_left_out() {
 
 /// Check that a wait on a local connection leads into the process at the other end when that
 /// process has problems of its own in the report: the API's workers wait for replies from a
-/// process in a deadlock, and the report says so under their headline.
+/// process in a deadlock, and the report follows the chain under their headline, one line
+/// per link, to where the cycle closes; the process not watched says so.
 #[test]
 fn waits_on_local_peers_lead_into_their_problems() {
-    use crate::model::LocalPeer;
+    use crate::model::{LocalPeer, PeerRef};
     let mut findings = recv_stalls();
     for f in &mut findings {
         let socket = f.thread.fd.as_mut().and_then(|fd| fd.socket.as_mut());
@@ -226,19 +227,40 @@ fn waits_on_local_peers_lead_into_their_problems() {
             pid: Some(1234),
             unread_bytes: 0,
         });
+        f.peer = Some(PeerRef {
+            pid: 1234,
+            tid: None,
+        });
     }
     let (abba, cycle) = abba();
     findings.extend(abba);
-    let text = render_text(&report(findings, vec![cycle]));
+    let mut r = report(findings, vec![cycle]);
+    r.peer_processes.insert(1234);
+    let text = render_text(&r);
     assert!(
         text.contains(
-            "  -> the other end is process 1234 (deadlock_abba), where \"abba-a\" (tid 1235) is \
-             deadlock: blocked in futex FUTEX_WAIT on mutex 0x55d0c0a0 held by tid 1236 for \
-             14.2 s (and 1 more thread blocked there)\n"
+            "  -> waits for a reply from process 1234 (deadlock_abba): \"abba-a\" (tid 1235) is \
+             deadlock: blocked in futex FUTEX_WAIT on mutex 0x55d0c0a0 \
+             held by tid 1236 for 14.2 s\n  \
+             -> waits for the holder \"abba-b\" (tid 1236), deadlock: blocked in futex \
+             FUTEX_WAIT on mutex 0x55d0c0e0 held by tid 1235 for 14.2 s\n  \
+             -> waits for the holder \"abba-a\" (tid 1235), deadlock: blocked in futex \
+             FUTEX_WAIT on mutex 0x55d0c0a0 held by tid 1236 for 14.2 s: the cycle closes here\n"
         ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "Found one deadlock in process 1234 (deadlock_abba) (not watched: a watched thread \
+             waits on it):\n"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.starts_with("[+12.0s] 4 threads past 5.0 s, leading into 1 process not watched\n"),
         "{text}"
     );
     // Without problems at the other end, nothing is added.
     let text = render_text(&report(recv_stalls(), Vec::new()));
-    assert!(!text.contains("the other end"), "{text}");
+    assert!(!text.contains("waits for a reply"), "{text}");
 }
