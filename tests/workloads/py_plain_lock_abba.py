@@ -18,8 +18,12 @@ import threading
 import time
 
 
+_print_lock = threading.Lock()  # one whole line at a time: the two threads print at once
+
+
 def take_both(first, second, name, started):
-    print(f"tid {name} {threading.get_native_id()}", flush=True)
+    with _print_lock:
+        print(f"tid {name} {threading.get_native_id()}", flush=True)
     with first:
         started.release()
         time.sleep(0.2)
