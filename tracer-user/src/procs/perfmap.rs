@@ -135,11 +135,13 @@ impl PerfMap {
     }
 
     /// How many ranges are named.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.ranges.len()
     }
 
     /// Lines skipped as malformed.
+    #[cfg(test)]
     pub(crate) fn malformed_lines(&self) -> usize {
         self.malformed_lines
     }
