@@ -120,11 +120,15 @@ fn node_function_named_through_perf_map() {
     let dir = TempDir::new("jit-node");
     let script = workload_file("node_jit_wait.js");
     let script = script.to_str().expect("UTF-8 path");
+    // V8's log (which --perf-basic-prof turns on) goes to the temp dir, not the cwd.
+    let logfile = format!("--logfile={}", dir.join("v8.log").display());
     let workload = RunningWorkload::spawn(
         Path::new("node"),
         &[
             "--perf-basic-prof",
             "--interpreted-frames-native-stack",
+            "--no-logfile-per-isolate",
+            &logfile,
             script,
             "--wait-ms",
             LONG_WAIT_MS,
