@@ -74,6 +74,12 @@ impl Mapping {
         self.path == "[vdso]"
     }
 
+    /// Whether this is anonymous memory: unnamed, named by the process (`[anon:NAME]`), or a
+    /// memfd (`/memfd:NAME (deleted)`), where JIT compilers put the code they generate.
+    pub(crate) fn is_anonymous(&self) -> bool {
+        self.path.is_empty() || self.path.starts_with("[anon:") || self.path.starts_with("/memfd:")
+    }
+
     /// Whether this mapping is backed by a regular file (deleted or not).
     pub(crate) fn is_file(&self) -> bool {
         self.inode != 0 && self.path.starts_with('/')
@@ -162,6 +168,12 @@ impl Maps {
     /// Whether `addr` lies in executable memory (file-backed, vDSO or anonymous JIT code).
     pub(crate) fn is_code(&self, addr: u64) -> bool {
         self.find(addr).is_some_and(|m| m.executable)
+    }
+
+    /// Whether any executable memory is anonymous (unnamed, named by the process with
+    /// `[anon:NAME]`, or a memfd): code generated at run time, which a JIT perf map may name.
+    pub(crate) fn has_anonymous_code(&self) -> bool {
+        self.code().any(Mapping::is_anonymous)
     }
 
     /// The executable mappings, in address order.

@@ -13,13 +13,17 @@
 //! - handles to its mapped files, opened through `/proc/PID/map_files` while it lives
 //!   ([`MappedFile`]), shared by every process mapping the same file;
 //! - whether it still exists, and the runtimes detected in it (again after an exec or a
-//!   `dlopen` changes its code).
+//!   `dlopen` changes its code);
+//! - the names its JIT runtime wrote for generated code ([`perfmap`]), read once it has
+//!   anonymous executable memory, re-read at most once per scan when the file grew, and kept
+//!   after it exits (a short-lived Node or Java process is still symbolized).
 //!
 //! Borrowers take `&mut Procs` for the length of a call and keep no `/proc` state of their
 //! own (their caches are keyed by pid and dropped with [`Procs::forget_exited`]'s answer).
 
 pub(crate) mod files;
 pub(crate) mod maps;
+pub(crate) mod perfmap;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -27,10 +31,12 @@ use std::{
     path::Path,
     rc::Rc,
     sync::Arc,
+    time::{Duration, Instant},
 };
 
 pub(crate) use files::MappedFile;
 use maps::{FileKey, Maps};
+use perfmap::{PerfMap, PerfMapFile};
 
 use crate::{
     inspect::{InspectError, ProcessMemory},
@@ -40,6 +46,11 @@ use crate::{
 /// Names of processes forgotten after they exited are kept (for reports of waits that ended
 /// with them) up to this many.
 const MAX_PAST_NAMES: usize = 4096;
+
+/// A process's perf map is looked at again (one `stat`, and the appended lines if it grew) at
+/// most this often: often enough that a JIT's new code is named in the next scan or at the
+/// end of a profile, rarely enough that symbolizing many stacks does not stat it each time.
+const PERF_MAP_REREAD_INTERVAL: Duration = Duration::from_millis(100);
 
 /// The one check whether a process (or thread, by its tid) exists.
 pub(crate) fn exists(pid: u32) -> bool {
@@ -56,7 +67,7 @@ pub(crate) fn read_comm(pid: u32) -> Option<String> {
 
 /// Start time of `pid` in clock ticks since boot (field 22 of `/proc/PID/stat`), if it lives:
 /// survives exec, tells a reused pid apart.
-fn read_start_time(pid: u32) -> Option<u64> {
+pub(crate) fn read_start_time(pid: u32) -> Option<u64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // comm (field 2) may contain spaces and parentheses: fields restart after the last ')'.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -82,6 +93,10 @@ pub(crate) struct Process {
     maps_scan: u64,
     /// `/proc/PID/mem`, opened at most once per scan, with the scan it was opened in.
     memory: Option<(u64, Rc<ProcessMemory>)>,
+    /// Its JIT perf map, if it has one, as read so far.
+    perf_map: Option<PerfMapFile>,
+    /// When the perf map was last looked for or re-read.
+    perf_map_read_at: Option<Instant>,
 }
 
 /// Every process looked at, by pid.
@@ -172,6 +187,38 @@ impl Procs {
             process.memory = Some((scan, Rc::clone(&memory)));
         }
         Ok(memory)
+    }
+
+    /// The names a JIT runtime wrote for the code it generated in a remembered process
+    /// ([`perfmap`]): looked for, or re-read if it grew, at most every
+    /// [`PERF_MAP_REREAD_INTERVAL`] while the process lives (and is the one remembered); as
+    /// last read after it exited.
+    pub(crate) fn perf_map(&mut self, pid: u32) -> Option<&PerfMap> {
+        self.refresh_perf_map(pid);
+        self.processes.get(&pid)?.perf_map.as_ref().map(|f| &f.map)
+    }
+
+    /// Looks for or re-reads `pid`'s perf map, unless done just before or it is gone.
+    fn refresh_perf_map(&mut self, pid: u32) {
+        let Some(p) = self.processes.get_mut(&pid) else {
+            return;
+        };
+        let recent = p
+            .perf_map_read_at
+            .is_some_and(|at| at.elapsed() < PERF_MAP_REREAD_INTERVAL);
+        if p.exited || recent {
+            return;
+        }
+        p.perf_map_read_at = Some(Instant::now());
+        if p.start_time.is_none() || read_start_time(pid) != p.start_time {
+            return;
+        }
+        match &mut p.perf_map {
+            Some(file) => {
+                file.read_appended();
+            }
+            None => p.perf_map = PerfMapFile::open(pid),
+        }
     }
 
     /// An open handle to a file mapped by a remembered process.
@@ -268,14 +315,19 @@ impl Procs {
             }
             let code_changed = p.maps.code_hash() != maps.code_hash();
             p.maps = Arc::new(maps);
+            let jit = p.maps.has_anonymous_code();
             if code_changed {
                 p.runtimes = crate::runtime::detect(&p.maps);
                 p.runtime_memos.clear();
                 let maps = Arc::clone(&p.maps);
                 self.open_files(pid, &maps);
             }
+            if jit {
+                self.refresh_perf_map(pid);
+            }
             return;
         }
+        let jit = maps.has_anonymous_code();
         let maps = Arc::new(maps);
         self.open_files(pid, &maps);
         self.processes.insert(
@@ -289,8 +341,13 @@ impl Procs {
                 runtime_memos: HashMap::new(),
                 maps_scan: scan,
                 memory: None,
+                perf_map: None,
+                perf_map_read_at: None,
             },
         );
+        if jit {
+            self.refresh_perf_map(pid);
+        }
     }
 
     /// Opens the files behind `maps`' executable file mappings that are not open yet.
@@ -329,6 +386,8 @@ impl Procs {
                 runtime_memos: HashMap::new(),
                 maps_scan: scan,
                 memory: None,
+                perf_map: None,
+                perf_map_read_at: None,
             },
         );
     }

@@ -16,7 +16,12 @@
 //! batch fails once `/proc/PID/map_files/` is gone. It also reports nothing for an address
 //! it cannot name, while we want `module+0xOFF` rather than `[unknown]`. Owning the mapping
 //! table covers all three with little code; blazesym's live-process source is still used
-//! for the vDSO and JIT (perf map) code of processes that are alive.
+//! for the vDSO of processes that are alive.
+//!
+//! Code in anonymous memory (JIT compilers) is named by the runtime's perf map, which the
+//! registry reads tolerantly and keeps after the process exits ([`procs::perfmap`]); what it
+//! does not name stays an unknown `jit` frame, looked up again next time (the runtime may
+//! append the name later).
 //!
 //! Kernel addresses resolve through `/proc/kallsyms` (no vmlinux, no debug info needed).
 //!
@@ -176,11 +181,20 @@ impl Symbolizer {
         let mut out = Vec::with_capacity(addrs.len());
         for (i, &addr) in addrs.iter().enumerate() {
             let key = (pid, addr, i == 0);
-            if !self.user_cache.contains_key(&key) {
-                let frames = self.resolve_user(procs, pid, addr, i == 0);
+            if let Some(frames) = self.user_cache.get(&key) {
+                out.extend_from_slice(frames);
+                continue;
+            }
+            let frames = self.resolve_user(procs, pid, addr, i == 0);
+            // JIT code the perf map does not name yet may be named once the runtime appended
+            // to it: looked up again next time.
+            let unnamed_jit = frames
+                .iter()
+                .any(|f| f.kind == FrameKind::Jit && f.name.is_none());
+            out.extend_from_slice(&frames);
+            if !unnamed_jit {
                 self.user_cache.insert(key, frames);
             }
-            out.extend_from_slice(&self.user_cache[&key]);
         }
         out
     }
@@ -214,16 +228,19 @@ impl Symbolizer {
     }
 
     /// Resolves one user address without the cache.
-    fn resolve_user(&mut self, procs: &Procs, pid: u32, addr: u64, innermost: bool) -> Vec<Frame> {
+    fn resolve_user(
+        &mut self,
+        procs: &mut Procs,
+        pid: u32,
+        addr: u64,
+        innermost: bool,
+    ) -> Vec<Frame> {
         let lookup = lookup_addr(addr, innermost);
         let process = procs.get(pid);
         let mapping = process.and_then(|p| p.maps.module_at(lookup)).cloned();
-        let Some(m) = mapping else {
-            // Anonymous memory (JIT code): only blazesym's perf-map support can help, and
-            // only while the process lives.
-            return self
-                .live_process_sym(pid, addr, lookup, FrameKind::Jit)
-                .unwrap_or_else(|| vec![unknown(addr, None, 0, FrameKind::Jit)]);
+        let Some(m) = mapping.filter(|m| !m.is_anonymous()) else {
+            // Anonymous memory: JIT code, named by the runtime's perf map if it wrote one.
+            return vec![jit_frame(procs, pid, addr, lookup)];
         };
         let path = m.file_path().to_owned();
         let module_offset = addr - m.start + m.offset;
@@ -323,6 +340,21 @@ fn lookup_addr(addr: u64, innermost: bool) -> u64 {
         addr
     } else {
         addr.saturating_sub(1)
+    }
+}
+
+/// A frame in JIT code, named by the process's perf map ([`procs::perfmap`]) when it has
+/// the address.
+fn jit_frame(procs: &mut Procs, pid: u32, addr: u64, lookup: u64) -> Frame {
+    match procs.perf_map(pid).and_then(|map| map.symbol_at(lookup)) {
+        Some((start, name)) => Frame {
+            addr,
+            name: Some(name.to_owned()),
+            offset: addr - start,
+            kind: FrameKind::Jit,
+            ..Frame::default()
+        },
+        None => unknown(addr, None, 0, FrameKind::Jit),
     }
 }
 

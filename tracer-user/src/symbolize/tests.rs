@@ -220,3 +220,43 @@ fn forgotten_process_keeps_nothing() {
         "still resolved after forget: {after:?}"
     );
 }
+
+/// Check that addresses outside every mapping of a process (JIT code) are named by its perf
+/// map, with the offset into the named code, as `jit` frames, also after the process exited
+/// (the map is kept); that an address the map does not name is an unknown `jit` frame, named
+/// once the runtime appended a line for it; and that a map's `;` does not reach folded output.
+#[test]
+fn jit_addresses_resolve_through_the_perf_map() {
+    let mut child = Command::new("/bin/sleep").arg("0.5").spawn().unwrap();
+    let pid = child.id();
+    let map_path = format!("/tmp/perf-{pid}.map");
+    fs::write(&map_path, "0x1000 0x100 JS:~waitHere a;b.js:3:7\n").unwrap();
+    let mut sym = Symbolizer::new();
+    let mut procs = Procs::new();
+    procs.remember(pid);
+
+    let frames = sym.user(&mut procs, pid, &[0x1010, 0x5000]);
+    assert_eq!(frames.len(), 2, "{frames:?}");
+    assert_eq!(frames[0].name.as_deref(), Some("JS:~waitHere a;b.js:3:7"));
+    assert_eq!((frames[0].offset, &frames[0].kind), (0x10, &FrameKind::Jit));
+    assert_eq!(frame_name(&frames[0], false), "JS:~waitHere a:b.js:3:7");
+    assert_eq!(
+        (frames[1].name.as_deref(), &frames[1].kind),
+        (None, &FrameKind::Jit)
+    );
+
+    let mut file = fs::OpenOptions::new().append(true).open(&map_path).unwrap();
+    std::io::Write::write_all(&mut file, b"4f00 200 py::later:/x.py\n").unwrap();
+    // The registry looks at the map again after its re-read interval.
+    std::thread::sleep(std::time::Duration::from_millis(150));
+    let frames = sym.user(&mut procs, pid, &[0x1010, 0x5000]);
+    assert_eq!(frames[1].name.as_deref(), Some("py::later:/x.py"));
+
+    child.wait().unwrap();
+    fs::remove_file(&map_path).unwrap();
+    procs.begin_scan();
+    procs.remember(pid);
+    let mut fresh = Symbolizer::new();
+    let frames = fresh.user(&mut procs, pid, &[0x10ff]);
+    assert_eq!(frames[0].name.as_deref(), Some("JS:~waitHere a;b.js:3:7"));
+}
