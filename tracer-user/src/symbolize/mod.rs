@@ -28,7 +28,7 @@
 //! it is.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::{HashMap, HashSet, hash_map::Entry},
     ffi::OsStr,
     fs,
     os::unix::fs::MetadataExt,
@@ -48,7 +48,7 @@ use crate::{
     model::{Frame, FrameKind},
     procs::{
         self, MappedFile, Procs,
-        maps::{FileKey, Mapping},
+        maps::{FileKey, Mapping, Maps},
     },
 };
 
@@ -78,6 +78,9 @@ pub(crate) struct Symbolizer {
     code_hashes: HashMap<u32, u64>,
     /// Resolved user frames by (pid, address, innermost?).
     user_cache: HashMap<(u32, u64, bool), Vec<Frame>>,
+    /// Addresses (pid, lookup address) still outside every module after the maps were read
+    /// again for them: not worth another read until the process's code changes.
+    outside_modules: HashSet<(u32, u64)>,
     /// Resolved kernel frames by (address, innermost?).
     kernel_cache: HashMap<(u64, bool), Vec<Frame>>,
     /// Whether each file whose names looked like Haskell labels is a GHC binary.
@@ -107,6 +110,7 @@ impl Symbolizer {
             held: HashMap::new(),
             code_hashes: HashMap::new(),
             user_cache: HashMap::new(),
+            outside_modules: HashSet::new(),
             kernel_cache: HashMap::new(),
             ghc_files: HashMap::new(),
         }
@@ -119,6 +123,7 @@ impl Symbolizer {
     /// blazesym afresh.
     pub(crate) fn forget_process(&mut self, pid: u32, procs: &Procs) {
         self.user_cache.retain(|&(p, _, _), _| p != pid);
+        self.outside_modules.retain(|&(p, _)| p != pid);
         self.code_hashes.remove(&pid);
         let unused = self.held.keys().filter(|k| !procs.maps_file(k)).count();
         if unused >= UNUSED_FILES_CLOSED_AT {
@@ -191,17 +196,25 @@ impl Symbolizer {
     /// Otherwise the maps stay as remembered: a process that exited, or whose pid another
     /// process took since, is symbolized with the maps it had. Cached frames resolved against
     /// other code mappings are dropped.
-    fn refresh_if_stale(&mut self, procs: &mut Procs, pid: u32, addrs: &[u64]) {
+    /// Addresses that were still outside every module after a re-read (anonymous code, or
+    /// no code at all) are remembered, so that they do not cause a re-read per stack.
+    pub(crate) fn refresh_if_stale(&mut self, procs: &mut Procs, pid: u32, addrs: &[u64]) {
         if procs.get(pid).is_none() {
             procs.remember(pid);
         }
         let Some(process) = procs.get(pid) else {
             return;
         };
-        let has_miss = addrs.iter().enumerate().any(|(i, &addr)| {
-            !self.user_cache.contains_key(&(pid, addr, i == 0))
-                && process.maps.module_at(lookup_addr(addr, i == 0)).is_none()
-        });
+        let is_miss = |sym: &Self, maps: &Maps, i: usize, addr: u64| {
+            let lookup = lookup_addr(addr, i == 0);
+            !sym.user_cache.contains_key(&(pid, addr, i == 0))
+                && !sym.outside_modules.contains(&(pid, lookup))
+                && maps.module_at(lookup).is_none()
+        };
+        let has_miss = addrs
+            .iter()
+            .enumerate()
+            .any(|(i, &addr)| is_miss(self, &process.maps, i, addr));
         let code_hash = match has_miss {
             true => procs.refresh(pid).map(|p| p.maps.code_hash()),
             false => Some(process.maps.code_hash()),
@@ -210,6 +223,15 @@ impl Symbolizer {
             && self.code_hashes.insert(pid, code_hash) != Some(code_hash)
         {
             self.user_cache.retain(|(p, _, _), _| *p != pid);
+            self.outside_modules.retain(|&(p, _)| p != pid);
+        }
+        if has_miss && let Some(process) = procs.get(pid) {
+            for (i, &addr) in addrs.iter().enumerate() {
+                if is_miss(self, &process.maps, i, addr) {
+                    self.outside_modules
+                        .insert((pid, lookup_addr(addr, i == 0)));
+                }
+            }
         }
     }
 
@@ -318,7 +340,7 @@ impl Symbolizer {
 }
 
 /// The address to look up: return addresses point after the call, so step back into it.
-fn lookup_addr(addr: u64, innermost: bool) -> u64 {
+pub(crate) fn lookup_addr(addr: u64, innermost: bool) -> u64 {
     if innermost {
         addr
     } else {
