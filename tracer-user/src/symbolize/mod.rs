@@ -18,6 +18,11 @@
 //! table covers all three with little code; blazesym's live-process source is still used
 //! for the vDSO and JIT (perf map) code of processes that are alive.
 //!
+//! Stripped binaries resolve through their detached debug files (by build id or
+//! `.gnu_debuglink`, [`debug_files`]), looked up from the open file and the path the process
+//! mapped, so this works for files opened through `/proc/self/fd/N` too; without one, a frame
+//! is `module+0xOFF` as before.
+//!
 //! Kernel addresses resolve through `/proc/kallsyms` (no vmlinux, no debug info needed).
 //!
 //! Haskell code is named by z-encoded linker symbols (`base_GHCziMVar_takeMVar1_info`);
@@ -43,6 +48,8 @@ use blazesym::{
         source::{Elf, Kernel, Process, Source},
     },
 };
+
+use debug_files::DebugFile;
 
 use crate::{
     model::{Frame, FrameKind},
@@ -85,6 +92,8 @@ pub(crate) struct Symbolizer {
     kernel_cache: HashMap<(u64, bool), Vec<Frame>>,
     /// Whether each file whose names looked like Haskell labels is a GHC binary.
     ghc_files: HashMap<FileKey, bool>,
+    /// Each mapped file's detached debug file, if it has one.
+    debug_files: HashMap<FileKey, Option<Arc<DebugFile>>>,
 }
 
 impl Default for Symbolizer {
@@ -113,6 +122,7 @@ impl Symbolizer {
             outside_modules: HashSet::new(),
             kernel_cache: HashMap::new(),
             ghc_files: HashMap::new(),
+            debug_files: HashMap::new(),
         }
     }
 
@@ -129,6 +139,7 @@ impl Symbolizer {
         if unused >= UNUSED_FILES_CLOSED_AT {
             self.held.retain(|k, _| procs.maps_file(k));
             self.ghc_files.retain(|k, _| procs.maps_file(k));
+            self.debug_files.retain(|k, _| procs.maps_file(k));
             self.inner = engine();
         }
     }
@@ -265,17 +276,51 @@ impl Symbolizer {
         let Some(elf) = self.elf_path(procs, &m) else {
             return vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)];
         };
-        let src = Source::Elf(Elf::new(elf.clone()));
         let file_offset = lookup - m.start + m.offset;
-        let mut frames = match self
-            .inner
-            .symbolize_single(&src, Input::FileOffset(file_offset))
-        {
-            Ok(Symbolized::Sym(sym)) => sym_frames(addr, &sym, Some(&path), FrameKind::Native),
-            _ => vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)],
+        // The detached debug file first, if any (by the address the offset has), then the
+        // binary itself.
+        let in_debug_file = self.debug_file(&m, &elf).and_then(|debug| {
+            let virt = debug.virt_offset(file_offset)?;
+            let src = Source::Elf(Elf::new(debug.path.clone()));
+            self.sym(&src, Input::VirtOffset(virt), addr, &path)
+        });
+        let in_binary = || {
+            let src = Source::Elf(Elf::new(elf.clone()));
+            self.sym(&src, Input::FileOffset(file_offset), addr, &path)
         };
+        let mut frames = in_debug_file
+            .or_else(in_binary)
+            .unwrap_or_else(|| vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)]);
         self.decode_haskell_names(&mut frames, &m, &elf);
         frames
+    }
+
+    /// One address of a file through blazesym, as frames of module `path`; `None` when it
+    /// has no symbol there.
+    fn sym(
+        &self,
+        src: &Source<'_>,
+        input: Input<u64>,
+        addr: u64,
+        path: &str,
+    ) -> Option<Vec<Frame>> {
+        match self.inner.symbolize_single(src, input) {
+            Ok(Symbolized::Sym(sym)) => Some(sym_frames(addr, &sym, Some(path), FrameKind::Native)),
+            _ => None,
+        }
+    }
+
+    /// The detached debug file of a mapped file (opened as `elf`), looked up once per file
+    /// ([`debug_files`]).
+    fn debug_file(&mut self, m: &Mapping, elf: &std::path::Path) -> Option<Arc<DebugFile>> {
+        self.debug_files
+            .entry(m.file_key())
+            .or_insert_with(|| {
+                let binary = fs::File::open(elf).ok()?;
+                let mapped = std::path::Path::new(m.file_path());
+                debug_files::find(&binary, mapped, debug_files::DEBUG_DIRS).map(Arc::new)
+            })
+            .clone()
     }
 
     /// Replaces z-encoded Haskell labels by their decoded names when the file is a GHC
@@ -412,6 +457,7 @@ fn os_to_string(s: impl AsRef<OsStr>) -> String {
     s.as_ref().to_string_lossy().into_owned()
 }
 
+pub(crate) mod debug_files;
 #[cfg(test)]
 mod tests;
 pub(crate) mod zdecode;
