@@ -7,10 +7,20 @@
 //! rest of the host keep seeing the files; BPF works as usual (root, same pid namespace), and
 //! the tracer keeps its pid (`unshare` and `sh` exec it), so signals reach it.
 //!
-//! The choice is per test thread ([`HiddenDebugFiles`]), so tests running in parallel do not
-//! see each other's.
+//! The same bind mount can show the tracer a directory of a test's own debug files instead
+//! ([`ReplacedDebugDir`]), so tests of the lookup in `/usr/lib/debug` leave the host's alone.
+//!
+//! The choice is per test thread ([`HiddenDebugFiles`], [`ReplacedDebugDir`]), so tests running
+//! in parallel do not see each other's.
 
-use std::{cell::Cell, env, ffi::OsString, fs, path::PathBuf, process::Command};
+use std::{
+    cell::RefCell,
+    env,
+    ffi::OsString,
+    fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use crate::stallwatch_bin;
 
@@ -29,7 +39,8 @@ pub const DEBUG_ONLY_NAMES: &[&str] = &[
 ];
 
 thread_local! {
-    static HIDDEN: Cell<bool> = const { Cell::new(false) };
+    /// What tracers this thread starts see at [`DEBUG_DIR`], if not the host's directory.
+    static REPLACEMENT: RefCell<Option<PathBuf>> = const { RefCell::new(None) };
 }
 
 /// While alive, tracers this thread starts do not see libc's debug files.
@@ -38,7 +49,7 @@ pub struct HiddenDebugFiles(());
 impl HiddenDebugFiles {
     /// Hides the debug files from the tracers this thread starts until dropped.
     pub fn new() -> Self {
-        HIDDEN.with(|h| h.set(true));
+        REPLACEMENT.with(|r| r.replace(Some(empty_dir())));
         Self(())
     }
 }
@@ -51,13 +62,31 @@ impl Default for HiddenDebugFiles {
 
 impl Drop for HiddenDebugFiles {
     fn drop(&mut self) {
-        HIDDEN.with(|h| h.set(false));
+        REPLACEMENT.with(|r| r.replace(None));
     }
 }
 
-/// Whether tracers this thread starts are to run without the debug files.
+/// While alive, tracers this thread starts see a given directory at [`DEBUG_DIR`] (and none of
+/// the host's debug files).
+pub struct ReplacedDebugDir(());
+
+impl ReplacedDebugDir {
+    /// Shows `dir` as [`DEBUG_DIR`] to the tracers this thread starts until dropped.
+    pub fn new(dir: &Path) -> Self {
+        REPLACEMENT.with(|r| r.replace(Some(dir.to_owned())));
+        Self(())
+    }
+}
+
+impl Drop for ReplacedDebugDir {
+    fn drop(&mut self) {
+        REPLACEMENT.with(|r| r.replace(None));
+    }
+}
+
+/// Whether tracers this thread starts are to run without the host's debug files.
 pub fn debug_files_hidden() -> bool {
-    HIDDEN.with(Cell::get)
+    REPLACEMENT.with(|r| r.borrow().is_some())
 }
 
 /// An empty directory, made once per test process (left behind: it is empty).
@@ -67,13 +96,14 @@ fn empty_dir() -> PathBuf {
     dir
 }
 
-/// The command that runs `stallwatch ARGS`: directly, or with the debug files hidden.
+/// The command that runs `stallwatch ARGS`: directly, or with the debug files hidden or
+/// replaced.
 pub fn stallwatch_command(args: impl IntoIterator<Item = OsString>) -> Command {
-    if !debug_files_hidden() {
+    let Some(debug_dir) = REPLACEMENT.with(|r| r.borrow().clone()) else {
         let mut command = Command::new(stallwatch_bin());
         command.args(args);
         return command;
-    }
+    };
     let mut command = Command::new("unshare");
     command
         .args(["--mount", "--propagation", "private", "sh", "-c"])
@@ -81,7 +111,7 @@ pub fn stallwatch_command(args: impl IntoIterator<Item = OsString>) -> Command {
             "mount --bind \"$1\" {DEBUG_DIR} && shift && exec \"$@\""
         ))
         .arg("sh")
-        .arg(empty_dir())
+        .arg(debug_dir)
         .arg(stallwatch_bin())
         .args(args);
     command

@@ -99,14 +99,18 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
     // Resolved with the maps as remembered while tracing (read again only for an address
     // outside them, and only from the same process): a pid reused since is not confused.
     let (capture, mut procs) = runtime.block_on(trace(args))?;
+    let mut stacks = Stacks::new();
+    let samples = stacks.resolve_capture(&mut procs, &capture);
+    let mut counters = capture.counters.clone();
+    stacks.drops().add_to(&mut counters);
     let run = ProfileRun {
         title: svg_title(args),
         command_line: std::env::args_os()
             .map(|a| a.to_string_lossy().into_owned())
             .collect(),
         duration: capture.duration,
-        counters: capture.counters.clone(),
-        samples: Stacks::new().resolve_capture(&mut procs, &capture),
+        counters,
+        samples,
         process_names: capture.process_names,
     };
     if let Some(path) = &args.record {

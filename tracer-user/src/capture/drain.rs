@@ -278,6 +278,8 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
         wakers_recorded: get(counter::WAKERS_RECORDED),
         drop_new_process_notice: get(counter::DROP_NEW_PROCESS_NOTICE),
         drop_unmatched_wait: get(counter::DROP_UNMATCHED_WAIT),
+        // Counted in user space, after symbolization (`stacks::validate`).
+        ..Counters::default()
     }
 }
 

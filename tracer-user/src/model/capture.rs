@@ -52,8 +52,9 @@ pub(crate) struct OffCpuSample {
     pub still_blocked: bool,
 }
 
-/// Event and loss counts from the kernel side. Losses are everything recorded imperfectly or
-/// not at all; filtered events are not losses.
+/// Event and loss counts from the kernel side, plus the user frames user space dropped as not
+/// real (`stacks::validate`). Losses are everything recorded imperfectly or not at all;
+/// filtered events are not losses.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Counters {
     /// Waits begun and tracked.
@@ -81,6 +82,12 @@ pub(crate) struct Counters {
     /// Waits lost because their end (switch-in) was never seen.
     #[serde(default)]
     pub drop_unmatched_wait: u64,
+    /// User frames in no executable mapping (not return addresses): each cut its stack short.
+    #[serde(default)]
+    pub user_frames_outside_code: u64,
+    /// User frames after one outside code, dropped with it (found by the same bad walk).
+    #[serde(default)]
+    pub user_frames_after_bad_frame: u64,
 }
 
 /// What was lost: each kernel-side loss counter.
@@ -101,6 +108,10 @@ pub(crate) enum LossReason {
     NewProcessNoticeLost,
     /// Waits whose end (switch-in) was never seen.
     WaitEndNotSeen,
+    /// User frames in no executable mapping, where a stack was cut.
+    UserFrameOutsideCode,
+    /// User frames dropped after a frame outside code.
+    UserFrameAfterBadFrame,
 }
 
 impl LossReason {
@@ -114,6 +125,8 @@ impl LossReason {
             Self::UserStackError => "user stack error",
             Self::NewProcessNoticeLost => "new-process notice lost",
             Self::WaitEndNotSeen => "wait end not seen",
+            Self::UserFrameOutsideCode => "user frame outside code",
+            Self::UserFrameAfterBadFrame => "user frame after a bad frame",
         }
     }
 }
@@ -135,6 +148,14 @@ impl Counters {
                 self.drop_new_process_notice,
             ),
             (LossReason::WaitEndNotSeen, self.drop_unmatched_wait),
+            (
+                LossReason::UserFrameOutsideCode,
+                self.user_frames_outside_code,
+            ),
+            (
+                LossReason::UserFrameAfterBadFrame,
+                self.user_frames_after_bad_frame,
+            ),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

@@ -293,6 +293,11 @@ fn loss_hint(reason: LossReason) -> &'static str {
             "short-lived processes may show module+offset frames instead of names"
         }
         LossReason::WaitEndNotSeen => "see docs/formats.md",
+        LossReason::UserFrameOutsideCode => {
+            "frame-pointer walks that went astray (code without frame pointers); \
+             those stacks end at the last real frame"
+        }
+        LossReason::UserFrameAfterBadFrame => "dropped with the bad frame they followed",
     }
 }
 

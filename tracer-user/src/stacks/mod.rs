@@ -6,10 +6,14 @@
 //! walk (`profile`), or the user registers of a thread that stays blocked, whose stack is then
 //! unwound with DWARF CFI from its memory (`watch`). [`StackInput`] names them, and
 //! [`Stacks::frames`] takes each through the same steps: unwind ([`crate::unwind`]) where
-//! needed, symbolize ([`crate::symbolize`]) once per unique address, drop the tracer's own
-//! kernel frames. (Runtime frames are put in by `watch::gather` from one view per process
+//! needed, drop user addresses that are no frames ([`validate`]), symbolize
+//! ([`crate::symbolize`]) once per unique address, drop the tracer's own kernel frames. (Runtime frames are put in by `watch::gather` from one view per process
 //! and scan, [`crate::runtime::views`].) Processes' maps, memory and files come from the registry
 //! ([`crate::procs`]).
+
+mod validate;
+
+pub(crate) use validate::FrameDrops;
 
 use crate::{
     inspect::KernelFrameName,
@@ -53,6 +57,8 @@ pub(crate) enum StackInput<'a> {
 pub(crate) struct Stacks {
     symbolizer: Symbolizer,
     unwinder: Unwinder,
+    /// User frames dropped so far as no real frames.
+    drops: FrameDrops,
 }
 
 impl Stacks {
@@ -78,7 +84,7 @@ impl Stacks {
             StackInput::User {
                 pid,
                 stack: RawStack::Frames(addrs),
-            } => self.symbolizer.user(procs, pid, addrs),
+            } => self.user(procs, pid, addrs),
             StackInput::Blocked {
                 pid,
                 regs,
@@ -108,7 +114,23 @@ impl Stacks {
             (None, RawStack::Frames(fp)) => fp.clone(),
             (None, _) => Vec::new(),
         };
-        self.symbolizer.user(procs, pid, &addrs)
+        self.user(procs, pid, &addrs)
+    }
+
+    /// User addresses -> frames, cut before the first address that is no frame
+    /// ([`validate`]), against the process's maps as fresh as the symbolizer makes them.
+    fn user(&mut self, procs: &mut Procs, pid: u32, addrs: &[u64]) -> Vec<Frame> {
+        self.symbolizer.refresh_if_stale(procs, pid, addrs);
+        let kept = procs
+            .get(pid)
+            .map_or(addrs.len(), |p| validate::code_prefix_len(&p.maps, addrs));
+        self.drops.count(addrs.len(), kept);
+        self.symbolizer.user(procs, pid, &addrs[..kept])
+    }
+
+    /// The user frames dropped so far as no real frames (every stack this pipeline made).
+    pub(crate) fn drops(&self) -> FrameDrops {
+        self.drops
     }
 
     /// Every sample of `capture` with its frames (`profile`). The process name comes from

@@ -23,6 +23,11 @@
 //! does not name stays an unknown `jit` frame, looked up again next time (the runtime may
 //! append the name later).
 //!
+//! Stripped binaries resolve through their detached debug files (by build id or
+//! `.gnu_debuglink`, [`debug_files`]), looked up from the open file and the path the process
+//! mapped, so this works for files opened through `/proc/self/fd/N` too; without one, a frame
+//! is `module+0xOFF` as before.
+//!
 //! Kernel addresses resolve through `/proc/kallsyms` (no vmlinux, no debug info needed).
 //!
 //! Haskell code is named by z-encoded linker symbols (`base_GHCziMVar_takeMVar1_info`);
@@ -33,7 +38,7 @@
 //! it is.
 
 use std::{
-    collections::{HashMap, hash_map::Entry},
+    collections::{HashMap, HashSet, hash_map::Entry},
     ffi::OsStr,
     fs,
     os::unix::fs::MetadataExt,
@@ -49,11 +54,13 @@ use blazesym::{
     },
 };
 
+use debug_files::DebugFile;
+
 use crate::{
     model::{Frame, FrameKind},
     procs::{
         self, MappedFile, Procs,
-        maps::{FileKey, Mapping},
+        maps::{FileKey, Mapping, Maps},
     },
 };
 
@@ -83,10 +90,15 @@ pub(crate) struct Symbolizer {
     code_hashes: HashMap<u32, u64>,
     /// Resolved user frames by (pid, address, innermost?).
     user_cache: HashMap<(u32, u64, bool), Vec<Frame>>,
+    /// Addresses (pid, lookup address) still outside every module after the maps were read
+    /// again for them: not worth another read until the process's code changes.
+    outside_modules: HashSet<(u32, u64)>,
     /// Resolved kernel frames by (address, innermost?).
     kernel_cache: HashMap<(u64, bool), Vec<Frame>>,
     /// Whether each file whose names looked like Haskell labels is a GHC binary.
     ghc_files: HashMap<FileKey, bool>,
+    /// Each mapped file's detached debug file, if it has one.
+    debug_files: HashMap<FileKey, Option<Arc<DebugFile>>>,
 }
 
 impl Default for Symbolizer {
@@ -112,8 +124,10 @@ impl Symbolizer {
             held: HashMap::new(),
             code_hashes: HashMap::new(),
             user_cache: HashMap::new(),
+            outside_modules: HashSet::new(),
             kernel_cache: HashMap::new(),
             ghc_files: HashMap::new(),
+            debug_files: HashMap::new(),
         }
     }
 
@@ -124,11 +138,13 @@ impl Symbolizer {
     /// blazesym afresh.
     pub(crate) fn forget_process(&mut self, pid: u32, procs: &Procs) {
         self.user_cache.retain(|&(p, _, _), _| p != pid);
+        self.outside_modules.retain(|&(p, _)| p != pid);
         self.code_hashes.remove(&pid);
         let unused = self.held.keys().filter(|k| !procs.maps_file(k)).count();
         if unused >= UNUSED_FILES_CLOSED_AT {
             self.held.retain(|k, _| procs.maps_file(k));
             self.ghc_files.retain(|k, _| procs.maps_file(k));
+            self.debug_files.retain(|k, _| procs.maps_file(k));
             self.inner = engine();
         }
     }
@@ -205,17 +221,25 @@ impl Symbolizer {
     /// Otherwise the maps stay as remembered: a process that exited, or whose pid another
     /// process took since, is symbolized with the maps it had. Cached frames resolved against
     /// other code mappings are dropped.
-    fn refresh_if_stale(&mut self, procs: &mut Procs, pid: u32, addrs: &[u64]) {
+    /// Addresses that were still outside every module after a re-read (anonymous code, or
+    /// no code at all) are remembered, so that they do not cause a re-read per stack.
+    pub(crate) fn refresh_if_stale(&mut self, procs: &mut Procs, pid: u32, addrs: &[u64]) {
         if procs.get(pid).is_none() {
             procs.remember(pid);
         }
         let Some(process) = procs.get(pid) else {
             return;
         };
-        let has_miss = addrs.iter().enumerate().any(|(i, &addr)| {
-            !self.user_cache.contains_key(&(pid, addr, i == 0))
-                && process.maps.module_at(lookup_addr(addr, i == 0)).is_none()
-        });
+        let is_miss = |sym: &Self, maps: &Maps, i: usize, addr: u64| {
+            let lookup = lookup_addr(addr, i == 0);
+            !sym.user_cache.contains_key(&(pid, addr, i == 0))
+                && !sym.outside_modules.contains(&(pid, lookup))
+                && maps.module_at(lookup).is_none()
+        };
+        let has_miss = addrs
+            .iter()
+            .enumerate()
+            .any(|(i, &addr)| is_miss(self, &process.maps, i, addr));
         let code_hash = match has_miss {
             true => procs.refresh(pid).map(|p| p.maps.code_hash()),
             false => Some(process.maps.code_hash()),
@@ -224,6 +248,15 @@ impl Symbolizer {
             && self.code_hashes.insert(pid, code_hash) != Some(code_hash)
         {
             self.user_cache.retain(|(p, _, _), _| *p != pid);
+            self.outside_modules.retain(|&(p, _)| p != pid);
+        }
+        if has_miss && let Some(process) = procs.get(pid) {
+            for (i, &addr) in addrs.iter().enumerate() {
+                if is_miss(self, &process.maps, i, addr) {
+                    self.outside_modules
+                        .insert((pid, lookup_addr(addr, i == 0)));
+                }
+            }
         }
     }
 
@@ -260,17 +293,51 @@ impl Symbolizer {
         let Some(elf) = self.elf_path(procs, &m) else {
             return vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)];
         };
-        let src = Source::Elf(Elf::new(elf.clone()));
         let file_offset = lookup - m.start + m.offset;
-        let mut frames = match self
-            .inner
-            .symbolize_single(&src, Input::FileOffset(file_offset))
-        {
-            Ok(Symbolized::Sym(sym)) => sym_frames(addr, &sym, Some(&path), FrameKind::Native),
-            _ => vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)],
+        // The detached debug file first, if any (by the address the offset has), then the
+        // binary itself.
+        let in_debug_file = self.debug_file(&m, &elf).and_then(|debug| {
+            let virt = debug.virt_offset(file_offset)?;
+            let src = Source::Elf(Elf::new(debug.path.clone()));
+            self.sym(&src, Input::VirtOffset(virt), addr, &path)
+        });
+        let in_binary = || {
+            let src = Source::Elf(Elf::new(elf.clone()));
+            self.sym(&src, Input::FileOffset(file_offset), addr, &path)
         };
+        let mut frames = in_debug_file
+            .or_else(in_binary)
+            .unwrap_or_else(|| vec![unknown(addr, Some(&path), module_offset, FrameKind::Native)]);
         self.decode_haskell_names(&mut frames, &m, &elf);
         frames
+    }
+
+    /// One address of a file through blazesym, as frames of module `path`; `None` when it
+    /// has no symbol there.
+    fn sym(
+        &self,
+        src: &Source<'_>,
+        input: Input<u64>,
+        addr: u64,
+        path: &str,
+    ) -> Option<Vec<Frame>> {
+        match self.inner.symbolize_single(src, input) {
+            Ok(Symbolized::Sym(sym)) => Some(sym_frames(addr, &sym, Some(path), FrameKind::Native)),
+            _ => None,
+        }
+    }
+
+    /// The detached debug file of a mapped file (opened as `elf`), looked up once per file
+    /// ([`debug_files`]).
+    fn debug_file(&mut self, m: &Mapping, elf: &std::path::Path) -> Option<Arc<DebugFile>> {
+        self.debug_files
+            .entry(m.file_key())
+            .or_insert_with(|| {
+                let binary = fs::File::open(elf).ok()?;
+                let mapped = std::path::Path::new(m.file_path());
+                debug_files::find(&binary, mapped, debug_files::DEBUG_DIRS).map(Arc::new)
+            })
+            .clone()
     }
 
     /// Replaces z-encoded Haskell labels by their decoded names when the file is a GHC
@@ -335,7 +402,7 @@ impl Symbolizer {
 }
 
 /// The address to look up: return addresses point after the call, so step back into it.
-fn lookup_addr(addr: u64, innermost: bool) -> u64 {
+pub(crate) fn lookup_addr(addr: u64, innermost: bool) -> u64 {
     if innermost {
         addr
     } else {
@@ -422,6 +489,7 @@ fn os_to_string(s: impl AsRef<OsStr>) -> String {
     s.as_ref().to_string_lossy().into_owned()
 }
 
+pub(crate) mod debug_files;
 #[cfg(test)]
 mod tests;
 pub(crate) mod zdecode;

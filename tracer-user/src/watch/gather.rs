@@ -22,7 +22,7 @@ use crate::{
     },
     procs::Procs,
     runtime::{self, BlockedInput, ProcessInput},
-    stacks::{StackInput, Stacks},
+    stacks::{FrameDrops, StackInput, Stacks},
 };
 
 /// A process's runtime views are read again after this many scans even when its blocked
@@ -98,6 +98,11 @@ impl Gatherer {
     /// Reads every sleeping target thread from `/proc`.
     pub(crate) fn take_snapshot(&mut self, now_ns: u64) {
         self.snapshot = snapshot::take(&self.pids, now_ns);
+    }
+
+    /// The user frames dropped so far as no real frames (`stacks::validate`).
+    pub(crate) fn frame_drops(&self) -> FrameDrops {
+        self.stacks.drops()
     }
 
     /// Name of process `pid`, if known (kept after it exits).

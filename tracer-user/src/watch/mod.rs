@@ -21,6 +21,7 @@ use crate::{
     capture::{CaptureError, Session},
     cli::WatchArgs,
     clock::monotonic_ns,
+    model::Loss,
     procs,
     record::{RecordError, WatchRecorder},
     report::watch::{WatchReport, json, text},
@@ -212,7 +213,7 @@ async fn watch(args: &WatchArgs, output: &mut Output) -> Result<Found, WatchErro
     let end = EndInput {
         elapsed: started.elapsed(),
         wall_clock: SystemTime::now(),
-        losses: session.counters().losses(),
+        losses: losses(&session, &gatherer),
     };
     drop(session);
     let last = reporter.finish(&end, &mut |pid| gatherer.process_name(pid));
@@ -237,8 +238,15 @@ fn scan(
         now_ns,
         elapsed: started.elapsed(),
         wall_clock: SystemTime::now(),
-        losses: session.map(|s| s.counters().losses()).unwrap_or_default(),
+        losses: session.map(|s| losses(s, gatherer)).unwrap_or_default(),
     })
+}
+
+/// The kernel side's losses and the user frames dropped as no real frames, so far.
+fn losses(session: &Session, gatherer: &Gatherer) -> Vec<Loss> {
+    let mut counters = session.counters();
+    gatherer.frame_drops().add_to(&mut counters);
+    counters.losses()
 }
 
 /// The line scripts wait for once the programs are attached.
