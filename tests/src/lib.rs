@@ -19,6 +19,7 @@ pub mod workload;
 use std::{
     env, fs,
     path::{Path, PathBuf},
+    process::Command,
     time::{SystemTime, UNIX_EPOCH},
 };
 
@@ -95,6 +96,25 @@ pub fn workload_file(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("workloads")
         .join(name)
+}
+
+/// Compiles `workloads/CLASS.java` into `dir` with `javac`, and prints the JDK it runs on (a
+/// test says which runtime version it covered).
+pub fn compile_java(class: &str, dir: &Path) {
+    let out = Command::new("javac")
+        .arg("-d")
+        .arg(dir)
+        .arg(workload_file(&format!("{class}.java")))
+        .output()
+        .expect("javac (OpenJDK) must be installed");
+    assert!(
+        out.status.success(),
+        "javac: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let version = Command::new("java").arg("-version").output().expect("java");
+    let version = String::from_utf8_lossy(&version.stderr);
+    println!("JDK: {}", version.lines().next().unwrap_or_default());
 }
 
 /// A scratch directory, removed on drop unless the test is panicking (kept for inspection).

@@ -12,7 +12,9 @@ use stallwatch_tests::{
     TempDir, peer_chain_bin, require_bpf,
     tracer::run,
     watch_report::cycle_edges,
-    watch_workloads::{ONCE_TIMEOUT, READY, RunningWorkload, once_json, peer_chain, task_syscall},
+    watch_workloads::{
+        ONCE_TIMEOUT, READY, RunningWorkload, once_json, peer_chain, wait_until_blocked_in,
+    },
 };
 
 /// How long the clients are left blocked before `watch` looks: past its 1 s threshold.
@@ -53,15 +55,8 @@ fn clients_of_a_deadlocked_server_lead_into_its_deadlock() {
     let dir = TempDir::new("chains-deadlock");
     let (server, client) = server_and_client(peer_chain::SERVER_DEADLOCK);
     let handlers: Vec<u32> = peer_chain::HANDLERS.map(|h| server.tid(h)).to_vec();
-    for &handler in &handlers {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while task_syscall(server.pid(), handler).is_none_or(|s| s.nr != SYS_FUTEX) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "handler {handler} never blocked"
-            );
-            thread::sleep(Duration::from_millis(10));
-        }
+    for handler in peer_chain::HANDLERS {
+        wait_until_blocked_in(&server, handler, &[SYS_FUTEX], Duration::from_secs(10));
     }
     thread::sleep(BLOCKED_BEFORE_WATCH);
     let (worker_1, worker_2) = (

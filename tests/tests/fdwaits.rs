@@ -14,7 +14,7 @@ use stallwatch_tests::{
     TempDir, require_bpf,
     tracer::{RunOutput, run},
     watch_report::WatchOutput,
-    watch_workloads::{READY, RunningWorkload, task_syscall},
+    watch_workloads::{READY, RunningWorkload, task_syscall, wait_until_blocked_in},
     workload_file,
 };
 
@@ -247,15 +247,12 @@ fn tcp_client(mode: &str) -> RunningWorkload {
     let workload =
         RunningWorkload::spawn_python(&workload_file(SCRIPT), &[mode, "--timeout-s", "30"]);
     workload.wait_for(READY, Duration::from_secs(20));
-    let client = workload.tid("client");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while task_syscall(workload.pid(), client).is_none_or(|s| s.nr != SYS_RECVFROM) {
-        assert!(
-            Instant::now() < deadline,
-            "client did not block in recvfrom"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_blocked_in(
+        &workload,
+        "client",
+        &[SYS_RECVFROM],
+        Duration::from_secs(10),
+    );
     thread::sleep(BLOCKED_BEFORE_WATCH);
     workload
 }
@@ -384,15 +381,12 @@ fn unix_client(mode: &str, socket: &Path) -> RunningWorkload {
         &[mode, "--socket", socket, "--timeout-s", "30"],
     );
     workload.wait_for(READY, Duration::from_secs(20));
-    let client = workload.tid("client");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while task_syscall(workload.pid(), client).is_none_or(|s| s.nr != SYS_RECVFROM) {
-        assert!(
-            Instant::now() < deadline,
-            "unix client did not block in recvfrom"
-        );
-        thread::sleep(Duration::from_millis(10));
-    }
+    wait_until_blocked_in(
+        &workload,
+        "client",
+        &[SYS_RECVFROM],
+        Duration::from_secs(10),
+    );
     thread::sleep(BLOCKED_BEFORE_WATCH);
     workload
 }

@@ -3,11 +3,11 @@
 //! executor); a thread waiting for a result that the idle workers will never produce is.
 //! Real programs, the real binary and BPF (`watch -p PID --once`). Root only.
 
-use std::{path::Path, process::Command, thread, time::Duration};
+use std::{path::Path, thread, time::Duration};
 
 use serde_json::Value;
 use stallwatch_tests::{
-    TempDir, require_bpf,
+    TempDir, compile_java, require_bpf,
     watch_report::WatchOutput,
     watch_workloads::{READY, RunningWorkload, once_json},
     workload_file,
@@ -102,24 +102,6 @@ fn python_pool_whose_result_never_comes_is_process_stalled() {
     result.assert_code(10);
 }
 
-/// Compiles `IdleExecutor.java` into `dir` and prints the JDK it runs on.
-fn compile_idle_executor(dir: &TempDir) {
-    let out = Command::new("javac")
-        .arg("-d")
-        .arg(dir.path())
-        .arg(workload_file("IdleExecutor.java"))
-        .output()
-        .expect("javac (OpenJDK) must be installed");
-    assert!(
-        out.status.success(),
-        "javac: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let version = Command::new("java").arg("-version").output().expect("java");
-    let version = String::from_utf8_lossy(&version.stderr);
-    println!("JDK: {}", version.lines().next().unwrap_or_default());
-}
-
 /// Starts `IdleExecutor` in `mode` and waits past the threshold after it is ready.
 fn start_idle_executor(mode: &str, dir: &TempDir) -> RunningWorkload {
     let classpath = dir.path().to_str().expect("UTF-8 temp path");
@@ -142,7 +124,7 @@ fn idle_jvm_executor_is_idle() {
         return;
     }
     let dir = TempDir::new("idle-jvm");
-    compile_idle_executor(&dir);
+    compile_java("IdleExecutor", dir.path());
     let workload = start_idle_executor("idle", &dir);
     let (result, report) = once_json(workload.pid(), &dir.join("once.jsonl"));
     assert!(
@@ -166,7 +148,7 @@ fn jvm_result_that_never_comes_is_process_stalled() {
         return;
     }
     let dir = TempDir::new("idle-jvm-lost");
-    compile_idle_executor(&dir);
+    compile_java("IdleExecutor", dir.path());
     for (mode, class) in [
         ("lost-result", "java.util.concurrent.FutureTask"),
         ("lost-completable", "java.util.concurrent.CompletableFuture"),

@@ -11,11 +11,10 @@ use std::{
 
 use serde_json::Value;
 use stallwatch_tests::{
-    TempDir, require_bpf,
+    TempDir, compile_java, require_bpf,
     tracer::{Tracer, run},
     watch_report::{WatchOutput, cycle_edges},
     watch_workloads::RunningWorkload,
-    workload_file,
 };
 
 /// How long a JVM may take to start and deadlock.
@@ -39,25 +38,6 @@ struct JstackWait {
     class: String,
     /// The owner's kernel tid.
     owner_tid: u32,
-}
-
-/// Compiles `class` from `workloads/` into `dir`; prints the JDK version it runs on.
-fn compile(class: &str, dir: &TempDir) {
-    let source = workload_file(&format!("{class}.java"));
-    let out = Command::new("javac")
-        .arg("-d")
-        .arg(dir.path())
-        .arg(&source)
-        .output()
-        .expect("javac (OpenJDK) must be installed");
-    assert!(
-        out.status.success(),
-        "javac: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let version = Command::new("java").arg("-version").output().expect("java");
-    let version = String::from_utf8_lossy(&version.stderr);
-    println!("JDK: {}", version.lines().next().unwrap_or_default());
 }
 
 /// Starts `class` with the JVM options `options` and waits until both its threads hold their
@@ -300,7 +280,7 @@ fn monitor_abba_matches_jstack() {
         return;
     }
     let dir = TempDir::new("java-monitor");
-    compile("MonitorDeadlock", &dir);
+    compile_java("MonitorDeadlock", dir.path());
     let workload = start("MonitorDeadlock", &[], &dir);
     let pid = workload.pid();
     let (jstack, text) = jstack_deadlock(pid);
@@ -325,7 +305,7 @@ fn compiled_java_stacks_match_jstack() {
         return;
     }
     let dir = TempDir::new("java-compiled");
-    compile("LockDeadlock", &dir);
+    compile_java("LockDeadlock", dir.path());
     let workload = start("LockDeadlock", &["-Xcomp"], &dir);
     let pid = workload.pid();
     let (jstack, text) = jstack_deadlock(pid);
@@ -343,7 +323,7 @@ fn reentrant_lock_abba_matches_jstack() {
         return;
     }
     let dir = TempDir::new("java-lock");
-    compile("LockDeadlock", &dir);
+    compile_java("LockDeadlock", dir.path());
     let workload = start("LockDeadlock", &[], &dir);
     let pid = workload.pid();
     let (jstack, text) = jstack_deadlock(pid);

@@ -19,7 +19,7 @@ use std::{
 
 use serde_json::Value;
 use stallwatch_tests::{
-    TempDir,
+    TempDir, compile_java,
     folded::{self, FoldedLine},
     pythons::{Python, pyenv_pythons},
     require_bpf,
@@ -173,21 +173,6 @@ fn node_function_named_through_perf_map() {
     );
 }
 
-/// Compiles `JitWait.java` into `dir`.
-fn compile_jit_wait(dir: &TempDir) {
-    let out = Command::new("javac")
-        .arg("-d")
-        .arg(dir.path())
-        .arg(workload_file("JitWait.java"))
-        .output()
-        .expect("javac (OpenJDK) must be installed");
-    assert!(
-        out.status.success(),
-        "javac: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// Check that `profile` charges the off-CPU time of a C2-compiled Java method blocked in a
 /// pipe read to that method, named by the map `jcmd PID Compiler.perfmap` wrote (JDK 17+,
 /// `0x` addresses) as HotSpot prints it: `int JitWait.readOneByte(...)`; the method's stacks
@@ -199,7 +184,7 @@ fn java_compiled_method_named_in_profile() {
     }
     println!("JDK: {}", version("java", "-version"));
     let dir = TempDir::new("jit-java");
-    compile_jit_wait(&dir);
+    compile_java("JitWait", dir.path());
     let classpath = dir.path().to_str().expect("UTF-8 temp path");
     let workload = RunningWorkload::spawn(
         Path::new("java"),
