@@ -19,6 +19,7 @@ use crate::{
     procs::Procs,
     record::{ProfileRecorder, ProfileRun, RecordError},
     report::summary::Summary,
+    runtime::PythonStacks,
     stacks::Stacks,
     ticker::Ticker,
 };
@@ -98,9 +99,18 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
         .map_err(ProfileError::Runtime)?;
     // Resolved with the maps as remembered while tracing (read again only for an address
     // outside them, and only from the same process): a pid reused since is not confused.
-    let (capture, mut procs) = runtime.block_on(trace(args))?;
+    let (capture, mut procs, python) = runtime.block_on(trace(args))?;
     let mut stacks = Stacks::new();
-    let samples = stacks.resolve_capture(&mut procs, &capture);
+    let mut samples = stacks.resolve_capture(&mut procs, &capture);
+    if let Some(mut python) = python {
+        for (pid, version) in python.versions() {
+            eprintln!("Python frames of PID {pid} (CPython {version})");
+        }
+        for resolved in &mut samples {
+            let sample = &resolved.sample;
+            resolved.user = python.splice(sample.pid, &resolved.user, &sample.python_stack);
+        }
+    }
     let mut counters = capture.counters.clone();
     stacks.drops().add_to(&mut counters);
     let run = ProfileRun {
@@ -146,7 +156,7 @@ fn check_writable(outputs: &ProfileOutputs, record: Option<&PathBuf>) -> Result<
 }
 
 /// Traces until the duration ends, SIGINT/SIGTERM, or COMMAND exits.
-async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
+async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStacks>), ProfileError> {
     let mut ticker = Ticker::new().map_err(ProfileError::Runtime)?;
     let config = args.capture_config();
     let mut procs = Procs::new();
@@ -167,6 +177,11 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
     // later must still resolve if they exit before the end (re-caching unchanged maps is cheap).
     let mut watched: Vec<u32> = config.pids.clone();
     watched.extend(child.as_ref().map(|c| c.id()));
+    let mut python = args.python.then(PythonStacks::new);
+    let mut python_stacks_seen = std::collections::HashSet::new();
+    if let Some(python) = python.as_mut() {
+        list_python_threads(&mut session, python, &watched)?;
+    }
     ticker.start(POLL_INTERVAL, args.duration);
     let mut ticks: u64 = 0;
     while ticker.tick().await {
@@ -179,6 +194,15 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
         }
         for pid in session.new_processes() {
             procs.remember(pid);
+            if python.is_some() && !watched.contains(&pid) {
+                watched.push(pid);
+            }
+        }
+        if let Some(python) = python.as_mut()
+            && ticks % PYTHON_THREADS_EVERY_TICKS == 1
+        {
+            list_python_threads(&mut session, python, &watched)?;
+            learn_python_stacks(&session, python, &mut python_stacks_seen);
         }
         if let Some(c) = child.as_mut()
             && matches!(c.try_wait(), Ok(Some(_)))
@@ -189,6 +213,9 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
     procs.begin_scan();
     for pid in session.new_processes() {
         procs.remember(pid);
+    }
+    if let Some(python) = python.as_mut() {
+        learn_python_stacks(&session, python, &mut python_stacks_seen);
     }
     let mut capture = session.finish()?;
     // Host-wide traces would otherwise show stallwatch's own idle threads.
@@ -210,7 +237,38 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
         })
         .await;
     }
-    Ok((capture, procs))
+    Ok((capture, procs, python))
+}
+
+/// How often (in ticks) the Python threads of traced processes are listed again for BPF
+/// (`--python`): threads started since get their frames recorded from then on.
+const PYTHON_THREADS_EVERY_TICKS: u64 = 2;
+
+/// Names the code objects of the Python stacks BPF stored since the last call, while their
+/// processes still run (`--python`).
+fn learn_python_stacks(
+    session: &Session,
+    python: &mut PythonStacks,
+    seen: &mut std::collections::HashSet<u64>,
+) {
+    for (pid, frames) in session.new_python_stacks(seen) {
+        python.learn(pid, &frames);
+    }
+}
+
+/// Tells BPF where the Python threads of the CPython processes among `pids` keep their
+/// frames (`--python`).
+fn list_python_threads(
+    session: &mut Session,
+    python: &mut PythonStacks,
+    pids: &[u32],
+) -> Result<(), ProfileError> {
+    for &pid in pids {
+        if let Some(threads) = python.threads(pid) {
+            session.set_python_threads(pid, &threads)?;
+        }
+    }
+    Ok(())
 }
 
 /// bcc's "Tracing off-CPU time (us) of ... Hit Ctrl-C to end." line, which scripts wait for.
