@@ -25,20 +25,20 @@ WAIT_S = 0.020
 
 def sleep_site(totals):
     t0 = time.monotonic_ns()
-    time.sleep(WAIT_S)
+    time.sleep(WAIT_S)  # LINE: sleep_site
     totals["sleep_site"] += time.monotonic_ns() - t0
 
 
 def lock_site(lock, totals):
     t0 = time.monotonic_ns()
-    got = lock.acquire(timeout=WAIT_S)
+    got = lock.acquire(timeout=WAIT_S)  # LINE: lock_site
     totals["lock_site"] += time.monotonic_ns() - t0
     assert not got
 
 
 def recv_site(sock, totals):
     t0 = time.monotonic_ns()
-    data = sock.recv(1)
+    data = sock.recv(1)  # LINE: recv_site
     totals["recv_site"] += time.monotonic_ns() - t0
     assert data == b"x"
 

@@ -171,17 +171,18 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStack
         session.add_process(gated.pid())?;
         child = Some(gated.release()?);
     }
-    eprintln!("{}", tracing_line(args));
-
     // Processes named on the command line are re-cached now and then: libraries they load
     // later must still resolve if they exit before the end (re-caching unchanged maps is cheap).
     let mut watched: Vec<u32> = config.pids.clone();
     watched.extend(child.as_ref().map(|c| c.id()));
+    // The Python threads that exist now are listed before tracing is announced, so their
+    // frames are recorded from the first wait.
     let mut python = args.python.then(PythonStacks::new);
     let mut python_stacks_seen = std::collections::HashSet::new();
     if let Some(python) = python.as_mut() {
         list_python_threads(&mut session, python, &watched)?;
     }
+    eprintln!("{}", tracing_line(args));
     ticker.start(POLL_INTERVAL, args.duration);
     let mut ticks: u64 = 0;
     while ticker.tick().await {

@@ -1,0 +1,211 @@
+//! `stallwatch profile --python` on CPython programs whose functions wait off-CPU for known
+//! totals: the Python function names, put in the folded stacks, carry those totals. Root only.
+//!
+//! Ground truth comes from the workload (`workloads/py_offcpu_sites.py`): three threads call
+//! `sleep_site` (time.sleep), `lock_site` (a timed `Lock.acquire` that never gets the lock)
+//! and `recv_site` (a socket read fed every 20 ms), timing each call with the monotonic clock.
+//! It runs on Debian's CPython 3.11 and pyenv's newest.
+
+use std::{
+    io::{BufRead, BufReader, Write},
+    process::{Child, ChildStdin, ChildStdout, Command, Stdio},
+};
+
+use serde_json::Value;
+use stallwatch_tests::{
+    TempDir, assert_close,
+    folded::{self, FoldedLine},
+    pythons::{Python, debian_and_newest, marker_line},
+    require_bpf,
+    tracer::Tracer,
+    workload_file,
+};
+
+/// The workload's script.
+const SCRIPT: &str = "py_offcpu_sites.py";
+/// Calls of each site function: 100 waits of 20 ms, so one wait the tracer reports lost
+/// (`drop_unmatched_wait`) moves a total by 1%, inside the tolerance.
+const ITERATIONS: &str = "100";
+/// Python functions' totals may differ from the workload's clock by this fraction (the call's
+/// own CPU time falls inside the workload's window, outside the off-CPU time).
+const TOLERANCE: f64 = 0.02;
+/// The site functions.
+const SITES: [&str; 3] = ["sleep_site", "lock_site", "recv_site"];
+/// Their callers, one per thread.
+const CALLERS: [&str; 3] = ["run_sleeps", "run_lock_waits", "run_reads"];
+
+/// The workload, started and ready (its threads exist, held until [`Workload::go`]).
+struct Workload {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    stdout: BufReader<ChildStdout>,
+    pid: u32,
+    version: String,
+}
+
+impl Workload {
+    fn start(python: &Python, iterations: &str) -> Self {
+        let mut child = Command::new(&python.path)
+            .arg(workload_file(SCRIPT))
+            .arg(iterations)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {SCRIPT} on {python}: {e}"));
+        let stdin = child.stdin.take();
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let ready = read_json(&mut stdout);
+        assert_eq!(ready["ready"], true, "{ready}");
+        let pid = u32::try_from(ready["pid"].as_u64().expect("pid")).expect("pid fits");
+        let version = ready["version"].as_str().expect("version").to_owned();
+        Self {
+            child,
+            stdin,
+            stdout,
+            pid,
+            version,
+        }
+    }
+
+    /// Lets the threads run, waits for them and returns the measured totals (ns) by site.
+    fn go(&mut self) -> Value {
+        let mut stdin = self.stdin.take().expect("stdin");
+        stdin.write_all(b"go\n").expect("writing go");
+        drop(stdin);
+        let done = read_json(&mut self.stdout);
+        let _ = self.child.wait();
+        done["sites"].clone()
+    }
+}
+
+impl Drop for Workload {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn read_json(stdout: &mut BufReader<ChildStdout>) -> Value {
+    let mut line = String::new();
+    stdout.read_line(&mut line).expect("reading the workload");
+    serde_json::from_str(&line).unwrap_or_else(|e| panic!("workload line {line:?}: {e}"))
+}
+
+/// One traced run: the folded lines and the tracer's stderr, and the workload's truths.
+struct Run {
+    lines: Vec<FoldedLine>,
+    stderr: String,
+    truth: Value,
+    pid: u32,
+    version: String,
+}
+
+/// Runs the workload under `profile -p PID` plus `extra_args`, until it is done.
+fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
+    let dir = TempDir::new("pyprofile");
+    let folded_path = dir.join("out.folded");
+    let mut workload = Workload::start(python, iterations);
+    let pid = workload.pid.to_string();
+    let out = folded_path.display().to_string();
+    let mut args = vec!["profile", "-p", &pid, "-o", &out];
+    args.extend_from_slice(extra_args);
+    let mut tracer = Tracer::spawn(&args);
+    tracer.wait_tracing();
+    let truth = workload.go();
+    let output = tracer.stop(libc::SIGINT);
+    output.assert_code(0);
+    Run {
+        lines: folded::read(&folded_path),
+        stderr: output.stderr,
+        truth,
+        pid: workload.pid,
+        version: workload.version.clone(),
+    }
+}
+
+/// The frame index of `function`'s Python frame in `line`, if any.
+fn python_frame(line: &FoldedLine, function: &str) -> Option<usize> {
+    let prefix = format!("{function} (");
+    line.frames.iter().position(|f| f.starts_with(&prefix))
+}
+
+/// Check, on Debian's 3.11 and pyenv's newest, that under `--python` each site function's
+/// frame `site (py_offcpu_sites.py:LINE)` is in lines carrying its measured off-CPU total
+/// within 2%, at the line of its blocking call, under its caller's frame, and that the tracer
+/// says which CPython it read.
+#[test]
+fn python_functions_carry_their_off_cpu_totals() {
+    if !require_bpf() {
+        return;
+    }
+    for python in debian_and_newest() {
+        eprintln!("profile --python on {python}");
+        let run = trace(&python, ITERATIONS, &["--python"]);
+        let context = || {
+            format!(
+                "{python}\nfolded:\n{}stderr:\n{}",
+                folded::dump(&run.lines, 60),
+                run.stderr
+            )
+        };
+        assert!(
+            run.stderr.contains(&format!(
+                "Python frames of PID {} (CPython {})",
+                run.pid, run.version
+            )),
+            "{}",
+            context()
+        );
+        for (site, caller) in SITES.into_iter().zip(CALLERS) {
+            let lines: Vec<&FoldedLine> = run
+                .lines
+                .iter()
+                .filter(|l| python_frame(l, site).is_some())
+                .collect();
+            let truth_us = run.truth[site].as_u64().expect("site total") / 1000;
+            assert_close(
+                &format!("{site} on CPython {}", run.version),
+                folded::total_us(lines.iter().copied()),
+                truth_us,
+                TOLERANCE,
+                &context(),
+            );
+            let line_no = marker_line(&workload_file(SCRIPT), site);
+            let expected = format!("{site} ({SCRIPT}:{line_no})");
+            for line in &lines {
+                let at = python_frame(line, site).expect("filtered");
+                assert_eq!(line.frames[at], expected, "{}", context());
+                let caller_at = python_frame(line, caller);
+                assert!(
+                    caller_at.is_some_and(|c| c < at),
+                    "{site}: no {caller} frame above it in {:?}\n{}",
+                    line.frames,
+                    context()
+                );
+            }
+        }
+    }
+}
+
+/// Check that without `--python` no Python frame appears (the default is unchanged).
+#[test]
+fn python_frames_are_opt_in() {
+    if !require_bpf() {
+        return;
+    }
+    let python = stallwatch_tests::pythons::debian_python();
+    eprintln!("profile without --python on {python}");
+    let run = trace(&python, "5", &[]);
+    assert!(
+        !run.lines.is_empty(),
+        "no folded lines; stderr:\n{}",
+        run.stderr
+    );
+    for line in &run.lines {
+        assert!(
+            line.frames.iter().all(|f| !f.contains(".py:")),
+            "a Python frame without --python: {:?}",
+            line.frames
+        );
+    }
+}
