@@ -19,6 +19,7 @@ use std::{
     collections::HashMap,
     fs::File,
     os::unix::fs::FileExt as _,
+    path::Path,
     time::{Duration, Instant},
 };
 
@@ -26,7 +27,7 @@ use py_spy::{Config, PythonSpy, config::LockingStrategy, python_process_info::Py
 use tracer_common::{PyThread, py_marker};
 
 use super::{
-    PyFrame, PyVersion,
+    PyFrame, PyVersion, is_python_file,
     code::{CodeInfo, read_code},
     layout::{Layout, layout},
     merge,
@@ -64,6 +65,15 @@ struct OpenProcess {
 
 impl OpenProcess {
     fn open(pid: u32) -> Option<Self> {
+        // py-spy's own search reads binaries; a look at the maps rules most processes out.
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        if !maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .any(is_python_file)
+        {
+            return None;
+        }
         let config = Config {
             blocking: LockingStrategy::NonBlocking,
             native: false,
@@ -107,12 +117,16 @@ impl PythonStacks {
     pub(crate) fn threads(&mut self, pid: u32) -> Option<Vec<(u32, PyThread)>> {
         let process = self.open(pid)?;
         let read_mem = process.read_mem();
-        Some(thread_states(
+        let mut threads = thread_states(
             pid,
             &process.layout,
             &interpreter_list(process.list, &read_mem),
             &read_mem,
-        ))
+        );
+        // A forked child keeps its parent's thread states until it runs Python again: only
+        // the process's own threads are handed to BPF.
+        threads.retain(|(tid, _)| Path::new(&format!("/proc/{pid}/task/{tid}")).exists());
+        Some(threads)
     }
 
     /// Reads the code objects of `python`, frames just recorded in process `pid`, while the
