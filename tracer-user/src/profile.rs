@@ -332,7 +332,9 @@ pub(crate) fn write_outputs(
             Format::Folded => folded::write_folded(&lines, &mut file).map_err(write_err(path))?,
             Format::Svg => {
                 let title = outputs.title.as_deref().unwrap_or(&run.title);
-                svg::write_svg(&lines, title, Some(&command_line(run)), &mut file)?;
+                let interpreted = folded::interpreted_names(&run.samples, &outputs.folded);
+                let subtitle = Some(command_line(run));
+                svg::write_svg(&lines, title, subtitle.as_deref(), &interpreted, &mut file)?;
             }
         }
         file.flush().map_err(write_err(path))?;

@@ -244,6 +244,20 @@ fn interpreted_name(name: &str, frame: &Frame) -> String {
     }
 }
 
+/// The names, as [`frame_name`] writes them, of every interpreted frame of `samples` (the
+/// SVG colours them apart).
+pub(crate) fn interpreted_names(
+    samples: &[ResolvedSample],
+    opts: &FoldedOptions,
+) -> std::collections::BTreeSet<String> {
+    samples
+        .iter()
+        .flat_map(|s| s.user.iter().chain(&s.waker_user))
+        .filter(|f| matches!(f.kind, FrameKind::Interpreted { .. }))
+        .map(|f| frame_name(f, opts.source_lines))
+        .collect()
+}
+
 /// Replaces the characters that have a meaning in folded stacks: `;` (frame separator)
 /// becomes `:`, line breaks become spaces.
 fn sanitize_in_place(s: &mut String) {

@@ -27,8 +27,9 @@ use py_spy::{Config, PythonSpy, config::LockingStrategy, python_process_info::Py
 use tracer_common::{PyThread, py_marker};
 
 use super::{
-    PyFrame, PyVersion, is_python_file,
+    PyFrame, PyVersion,
     code::{CodeInfo, read_code},
+    is_python_file,
     layout::{Layout, layout},
     merge,
     reader::{ListLayout, interpreter_list, list_layout},
