@@ -3,7 +3,9 @@
 //!
 //! Ground truth comes from the workload (`workloads/py_offcpu_sites.py`): three threads call
 //! `sleep_site` (time.sleep), `lock_site` (a timed `Lock.acquire` that never gets the lock)
-//! and `recv_site` (a socket read fed every 20 ms), timing each call with the monotonic clock.
+//! and `recv_site` (a socket read fed every 20 ms), timing each call with the monotonic clock;
+//! a fourth alternates `short_sleep_site` and `long_sleep_site`, whose native stacks are the
+//! same (the per-thread stack memo must not merge their Python stacks).
 //! It runs on Debian's CPython 3.11 and pyenv's newest.
 
 use std::{
@@ -23,16 +25,30 @@ use stallwatch_tests::{
 
 /// The workload's script.
 const SCRIPT: &str = "py_offcpu_sites.py";
-/// Calls of each site function: 100 waits of 20 ms, so one wait the tracer reports lost
-/// (`drop_unmatched_wait`) moves a total by 1%, inside the tolerance.
+/// Calls per thread: 100 waits of 20 ms (50 of 10 ms and 50 of 30 ms for the alternating
+/// thread).
 const ITERATIONS: &str = "100";
 /// Python functions' totals may differ from the workload's clock by this fraction (the call's
 /// own CPU time falls inside the workload's window, outside the off-CPU time).
 const TOLERANCE: f64 = 0.02;
-/// The site functions.
-const SITES: [&str; 3] = ["sleep_site", "lock_site", "recv_site"];
-/// Their callers, one per thread.
-const CALLERS: [&str; 3] = ["run_sleeps", "run_lock_waits", "run_reads"];
+/// The site functions, the line (tag) each is at when it blocks, and how long one of its
+/// waits is (µs): a wait the tracer reports lost (`drop_unmatched_wait`, a kernel quirk of the
+/// test VM, see docs/architecture.md) may be missing from a total besides the tolerance.
+const SITES: [(&str, &str, u64); 5] = [
+    ("sleep_site", "sleep_site", 20_000),
+    ("lock_site", "lock_site", 20_000),
+    ("recv_site", "recv_site", 20_000),
+    ("short_sleep_site", "short_sleep_site", 10_000),
+    ("long_sleep_site", "long_sleep_site", 30_000),
+];
+/// Their callers, one per site.
+const CALLERS: [&str; 5] = [
+    "run_sleeps",
+    "run_lock_waits",
+    "run_reads",
+    "run_alternating",
+    "run_alternating",
+];
 
 /// The workload, started and ready (its threads exist, held until [`Workload::go`]).
 struct Workload {
@@ -94,6 +110,8 @@ fn read_json(stdout: &mut BufReader<ChildStdout>) -> Value {
 /// One traced run: the folded lines and the tracer's stderr, and the workload's truths.
 struct Run {
     lines: Vec<FoldedLine>,
+    /// Waits the tracer reported lost (`drop_unmatched_wait`).
+    lost_waits: u64,
     stderr: String,
     truth: Value,
     pid: u32,
@@ -104,18 +122,27 @@ struct Run {
 fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
     let dir = TempDir::new("pyprofile");
     let folded_path = dir.join("out.folded");
+    let summary_path = dir.join("summary.json");
     let mut workload = Workload::start(python, iterations);
     let pid = workload.pid.to_string();
     let out = folded_path.display().to_string();
-    let mut args = vec!["profile", "-p", &pid, "-o", &out];
+    let summary = summary_path.display().to_string();
+    let mut args = vec!["profile", "-p", &pid, "-o", &out, "--summary-json", &summary];
     args.extend_from_slice(extra_args);
     let mut tracer = Tracer::spawn(&args);
     tracer.wait_tracing();
     let truth = workload.go();
     let output = tracer.stop(libc::SIGINT);
     output.assert_code(0);
+    let summary: Value = serde_json::from_str(
+        &std::fs::read_to_string(&summary_path).expect("summary JSON written"),
+    )
+    .expect("summary is JSON");
     Run {
         lines: folded::read(&folded_path),
+        lost_waits: summary["counters"]["drop_unmatched_wait"]
+            .as_u64()
+            .unwrap_or(0),
         stderr: output.stderr,
         truth,
         pid: workload.pid,
@@ -131,8 +158,9 @@ fn python_frame(line: &FoldedLine, function: &str) -> Option<usize> {
 
 /// Check, on Debian's 3.11 and pyenv's newest, that under `--python` each site function's
 /// frame `site (py_offcpu_sites.py:LINE)` is in lines carrying its measured off-CPU total
-/// within 2%, at the line of its blocking call, under its caller's frame, and that the tracer
-/// says which CPython it read.
+/// within 2% (short and long sleeps apart although their native stacks are the same), at the
+/// line of its blocking call, under its caller's frame, and that the tracer says which CPython
+/// it read.
 #[test]
 fn python_functions_carry_their_off_cpu_totals() {
     if !require_bpf() {
@@ -156,21 +184,24 @@ fn python_functions_carry_their_off_cpu_totals() {
             "{}",
             context()
         );
-        for (site, caller) in SITES.into_iter().zip(CALLERS) {
+        for ((site, tag, wait_us), caller) in SITES.into_iter().zip(CALLERS) {
             let lines: Vec<&FoldedLine> = run
                 .lines
                 .iter()
                 .filter(|l| python_frame(l, site).is_some())
                 .collect();
             let truth_us = run.truth[site].as_u64().expect("site total") / 1000;
+            let traced_us = folded::total_us(lines.iter().copied());
+            // Waits reported lost are allowed to be missing, and only missing.
+            let lost_us = (run.lost_waits * wait_us).min(truth_us.saturating_sub(traced_us));
             assert_close(
-                &format!("{site} on CPython {}", run.version),
-                folded::total_us(lines.iter().copied()),
+                &format!("{site} on CPython {} ({} waits lost)", run.version, run.lost_waits),
+                traced_us + lost_us,
                 truth_us,
                 TOLERANCE,
                 &context(),
             );
-            let line_no = marker_line(&workload_file(SCRIPT), site);
+            let line_no = marker_line(&workload_file(SCRIPT), tag);
             let expected = format!("{site} ({SCRIPT}:{line_no})");
             for line in &lines {
                 let at = python_frame(line, site).expect("filtered");

@@ -5,11 +5,14 @@ site function ITERATIONS times; every call waits about 20 ms and is timed with t
 clock around the blocking call:
   - sleep_site: time.sleep;
   - lock_site: acquire, with a timeout, a threading.Lock the main thread holds (never got);
-  - recv_site: recv on a socket a feeder thread writes one byte to every 20 ms.
+  - recv_site: recv on a socket a feeder thread writes one byte to every 20 ms;
+and a fourth thread alternates short_sleep_site (10 ms) and long_sleep_site (30 ms), which
+call time.sleep from the same place of the same caller: the native stack, registers and all,
+is the same for both, only the Python stack tells them apart.
 Prints a ready line once the threads exist:
     {"pid": P, "version": "3.11.2", "ready": true}
 and when done:
-    {"pid": P, "version": "3.11.2", "sites": {"sleep_site": NS, "lock_site": NS, "recv_site": NS}}
+    {"pid": P, "version": "3.11.2", "sites": {"sleep_site": NS, "lock_site": NS, ...}}
 """
 
 import json
@@ -43,6 +46,29 @@ def recv_site(sock, totals):
     assert data == b"x"
 
 
+def timed_sleep(seconds):
+    t0 = time.monotonic_ns()
+    time.sleep(seconds)  # LINE: timed_sleep
+    return time.monotonic_ns() - t0
+
+
+def short_sleep_site(totals):
+    totals["short_sleep_site"] += timed_sleep(WAIT_S / 2)  # LINE: short_sleep_site
+
+
+def long_sleep_site(totals):
+    totals["long_sleep_site"] += timed_sleep(WAIT_S * 1.5)  # LINE: long_sleep_site
+
+
+def run_alternating(iterations, totals, go):
+    go.wait()
+    for i in range(iterations):
+        if i % 2 == 0:
+            short_sleep_site(totals)
+        else:
+            long_sleep_site(totals)
+
+
 def feeder(sock, iterations, go):
     go.wait()
     for _ in range(iterations):
@@ -70,7 +96,13 @@ def run_reads(iterations, sock, totals, go):
 
 def main():
     iterations = int(sys.argv[1]) if len(sys.argv) > 1 else 50
-    totals = {"sleep_site": 0, "lock_site": 0, "recv_site": 0}
+    totals = {
+        "sleep_site": 0,
+        "lock_site": 0,
+        "recv_site": 0,
+        "short_sleep_site": 0,
+        "long_sleep_site": 0,
+    }
     go = threading.Event()
     lock = threading.Lock()
     lock.acquire()
@@ -82,6 +114,9 @@ def main():
         ),
         threading.Thread(target=run_reads, args=(iterations, reader, totals, go), name="reader"),
         threading.Thread(target=feeder, args=(writer, iterations, go), name="feeder"),
+        threading.Thread(
+            target=run_alternating, args=(iterations, totals, go), name="alternator"
+        ),
     ]
     for t in threads:
         t.start()

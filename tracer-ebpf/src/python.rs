@@ -43,15 +43,19 @@ fn read_u8(addr: u64) -> Option<u8> {
     unsafe { bpf_probe_read_user(addr as *const u8) }.ok()
 }
 
-/// The Python stack of thread `tid` (the running thread): its id in `PY_STACKS`,
-/// `STACK_ID_NONE` for a thread that is not a listed Python thread or runs no Python code,
+/// The Python stack of thread `tid` of process `tgid` (the running thread): its id in
+/// `PY_STACKS`, `STACK_ID_NONE` for a thread that is not a listed Python thread (or a reused
+/// tid of another process, until user space forgets it) or runs no Python code,
 /// `STACK_ID_MISSED` (counted) when it could not be read or stored.
 #[inline(always)]
-pub(crate) fn record(tid: u32) -> u64 {
+pub(crate) fn record(tid: u32, tgid: u32) -> u64 {
     // SAFETY: a map value read by copy.
     let Some(thread) = (unsafe { PY_THREADS.get(&tid) }).copied() else {
         return STACK_ID_NONE;
     };
+    if thread.tgid != tgid {
+        return STACK_ID_NONE;
+    }
     let Some(scratch) = PY_SCRATCH.get_ptr_mut(0) else {
         return STACK_ID_MISSED;
     };

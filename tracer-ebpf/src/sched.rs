@@ -95,7 +95,7 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
     wait.python_stack_id = if kthread || !config::has(flags::PYTHON_STACKS) {
         STACK_ID_NONE
     } else {
-        python::record(tid)
+        python::record(tid, tgid)
     };
     wait.syscall = thread.syscall;
     wait.user_regs = if kthread || !config::has(flags::USER_REGS) {

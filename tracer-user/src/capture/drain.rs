@@ -345,7 +345,7 @@ mod tests {
 
     /// Check that a stored Python stack keeps its `len` frames and splits the marker bits off.
     #[test]
-    fn python_frames_split_entry_bit() {
+    fn python_frames_split_marker_bits() {
         let mut stack = PyStack {
             tgid: 7,
             len: 2,

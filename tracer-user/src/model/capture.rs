@@ -132,6 +132,8 @@ pub(crate) enum LossReason {
     UserFrameOutsideCode,
     /// User frames dropped after a frame outside code.
     UserFrameAfterBadFrame,
+    /// Python stacks that could not be read or stored (`--python`).
+    PythonStackError,
 }
 
 impl LossReason {
@@ -147,6 +149,7 @@ impl LossReason {
             Self::WaitEndNotSeen => "wait end not seen",
             Self::UserFrameOutsideCode => "user frame outside code",
             Self::UserFrameAfterBadFrame => "user frame after a bad frame",
+            Self::PythonStackError => "python stack error",
         }
     }
 }
@@ -176,6 +179,7 @@ impl Counters {
                 LossReason::UserFrameAfterBadFrame,
                 self.user_frames_after_bad_frame,
             ),
+            (LossReason::PythonStackError, self.python_stack_errors),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
