@@ -127,7 +127,15 @@ fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
     let pid = workload.pid.to_string();
     let out = folded_path.display().to_string();
     let summary = summary_path.display().to_string();
-    let mut args = vec!["profile", "-p", &pid, "-o", &out, "--summary-json", &summary];
+    let mut args = vec![
+        "profile",
+        "-p",
+        &pid,
+        "-o",
+        &out,
+        "--summary-json",
+        &summary,
+    ];
     args.extend_from_slice(extra_args);
     let mut tracer = Tracer::spawn(&args);
     tracer.wait_tracing();
@@ -195,7 +203,10 @@ fn python_functions_carry_their_off_cpu_totals() {
             // Waits reported lost are allowed to be missing, and only missing.
             let lost_us = (run.lost_waits * wait_us).min(truth_us.saturating_sub(traced_us));
             assert_close(
-                &format!("{site} on CPython {} ({} waits lost)", run.version, run.lost_waits),
+                &format!(
+                    "{site} on CPython {} ({} waits lost)",
+                    run.version, run.lost_waits
+                ),
                 traced_us + lost_us,
                 truth_us,
                 TOLERANCE,
