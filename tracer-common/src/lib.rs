@@ -362,6 +362,8 @@ pub struct PyThread {
     /// the frame pointer itself (3.13+).
     pub cframe_frame_offset: u32,
     /// Offset of the code object pointer (`f_code`, `f_executable`) in `_PyInterpreterFrame`.
+    /// This and the other frame offsets lie within [`PY_FRAME_HEADER_BYTES`], pointers
+    /// 8-aligned.
     pub code_offset: u32,
     /// Offset of `previous` in `_PyInterpreterFrame`.
     pub previous_offset: u32,
@@ -371,6 +373,19 @@ pub struct PyThread {
     pub marker_offset: u32,
     /// A [`py_marker`] value.
     pub marker: u32,
+}
+
+/// Bytes of a `_PyInterpreterFrame` read per frame: every field the walk needs lies in them
+/// (3.11–3.13; the structure is 80 bytes with its first local), so one read per frame does.
+pub const PY_FRAME_HEADER_BYTES: usize = 72;
+
+/// The first [`PY_FRAME_HEADER_BYTES`] of a frame, as BPF reads it, in a buffer of 16 words
+/// so that an index masked with 15 always lies inside it (what the verifier checks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyFrameHeader {
+    /// The bytes, as native-endian words (the first `PY_FRAME_HEADER_BYTES / 8` are read).
+    pub words: [u64; 16],
 }
 
 /// One recorded Python frame.
@@ -477,6 +492,7 @@ const _: () = assert!(core::mem::size_of::<ThreadState>() == 304);
 const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 80);
 const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
 const _: () = assert!(core::mem::size_of::<PyThread>() == 40);
+const _: () = assert!(PY_FRAME_HEADER_BYTES <= core::mem::size_of::<PyFrameHeader>());
 const _: () = assert!(core::mem::size_of::<PyStack>() == 8 + 16 * PY_MAX_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);
 

@@ -5,7 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    OffCpuKey, OffCpuValue, PyStack, PyThread, StackTrace, ThreadState, capacity, counter,
+    OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, StackTrace, ThreadState, capacity,
+    counter,
 };
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
@@ -37,6 +38,10 @@ pub(crate) static PY_THREADS: HashMap<u32, PyThread> =
 #[map]
 pub(crate) static PY_STACKS: HashMap<u64, PyStack> =
     HashMap::with_max_entries(capacity::PY_STACKS, 0);
+
+/// The header of the Python frame being read, one per CPU.
+#[map]
+pub(crate) static PY_FRAME_HEADER: PerCpuArray<PyFrameHeader> = PerCpuArray::with_max_entries(1, 0);
 
 /// One Python-stack-sized scratch buffer per CPU.
 #[map]

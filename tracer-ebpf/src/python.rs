@@ -12,12 +12,16 @@
 //! native register (3.11+ runs Python-to-Python calls inside one C eval frame), so the native
 //! memo cannot tell them apart, and a frame's address is reused by the next call at that depth.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_probe_read_user};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
+};
 use tracer_common::{
-    PY_MAX_DEPTH, PyFrameRef, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, counter,
+    PY_FRAME_HEADER_BYTES, PY_MAX_DEPTH, PyFrameRef, STACK_ID_FIRST_REAL, STACK_ID_MISSED,
+    STACK_ID_NONE, counter,
 };
 
-use crate::maps::{PY_SCRATCH, PY_STACKS, PY_THREADS, count};
+use crate::maps::{PY_FRAME_HEADER, PY_SCRATCH, PY_STACKS, PY_THREADS, count};
 
 const EEXIST: i64 = 17;
 /// Low bits of a stored code address that carry the frame's marker byte.
@@ -35,12 +39,6 @@ fn mix(mut z: u64) -> u64 {
 fn read_u64(addr: u64) -> Option<u64> {
     // SAFETY: a checked read of the current thread's user memory.
     unsafe { bpf_probe_read_user(addr as *const u64) }.ok()
-}
-
-#[inline(always)]
-fn read_u8(addr: u64) -> Option<u8> {
-    // SAFETY: as above.
-    unsafe { bpf_probe_read_user(addr as *const u8) }.ok()
 }
 
 /// The Python stack of thread `tid` of process `tgid` (the running thread): its id in
@@ -66,27 +64,51 @@ pub(crate) fn record(tid: u32, tgid: u32) -> u64 {
     if thread.cframe_frame_offset != u32::MAX && frame != 0 {
         frame = read_u64(frame + thread.cframe_frame_offset as u64).unwrap_or(0);
     }
+    let Some(header) = PY_FRAME_HEADER.get_ptr_mut(0) else {
+        return STACK_ID_MISSED;
+    };
+    // Word indexes of the fields in a frame's header (user space checked them: 8-aligned
+    // pointers and a marker byte, all within the header).
+    let code_at = (thread.code_offset / 8) as usize;
+    let instr_at = (thread.instr_offset / 8) as usize;
+    let previous_at = (thread.previous_offset / 8) as usize;
+    let marker_at = (thread.marker_offset / 8) as usize;
+    let marker_shift = (thread.marker_offset % 8) * 8;
     let mut hash = mix(0x7079_7468_6f6e_u64 ^ thread.tgid as u64);
     let mut len: usize = 0;
-    // SAFETY: `scratch` is a valid per-CPU map value; every index is checked against its size.
-    // Each frame is stored as read, its marker byte in the code address's low bits (code
-    // objects are 16-byte aligned): which frames end a run is decided in user space, so the
-    // loop has no data-dependent branch that the verifier would have to explore.
+    // SAFETY: `scratch` and `header` are valid per-CPU map values; every index is checked
+    // against their sizes. Each frame's header is read with one helper call, and stored as
+    // read, its marker byte in the code address's low bits (code objects are 16-byte
+    // aligned): which frames end a run is decided in user space, so the loop has no
+    // data-dependent branch that the verifier would have to explore.
     unsafe {
         (*scratch).tgid = thread.tgid;
         for i in 0..PY_MAX_DEPTH {
             if frame == 0 {
                 break;
             }
-            let code = read_u64(frame + thread.code_offset as u64).unwrap_or(0);
-            let instr = read_u64(frame + thread.instr_offset as u64).unwrap_or(0);
-            let marker = read_u8(frame + thread.marker_offset as u64).unwrap_or(0);
-            let previous = read_u64(frame + thread.previous_offset as u64).unwrap_or(0);
-            let code = (code & !MARKER_BITS) | (marker as u64 & MARKER_BITS);
+            let words = &mut (*header).words;
+            if bpf_probe_read_user_buf(
+                frame as *const u8,
+                core::slice::from_raw_parts_mut(
+                    words.as_mut_ptr().cast::<u8>(),
+                    PY_FRAME_HEADER_BYTES,
+                ),
+            )
+            .is_err()
+            {
+                break;
+            }
+            // Masked so the verifier sees every read inside the buffer (16 words, of which
+            // the first PY_FRAME_HEADER_BYTES / 8 were read).
+            let word = |at: usize| words[at & 15];
+            let marker = (word(marker_at) >> marker_shift) & MARKER_BITS;
+            let code = (word(code_at) & !MARKER_BITS) | marker;
+            let instr = word(instr_at);
             (*scratch).frames[i] = PyFrameRef { code, instr };
             hash = mix(mix(hash ^ code) ^ instr);
             len = i + 1;
-            frame = previous;
+            frame = word(previous_at);
         }
         if len == 0 {
             return STACK_ID_NONE;

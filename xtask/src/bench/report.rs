@@ -271,7 +271,7 @@ fn python_section(w: &mut String, configs: &[Config]) -> anyhow::Result<()> {
          same two processes on CPU 0 over two pipes, each blocking in `os.read()` three or \
          four Python frames deep, so with `--python` every switch-out walks a Python stack. \
          Host-wide `profile` finds the processes as they start (they idle for 1 s before \
-         measuring). The walk reads 4 words of user memory per Python frame at every \
+         measuring). The walk reads each Python frame's first 72 bytes (one helper call) at every \
          switch-out of a Python thread, never memoized (docs/architecture.md), so its cost \
          grows with the depth of the Python stack, up to 40 frames: a deep real stack costs \
          more than this ping-pong's. That cost is why Python frames are opt-in.\n"

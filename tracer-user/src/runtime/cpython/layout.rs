@@ -8,7 +8,7 @@
 //! supported: 3.10 and earlier keep a frame *object* chain (`tstate->frame`), 3.14 tags its
 //! code pointers; both are left for later rather than guessed.
 
-use tracer_common::{PyThread, py_marker};
+use tracer_common::{PY_FRAME_HEADER_BYTES, PyThread, py_marker};
 
 use super::PyVersion;
 use crate::runtime::read_u64;
@@ -76,6 +76,28 @@ pub(crate) struct CodeLayout {
 /// The layout of CPython `version` whose `_PyRuntime` is at `runtime`; `None` for a version
 /// not supported or debug offsets that do not check out.
 pub(crate) fn layout(
+    version: PyVersion,
+    runtime: u64,
+    read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
+) -> Option<Layout> {
+    known_layout(version, runtime, read_mem).filter(|l| fits_frame_header(&l.frames))
+}
+
+/// Whether BPF can take every frame field from the frame's header: 8-aligned pointers and the
+/// marker byte within [`PY_FRAME_HEADER_BYTES`].
+fn fits_frame_header(frames: &PyThread) -> bool {
+    let header = PY_FRAME_HEADER_BYTES as u32;
+    [
+        frames.code_offset,
+        frames.previous_offset,
+        frames.instr_offset,
+    ]
+    .iter()
+    .all(|&o| o % 8 == 0 && o + 8 <= header)
+        && frames.marker_offset < header
+}
+
+fn known_layout(
     version: PyVersion,
     runtime: u64,
     read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
@@ -191,8 +213,9 @@ mod tests {
     }
 
     /// Check that 3.13's offsets come from `_Py_DebugOffsets` (values recorded from a 3.13.0
-    /// `_PyRuntime`), that another version number there or no cookie gives none, and that
-    /// versions without a known layout give none.
+    /// `_PyRuntime`), that frame fields BPF could not take from the frame header, another
+    /// version number there or no cookie give none, and that versions without a known layout
+    /// give none.
     #[test]
     fn layouts_by_version() {
         let mut memory = Memory::default();
@@ -223,6 +246,12 @@ mod tests {
         assert_eq!(layout.frames.instr_offset, 56);
         assert_eq!(layout.frames.marker_offset, 70);
         assert_eq!(layout.code.instructions, 200);
+        memory.u64(0x1000 + 264, 72); // an owner byte past the frame header
+        assert_eq!(super::layout(v(13), 0x1000, &memory.reader()), None);
+        memory.u64(0x1000 + 264, 70);
+        memory.u64(0x1000 + 248, 52); // an unaligned pointer
+        assert_eq!(super::layout(v(13), 0x1000, &memory.reader()), None);
+        memory.u64(0x1000 + 248, 56);
         memory.u64(0x1000 + 8, 0x030e_00f0);
         assert_eq!(super::layout(v(13), 0x1000, &memory.reader()), None);
         let empty = Memory::default();
