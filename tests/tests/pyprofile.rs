@@ -17,7 +17,7 @@ use serde_json::Value;
 use stallwatch_tests::{
     TempDir, assert_close,
     folded::{self, FoldedLine},
-    pythons::{Python, debian_and_newest, marker_line},
+    pythons::{Python, debian_and_newest, marker_line, pyenv_pythons},
     require_bpf,
     tracer::Tracer,
     workload_file,
@@ -174,7 +174,15 @@ fn python_functions_carry_their_off_cpu_totals() {
     if !require_bpf() {
         return;
     }
-    for python in debian_and_newest() {
+    // 3.12 too, when pyenv has it: its frame layout is neither 3.11's nor 3.13's.
+    let mut pythons = debian_and_newest();
+    let covered: Vec<(u32, u32, u32)> = pythons.iter().map(|p| p.version).collect();
+    pythons.extend(
+        pyenv_pythons()
+            .into_iter()
+            .filter(|p| p.version.1 == 12 && !covered.contains(&p.version)),
+    );
+    for python in pythons {
         eprintln!("profile --python on {python}");
         let run = trace(&python, ITERATIONS, &["--python"]);
         let context = || {
@@ -226,6 +234,37 @@ fn python_functions_carry_their_off_cpu_totals() {
                 );
             }
         }
+    }
+}
+
+/// Check that a CPython without a known frame layout (pyenv's 3.10, a frame-object chain) gets
+/// no Python frames under `--python`, and that the tracer says so with its version.
+#[test]
+fn unsupported_versions_are_named() {
+    if !require_bpf() {
+        return;
+    }
+    let Some(python) = pyenv_pythons().into_iter().find(|p| p.version.1 == 10) else {
+        eprintln!("no pyenv CPython 3.10 here: nothing to check");
+        return;
+    };
+    eprintln!("profile --python on {python}");
+    let run = trace(&python, "5", &["--python"]);
+    let said = format!(
+        "No Python frames of PID {}: no frame layout for CPython {}",
+        run.pid, run.version
+    );
+    assert!(
+        run.stderr.contains(&said),
+        "no {said:?} in:\n{}",
+        run.stderr
+    );
+    for line in &run.lines {
+        assert!(
+            line.frames.iter().all(|f| !f.contains(".py:")),
+            "a Python frame on {python}: {:?}",
+            line.frames
+        );
     }
 }
 

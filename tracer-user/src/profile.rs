@@ -106,6 +106,12 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
         for (pid, version) in python.versions() {
             eprintln!("Python frames of PID {pid} (CPython {version})");
         }
+        for (pid, version) in python.unsupported() {
+            eprintln!(
+                "No Python frames of PID {pid}: no frame layout for CPython {version} \
+                 (3.11-3.13 have one)"
+            );
+        }
         for resolved in &mut samples {
             let sample = &resolved.sample;
             resolved.user = python.splice(sample.pid, &resolved.user, &sample.python_stack);

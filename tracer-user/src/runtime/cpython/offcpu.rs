@@ -5,15 +5,16 @@
 //! [`reader`](super::reader) follows them) and every thread state is handed to BPF with its
 //! version's frame layout ([`layout`](super::layout)), keyed by its kernel tid
 //! (`PyThreadState.native_thread_id`, 3.11+). BPF records code object addresses and
-//! instruction pointers; at the end, each code object is read once per process
-//! ([`code`](super::code)) and the frames are put among the native ones at the eval loop's
-//! frames ([`merge`](super::merge)).
+//! instruction pointers; each code object is read once per process ([`code`](super::code)),
+//! and at the end the frames are put among the native ones at the eval loop's frames
+//! ([`merge`](super::merge)).
 //!
 //! Code objects are read while tracing, a few hundred milliseconds after BPF first stored a
 //! stack with them, and kept for the whole run: a code object freed during the trace and its
 //! address reused by another names the frames of the first after the second, and a stack
 //! first seen in the last moments of a process that then exited has its frames named
-//! `[python 0xADDR]`. Processes whose version has no known layout get no Python frames.
+//! `[python 0xADDR]`. Processes whose version has no known layout get no Python frames, and
+//! are listed so that the run can say so.
 
 use std::{
     collections::HashMap,
@@ -51,9 +52,22 @@ pub(crate) struct PythonStacks {
     processes: HashMap<u32, Process>,
 }
 
+/// What is known of one process.
 enum Process {
+    /// A CPython being followed.
     Open(Box<OpenProcess>),
+    /// Not (yet) a CPython that could be opened, as of this moment.
     NotNow(Instant),
+    /// A CPython whose version has no layout here: no Python frames, said once at the end.
+    Unsupported(PyVersion),
+}
+
+/// Why a process could not be opened.
+enum OpenFailure {
+    /// Not a CPython, not initialized yet, or unreadable: tried again later.
+    NotNow,
+    /// A CPython of a version without a layout here.
+    Unsupported(PyVersion),
 }
 
 struct OpenProcess {
@@ -65,7 +79,36 @@ struct OpenProcess {
 }
 
 impl OpenProcess {
-    fn open(pid: u32) -> Option<Self> {
+    fn open(pid: u32) -> Result<Self, OpenFailure> {
+        let spy = Self::spy(pid).ok_or(OpenFailure::NotNow)?;
+        let version = PyVersion {
+            major: spy.version.major,
+            minor: spy.version.minor,
+            patch: spy.version.patch,
+        };
+        let runtime = PythonProcessInfo::new(&spy.process)
+            .ok()
+            .and_then(|info| info.get_symbol("_PyRuntime").copied())
+            .ok_or(OpenFailure::NotNow)?;
+        let memory = File::open(format!("/proc/{pid}/mem")).map_err(|_| OpenFailure::NotNow)?;
+        let read_mem = |addr: u64, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
+        let (Some(layout), Some(list)) = (
+            layout(version, runtime, &read_mem),
+            list_layout(version, runtime, &read_mem),
+        ) else {
+            return Err(OpenFailure::Unsupported(version));
+        };
+        Ok(Self {
+            memory,
+            version,
+            layout,
+            list,
+            codes: HashMap::new(),
+        })
+    }
+
+    /// py-spy on process `pid`, if it is a CPython py-spy can read now.
+    fn spy(pid: u32) -> Option<PythonSpy> {
         // py-spy's own search reads binaries; a look at the maps rules most processes out.
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
         if !maps
@@ -80,26 +123,7 @@ impl OpenProcess {
             native: false,
             ..Config::default()
         };
-        let spy = PythonSpy::new(i32::try_from(pid).ok()?, &config).ok()?;
-        let version = PyVersion {
-            major: spy.version.major,
-            minor: spy.version.minor,
-            patch: spy.version.patch,
-        };
-        let runtime = *PythonProcessInfo::new(&spy.process)
-            .ok()?
-            .get_symbol("_PyRuntime")?;
-        let memory = File::open(format!("/proc/{pid}/mem")).ok()?;
-        let read_mem = |addr: u64, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
-        let layout = layout(version, runtime, &read_mem)?;
-        let list = list_layout(version, runtime, &read_mem)?;
-        Some(Self {
-            memory,
-            version,
-            layout,
-            list,
-            codes: HashMap::new(),
-        })
+        PythonSpy::new(i32::try_from(pid).ok()?, &config).ok()
     }
 
     fn read_mem(&self) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
@@ -140,6 +164,20 @@ impl PythonStacks {
         }
     }
 
+    /// Every CPython process seen whose version has no layout here, with its version.
+    pub(crate) fn unsupported(&self) -> Vec<(u32, String)> {
+        let mut found: Vec<(u32, String)> = self
+            .processes
+            .iter()
+            .filter_map(|(&pid, p)| match p {
+                Process::Unsupported(v) => Some((pid, v.to_string())),
+                _ => None,
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
     /// Every process whose Python frames were followed, with its CPython version.
     pub(crate) fn versions(&self) -> Vec<(u32, String)> {
         let mut found: Vec<(u32, String)> = self
@@ -147,7 +185,7 @@ impl PythonStacks {
             .iter()
             .filter_map(|(&pid, p)| match p {
                 Process::Open(p) => Some((pid, p.version.to_string())),
-                Process::NotNow(_) => None,
+                Process::NotNow(_) | Process::Unsupported(_) => None,
             })
             .collect();
         found.sort();
@@ -179,18 +217,19 @@ impl PythonStacks {
         let retry = match self.processes.get(&pid) {
             None => true,
             Some(Process::NotNow(at)) => at.elapsed() >= RETRY_AFTER,
-            Some(Process::Open(_)) => false,
+            Some(Process::Open(_) | Process::Unsupported(_)) => false,
         };
         if retry {
             let process = match OpenProcess::open(pid) {
-                Some(p) => Process::Open(Box::new(p)),
-                None => Process::NotNow(Instant::now()),
+                Ok(p) => Process::Open(Box::new(p)),
+                Err(OpenFailure::NotNow) => Process::NotNow(Instant::now()),
+                Err(OpenFailure::Unsupported(version)) => Process::Unsupported(version),
             };
             self.processes.insert(pid, process);
         }
         match self.processes.get_mut(&pid)? {
             Process::Open(p) => Some(p),
-            Process::NotNow(_) => None,
+            Process::NotNow(_) | Process::Unsupported(_) => None,
         }
     }
 }
