@@ -110,6 +110,8 @@ fn read_json(stdout: &mut BufReader<ChildStdout>) -> Value {
 /// One traced run: the folded lines and the tracer's stderr, and the workload's truths.
 struct Run {
     lines: Vec<FoldedLine>,
+    /// Each SVG box: its frame (the hover title, without the count) and its fill colour.
+    svg_fills: Vec<(String, (u8, u8, u8))>,
     /// Waits the tracer reported lost (`drop_unmatched_wait`).
     lost_waits: u64,
     stderr: String,
@@ -123,6 +125,8 @@ fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
     let dir = TempDir::new("pyprofile");
     let folded_path = dir.join("out.folded");
     let summary_path = dir.join("summary.json");
+    let svg_path = dir.join("out.svg");
+    let svg = svg_path.display().to_string();
     let mut workload = Workload::start(python, iterations);
     let pid = workload.pid.to_string();
     let out = folded_path.display().to_string();
@@ -135,6 +139,8 @@ fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
         &out,
         "--summary-json",
         &summary,
+        "-o",
+        &svg,
     ];
     args.extend_from_slice(extra_args);
     let mut tracer = Tracer::spawn(&args);
@@ -147,6 +153,7 @@ fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
     )
     .expect("summary is JSON");
     Run {
+        svg_fills: svg_fills(&std::fs::read_to_string(&svg_path).expect("SVG written")),
         lines: folded::read(&folded_path),
         lost_waits: summary["counters"]["drop_unmatched_wait"]
             .as_u64()
@@ -158,6 +165,33 @@ fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
     }
 }
 
+/// The boxes of an inferno SVG: `<title>FRAME (N us, P%)</title><rect ... fill="rgb(R,G,B)"`.
+fn svg_fills(svg: &str) -> Vec<(String, (u8, u8, u8))> {
+    svg.split("<title>")
+        .skip(1)
+        .filter_map(|part| {
+            let (title, rest) = part.split_once("</title>")?;
+            let frame = title.rsplit_once(" (")?.0.to_owned();
+            let rgb = rest.split_once("fill=\"rgb(")?.1.split_once(")\"")?.0;
+            let mut parts = rgb.split(',').map(|c| c.trim().parse::<u8>().ok());
+            let color = (parts.next()??, parts.next()??, parts.next()??);
+            Some((frame, color))
+        })
+        .collect()
+}
+
+/// Whether a fill is the SVG's green for Python frames (inferno's `io` blues have more blue
+/// than green).
+fn is_python_green((r, g, b): (u8, u8, u8)) -> bool {
+    g > r && g > b
+}
+
+/// Whether a frame name is a Python frame's (docs/formats.md): `f (file.py:LINE)`,
+/// `f (file.py)` or `[python 0xADDR]`.
+fn is_python_frame_name(frame: &str) -> bool {
+    frame.contains(".py:") || frame.ends_with(".py)") || frame.starts_with("[python 0x")
+}
+
 /// The frame index of `function`'s Python frame in `line`, if any.
 fn python_frame(line: &FoldedLine, function: &str) -> Option<usize> {
     let prefix = format!("{function} (");
@@ -167,8 +201,8 @@ fn python_frame(line: &FoldedLine, function: &str) -> Option<usize> {
 /// Check, on Debian's 3.11 and pyenv's newest, that under `--python` each site function's
 /// frame `site (py_offcpu_sites.py:LINE)` is in lines carrying its measured off-CPU total
 /// within 2% (short and long sleeps apart although their native stacks are the same), at the
-/// line of its blocking call, under its caller's frame, and that the tracer says which CPython
-/// it read.
+/// line of its blocking call, under its caller's frame, that the SVG draws exactly the Python
+/// frames green, and that the tracer says which CPython it read.
 #[test]
 fn python_functions_carry_their_off_cpu_totals() {
     if !require_bpf() {
@@ -200,6 +234,21 @@ fn python_functions_carry_their_off_cpu_totals() {
             "{}",
             context()
         );
+        // The SVG draws Python frames green and no other.
+        assert!(
+            run.svg_fills
+                .iter()
+                .any(|(frame, _)| frame.starts_with("sleep_site (")),
+            "no sleep_site box in the SVG\n{}",
+            context()
+        );
+        for (frame, color) in &run.svg_fills {
+            assert_eq!(
+                is_python_green(*color),
+                is_python_frame_name(frame),
+                "SVG box {frame:?} has fill {color:?}"
+            );
+        }
         for ((site, tag, wait_us), caller) in SITES.into_iter().zip(CALLERS) {
             let lines: Vec<&FoldedLine> = run
                 .lines
