@@ -42,9 +42,12 @@ use crate::{
 
 /// Most thread states followed in one interpreter.
 const MAX_THREADS: usize = 4096;
-/// How long after a failed attempt a process is tried again (it may not have initialized its
-/// interpreter yet).
-const RETRY_AFTER: Duration = Duration::from_secs(2);
+/// How long after a first failed attempt a process is tried again (it may not have
+/// initialized its interpreter yet: a COMMAND just started); the wait doubles after each
+/// failure up to [`RETRY_AFTER_MAX`], so processes that never become readable cost little.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+/// The longest wait between attempts.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(5);
 
 /// The Python processes of one `profile --python` run.
 #[derive(Default)]
@@ -56,8 +59,9 @@ pub(crate) struct PythonStacks {
 enum Process {
     /// A CPython being followed.
     Open(Box<OpenProcess>),
-    /// Not (yet) a CPython that could be opened, as of this moment.
-    NotNow(Instant),
+    /// Not (yet) a CPython that could be opened: when it was last tried, and how long to wait
+    /// before the next try.
+    NotNow(Instant, Duration),
     /// A CPython whose version has no layout here: no Python frames, said once at the end.
     Unsupported(PyVersion),
 }
@@ -185,7 +189,7 @@ impl PythonStacks {
             .iter()
             .filter_map(|(&pid, p)| match p {
                 Process::Open(p) => Some((pid, p.version.to_string())),
-                Process::NotNow(_) | Process::Unsupported(_) => None,
+                Process::NotNow(..) | Process::Unsupported(_) => None,
             })
             .collect();
         found.sort();
@@ -215,21 +219,23 @@ impl PythonStacks {
 
     fn open(&mut self, pid: u32) -> Option<&mut OpenProcess> {
         let retry = match self.processes.get(&pid) {
-            None => true,
-            Some(Process::NotNow(at)) => at.elapsed() >= RETRY_AFTER,
-            Some(Process::Open(_) | Process::Unsupported(_)) => false,
+            None => Some(RETRY_AFTER),
+            Some(Process::NotNow(at, wait)) => {
+                (at.elapsed() >= *wait).then(|| (*wait * 2).min(RETRY_AFTER_MAX))
+            }
+            Some(Process::Open(_) | Process::Unsupported(_)) => None,
         };
-        if retry {
+        if let Some(next_wait) = retry {
             let process = match OpenProcess::open(pid) {
                 Ok(p) => Process::Open(Box::new(p)),
-                Err(OpenFailure::NotNow) => Process::NotNow(Instant::now()),
+                Err(OpenFailure::NotNow) => Process::NotNow(Instant::now(), next_wait),
                 Err(OpenFailure::Unsupported(version)) => Process::Unsupported(version),
             };
             self.processes.insert(pid, process);
         }
         match self.processes.get_mut(&pid)? {
             Process::Open(p) => Some(p),
-            Process::NotNow(_) | Process::Unsupported(_) => None,
+            Process::NotNow(..) | Process::Unsupported(_) => None,
         }
     }
 }
