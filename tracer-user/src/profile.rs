@@ -185,8 +185,11 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStack
     // frames are recorded from the first wait.
     let mut python = args.python.then(PythonStacks::new);
     let mut python_stacks_seen = std::collections::HashSet::new();
+    // Where Python threads are looked for: the processes named, and (host-wide, or COMMAND's
+    // children) every process as it appears, while it lives.
+    let mut python_pids = watched.clone();
     if let Some(python) = python.as_mut() {
-        list_python_threads(&mut session, python, &watched)?;
+        list_python_threads(&mut session, python, &python_pids)?;
     }
     eprintln!("{}", tracing_line(args));
     ticker.start(POLL_INTERVAL, args.duration);
@@ -201,14 +204,23 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStack
         }
         for pid in session.new_processes() {
             procs.remember(pid);
-            if python.is_some() && !watched.contains(&pid) {
-                watched.push(pid);
+            if python.is_some() && !python_pids.contains(&pid) {
+                python_pids.push(pid);
             }
         }
         if let Some(python) = python.as_mut()
             && ticks % PYTHON_THREADS_EVERY_TICKS == 1
         {
-            list_python_threads(&mut session, python, &watched)?;
+            // An exited process's threads are forgotten by BPF (its code objects' names are
+            // kept for the end).
+            let (alive, gone): (Vec<u32>, Vec<u32>) = std::mem::take(&mut python_pids)
+                .into_iter()
+                .partition(|&pid| crate::procs::exists(pid));
+            for pid in gone {
+                session.set_python_threads(pid, &[])?;
+            }
+            python_pids = alive;
+            list_python_threads(&mut session, python, &python_pids)?;
             learn_python_stacks(&session, python, &mut python_stacks_seen);
         }
         if let Some(c) = child.as_mut()
