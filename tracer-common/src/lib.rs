@@ -67,6 +67,9 @@ pub mod flags {
     /// Record the user registers (ip, sp, bp) at switch-out so user space can unwind a
     /// still-blocked thread's stack with DWARF CFI (`watch`).
     pub const USER_REGS: u32 = 1 << 11;
+    /// Walk the Python frame chain of threads listed in `PY_THREADS` at switch-out
+    /// (`profile --python`).
+    pub const PYTHON_STACKS: u32 = 1 << 12;
 }
 
 /// Everything the BPF side needs to know before it runs, set as the global `CONFIG` at load.
@@ -188,6 +191,9 @@ pub struct InFlight {
     pub syscall: SyscallCtx,
     /// User registers at switch-out (zero unless [`flags::USER_REGS`]).
     pub user_regs: UserRegs,
+    /// Python stack id at switch-out (`STACK_ID_NONE` unless [`flags::PYTHON_STACKS`] and the
+    /// thread is in `PY_THREADS`).
+    pub python_stack_id: u64,
     /// Waker recorded by `sched_waking` for this wait (zeroed at switch-out).
     pub waker: Waker,
     /// Thread group id.
@@ -284,6 +290,8 @@ pub struct OffCpuKey {
     pub futex_op: u32,
     /// [`state`] class.
     pub state: u32,
+    /// Blocked thread's Python stack id in `PY_STACKS` (`STACK_ID_NONE` without `--python`).
+    pub python_stack_id: u64,
 }
 
 /// Aggregated off-CPU time for one [`OffCpuKey`].
@@ -324,6 +332,96 @@ impl Default for StackTrace {
     }
 }
 
+/// Deepest Python stack recorded at switch-out (frames past it are cut, outermost first).
+pub const PY_MAX_DEPTH: usize = 40;
+
+/// How a CPython version marks the frame a C call of the eval loop entered with
+/// ([`PyThread::marker`]). Only user space reads the marker; BPF records the byte.
+pub mod py_marker {
+    /// 3.11: `_PyInterpreterFrame.is_entry` is non-zero on that frame.
+    pub const IS_ENTRY: u32 = 1;
+    /// 3.12+: the eval loop pushes a shim frame with `owner == FRAME_OWNED_BY_CSTACK` (3)
+    /// below it; the shim itself is no Python frame.
+    pub const OWNER_CSTACK: u32 = 2;
+    /// `FRAME_OWNED_BY_CSTACK` in CPython's `pycore_frame.h`.
+    pub const CSTACK_OWNER_VALUE: u8 = 3;
+}
+
+/// Where a traced Python thread's frames are and how they are laid out, written by the loader
+/// into `PY_THREADS` (keyed by tid) for CPython processes under `--python`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyThread {
+    /// Address of the thread's `PyThreadState`.
+    pub tstate: u64,
+    /// Thread group id (recorded in the stacks so user space knows whose memory to read).
+    pub tgid: u32,
+    /// Offset in `PyThreadState` of `current_frame` (3.13+) or of `cframe` (3.11–3.12).
+    pub frame_ptr_offset: u32,
+    /// Offset of `current_frame` in `_PyCFrame`, or `u32::MAX` when the thread state holds
+    /// the frame pointer itself (3.13+).
+    pub cframe_frame_offset: u32,
+    /// Offset of the code object pointer (`f_code`, `f_executable`) in `_PyInterpreterFrame`.
+    /// This and the other frame offsets lie within [`PY_FRAME_HEADER_BYTES`], pointers
+    /// 8-aligned.
+    pub code_offset: u32,
+    /// Offset of `previous` in `_PyInterpreterFrame`.
+    pub previous_offset: u32,
+    /// Offset of the instruction pointer (`prev_instr`, `instr_ptr`) in `_PyInterpreterFrame`.
+    pub instr_offset: u32,
+    /// Offset of the entry marker byte (`is_entry` or `owner`) in `_PyInterpreterFrame`.
+    pub marker_offset: u32,
+    /// A [`py_marker`] value.
+    pub marker: u32,
+}
+
+/// Bytes of a `_PyInterpreterFrame` read per frame: every field the walk needs lies in them
+/// (3.11–3.13; the structure is 80 bytes with its first local), so one read per frame does.
+pub const PY_FRAME_HEADER_BYTES: usize = 72;
+
+/// The first [`PY_FRAME_HEADER_BYTES`] of a frame, as BPF reads it, in a buffer of 16 words
+/// so that an index masked with 15 always lies inside it (what the verifier checks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyFrameHeader {
+    /// The bytes, as native-endian words (the first `PY_FRAME_HEADER_BYTES / 8` are read).
+    pub words: [u64; 16],
+}
+
+/// One recorded Python frame.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyFrameRef {
+    /// Code object address (16-byte aligned), with the frame's marker byte (`is_entry` or
+    /// `owner`, see [`PyThread::marker`]) in its low 3 bits: user space decides which frames
+    /// end a run of the eval loop.
+    pub code: u64,
+    /// Instruction pointer in the frame as CPython keeps it (an address in the code object).
+    pub instr: u64,
+}
+
+/// A stored Python stack, innermost first.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PyStack {
+    /// The process whose memory the code objects are in.
+    pub tgid: u32,
+    /// Number of valid entries in `frames`.
+    pub len: u32,
+    /// The frames.
+    pub frames: [PyFrameRef; PY_MAX_DEPTH],
+}
+
+impl Default for PyStack {
+    fn default() -> Self {
+        Self {
+            tgid: 0,
+            len: 0,
+            frames: [PyFrameRef::default(); PY_MAX_DEPTH],
+        }
+    }
+}
+
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Waits begun (switch-outs that passed the filters and were stored).
@@ -353,8 +451,13 @@ pub mod counter {
     /// was never seen, so the previous wait is lost. Happens when the kernel emits no
     /// `sched_switch` for the task that switched to it (see `sched.rs`).
     pub const DROP_UNMATCHED_WAIT: u32 = 11;
+    /// Python stacks recorded at switch-out (`--python`).
+    pub const PYTHON_STACKS: u32 = 12;
+    /// Python stacks not stored because `PY_STACKS` was full, or whose frame chain could not
+    /// be read.
+    pub const PYTHON_STACK_ERROR: u32 = 13;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 14;
 }
 
 /// Capacity defaults for the maps (overridable by the loader).
@@ -371,6 +474,10 @@ pub mod capacity {
     pub const SEEN_TGIDS: u32 = 16_384;
     /// Bytes of the new-process ring buffer.
     pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
+    /// Python threads whose frames are walked (`PY_THREADS`).
+    pub const PY_THREADS: u32 = 4_096;
+    /// Distinct Python stacks (`PY_STACKS`).
+    pub const PY_STACKS: u32 = 8_192;
 }
 
 const _: () = assert!(core::mem::size_of::<Config>() == 88);
@@ -379,11 +486,14 @@ const _: () = assert!(core::mem::size_of::<UserRegs>() == 24);
 const _: () = assert!(core::mem::size_of::<FailedLock>() == 24);
 const _: () = assert!(core::mem::size_of::<PollHistory>() == 16);
 const _: () = assert!(core::mem::size_of::<Waker>() == 40);
-const _: () = assert!(core::mem::size_of::<InFlight>() == 152);
+const _: () = assert!(core::mem::size_of::<InFlight>() == 160);
 const _: () = assert!(core::mem::size_of::<StackMemo>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 296);
-const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 72);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 304);
+const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 80);
 const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
+const _: () = assert!(core::mem::size_of::<PyThread>() == 40);
+const _: () = assert!(PY_FRAME_HEADER_BYTES <= core::mem::size_of::<PyFrameHeader>());
+const _: () = assert!(core::mem::size_of::<PyStack>() == 8 + 16 * PY_MAX_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);
 
 #[cfg(feature = "user")]
@@ -397,4 +507,6 @@ mod pod {
     unsafe impl aya::Pod for OffCpuKey {}
     unsafe impl aya::Pod for OffCpuValue {}
     unsafe impl aya::Pod for StackTrace {}
+    unsafe impl aya::Pod for PyThread {}
+    unsafe impl aya::Pod for PyStack {}
 }

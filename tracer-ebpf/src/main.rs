@@ -17,6 +17,7 @@
 mod config;
 mod filter;
 mod maps;
+mod python;
 mod sched;
 mod stacks;
 mod syscall;

@@ -4,7 +4,10 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, counter};
+use tracer_common::{
+    OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, StackTrace, ThreadState, capacity,
+    counter,
+};
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
 #[map]
@@ -24,6 +27,25 @@ pub(crate) static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(c
 /// One stack-sized scratch buffer per CPU (too large for the 512-byte BPF stack).
 #[map]
 pub(crate) static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+
+/// Python threads whose frames are walked at switch-out (`--python`): tid -> where its
+/// thread state is and its version's frame layout. Written by the loader.
+#[map]
+pub(crate) static PY_THREADS: HashMap<u32, PyThread> =
+    HashMap::with_max_entries(capacity::PY_THREADS, 0);
+
+/// Content-addressed Python stacks: hash of the frames -> frames.
+#[map]
+pub(crate) static PY_STACKS: HashMap<u64, PyStack> =
+    HashMap::with_max_entries(capacity::PY_STACKS, 0);
+
+/// The header of the Python frame being read, one per CPU.
+#[map]
+pub(crate) static PY_FRAME_HEADER: PerCpuArray<PyFrameHeader> = PerCpuArray::with_max_entries(1, 0);
+
+/// One Python-stack-sized scratch buffer per CPU.
+#[map]
+pub(crate) static PY_SCRATCH: PerCpuArray<PyStack> = PerCpuArray::with_max_entries(1, 0);
 
 /// Traced process ids (`-p`), when `flags::FILTER_TGIDS` is set.
 #[map]

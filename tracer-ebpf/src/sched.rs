@@ -9,7 +9,9 @@ use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_ktime_get_ns},
     programs::BtfTracePointContext,
 };
-use tracer_common::{OffCpuKey, OffCpuValue, UserRegs, Waker, counter, flags, state, syscalls};
+use tracer_common::{
+    OffCpuKey, OffCpuValue, STACK_ID_NONE, UserRegs, Waker, counter, flags, state, syscalls,
+};
 
 use crate::{
     config, filter,
@@ -17,7 +19,7 @@ use crate::{
         OFFCPU_TOTALS, SEEN_TGIDS, THREADS, announce_exec, announce_process, count, task_thread,
         thread_entry,
     },
-    stacks,
+    python, stacks,
 };
 
 // Task state bits (include/linux/sched.h), the values `sched_switch`'s prev_state reports.
@@ -90,6 +92,11 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
     let wait = &mut thread.wait;
     wait.kernel_stack_id = kernel_stack_id;
     wait.user_stack_id = user_stack_id;
+    wait.python_stack_id = if kthread || !config::has(flags::PYTHON_STACKS) {
+        STACK_ID_NONE
+    } else {
+        python::record(tid, tgid)
+    };
     wait.syscall = thread.syscall;
     wait.user_regs = if kthread || !config::has(flags::USER_REGS) {
         UserRegs::default()
@@ -144,6 +151,7 @@ fn switch_in(next: *const u8, now: u64) {
         nr: wait.syscall.nr,
         futex_op,
         state: wait.state,
+        python_stack_id: wait.python_stack_id,
     };
     charge(&key, delta, &wait.comm, &wait.waker.comm);
 }

@@ -215,6 +215,10 @@ pub struct ProfileArgs {
     /// the memo's gain).
     #[arg(long)]
     pub no_stack_memo: bool,
+    /// Show the Python functions CPython 3.11–3.13 threads wait in: their frames are read at
+    /// every switch-out and put in the user stacks as `function (file.py:line)`.
+    #[arg(long)]
+    pub python: bool,
     /// Run this command and trace it (and only it) until it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -348,6 +352,7 @@ impl ProfileArgs {
             stack_storage_size: self.stack_storage_size,
             in_flight_only: false,
             user_regs: false,
+            python_stacks: self.python,
         }
     }
 

@@ -19,6 +19,7 @@ use crate::{
     procs::Procs,
     record::{ProfileRecorder, ProfileRun, RecordError},
     report::summary::Summary,
+    runtime::PythonStacks,
     stacks::Stacks,
     ticker::Ticker,
 };
@@ -98,9 +99,24 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
         .map_err(ProfileError::Runtime)?;
     // Resolved with the maps as remembered while tracing (read again only for an address
     // outside them, and only from the same process): a pid reused since is not confused.
-    let (capture, mut procs) = runtime.block_on(trace(args))?;
+    let (capture, mut procs, python) = runtime.block_on(trace(args))?;
     let mut stacks = Stacks::new();
-    let samples = stacks.resolve_capture(&mut procs, &capture);
+    let mut samples = stacks.resolve_capture(&mut procs, &capture);
+    if let Some(mut python) = python {
+        for (pid, version) in python.versions() {
+            eprintln!("Python frames of PID {pid} (CPython {version})");
+        }
+        for (pid, version) in python.unsupported() {
+            eprintln!(
+                "No Python frames of PID {pid}: no frame layout for CPython {version} \
+                 (3.11-3.13 have one)"
+            );
+        }
+        for resolved in &mut samples {
+            let sample = &resolved.sample;
+            resolved.user = python.splice(sample.pid, &resolved.user, &sample.python_stack);
+        }
+    }
     let mut counters = capture.counters.clone();
     stacks.drops().add_to(&mut counters);
     let run = ProfileRun {
@@ -146,7 +162,7 @@ fn check_writable(outputs: &ProfileOutputs, record: Option<&PathBuf>) -> Result<
 }
 
 /// Traces until the duration ends, SIGINT/SIGTERM, or COMMAND exits.
-async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
+async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStacks>), ProfileError> {
     let mut ticker = Ticker::new().map_err(ProfileError::Runtime)?;
     let config = args.capture_config();
     let mut procs = Procs::new();
@@ -161,12 +177,21 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
         session.add_process(gated.pid())?;
         child = Some(gated.release()?);
     }
-    eprintln!("{}", tracing_line(args));
-
     // Processes named on the command line are re-cached now and then: libraries they load
     // later must still resolve if they exit before the end (re-caching unchanged maps is cheap).
     let mut watched: Vec<u32> = config.pids.clone();
     watched.extend(child.as_ref().map(|c| c.id()));
+    // The Python threads that exist now are listed before tracing is announced, so their
+    // frames are recorded from the first wait.
+    let mut python = args.python.then(PythonStacks::new);
+    let mut python_stacks_seen = std::collections::HashSet::new();
+    // Where Python threads are looked for: the processes named, and (host-wide, or COMMAND's
+    // children) every process as it appears, while it lives.
+    let mut python_pids = watched.clone();
+    if let Some(python) = python.as_mut() {
+        list_python_threads(&mut session, python, &python_pids)?;
+    }
+    eprintln!("{}", tracing_line(args));
     ticker.start(POLL_INTERVAL, args.duration);
     let mut ticks: u64 = 0;
     while ticker.tick().await {
@@ -179,6 +204,24 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
         }
         for pid in session.new_processes() {
             procs.remember(pid);
+            if python.is_some() && !python_pids.contains(&pid) {
+                python_pids.push(pid);
+            }
+        }
+        if let Some(python) = python.as_mut()
+            && ticks % PYTHON_THREADS_EVERY_TICKS == 1
+        {
+            // An exited process's threads are forgotten by BPF (its code objects' names are
+            // kept for the end).
+            let (alive, gone): (Vec<u32>, Vec<u32>) = std::mem::take(&mut python_pids)
+                .into_iter()
+                .partition(|&pid| crate::procs::exists(pid));
+            for pid in gone {
+                session.set_python_threads(pid, &[])?;
+            }
+            python_pids = alive;
+            list_python_threads(&mut session, python, &python_pids)?;
+            learn_python_stacks(&session, python, &mut python_stacks_seen);
         }
         if let Some(c) = child.as_mut()
             && matches!(c.try_wait(), Ok(Some(_)))
@@ -189,6 +232,9 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
     procs.begin_scan();
     for pid in session.new_processes() {
         procs.remember(pid);
+    }
+    if let Some(python) = python.as_mut() {
+        learn_python_stacks(&session, python, &mut python_stacks_seen);
     }
     let mut capture = session.finish()?;
     // Host-wide traces would otherwise show stallwatch's own idle threads.
@@ -210,7 +256,38 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
         })
         .await;
     }
-    Ok((capture, procs))
+    Ok((capture, procs, python))
+}
+
+/// How often (in ticks) the Python threads of traced processes are listed again for BPF
+/// (`--python`): threads started since get their frames recorded from then on.
+const PYTHON_THREADS_EVERY_TICKS: u64 = 2;
+
+/// Names the code objects of the Python stacks BPF stored since the last call, while their
+/// processes still run (`--python`).
+fn learn_python_stacks(
+    session: &Session,
+    python: &mut PythonStacks,
+    seen: &mut std::collections::HashSet<u64>,
+) {
+    for (pid, frames) in session.new_python_stacks(seen) {
+        python.learn(pid, &frames);
+    }
+}
+
+/// Tells BPF where the Python threads of the CPython processes among `pids` keep their
+/// frames (`--python`).
+fn list_python_threads(
+    session: &mut Session,
+    python: &mut PythonStacks,
+    pids: &[u32],
+) -> Result<(), ProfileError> {
+    for &pid in pids {
+        if let Some(threads) = python.threads(pid) {
+            session.set_python_threads(pid, &threads)?;
+        }
+    }
+    Ok(())
 }
 
 /// bcc's "Tracing off-CPU time (us) of ... Hit Ctrl-C to end." line, which scripts wait for.
@@ -273,7 +350,9 @@ pub(crate) fn write_outputs(
             Format::Folded => folded::write_folded(&lines, &mut file).map_err(write_err(path))?,
             Format::Svg => {
                 let title = outputs.title.as_deref().unwrap_or(&run.title);
-                svg::write_svg(&lines, title, Some(&command_line(run)), &mut file)?;
+                let interpreted = folded::interpreted_names(&run.samples, &outputs.folded);
+                let subtitle = Some(command_line(run));
+                svg::write_svg(&lines, title, subtitle.as_deref(), &interpreted, &mut file)?;
             }
         }
         file.flush().map_err(write_err(path))?;

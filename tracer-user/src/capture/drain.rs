@@ -4,14 +4,14 @@ use std::{collections::HashMap as StdHashMap, time::Duration};
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use tracer_common::{
-    InFlight, OffCpuKey, OffCpuValue, STACK_ID_MISSED, STACK_ID_NONE, StackTrace, ThreadState,
-    counter, syscalls,
+    InFlight, OffCpuKey, OffCpuValue, PyStack, STACK_ID_MISSED, STACK_ID_NONE, StackTrace,
+    ThreadState, counter, syscalls,
 };
 
 use super::CaptureError;
 use crate::model::{
-    Capture, Counters, InFlightWait, OffCpuSample, PollReturns, RawStack, RefusedPiLock,
-    SyscallCall, ThreadState as State, UserRegs, WaitKind, Waker,
+    Capture, Counters, InFlightWait, OffCpuSample, PollReturns, RawPyFrame, RawStack,
+    RefusedPiLock, SyscallCall, ThreadState as State, UserRegs, WaitKind, Waker,
 };
 
 /// The maps drained at the end.
@@ -20,6 +20,7 @@ pub(super) struct Maps {
     pub stacks: HashMap<MapData, u64, StackTrace>,
     pub threads: HashMap<MapData, u32, ThreadState>,
     pub counters: PerCpuArray<MapData, u64>,
+    pub py_stacks: HashMap<MapData, u64, PyStack>,
 }
 
 /// Reads everything; waits still in progress are charged up to `now_ns` (CLOCK_MONOTONIC).
@@ -28,18 +29,23 @@ pub(super) fn read(maps: &Maps, now_ns: u64, duration: Duration) -> Result<Captu
         map: &maps.stacks,
         resolved: StdHashMap::new(),
     };
+    let python = |id: u64| python_stack(&maps.py_stacks, id);
     let mut samples = Vec::new();
     for entry in maps.totals.iter() {
         let (key, value) = entry.map_err(|source| CaptureError::Map {
             name: "OFFCPU_TOTALS",
             source,
         })?;
-        samples.push(completed_sample(&key, &value, &mut stacks));
+        let mut sample = completed_sample(&key, &value, &mut stacks);
+        sample.python_stack = python(key.python_stack_id);
+        samples.push(sample);
     }
     for entry in maps.threads.iter() {
         let Ok((tid, thread)) = entry else { continue };
         if thread.wait.start_ns != 0 {
-            samples.push(in_progress_sample(tid, &thread.wait, now_ns, &mut stacks));
+            let mut sample = in_progress_sample(tid, &thread.wait, now_ns, &mut stacks);
+            sample.python_stack = python(thread.wait.python_stack_id);
+            samples.push(sample);
         }
     }
     Ok(Capture {
@@ -85,6 +91,30 @@ pub(crate) fn frames(trace: &StackTrace) -> RawStack {
     } else {
         RawStack::Frames(ips)
     }
+}
+
+/// The frames of stored Python stack `id`, innermost first; empty for none or a lost one.
+fn python_stack(map: &HashMap<MapData, u64, PyStack>, id: u64) -> Vec<RawPyFrame> {
+    if id < tracer_common::STACK_ID_FIRST_REAL {
+        return Vec::new();
+    }
+    map.get(&id, 0)
+        .map(|stack| python_frames(&stack))
+        .unwrap_or_default()
+}
+
+/// The frames of a stored Python stack, innermost first; the low 3 bits of a code address are
+/// the frame's marker byte.
+pub(crate) fn python_frames(stack: &PyStack) -> Vec<RawPyFrame> {
+    let len = (stack.len as usize).min(stack.frames.len());
+    stack.frames[..len]
+        .iter()
+        .map(|f| RawPyFrame {
+            code: f.code & !7,
+            instr: f.instr,
+            marker: (f.code & 7) as u8,
+        })
+        .collect()
 }
 
 /// A NUL-padded `comm`.
@@ -149,6 +179,7 @@ fn completed_sample(key: &OffCpuKey, value: &OffCpuValue, stacks: &mut StackCach
         count: value.count,
         max_ns: value.max_ns,
         still_blocked: false,
+        python_stack: Vec::new(),
     }
 }
 
@@ -190,6 +221,7 @@ fn in_progress_sample(
         count: 1,
         max_ns: elapsed,
         still_blocked: true,
+        python_stack: Vec::new(),
     }
 }
 
@@ -278,6 +310,8 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
         wakers_recorded: get(counter::WAKERS_RECORDED),
         drop_new_process_notice: get(counter::DROP_NEW_PROCESS_NOTICE),
         drop_unmatched_wait: get(counter::DROP_UNMATCHED_WAIT),
+        python_stacks: get(counter::PYTHON_STACKS),
+        python_stack_errors: get(counter::PYTHON_STACK_ERROR),
         // Counted in user space, after symbolization (`stacks::validate`).
         ..Counters::default()
     }
@@ -307,6 +341,40 @@ mod tests {
             ips,
         };
         assert_eq!(frames(&empty), RawStack::Missed);
+    }
+
+    /// Check that a stored Python stack keeps its `len` frames and splits the marker bits off.
+    #[test]
+    fn python_frames_split_marker_bits() {
+        let mut stack = PyStack {
+            tgid: 7,
+            len: 2,
+            ..PyStack::default()
+        };
+        stack.frames[0] = tracer_common::PyFrameRef {
+            code: 0x1000,
+            instr: 0x1010,
+        };
+        stack.frames[1] = tracer_common::PyFrameRef {
+            code: 0x2003,
+            instr: 0x2020,
+        };
+        stack.frames[2].code = 0x3000; // beyond len
+        assert_eq!(
+            python_frames(&stack),
+            [
+                RawPyFrame {
+                    code: 0x1000,
+                    instr: 0x1010,
+                    marker: 0
+                },
+                RawPyFrame {
+                    code: 0x2000,
+                    instr: 0x2020,
+                    marker: 3
+                }
+            ]
+        );
     }
 
     /// Check that comm stops at the first NUL.

@@ -60,6 +60,9 @@ pub struct CaptureConfig {
     pub in_flight_only: bool,
     /// Record user registers at switch-out for user-space unwinding (`watch`).
     pub user_regs: bool,
+    /// Walk the Python frames of the threads given to [`Session::set_python_threads`]
+    /// (`--python`).
+    pub python_stacks: bool,
 }
 
 impl Default for CaptureConfig {
@@ -80,6 +83,7 @@ impl Default for CaptureConfig {
             stack_storage_size: tracer_common::capacity::STACKS,
             in_flight_only: false,
             user_regs: false,
+            python_stacks: false,
         }
     }
 }

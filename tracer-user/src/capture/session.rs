@@ -11,14 +11,16 @@ use aya::{
     maps::{HashMap, MapData, PerCpuArray, RingBuf},
     programs::BtfTracePoint,
 };
-use tracer_common::{Config, OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, flags};
+use tracer_common::{
+    Config, OffCpuKey, OffCpuValue, PyStack, PyThread, StackTrace, ThreadState, capacity, flags,
+};
 
 use super::{
     CaptureConfig, CaptureError, ThreadKinds, btf::KernelOffsets, drain, evict::StackSweeper,
 };
 use crate::{
     clock::monotonic_ns,
-    model::{Capture, Counters, InFlightWait},
+    model::{Capture, Counters, InFlightWait, RawPyFrame},
     procs,
 };
 
@@ -45,6 +47,7 @@ const CAP_BPF: u32 = 39;
 pub(crate) struct Session {
     ebpf: Option<Ebpf>,
     filter_tgids: HashMap<MapData, u32, u8>,
+    py_threads: HashMap<MapData, u32, PyThread>,
     new_processes: RingBuf<MapData>,
     maps: drain::Maps,
     sweeper: StackSweeper,
@@ -131,10 +134,13 @@ impl Session {
             stacks: take::<HashMap<MapData, u64, StackTrace>>(&mut ebpf, "STACKS")?,
             threads: take::<HashMap<MapData, u32, ThreadState>>(&mut ebpf, "THREADS")?,
             counters: take::<PerCpuArray<MapData, u64>>(&mut ebpf, "COUNTERS")?,
+            py_stacks: take::<HashMap<MapData, u64, PyStack>>(&mut ebpf, "PY_STACKS")?,
         };
+        let py_threads = take::<HashMap<MapData, u32, PyThread>>(&mut ebpf, "PY_THREADS")?;
         Ok(Self {
             ebpf: Some(ebpf),
             filter_tgids,
+            py_threads,
             new_processes,
             maps,
             sweeper: StackSweeper::default(),
@@ -145,6 +151,59 @@ impl Session {
     /// Adds a process to the `-p` filter while tracing (for `-- COMMAND`).
     pub(crate) fn add_process(&mut self, pid: u32) -> Result<(), CaptureError> {
         insert_filter(&mut self.filter_tgids, pid, "FILTER_TGIDS")
+    }
+
+    /// Makes the Python threads of process `pid` exactly `threads` (tid and where its frames
+    /// are): new ones are added, changed ones updated, those of `pid` no longer listed removed
+    /// (`--python`).
+    pub(crate) fn set_python_threads(
+        &mut self,
+        pid: u32,
+        threads: &[(u32, PyThread)],
+    ) -> Result<(), CaptureError> {
+        let err = |source| CaptureError::Map {
+            name: "PY_THREADS",
+            source,
+        };
+        let stale: Vec<u32> = self
+            .py_threads
+            .iter()
+            .filter_map(Result::ok)
+            .filter(|(tid, t)| t.tgid == pid && !threads.iter().any(|(n, _)| n == tid))
+            .map(|(tid, _)| tid)
+            .collect();
+        for tid in stale {
+            let _ = self.py_threads.remove(&tid);
+        }
+        for (tid, thread) in threads {
+            if self.py_threads.get(tid, 0).ok().as_ref() != Some(thread) {
+                self.py_threads.insert(tid, thread, 0).map_err(err)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Python stacks stored since the last call, by process (`--python`): ids already in
+    /// `seen` are skipped, new ones added to it.
+    pub(crate) fn new_python_stacks(
+        &self,
+        seen: &mut std::collections::HashSet<u64>,
+    ) -> Vec<(u32, Vec<RawPyFrame>)> {
+        let fresh: Vec<u64> = self
+            .maps
+            .py_stacks
+            .keys()
+            .filter_map(Result::ok)
+            .filter(|id| !seen.contains(id))
+            .collect();
+        let mut stacks = Vec::with_capacity(fresh.len());
+        for id in fresh {
+            if let Ok(stack) = self.maps.py_stacks.get(&id, 0) {
+                seen.insert(id);
+                stacks.push((stack.tgid, drain::python_frames(&stack)));
+            }
+        }
+        stacks
     }
 
     /// Processes that appeared or exec'd since the last call: cache their maps now.
@@ -253,6 +312,9 @@ fn kernel_config(
     }
     if config.user_regs {
         f |= flags::USER_REGS;
+    }
+    if config.python_stacks {
+        f |= flags::PYTHON_STACKS;
     }
     Config {
         min_block_ns: config.min_block_us.saturating_mul(1000),

@@ -15,7 +15,9 @@ use std::{
 
 use tracer_common::syscalls;
 
-use crate::model::{Frame, RawStack, ResolvedSample, SyscallCall, ThreadState, WaitKind};
+use crate::model::{
+    Frame, FrameKind, RawStack, ResolvedSample, SyscallCall, ThreadState, WaitKind,
+};
 
 /// What goes into each folded line.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,6 +208,9 @@ fn resource_label(call: &SyscallCall) -> Option<String> {
 /// format.
 pub(crate) fn frame_name(frame: &Frame, source_lines: bool) -> String {
     let mut out = match (&frame.name, &frame.module) {
+        (Some(name), _) if matches!(frame.kind, FrameKind::Interpreted { .. }) => {
+            interpreted_name(name, frame)
+        }
         (Some(name), _) => {
             let mut s = name.clone();
             if frame.inlined {
@@ -226,6 +231,31 @@ pub(crate) fn frame_name(frame: &Frame, source_lines: bool) -> String {
     };
     sanitize_in_place(&mut out);
     out
+}
+
+/// An interpreted function (a Python frame): `function (file.py:line)`, the file's base name,
+/// the line when known; always, since the file is what tells one language's frames from
+/// another's (and inferno's palettes match on it).
+fn interpreted_name(name: &str, frame: &Frame) -> String {
+    match (&frame.file, frame.line) {
+        (Some(file), Some(line)) => format!("{name} ({}:{line})", basename(file)),
+        (Some(file), None) => format!("{name} ({})", basename(file)),
+        (None, _) => name.to_owned(),
+    }
+}
+
+/// The names, as [`frame_name`] writes them, of every interpreted frame of `samples` (the
+/// SVG colours them apart).
+pub(crate) fn interpreted_names(
+    samples: &[ResolvedSample],
+    opts: &FoldedOptions,
+) -> std::collections::BTreeSet<String> {
+    samples
+        .iter()
+        .flat_map(|s| s.user.iter().chain(&s.waker_user))
+        .filter(|f| matches!(f.kind, FrameKind::Interpreted { .. }))
+        .map(|f| frame_name(f, opts.source_lines))
+        .collect()
 }
 
 /// Replaces the characters that have a meaning in folded stacks: `;` (frame separator)

@@ -50,6 +50,20 @@ pub(crate) struct OffCpuSample {
     pub max_ns: u64,
     /// True for a wait still in progress when the trace ended (charged up to the end).
     pub still_blocked: bool,
+    /// The Python frames the thread was running, innermost first (`profile --python`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub python_stack: Vec<RawPyFrame>,
+}
+
+/// One Python frame as recorded at switch-out: where its code object is, not yet its name.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub(crate) struct RawPyFrame {
+    /// Address of the code object in the process.
+    pub code: u64,
+    /// The frame's instruction pointer (an address inside the code object).
+    pub instr: u64,
+    /// The frame's marker byte (`is_entry` or `owner`, by version), low 3 bits.
+    pub marker: u8,
 }
 
 /// Event and loss counts from the kernel side, plus the user frames user space dropped as not
@@ -88,6 +102,12 @@ pub(crate) struct Counters {
     /// User frames after one outside code, dropped with it (found by the same bad walk).
     #[serde(default)]
     pub user_frames_after_bad_frame: u64,
+    /// Python stacks recorded at switch-out (`--python`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub python_stacks: u64,
+    /// Python stacks that could not be read or stored (`--python`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub python_stack_errors: u64,
 }
 
 /// What was lost: each kernel-side loss counter.
@@ -112,6 +132,8 @@ pub(crate) enum LossReason {
     UserFrameOutsideCode,
     /// User frames dropped after a frame outside code.
     UserFrameAfterBadFrame,
+    /// Python stacks that could not be read or stored (`--python`).
+    PythonStackError,
 }
 
 impl LossReason {
@@ -127,6 +149,7 @@ impl LossReason {
             Self::WaitEndNotSeen => "wait end not seen",
             Self::UserFrameOutsideCode => "user frame outside code",
             Self::UserFrameAfterBadFrame => "user frame after a bad frame",
+            Self::PythonStackError => "python stack error",
         }
     }
 }
@@ -156,6 +179,7 @@ impl Counters {
                 LossReason::UserFrameAfterBadFrame,
                 self.user_frames_after_bad_frame,
             ),
+            (LossReason::PythonStackError, self.python_stack_errors),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -239,4 +263,8 @@ pub(crate) struct InFlightWait {
     pub refused_pi_lock: Option<RefusedPiLock>,
     /// Returns from poll-style calls seen for this thread.
     pub poll_returns: Option<PollReturns>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }

@@ -16,8 +16,8 @@ mod wait;
 mod watch;
 
 pub(crate) use capture::{
-    Capture, Counters, InFlightWait, Loss, LossReason, OffCpuSample, PollReturns, RefusedPiLock,
-    ResolvedSample, Waker,
+    Capture, Counters, InFlightWait, Loss, LossReason, OffCpuSample, PollReturns, RawPyFrame,
+    RefusedPiLock, ResolvedSample, Waker,
 };
 pub(crate) use fd::{
     Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, LocalPeer,

@@ -298,6 +298,10 @@ fn loss_hint(reason: LossReason) -> &'static str {
              those stacks end at the last real frame"
         }
         LossReason::UserFrameAfterBadFrame => "dropped with the bad frame they followed",
+        LossReason::PythonStackError => {
+            "Python frame chains unreadable or the Python stack store full; \
+             those waits show no Python frames"
+        }
     }
 }
 

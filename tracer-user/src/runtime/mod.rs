@@ -42,6 +42,7 @@ use crate::{
     procs::maps::Maps,
 };
 
+pub(crate) use cpython::offcpu::PythonStacks;
 pub(crate) use event_loops::{LoopInFrames, loop_in_frames};
 pub(crate) use glibc::{nameless_libc_wait, parked_by_glibc};
 

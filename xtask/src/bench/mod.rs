@@ -36,10 +36,24 @@ pub(crate) struct Options {
     no_docs: bool,
 }
 
+/// Which ping-pong a configuration runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Workload {
+    /// `tests/workloads/pingpong.c`.
+    Native,
+    /// `tests/workloads/py_pingpong.py` under Debian's CPython (for `--python`).
+    Python,
+}
+
+/// Debian's CPython, which runs the Python ping-pong.
+const PYTHON: &str = "/usr/bin/python3";
+
 /// One benchmarked configuration and what it measured.
 pub(crate) struct Config {
     /// Short label used in tables.
     pub label: String,
+    /// The ping-pong it runs.
+    pub workload: Workload,
     /// `None` for the untraced baseline.
     tracer: Option<Spec>,
     /// Pingpong results, one per round.
@@ -78,6 +92,11 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
         &pingpong,
     )?;
 
+    let py_pingpong = util::workspace_root().join("tests/workloads/py_pingpong.py");
+    let workloads = Workloads {
+        native: &pingpong,
+        python: &py_pingpong,
+    };
     let mut configs = configurations(&mut notes);
     let _stats = StatsEnabled::enable()?;
     for round in 0..opts.rounds {
@@ -91,7 +110,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
                 opts.rounds,
                 config.label
             );
-            if let Err(err) = run_once(config, &pingpong, opts.seconds) {
+            if let Err(err) = run_once(config, &workloads, opts.seconds) {
                 if config.tracer.is_none() {
                     return Err(err.context("untraced pingpong run"));
                 }
@@ -124,6 +143,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
 fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
     let config = |label: &str, tracer| Config {
         label: label.to_owned(),
+        workload: Workload::Native,
         tracer,
         runs: Vec::new(),
         bpf: Totals::new(),
@@ -155,6 +175,21 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
             ));
             // `watch` keeps waits in flight only (no aggregation) but reads user registers at
             // every switch-out, and scans its maps every second.
+            if help.contains("--python") && Path::new(PYTHON).is_file() {
+                // The Python ping-pong's processes start after the tracer: host-wide, so
+                // `--python` finds them as they appear (they idle for a second first).
+                let python = |label: &str, tracer| Config {
+                    workload: Workload::Python,
+                    ..config(label, tracer)
+                };
+                configs.push(python("py: untraced", None));
+                configs.push(python("py: stallwatch", Some(spec(&[]))));
+                configs.push(python("py: stallwatch --python", Some(spec(&["--python"]))));
+            } else {
+                notes.push(format!(
+                    "Python ping-pong not run: no {PYTHON} or no `profile --python`"
+                ));
+            }
             configs.push(config(
                 "stallwatch watch",
                 Some(Spec {
@@ -214,10 +249,25 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
     configs
 }
 
+/// The ping-pong programs.
+struct Workloads<'a> {
+    native: &'a Path,
+    python: &'a Path,
+}
+
 /// One pingpong run under `config`, recording throughput and the tracer's BPF counters.
-fn run_once(config: &mut Config, pingpong: &Path, seconds: f64) -> anyhow::Result<()> {
+fn run_once(config: &mut Config, workloads: &Workloads, seconds: f64) -> anyhow::Result<()> {
+    let pingpong = |seconds| match config.workload {
+        Workload::Native => pingpong_run(util::cmd(workloads.native), seconds),
+        Workload::Python => {
+            let mut command = util::cmd(PYTHON);
+            command.arg(workloads.python);
+            pingpong_run(command, seconds)
+        }
+    };
     let Some(spec) = &config.tracer else {
-        config.runs.push(pingpong_run(pingpong, seconds)?);
+        let run = pingpong(seconds)?;
+        config.runs.push(run);
         return Ok(());
     };
     let tracer = Running::start(spec, |pid| !bpf_stats::owned_by(pid).is_empty())?;
@@ -226,7 +276,7 @@ fn run_once(config: &mut Config, pingpong: &Path, seconds: f64) -> anyhow::Resul
         .into_iter()
         .filter(|p| owned.contains(&p.id))
         .collect();
-    let result = pingpong_run(pingpong, seconds);
+    let result = pingpong(seconds);
     let end = bpf_stats::snapshot()?;
     tracer.stop()?;
     let result = result?;
@@ -235,9 +285,9 @@ fn run_once(config: &mut Config, pingpong: &Path, seconds: f64) -> anyhow::Resul
     Ok(())
 }
 
-/// Run pingpong for `seconds` and parse its JSON line.
-fn pingpong_run(pingpong: &Path, seconds: f64) -> anyhow::Result<PingPong> {
-    let out = util::output(util::cmd(pingpong).arg("-d").arg(seconds.to_string()))?;
+/// Run a pingpong `command` for `seconds` and parse its JSON line.
+fn pingpong_run(mut command: std::process::Command, seconds: f64) -> anyhow::Result<PingPong> {
+    let out = util::output(command.arg("-d").arg(seconds.to_string()))?;
     let json: Value = serde_json::from_str(out.trim())
         .with_context(|| format!("parsing pingpong output {out:?}"))?;
     let field = |name: &str| {

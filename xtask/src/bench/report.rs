@@ -89,7 +89,7 @@ pub(super) fn markdown(
          are detected by their process holding BPF programs), then pingpong runs, then the tracer \
          gets SIGINT and must exit 0 (`watch`: 0, 10 or 11, as it may find stalls elsewhere on \
          the host). stallwatch runs as `stallwatch profile -d 1000 -o FILE.folded \
-         [--no-stack-memo]` and `stallwatch watch -d 1000 -o FILE` (waits in flight only, user \
+         [--no-stack-memo | --python]` and `stallwatch watch -d 1000 -o FILE` (waits in flight only, user \
          registers at each switch-out, a map scan every second), offcputime as plain `offcputime`, bpftrace as \
          `bpftrace -e 'tracepoint:sched:sched_switch {{ @[cpu] = count(); }}'` (a bare \
          sched_switch hook without stacks, as a floor). Symbolizing and writing output after \
@@ -105,10 +105,13 @@ pub(super) fn markdown(
          (`prog_id:` in `/proc/PID/fdinfo`).\n"
     )?;
 
-    let base = configs
-        .iter()
-        .find(|c| c.tracer.is_none())
-        .and_then(median_rate);
+    // Each configuration compares with the untraced run of its own ping-pong.
+    let base_of = |config: &Config| {
+        configs
+            .iter()
+            .find(|c| c.tracer.is_none() && c.workload == config.workload)
+            .and_then(median_rate)
+    };
     writeln!(w, "## Throughput\n")?;
     writeln!(
         w,
@@ -125,7 +128,7 @@ pub(super) fn markdown(
             .iter()
             .map(|r| r.round_trips_per_sec)
             .fold((f64::MAX, f64::MIN), |(lo, hi), r| (lo.min(r), hi.max(r)));
-        let (ratio, added) = match base {
+        let (ratio, added) = match base_of(config) {
             Some(base) => (
                 format!("{:.3}", rate / base),
                 format!("{:.0}", (1e9 / rate - 1e9 / base) / 2.0),
@@ -228,6 +231,8 @@ pub(super) fn markdown(
         )?,
     }
 
+    python_section(w, configs)?;
+
     writeln!(w, "## Caveats\n")?;
     writeln!(
         w,
@@ -243,6 +248,70 @@ pub(super) fn markdown(
         writeln!(w, "- {note}")?;
     }
     Ok(md)
+}
+
+/// What `--python` costs: the Python ping-pong traced with and without it.
+fn python_section(w: &mut String, configs: &[Config]) -> anyhow::Result<()> {
+    writeln!(w, "## Python frames (`--python`)\n")?;
+    let find = |label: &str| configs.iter().find(|c| c.label == label);
+    let (Some(untraced), Some(plain), Some(python)) = (
+        find("py: untraced"),
+        find("py: stallwatch"),
+        find("py: stallwatch --python"),
+    ) else {
+        writeln!(
+            w,
+            "Not measured: the three Python ping-pong configurations are needed.\n"
+        )?;
+        return Ok(());
+    };
+    writeln!(
+        w,
+        "`tests/workloads/py_pingpong.py` is pingpong.c in Python (Debian's CPython 3.11): the \
+         same two processes on CPU 0 over two pipes, each blocking in `os.read()` three or \
+         four Python frames deep, so with `--python` every switch-out walks a Python stack. \
+         Host-wide `profile` finds the processes as they start (they idle for 1 s before \
+         measuring). The walk reads each Python frame's first 72 bytes (one helper call) at every \
+         switch-out of a Python thread, never memoized (docs/architecture.md), so its cost \
+         grows with the depth of the Python stack, up to 40 frames: a deep real stack costs \
+         more than this ping-pong's. That cost is why Python frames are opt-in.\n"
+    )?;
+    if let (Some(u), Some(p), Some(py)) = (
+        median_rate(untraced),
+        median_rate(plain),
+        median_rate(python),
+    ) {
+        writeln!(
+            w,
+            "- Throughput: untraced {u:.0}, `profile` {p:.0} ({:.3}), `profile --python` \
+             {py:.0} ({:.3}) round trips/s; `--python` / plain `profile`: {:.3}.",
+            p / u,
+            py / u,
+            py / p
+        )?;
+    }
+    if let (Some(p), Some(py)) = (
+        ns_per_event(plain, "sched_switch"),
+        ns_per_event(python, "sched_switch"),
+    ) {
+        writeln!(
+            w,
+            "- `sched_switch`: {p:.0} ns/event without `--python`, {py:.0} with ({:+.0} ns, \
+             the frame walk and its store).",
+            py - p
+        )?;
+    }
+    if let (Some(p), Some(py)) = (bpf_ns_per_round_trip(plain), bpf_ns_per_round_trip(python)) {
+        writeln!(
+            w,
+            "- All programs: {p:.0} BPF ns per round trip without `--python`, {py:.0} with: \
+             about {:.0} ns more per switch-out of a Python thread (two per round trip). The \
+             throughput ratios above move with the machine's noise far more than this does.",
+            (py - p) / 2.0
+        )?;
+    }
+    writeln!(w)?;
+    Ok(())
 }
 
 #[cfg(test)]

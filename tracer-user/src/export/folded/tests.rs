@@ -399,3 +399,28 @@ fn folded_name_replaces_semicolons_and_newlines() {
     };
     assert_eq!(frame_name(&f, false), "a:b c");
 }
+
+/// Check that an interpreted frame folds to `function (file:line)` with the file's base name,
+/// with or without `source_lines`, and to its bare name without a file.
+#[test]
+fn folded_name_of_interpreted_frame_has_file_and_line() {
+    let python = FrameKind::Interpreted {
+        runtime: "cpython".into(),
+    };
+    let f = Frame {
+        file: Some("/srv/app/worker.py".into()),
+        line: Some(17),
+        ..Frame::named("Worker.wait_for_job", python.clone())
+    };
+    assert_eq!(frame_name(&f, false), "Worker.wait_for_job (worker.py:17)");
+    assert_eq!(frame_name(&f, true), "Worker.wait_for_job (worker.py:17)");
+    let no_line = Frame { line: None, ..f };
+    assert_eq!(
+        frame_name(&no_line, false),
+        "Worker.wait_for_job (worker.py)"
+    );
+    assert_eq!(
+        frame_name(&Frame::named("[python 0x10]", python), false),
+        "[python 0x10]"
+    );
+}

@@ -11,11 +11,16 @@
 //!   in glibc's thread descriptor is calibrated against the process's own threads ([`tids`]);
 //! - which object a blocked thread waits for and who owns it ([`waits`], [`objects`]);
 //! - the asyncio task an event loop is running ([`asyncio`]);
-//! - the Python frames put among the native ones where the eval loop runs them ([`merge`]).
+//! - the Python frames put among the native ones where the eval loop runs them ([`merge`]);
+//! - for `profile --python`, where BPF finds each thread's frames and what the frames it
+//!   recorded are ([`offcpu`], [`layout`], [`code`]).
 
 mod asyncio;
+mod code;
+mod layout;
 mod merge;
 mod objects;
+pub(crate) mod offcpu;
 mod reader;
 #[cfg(test)]
 mod tests_memory;

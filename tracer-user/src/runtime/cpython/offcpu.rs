@@ -1,0 +1,422 @@
+//! Python frames in `profile --python`: telling BPF where each Python thread's frames are,
+//! and naming the frames it recorded.
+//!
+//! While tracing, each CPython process's thread list is read (every interpreter's, as
+//! [`reader`](super::reader) follows them) and every thread state is handed to BPF with its
+//! version's frame layout ([`layout`](super::layout)), keyed by its kernel tid
+//! (`PyThreadState.native_thread_id`, 3.11+). BPF records code object addresses and
+//! instruction pointers; each code object is read once per process ([`code`](super::code)),
+//! and at the end the frames are put among the native ones at the eval loop's frames
+//! ([`merge`](super::merge)).
+//!
+//! Code objects are read while tracing, a few hundred milliseconds after BPF first stored a
+//! stack with them, and kept for the whole run: a code object freed during the trace and its
+//! address reused by another names the frames of the first after the second, and a stack
+//! first seen in the last moments of a process that then exited has its frames named
+//! `[python 0xADDR]`. Processes whose version has no known layout get no Python frames, and
+//! are listed so that the run can say so.
+
+use std::{
+    collections::HashMap,
+    fs::File,
+    os::unix::fs::FileExt as _,
+    path::Path,
+    time::{Duration, Instant},
+};
+
+use py_spy::{Config, PythonSpy, config::LockingStrategy, python_process_info::PythonProcessInfo};
+use tracer_common::{PyThread, py_marker};
+
+use super::{
+    PyFrame, PyVersion,
+    code::{CodeInfo, read_code},
+    is_python_file,
+    layout::{Layout, layout},
+    merge,
+    reader::{ListLayout, interpreter_list, list_layout},
+};
+use crate::{
+    model::{Frame, RawPyFrame},
+    runtime::read_u64,
+};
+
+/// Most thread states followed in one interpreter.
+const MAX_THREADS: usize = 4096;
+/// How long after a first failed attempt a process is tried again (it may not have
+/// initialized its interpreter yet: a COMMAND just started); the wait doubles after each
+/// failure up to [`RETRY_AFTER_MAX`], so processes that never become readable cost little.
+const RETRY_AFTER: Duration = Duration::from_millis(100);
+/// The longest wait between attempts.
+const RETRY_AFTER_MAX: Duration = Duration::from_secs(5);
+
+/// The Python processes of one `profile --python` run.
+#[derive(Default)]
+pub(crate) struct PythonStacks {
+    processes: HashMap<u32, Process>,
+}
+
+/// What is known of one process.
+enum Process {
+    /// A CPython being followed.
+    Open(Box<OpenProcess>),
+    /// Not (yet) a CPython that could be opened: when it was last tried, and how long to wait
+    /// before the next try.
+    NotNow(Instant, Duration),
+    /// A CPython whose version has no layout here: no Python frames, said once at the end.
+    Unsupported(PyVersion),
+}
+
+/// Why a process could not be opened.
+enum OpenFailure {
+    /// Not a CPython, not initialized yet, or unreadable: tried again later.
+    NotNow,
+    /// A CPython of a version without a layout here.
+    Unsupported(PyVersion),
+}
+
+struct OpenProcess {
+    memory: File,
+    version: PyVersion,
+    layout: Layout,
+    list: ListLayout,
+    codes: HashMap<u64, Option<CodeInfo>>,
+}
+
+impl OpenProcess {
+    fn open(pid: u32) -> Result<Self, OpenFailure> {
+        let spy = Self::spy(pid).ok_or(OpenFailure::NotNow)?;
+        let version = PyVersion {
+            major: spy.version.major,
+            minor: spy.version.minor,
+            patch: spy.version.patch,
+        };
+        let runtime = PythonProcessInfo::new(&spy.process)
+            .ok()
+            .and_then(|info| info.get_symbol("_PyRuntime").copied())
+            .ok_or(OpenFailure::NotNow)?;
+        let memory = File::open(format!("/proc/{pid}/mem")).map_err(|_| OpenFailure::NotNow)?;
+        let read_mem = |addr: u64, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
+        let (Some(layout), Some(list)) = (
+            layout(version, runtime, &read_mem),
+            list_layout(version, runtime, &read_mem),
+        ) else {
+            return Err(OpenFailure::Unsupported(version));
+        };
+        Ok(Self {
+            memory,
+            version,
+            layout,
+            list,
+            codes: HashMap::new(),
+        })
+    }
+
+    /// py-spy on process `pid`, if it is a CPython py-spy can read now.
+    fn spy(pid: u32) -> Option<PythonSpy> {
+        // py-spy's own search reads binaries; a look at the maps rules most processes out.
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        if !maps
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(5))
+            .any(is_python_file)
+        {
+            return None;
+        }
+        let config = Config {
+            blocking: LockingStrategy::NonBlocking,
+            native: false,
+            ..Config::default()
+        };
+        PythonSpy::new(i32::try_from(pid).ok()?, &config).ok()
+    }
+
+    fn read_mem(&self) -> impl Fn(u64, &mut [u8]) -> bool + '_ {
+        |addr, buf| self.memory.read_exact_at(buf, addr).is_ok()
+    }
+}
+
+impl PythonStacks {
+    /// Nothing open yet.
+    pub(crate) fn new() -> Self {
+        Self::default()
+    }
+
+    /// The Python threads of process `pid` now, each with where BPF finds its frames; `None`
+    /// when `pid` is not a CPython this can read (not yet, or not a supported version).
+    pub(crate) fn threads(&mut self, pid: u32) -> Option<Vec<(u32, PyThread)>> {
+        let process = self.open(pid)?;
+        let read_mem = process.read_mem();
+        let mut threads = thread_states(
+            pid,
+            &process.layout,
+            &interpreter_list(process.list, &read_mem),
+            &read_mem,
+        );
+        // A forked child keeps its parent's thread states until it runs Python again: only
+        // the process's own threads are handed to BPF.
+        threads.retain(|(tid, _)| Path::new(&format!("/proc/{pid}/task/{tid}")).exists());
+        Some(threads)
+    }
+
+    /// Reads the code objects of `python`, frames just recorded in process `pid`, while the
+    /// process still runs (they are named from this cache at the end).
+    pub(crate) fn learn(&mut self, pid: u32, python: &[RawPyFrame]) {
+        if let Some(Process::Open(process)) = self.processes.get_mut(&pid) {
+            for raw in python {
+                process.frame(raw);
+            }
+        }
+    }
+
+    /// Every CPython process seen whose version has no layout here, with its version.
+    pub(crate) fn unsupported(&self) -> Vec<(u32, String)> {
+        let mut found: Vec<(u32, String)> = self
+            .processes
+            .iter()
+            .filter_map(|(&pid, p)| match p {
+                Process::Unsupported(v) => Some((pid, v.to_string())),
+                _ => None,
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// Every process whose Python frames were followed, with its CPython version.
+    pub(crate) fn versions(&self) -> Vec<(u32, String)> {
+        let mut found: Vec<(u32, String)> = self
+            .processes
+            .iter()
+            .filter_map(|(&pid, p)| match p {
+                Process::Open(p) => Some((pid, p.version.to_string())),
+                Process::NotNow(..) | Process::Unsupported(_) => None,
+            })
+            .collect();
+        found.sort();
+        found
+    }
+
+    /// `native` (innermost first) with the Python frames `python` recorded in process `pid`
+    /// put in at the eval loop's frames.
+    pub(crate) fn splice(
+        &mut self,
+        pid: u32,
+        native: &[Frame],
+        python: &[RawPyFrame],
+    ) -> Vec<Frame> {
+        if python.is_empty() {
+            return native.to_vec();
+        }
+        let (frames, marker) = match self.processes.get_mut(&pid) {
+            Some(Process::Open(process)) => (
+                python.iter().map(|f| process.frame(f)).collect(),
+                process.layout.frames.marker,
+            ),
+            _ => (python.iter().map(unnamed).collect(), py_marker::IS_ENTRY),
+        };
+        merge::merge(native, &runs(python, frames, marker))
+    }
+
+    fn open(&mut self, pid: u32) -> Option<&mut OpenProcess> {
+        let retry = match self.processes.get(&pid) {
+            None => Some(RETRY_AFTER),
+            Some(Process::NotNow(at, wait)) => {
+                (at.elapsed() >= *wait).then(|| (*wait * 2).min(RETRY_AFTER_MAX))
+            }
+            Some(Process::Open(_) | Process::Unsupported(_)) => None,
+        };
+        if let Some(next_wait) = retry {
+            let process = match OpenProcess::open(pid) {
+                Ok(p) => Process::Open(Box::new(p)),
+                Err(OpenFailure::NotNow) => Process::NotNow(Instant::now(), next_wait),
+                Err(OpenFailure::Unsupported(version)) => Process::Unsupported(version),
+            };
+            self.processes.insert(pid, process);
+        }
+        match self.processes.get_mut(&pid)? {
+            Process::Open(p) => Some(p),
+            Process::NotNow(..) | Process::Unsupported(_) => None,
+        }
+    }
+}
+
+impl OpenProcess {
+    /// A recorded frame named from its code object (read once per process).
+    fn frame(&mut self, raw: &RawPyFrame) -> PyFrame {
+        if !self.codes.contains_key(&raw.code) {
+            let info = read_code(raw.code, &self.layout.code, &self.read_mem());
+            self.codes.insert(raw.code, info);
+        }
+        match self.codes.get(&raw.code).and_then(Option::as_ref) {
+            Some(info) => PyFrame {
+                function: info.qualname.clone(),
+                file: info.filename.clone(),
+                line: info.line_at(raw.instr).unwrap_or(0),
+                entry: false,
+                locals: Vec::new(),
+            },
+            None => unnamed(raw),
+        }
+    }
+}
+
+/// The Python frames with their runs marked (`entry` on the outermost frame of each C call
+/// of the eval loop) by the version's `marker` kind; 3.12+ shim frames are dropped.
+fn runs(raw: &[RawPyFrame], frames: Vec<PyFrame>, marker: u32) -> Vec<PyFrame> {
+    let mut out: Vec<PyFrame> = Vec::with_capacity(frames.len());
+    for (raw, mut frame) in raw.iter().zip(frames) {
+        if marker == py_marker::OWNER_CSTACK {
+            if raw.marker == py_marker::CSTACK_OWNER_VALUE {
+                if let Some(last) = out.last_mut() {
+                    last.entry = true;
+                }
+                continue;
+            }
+            frame.entry = false;
+        } else {
+            frame.entry = raw.marker != 0;
+        }
+        out.push(frame);
+    }
+    out
+}
+
+/// A frame whose code object could not be read.
+fn unnamed(raw: &RawPyFrame) -> PyFrame {
+    PyFrame {
+        function: format!("[python 0x{:x}]", raw.code),
+        ..PyFrame::default()
+    }
+}
+
+/// Every thread state of `interpreters` with a kernel tid, as BPF's `PY_THREADS` entries.
+fn thread_states(
+    pid: u32,
+    layout: &Layout,
+    interpreters: &[u64],
+    read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
+) -> Vec<(u32, PyThread)> {
+    let mut found: Vec<(u32, PyThread)> = Vec::new();
+    for &interpreter in interpreters {
+        let mut next = read_u64(interpreter + layout.threads_head, read_mem);
+        let mut seen = 0;
+        while let Some(tstate) = next.filter(|&a| a != 0) {
+            seen += 1;
+            if seen > MAX_THREADS {
+                break;
+            }
+            let tid = read_u64(tstate + layout.thread_native_id, read_mem)
+                .and_then(|t| u32::try_from(t).ok())
+                .filter(|&t| t != 0);
+            // A thread in several interpreters: the one it entered last is the list's
+            // newest, which comes first; keep that.
+            if let Some(tid) = tid
+                && !found.iter().any(|(t, _)| *t == tid)
+            {
+                found.push((
+                    tid,
+                    PyThread {
+                        tstate,
+                        tgid: pid,
+                        ..layout.frames
+                    },
+                ));
+            }
+            next = read_u64(tstate + layout.thread_next, read_mem);
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::cpython::{layout::layout, tests_memory::Memory};
+
+    fn raw(code: u64, marker: u8) -> RawPyFrame {
+        RawPyFrame {
+            code,
+            instr: 0,
+            marker,
+        }
+    }
+
+    fn named(function: &str) -> PyFrame {
+        PyFrame {
+            function: function.into(),
+            ..PyFrame::default()
+        }
+    }
+
+    /// Check that runs are cut by `is_entry` on 3.11 and by the shim frames on 3.12+, which
+    /// are dropped.
+    #[test]
+    fn runs_by_marker() {
+        let entries = |frames: &[PyFrame]| -> Vec<(String, bool)> {
+            frames
+                .iter()
+                .map(|f| (f.function.clone(), f.entry))
+                .collect()
+        };
+        let raw311 = [raw(0x10, 0), raw(0x20, 1), raw(0x30, 1)];
+        let frames = vec![named("inner"), named("worker"), named("<module>")];
+        assert_eq!(
+            entries(&runs(&raw311, frames.clone(), py_marker::IS_ENTRY)),
+            [
+                ("inner".into(), false),
+                ("worker".into(), true),
+                ("<module>".into(), true)
+            ]
+        );
+        let raw313 = [
+            raw(0x10, 0),
+            raw(0x20, 1),
+            raw(0x40, 3),
+            raw(0x30, 0),
+            raw(0x50, 3),
+        ];
+        let frames = vec![
+            named("inner"),
+            named("generator"),
+            named("shim"),
+            named("<module>"),
+            named("shim"),
+        ];
+        assert_eq!(
+            entries(&runs(&raw313, frames, py_marker::OWNER_CSTACK)),
+            [
+                ("inner".into(), false),
+                ("generator".into(), true),
+                ("<module>".into(), true)
+            ]
+        );
+    }
+
+    /// Check that thread states are listed with their tids and the version's frame layout,
+    /// that a thread state without a tid is skipped and that a loop in the list ends.
+    #[test]
+    fn thread_states_are_listed() {
+        let v311 = PyVersion {
+            major: 3,
+            minor: 11,
+            patch: 2,
+        };
+        let layout = layout(v311, 0, &Memory::default().reader()).expect("3.11");
+        let mut memory = Memory::default();
+        let interp = 0x1000;
+        memory.u64(interp + 16, 0x2000);
+        memory.u64(0x2000 + 160, 41);
+        memory.u64(0x2000 + 8, 0x3000);
+        memory.u64(0x3000 + 160, 0);
+        memory.u64(0x3000 + 8, 0x4000);
+        memory.u64(0x4000 + 160, 43);
+        memory.u64(0x4000 + 8, 0x2000); // a loop back
+        let threads = thread_states(40, &layout, &[interp], &memory.reader());
+        let tids: Vec<u32> = threads.iter().map(|t| t.0).collect();
+        assert_eq!(tids, [41, 43]);
+        assert_eq!(threads[1].1.tstate, 0x4000);
+        assert_eq!(threads[1].1.tgid, 40);
+        assert_eq!(threads[1].1.frame_ptr_offset, 56);
+        assert_eq!(threads[1].1.cframe_frame_offset, 8);
+    }
+}
