@@ -22,6 +22,21 @@ pub const STACK_ID_MISSED: u64 = 1;
 /// Real stack ids (content hashes) are always >= this value.
 pub const STACK_ID_FIRST_REAL: u64 = 2;
 
+/// Tag bit of site ids ([`flags::STACK_COPIES`]): a user stack id with this bit set names a
+/// shipped stack copy ([`SiteHeader::site_id`]), not a frame-pointer stack in `STACKS`.
+pub const SITE_ID_TAG: u64 = 1 << 63;
+/// Page size the stack copy is read in (x86_64).
+pub const STACK_COPY_PAGE: usize = 4096;
+/// Most pages one stack copy holds: the page sp is in (from its start) and the ones above,
+/// so 16 KiB above sp always fit. The BPF side hashes up to this many pages word by word, and
+/// the verifier walks that loop: more pages would take it past its instruction limit.
+pub const MAX_STACK_COPY_PAGES: usize = 5;
+/// Default bytes copied above sp (`--stack-copy-bytes`).
+pub const DEFAULT_STACK_COPY_BYTES: u32 = 16 * 1024;
+/// Bytes above sp whose code-like words join the memo key when stacks are copied: without
+/// frame pointers, ip/sp/bp alone do not tell two callers of the same blocking function apart.
+pub const SITE_MEMO_BYTES: usize = 512;
+
 /// Thread-state classes, used both as the `--state` filter mask and in aggregate keys.
 pub mod state {
     /// `TASK_INTERRUPTIBLE` sleep (S): futex, epoll, read, nanosleep...
@@ -67,6 +82,14 @@ pub mod flags {
     /// Record the user registers (ip, sp, bp) at switch-out so user space can unwind a
     /// still-blocked thread's stack with DWARF CFI (`watch`).
     pub const USER_REGS: u32 = 1 << 11;
+    /// `--unwind dwarf|auto`: a blocked thread's user stack is a *site*: on a memo miss the
+    /// top of its user stack is copied with its registers and shipped once per new site on
+    /// `SITES` for user space to unwind with DWARF CFI; the aggregate keys by site id
+    /// ([`SITE_ID_TAG`]) instead of a frame-pointer stack id.
+    pub const STACK_COPIES: u32 = 1 << 12;
+    /// With [`STACK_COPIES`] (`--unwind auto`): also walk the frame pointers and ship that
+    /// walk's stack id with the site, so user space can choose between the two.
+    pub const FP_WITH_COPIES: u32 = 1 << 13;
 }
 
 /// Everything the BPF side needs to know before it runs, set as the global `CONFIG` at load.
@@ -92,8 +115,9 @@ pub struct Config {
     pub task_flags_off: u32,
     /// `offsetof(struct task_struct, tgid)`.
     pub task_tgid_off: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Bytes of user stack copied above sp for a site ([`flags::STACK_COPIES`]); rounded
+    /// up to whole pages and capped at [`MAX_STACK_COPY_PAGES`] pages by the BPF side.
+    pub stack_copy_bytes: u32,
     /// Offsets in `struct pt_regs` of the registers the programs read.
     pub regs: RegsOffsets,
 }
@@ -324,6 +348,40 @@ impl Default for StackTrace {
     }
 }
 
+/// What BPF ships on `SITES` for a new site: the registers and where the copy starts,
+/// followed by `copy_len` bytes of user stack memory from `copy_start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteHeader {
+    /// The site id (with [`SITE_ID_TAG`]): a hash of ip, sp, the frame-pointer stack id and
+    /// the code-like words of the copy above sp.
+    pub site_id: u64,
+    /// With [`flags::FP_WITH_COPIES`], the frame-pointer walk's stack id (in `STACKS`).
+    pub fp_stack_id: u64,
+    /// User instruction pointer.
+    pub ip: u64,
+    /// User stack pointer.
+    pub sp: u64,
+    /// User frame pointer register.
+    pub bp: u64,
+    /// Address of the first copied byte (the start of sp's page).
+    pub copy_start: u64,
+    /// Thread group id.
+    pub tgid: u32,
+    /// Bytes copied (whole pages).
+    pub copy_len: u32,
+}
+
+/// The per-CPU scratch a site is built in and shipped from: header, then the copy.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SiteCopy {
+    /// What the copy is.
+    pub header: SiteHeader,
+    /// The stack memory, `header.copy_len` bytes used.
+    pub bytes: [u8; MAX_STACK_COPY_PAGES * STACK_COPY_PAGE],
+}
+
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Waits begun (switch-outs that passed the filters and were stored).
@@ -353,8 +411,16 @@ pub mod counter {
     /// was never seen, so the previous wait is lost. Happens when the kernel emits no
     /// `sched_switch` for the task that switched to it (see `sched.rs`).
     pub const DROP_UNMATCHED_WAIT: u32 = 11;
+    /// Sites shipped to user space on `SITES` (one per new site).
+    pub const SITES_SHIPPED: u32 = 12;
+    /// Stack copies that failed: sp's page could not be read (lost user stack).
+    pub const STACK_COPY_ERROR: u32 = 13;
+    /// Sites not shipped because the `SITES` ring was full (lost user stack).
+    pub const DROP_SITE_RING_FULL: u32 = 14;
+    /// Sites not shipped because `KNOWN_SITES` was full (lost user stack).
+    pub const DROP_SITES_FULL: u32 = 15;
     /// Number of counters.
-    pub const COUNT: u32 = 12;
+    pub const COUNT: u32 = 16;
 }
 
 /// Capacity defaults for the maps (overridable by the loader).
@@ -371,6 +437,10 @@ pub mod capacity {
     pub const SEEN_TGIDS: u32 = 16_384;
     /// Bytes of the new-process ring buffer.
     pub const NEW_PROCESS_RING_BYTES: u32 = 64 * 1024;
+    /// Sites remembered as shipped (`KNOWN_SITES`).
+    pub const KNOWN_SITES: u32 = 16_384;
+    /// Bytes of the site ring buffer (`SITES`): about 200 full stack copies between drains.
+    pub const SITE_RING_BYTES: u32 = 4 * 1024 * 1024;
 }
 
 const _: () = assert!(core::mem::size_of::<Config>() == 88);
@@ -385,6 +455,8 @@ const _: () = assert!(core::mem::size_of::<ThreadState>() == 296);
 const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 72);
 const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
 const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<SiteHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<SiteCopy>() < 32 * 1024); // per-CPU value limit
 
 #[cfg(feature = "user")]
 mod pod {
@@ -397,4 +469,5 @@ mod pod {
     unsafe impl aya::Pod for OffCpuKey {}
     unsafe impl aya::Pod for OffCpuValue {}
     unsafe impl aya::Pod for StackTrace {}
+    unsafe impl aya::Pod for SiteHeader {}
 }

@@ -18,6 +18,7 @@ mod config;
 mod filter;
 mod maps;
 mod sched;
+mod sites;
 mod stacks;
 mod syscall;
 mod wakeup;

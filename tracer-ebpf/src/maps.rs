@@ -4,7 +4,7 @@ use aya_ebpf::{
     macros::map,
     maps::{HashMap, PerCpuArray, RingBuf},
 };
-use tracer_common::{OffCpuKey, OffCpuValue, StackTrace, ThreadState, capacity, counter};
+use tracer_common::{OffCpuKey, OffCpuValue, SiteCopy, StackTrace, ThreadState, capacity, counter};
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
 #[map]
@@ -24,6 +24,20 @@ pub(crate) static STACKS: HashMap<u64, StackTrace> = HashMap::with_max_entries(c
 /// One stack-sized scratch buffer per CPU (too large for the 512-byte BPF stack).
 #[map]
 pub(crate) static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max_entries(1, 0);
+
+/// One stack copy per CPU, built and shipped from here (`sites.rs`; 28 KiB, far beyond the
+/// BPF stack).
+#[map]
+pub(crate) static SITE_SCRATCH: PerCpuArray<SiteCopy> = PerCpuArray::with_max_entries(1, 0);
+
+/// Site ids already shipped on `SITES` (`sites.rs`).
+#[map]
+pub(crate) static KNOWN_SITES: HashMap<u64, u8> =
+    HashMap::with_max_entries(capacity::KNOWN_SITES, 0);
+
+/// New sites: a `SiteHeader` followed by the copied stack bytes, for user space to unwind.
+#[map]
+pub(crate) static SITES: RingBuf = RingBuf::with_byte_size(capacity::SITE_RING_BYTES, 0);
 
 /// Traced process ids (`-p`), when `flags::FILTER_TGIDS` is set.
 #[map]

@@ -18,8 +18,8 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    MAX_STACK_DEPTH, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, StackMemo, ThreadState,
-    UserRegs, counter, flags, state, syscalls,
+    MAX_STACK_DEPTH, SITE_ID_TAG, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, StackMemo,
+    ThreadState, UserRegs, counter, flags, state, syscalls,
 };
 
 use crate::{
@@ -66,6 +66,8 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
             }
             hash = mix(hash ^ (*scratch).ips[i]);
         }
+        // The top bit tags site ids (`sites.rs`); stored stacks never carry it.
+        hash &= !SITE_ID_TAG;
         if hash < STACK_ID_FIRST_REAL {
             hash += STACK_ID_FIRST_REAL;
         }
@@ -120,13 +122,17 @@ pub(crate) fn for_wait<C: EbpfContext>(
     let flags = config::flags();
     let want_kernel = flags & flags::KERNEL_STACKS != 0;
     let want_user = flags & flags::USER_STACKS != 0 && !kthread;
+    // `--unwind dwarf|auto`: the user stack is a copied site (`sites.rs`).
+    let copies = want_user && flags & flags::STACK_COPIES != 0;
     let walk = |ctx: &C| {
         let k = if want_kernel {
             record(ctx, false)
         } else {
             STACK_ID_NONE
         };
-        let u = if want_user {
+        let u = if copies {
+            crate::sites::record(ctx)
+        } else if want_user {
             record(ctx, true)
         } else {
             STACK_ID_NONE
@@ -137,36 +143,48 @@ pub(crate) fn for_wait<C: EbpfContext>(
         && thread.syscall.kind != syscalls::kind::NONE
         && class != state::RUNNABLE
         && !kthread;
-    if !memo_allowed {
-        return walk(ctx);
-    }
-    let (ip, sp, bp, ret) = user_place(true);
-    let memo = &mut thread.memo;
-    if memo.user_ip == ip
-        && memo.user_sp == sp
-        && memo.user_bp == bp
-        && memo.user_ret == ret
-        && memo.nr == thread.syscall.nr
-        && memo.resource == thread.syscall.resource
-        && memo.state == class
-        && memo.kernel_stack_id != STACK_ID_MISSED
-        && memo.user_stack_id != STACK_ID_MISSED
-        && ip != 0
-    {
-        count(counter::STACK_MEMO_HITS);
-        return (memo.kernel_stack_id, memo.user_stack_id);
-    }
-    let (k, u) = walk(ctx);
-    *memo = StackMemo {
-        user_ip: ip,
-        user_sp: sp,
-        user_bp: bp,
-        user_ret: ret,
-        resource: thread.syscall.resource,
-        nr: thread.syscall.nr,
-        state: class,
-        kernel_stack_id: k,
-        user_stack_id: u,
+    // One call of `walk` below, not one per branch: the stack copy's hash loop is long, and
+    // the verifier walks every inlined copy of it.
+    let place = if memo_allowed {
+        let (ip, sp, bp, ret) = user_place(!copies);
+        // Without frame pointers `*(bp + 8)` says nothing; the code-like words above sp do.
+        let ret = if copies {
+            crate::sites::memo_words(sp)
+        } else {
+            ret
+        };
+        let memo = &thread.memo;
+        if memo.user_ip == ip
+            && memo.user_sp == sp
+            && memo.user_bp == bp
+            && memo.user_ret == ret
+            && memo.nr == thread.syscall.nr
+            && memo.resource == thread.syscall.resource
+            && memo.state == class
+            && memo.kernel_stack_id != STACK_ID_MISSED
+            && memo.user_stack_id != STACK_ID_MISSED
+            && ip != 0
+        {
+            count(counter::STACK_MEMO_HITS);
+            return (memo.kernel_stack_id, memo.user_stack_id);
+        }
+        Some((ip, sp, bp, ret))
+    } else {
+        None
     };
+    let (k, u) = walk(ctx);
+    if let Some((ip, sp, bp, ret)) = place {
+        thread.memo = StackMemo {
+            user_ip: ip,
+            user_sp: sp,
+            user_bp: bp,
+            user_ret: ret,
+            resource: thread.syscall.resource,
+            nr: thread.syscall.nr,
+            state: class,
+            kernel_stack_id: k,
+            user_stack_id: u,
+        };
+    }
     (k, u)
 }

@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tracer_common::state;
 
 use crate::{
-    capture::{CaptureConfig, ThreadKinds},
+    capture::{CaptureConfig, ThreadKinds, UnwindMode},
     export::{Format, folded::FoldedOptions},
 };
 
@@ -215,6 +215,16 @@ pub struct ProfileArgs {
     /// the memo's gain).
     #[arg(long)]
     pub no_stack_memo: bool,
+    /// How user stacks are unwound: fp (frame pointers, walked in the kernel), dwarf (the top
+    /// of the stack is copied once per new blocking site and unwound with DWARF CFI in user
+    /// space, for code without frame pointers), auto (both per new site; the DWARF unwind
+    /// when it reaches the thread's root, else the longer).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = UnwindMode::Auto)]
+    pub unwind: UnwindMode,
+    /// Bytes of user stack copied above the stack pointer per new site (dwarf and auto;
+    /// whole pages, at most 24 KiB plus the rest of sp's page).
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::DEFAULT_STACK_COPY_BYTES)]
+    pub stack_copy_bytes: u32,
     /// Run this command and trace it (and only it) until it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -348,6 +358,8 @@ impl ProfileArgs {
             stack_storage_size: self.stack_storage_size,
             in_flight_only: false,
             user_regs: false,
+            unwind: self.unwind,
+            stack_copy_bytes: self.stack_copy_bytes,
         }
     }
 

@@ -19,7 +19,7 @@ use crate::{
     procs::Procs,
     record::{ProfileRecorder, ProfileRun, RecordError},
     report::summary::Summary,
-    stacks::Stacks,
+    stacks::{Sites, Stacks},
     ticker::Ticker,
 };
 
@@ -98,8 +98,8 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
         .map_err(ProfileError::Runtime)?;
     // Resolved with the maps as remembered while tracing (read again only for an address
     // outside them, and only from the same process): a pid reused since is not confused.
-    let (capture, mut procs) = runtime.block_on(trace(args))?;
     let mut stacks = Stacks::new();
+    let (capture, mut procs) = runtime.block_on(trace(args, &mut stacks))?;
     let samples = stacks.resolve_capture(&mut procs, &capture);
     let mut counters = capture.counters.clone();
     stacks.drops().add_to(&mut counters);
@@ -146,7 +146,7 @@ fn check_writable(outputs: &ProfileOutputs, record: Option<&PathBuf>) -> Result<
 }
 
 /// Traces until the duration ends, SIGINT/SIGTERM, or COMMAND exits.
-async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
+async fn trace(args: &ProfileArgs, stacks: &mut Stacks) -> Result<(Capture, Procs), ProfileError> {
     let mut ticker = Ticker::new().map_err(ProfileError::Runtime)?;
     let config = args.capture_config();
     let mut procs = Procs::new();
@@ -169,6 +169,7 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
     watched.extend(child.as_ref().map(|c| c.id()));
     ticker.start(POLL_INTERVAL, args.duration);
     let mut ticks: u64 = 0;
+    let mut sites = Sites::default();
     while ticker.tick().await {
         ticks += 1;
         procs.begin_scan();
@@ -180,17 +181,25 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs), ProfileError> {
         for pid in session.new_processes() {
             procs.remember(pid);
         }
+        for copy in session.new_sites() {
+            stacks.add_site(&mut sites, &mut procs, &copy);
+        }
         if let Some(c) = child.as_mut()
             && matches!(c.try_wait(), Ok(Some(_)))
         {
             break;
         }
     }
+    session.detach();
     procs.begin_scan();
     for pid in session.new_processes() {
         procs.remember(pid);
     }
-    let mut capture = session.finish()?;
+    for copy in session.new_sites() {
+        stacks.add_site(&mut sites, &mut procs, &copy);
+    }
+    let mut capture = session.finish(sites.stacks())?;
+    capture.counters.sites_not_unwound += sites.not_unwound();
     // Host-wide traces would otherwise show stallwatch's own idle threads.
     let own_pid = std::process::id();
     capture.samples.retain(|s| s.pid != own_pid);

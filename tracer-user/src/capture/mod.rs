@@ -26,6 +26,20 @@ pub enum ThreadKinds {
     KernelOnly,
 }
 
+/// How user stacks are unwound (`--unwind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Frame pointers only, walked in the kernel (`bpf_get_stack`).
+    Fp,
+    /// DWARF CFI: the top of the user stack is copied once per new site and unwound in user
+    /// space.
+    Dwarf,
+    /// Both on each new site; per site, the DWARF unwind when it reached the stack's root,
+    /// else the longer of the two.
+    #[default]
+    Auto,
+}
+
 /// What to capture; every filter here is applied in the kernel.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
@@ -60,6 +74,10 @@ pub struct CaptureConfig {
     pub in_flight_only: bool,
     /// Record user registers at switch-out for user-space unwinding (`watch`).
     pub user_regs: bool,
+    /// How blocked threads' user stacks are unwound (`profile --unwind`).
+    pub unwind: UnwindMode,
+    /// Bytes of user stack copied above sp per site (`--stack-copy-bytes`).
+    pub stack_copy_bytes: u32,
 }
 
 impl Default for CaptureConfig {
@@ -80,6 +98,8 @@ impl Default for CaptureConfig {
             stack_storage_size: tracer_common::capacity::STACKS,
             in_flight_only: false,
             user_regs: false,
+            unwind: UnwindMode::Fp,
+            stack_copy_bytes: tracer_common::DEFAULT_STACK_COPY_BYTES,
         }
     }
 }

@@ -88,6 +88,31 @@ pub(crate) struct Counters {
     /// User frames after one outside code, dropped with it (found by the same bad walk).
     #[serde(default)]
     pub user_frames_after_bad_frame: u64,
+    /// Stack copies shipped to user space, one per new site (`--unwind dwarf|auto`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_shipped: u64,
+    /// User stacks lost: the stack could not be copied (sp's page unreadable).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stack_copy_errors: u64,
+    /// User stacks lost: the site ring buffer was full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drop_site_ring_full: u64,
+    /// User stacks lost: the known-sites map was full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drop_sites_full: u64,
+    /// User stacks lost: a wait names a site whose copy never arrived.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_missing: u64,
+    /// Sites whose copy could not be unwound past its first frame (process gone before its
+    /// maps were read, no CFI for the code, the copy too short).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_not_unwound: u64,
+}
+
+/// serde's `skip_serializing_if` for counters added later: absent when zero, so recordings
+/// without stack copies read and write as before.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What was lost: each kernel-side loss counter.
@@ -112,6 +137,16 @@ pub(crate) enum LossReason {
     UserFrameOutsideCode,
     /// User frames dropped after a frame outside code.
     UserFrameAfterBadFrame,
+    /// User stacks that could not be copied (`--unwind dwarf|auto`).
+    StackCopyError,
+    /// Stack copies not shipped: site ring buffer full.
+    SiteRingFull,
+    /// Stack copies not shipped: known-sites map full.
+    SiteMapFull,
+    /// Waits whose stack copy never arrived.
+    SiteMissing,
+    /// Stack copies that could not be unwound past their first frame.
+    SiteNotUnwound,
 }
 
 impl LossReason {
@@ -127,6 +162,11 @@ impl LossReason {
             Self::WaitEndNotSeen => "wait end not seen",
             Self::UserFrameOutsideCode => "user frame outside code",
             Self::UserFrameAfterBadFrame => "user frame after a bad frame",
+            Self::StackCopyError => "user stack copy error",
+            Self::SiteRingFull => "site ring full",
+            Self::SiteMapFull => "site map full",
+            Self::SiteMissing => "site copy missing",
+            Self::SiteNotUnwound => "site not unwound",
         }
     }
 }
@@ -156,6 +196,11 @@ impl Counters {
                 LossReason::UserFrameAfterBadFrame,
                 self.user_frames_after_bad_frame,
             ),
+            (LossReason::StackCopyError, self.stack_copy_errors),
+            (LossReason::SiteRingFull, self.drop_site_ring_full),
+            (LossReason::SiteMapFull, self.drop_sites_full),
+            (LossReason::SiteMissing, self.sites_missing),
+            (LossReason::SiteNotUnwound, self.sites_not_unwound),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

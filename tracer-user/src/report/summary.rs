@@ -298,6 +298,15 @@ fn loss_hint(reason: LossReason) -> &'static str {
              those stacks end at the last real frame"
         }
         LossReason::UserFrameAfterBadFrame => "dropped with the bad frame they followed",
+        LossReason::StackCopyError => {
+            "the stack could not be read; those waits show [missed user stack]"
+        }
+        LossReason::SiteRingFull | LossReason::SiteMapFull | LossReason::SiteMissing => {
+            "stack copies not delivered; those waits show [missed user stack]"
+        }
+        LossReason::SiteNotUnwound => {
+            "no CFI for the code or the process exited first; those stacks show their innermost frame only"
+        }
     }
 }
 

@@ -61,9 +61,10 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Unwinder as _};
 
 use elf::{Data, ElfCache, ElfUnwindInfo};
-use memory::ProcMem;
+use memory::{CopiedStack, ProcMem};
 use scan::Cursor;
 
+use crate::model::StackCopy;
 pub(crate) use crate::model::UserRegs;
 use crate::{
     inspect::InspectError,
@@ -179,8 +180,46 @@ impl Unwinder {
             cache: &mut process.cache,
             maps: &maps,
             mem: &mut mem,
+            reached_root: false,
         };
         Ok(walk.run(regs, max_frames))
+    }
+
+    /// Unwinds a stack copy BPF took when a thread blocked (`--unwind dwarf|auto`): the
+    /// stack is read from the copy only, code from the process while it lives. Returns the
+    /// addresses (as [`Unwinder::unwind`]) and whether the walk reached the stack's root (CFI
+    /// said there is no caller), rather than running out of copy or rules.
+    pub(crate) fn unwind_copy(
+        &mut self,
+        procs: &mut Procs,
+        copy: &StackCopy,
+        max_frames: usize,
+    ) -> Result<(Vec<u64>, bool), UnwindError> {
+        let pid = copy.pid;
+        let maps = procs
+            .maps(pid)
+            .filter(|maps| !maps.is_empty())
+            .ok_or(UnwindError::ProcessGone { pid })?;
+        let copy_end = copy.copy_start + copy.bytes.len() as u64;
+        let refused = maps
+            .find(copy.regs.sp)
+            .map_or(copy.copy_start..copy_end, |m| m.start..m.end);
+        let copied = CopiedStack {
+            start: copy.copy_start,
+            bytes: &copy.bytes,
+            refused,
+        };
+        let mut mem = ProcMem::over_copy(copied, procs.memory(pid).ok());
+        let process = self.process(procs, pid, &maps, &mut mem);
+        let mut walk = Walk {
+            unwinder: &process.unwinder,
+            cache: &mut process.cache,
+            maps: &maps,
+            mem: &mut mem,
+            reached_root: false,
+        };
+        let frames = walk.run(copy.regs, max_frames);
+        Ok((frames, walk.reached_root))
     }
 
     /// Drops what is cached for `pid` (call when the process exits), and ELF files that no
@@ -268,14 +307,16 @@ fn read_vdso(mem: &mut ProcMem, mapping: &Mapping) -> Result<ElfUnwindInfo, Unwi
 }
 
 /// One stack walk over one process's memory.
-struct Walk<'a> {
+struct Walk<'a, 'm> {
     unwinder: &'a UnwinderX86_64<Data>,
     cache: &'a mut CacheX86_64,
     maps: &'a Maps,
-    mem: &'a mut ProcMem,
+    mem: &'a mut ProcMem<'m>,
+    /// Set when CFI said the last frame has no caller (the thread's or process's root).
+    reached_root: bool,
 }
 
-impl Walk<'_> {
+impl Walk<'_, '_> {
     /// Collects up to `max_frames` addresses; every step must move sp strictly up.
     fn run(&mut self, regs: UserRegs, max_frames: usize) -> Vec<u64> {
         let mut frames = Vec::new();
@@ -290,10 +331,20 @@ impl Walk<'_> {
         };
         let mut first = true;
         while frames.len() < max_frames {
-            let Some(next) = self.step(cursor, first) else {
+            let next = match self.cfi_step(cursor, first) {
+                Ok(Some(next)) => Some(next),
+                Ok(None) => {
+                    self.reached_root = true;
+                    None
+                }
+                Err(()) => scan::frame_pointer_step(self.mem, self.maps, cursor)
+                    .or_else(|| scan::find_frame_record(self.mem, self.maps, cursor.sp)),
+            };
+            let Some(next) = next else {
                 break;
             };
             if next.ip == 0 || next.sp <= cursor.sp {
+                self.reached_root |= next.ip == 0;
                 break;
             }
             frames.push(next.ip);
@@ -301,15 +352,6 @@ impl Walk<'_> {
             first = false;
         }
         frames
-    }
-
-    /// The caller's registers: by CFI, else by a frame-pointer step, else by a scan.
-    fn step(&mut self, cursor: Cursor, first: bool) -> Option<Cursor> {
-        match self.cfi_step(cursor, first) {
-            Ok(next) => next,
-            Err(()) => scan::frame_pointer_step(self.mem, self.maps, cursor)
-                .or_else(|| scan::find_frame_record(self.mem, self.maps, cursor.sp)),
-        }
     }
 
     /// One framehop step. `Ok(None)` is a proper end of stack; `Err` means CFI (or its
