@@ -118,3 +118,42 @@ fn read_page(mem: &ProcessMemory, page_start: u64) -> Option<Box<[u8]>> {
     mem.read(page_start, &mut page).ok()?;
     Some(page.into_boxed_slice())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Check that a walk over a copy reads the copy, refuses the rest of its stack mapping
+    /// (today's bytes there are not the stack it blocked with) and reads across the copy's
+    /// end nowhere.
+    #[test]
+    fn copy_reads_only_the_copy_in_its_stack() {
+        let mut bytes = vec![0u8; 64];
+        bytes[8..16].copy_from_slice(&0x1122_3344_5566_7788u64.to_le_bytes());
+        let copy = CopiedStack {
+            start: 0x7000_1000,
+            bytes: &bytes,
+            refused: 0x7000_0000..0x7001_0000,
+        };
+        let mut mem = ProcMem::over_copy(copy, None);
+        assert_eq!(mem.read_u64(0x7000_1008), Some(0x1122_3344_5566_7788));
+        assert_eq!(mem.read_u64(0x7000_1000), Some(0));
+        assert_eq!(mem.read_u64(0x7000_1038), Some(0), "last word of the copy");
+        assert_eq!(mem.read_u64(0x7000_103c), None, "across the copy's end");
+        assert_eq!(
+            mem.read_u64(0x7000_0ff8),
+            None,
+            "below the copy, in its stack"
+        );
+        assert_eq!(
+            mem.read_u64(0x7000_8000),
+            None,
+            "above the copy, in its stack"
+        );
+        assert_eq!(
+            mem.read_u64(0x5555_0000),
+            None,
+            "no live memory to read code from"
+        );
+    }
+}

@@ -312,12 +312,14 @@ struct Walk<'a, 'm> {
     cache: &'a mut CacheX86_64,
     maps: &'a Maps,
     mem: &'a mut ProcMem<'m>,
-    /// Set when CFI said the last frame has no caller (the thread's or process's root).
+    /// Set when CFI said the last frame has no caller (the thread's or process's root), not
+    /// merely that a return address read zero.
     reached_root: bool,
 }
 
 impl Walk<'_, '_> {
-    /// Collects up to `max_frames` addresses; every step must move sp strictly up.
+    /// Collects up to `max_frames` addresses; every step must move sp strictly up. Each step
+    /// is by CFI, else a frame-pointer step, else a frame-record scan (module docs).
     fn run(&mut self, regs: UserRegs, max_frames: usize) -> Vec<u64> {
         let mut frames = Vec::new();
         if max_frames == 0 {
@@ -332,11 +334,7 @@ impl Walk<'_, '_> {
         let mut first = true;
         while frames.len() < max_frames {
             let next = match self.cfi_step(cursor, first) {
-                Ok(Some(next)) => Some(next),
-                Ok(None) => {
-                    self.reached_root = true;
-                    None
-                }
+                Ok(next) => next,
                 Err(()) => scan::frame_pointer_step(self.mem, self.maps, cursor)
                     .or_else(|| scan::find_frame_record(self.mem, self.maps, cursor.sp)),
             };
@@ -344,7 +342,6 @@ impl Walk<'_, '_> {
                 break;
             };
             if next.ip == 0 || next.sp <= cursor.sp {
-                self.reached_root |= next.ip == 0;
                 break;
             }
             frames.push(next.ip);
@@ -364,17 +361,23 @@ impl Walk<'_, '_> {
         };
         let mut regs = UnwindRegsX86_64::new(cursor.ip, cursor.sp, cursor.bp.unwrap_or(UNKNOWN_BP));
         let mem = &mut *self.mem;
+        let mut last_read = None;
         let mut read_stack = |addr: u64| {
             if addr.abs_diff(UNKNOWN_BP) < UNKNOWN_BP_SLACK {
                 return Err(());
             }
-            mem.read_u64(addr).ok_or(())
+            let value = mem.read_u64(addr).ok_or(())?;
+            last_read = Some(value);
+            Ok(value)
         };
         let ret = self
             .unwinder
             .unwind_frame(address, &mut regs, self.cache, &mut read_stack)
             .map_err(|_| ())?;
         let Some(ret) = ret else {
+            // framehop also ends at a zero return address read from the stack: an end, but
+            // not evidence of the stack's root (a zeroed or truncated stack reads that way).
+            self.reached_root = last_read != Some(0);
             return Ok(None);
         };
         if !self.maps.is_code(ret) {
