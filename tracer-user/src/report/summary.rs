@@ -260,9 +260,13 @@ impl Summary {
             }
         }
         let c = &self.counters;
+        let copies = match c.sites_shipped {
+            0 => String::new(),
+            n => format!(", {n} stack copies shipped"),
+        };
         let _ = writeln!(
             out,
-            "Events: {} waits charged, {} stack memo hits, {} wakers recorded",
+            "Events: {} waits charged, {} stack memo hits, {} wakers recorded{copies}",
             c.waits_charged, c.stack_memo_hits, c.wakers_recorded
         );
         if self.losses.is_empty() {
