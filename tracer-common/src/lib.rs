@@ -353,8 +353,8 @@ impl Default for StackTrace {
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct SiteHeader {
-    /// The site id (with [`SITE_ID_TAG`]): a hash of ip, sp, the frame-pointer stack id and
-    /// the code-like words of the copy above sp.
+    /// The site id (with [`SITE_ID_TAG`]): a hash of the process, ip, sp, the frame-pointer
+    /// stack id and the code-like words of the copy above sp.
     pub site_id: u64,
     /// With [`flags::FP_WITH_COPIES`], the frame-pointer walk's stack id (in `STACKS`).
     pub fp_stack_id: u64,

@@ -4,7 +4,7 @@
 //! it once with DWARF CFI and caches the frames by site id.
 //!
 //! A site id must tell different stacks apart and give the same stack the same id, so it is
-//! shipped once and the in-kernel aggregate keeps one line for it. It hashes ip, sp, the
+//! shipped once and the in-kernel aggregate keeps one line for it. It hashes the process, ip, sp, the
 //! frame-pointer walk's id (auto) and every *code-like* word of the copy above sp: values in
 //! `[0x400000, 2^47)`, where every return address lies. Small integers (counters, sizes, fds)
 //! stay out, and so do kernel-half values and most bit patterns; heap and stack pointers and
@@ -213,7 +213,10 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C) -> u64 {
             0,
         );
     }
-    let mut hash = walk.hash ^ regs.ip;
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // The process too: the same words in two processes need not be the same code.
+    let mut hash = (walk.hash ^ u64::from(tgid)).wrapping_mul(0x0000_0100_0000_01b3);
+    hash ^= regs.ip;
     hash = (hash ^ regs.sp).wrapping_mul(0x0000_0100_0000_01b3);
     hash = (hash ^ fp_stack_id).wrapping_mul(0x0000_0100_0000_01b3);
     let site_id = finish(hash) | SITE_ID_TAG;
@@ -232,7 +235,7 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C) -> u64 {
         sp: regs.sp,
         bp: regs.bp,
         copy_start: page_start,
-        tgid: (bpf_get_current_pid_tgid() >> 32) as u32,
+        tgid,
         copy_len: copy_len as u32,
     };
     let len = core::mem::size_of::<SiteHeader>() + copy_len;

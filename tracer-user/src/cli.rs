@@ -221,8 +221,8 @@ pub struct ProfileArgs {
     /// when it reaches the thread's root, else the longer).
     #[arg(long, value_name = "MODE", value_enum, default_value_t = UnwindMode::Auto)]
     pub unwind: UnwindMode,
-    /// Bytes of user stack copied above the stack pointer per new site (dwarf and auto;
-    /// whole pages, at most 24 KiB plus the rest of sp's page).
+    /// Bytes of user stack copied above the stack pointer per new site (dwarf and auto).
+    /// Copied in whole pages from the start of sp's page, at most 5 pages (20 KiB).
     #[arg(long, value_name = "BYTES", default_value_t = tracer_common::DEFAULT_STACK_COPY_BYTES)]
     pub stack_copy_bytes: u32,
     /// Run this command and trace it (and only it) until it exits.
