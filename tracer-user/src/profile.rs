@@ -199,7 +199,7 @@ async fn trace(args: &ProfileArgs, stacks: &mut Stacks) -> Result<(Capture, Proc
         stacks.add_site(&mut sites, &mut procs, &copy);
     }
     let mut capture = session.finish(sites.stacks())?;
-    capture.counters.sites_not_unwound += sites.not_unwound();
+    sites.add_to(&mut capture.counters);
     // Host-wide traces would otherwise show stallwatch's own idle threads.
     let own_pid = std::process::id();
     capture.samples.retain(|s| s.pid != own_pid);

@@ -103,10 +103,13 @@ pub(crate) struct Counters {
     /// User stacks lost: a wait names a site whose copy never arrived.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sites_missing: u64,
-    /// Sites whose copy could not be unwound past its first frame (process gone before its
-    /// maps were read, no CFI for the code, the copy too short).
+    /// Sites whose copy could not be unwound past its first frame (no CFI for the code, a
+    /// stack unlike its CFI).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sites_not_unwound: u64,
+    /// Sites whose process was gone, its maps never read, before the copy could be unwound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_process_gone: u64,
 }
 
 /// serde's `skip_serializing_if` for counters added later: absent when zero, so recordings
@@ -147,6 +150,8 @@ pub(crate) enum LossReason {
     SiteMissing,
     /// Stack copies that could not be unwound past their first frame.
     SiteNotUnwound,
+    /// Stack copies of processes gone before they could be unwound.
+    SiteProcessGone,
 }
 
 impl LossReason {
@@ -167,6 +172,7 @@ impl LossReason {
             Self::SiteMapFull => "site map full",
             Self::SiteMissing => "site copy missing",
             Self::SiteNotUnwound => "site not unwound",
+            Self::SiteProcessGone => "site of a process gone",
         }
     }
 }
@@ -201,6 +207,7 @@ impl Counters {
             (LossReason::SiteMapFull, self.drop_sites_full),
             (LossReason::SiteMissing, self.sites_missing),
             (LossReason::SiteNotUnwound, self.sites_not_unwound),
+            (LossReason::SiteProcessGone, self.sites_process_gone),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

@@ -309,7 +309,10 @@ fn loss_hint(reason: LossReason) -> &'static str {
             "stack copies not delivered; those waits show [missed user stack]"
         }
         LossReason::SiteNotUnwound => {
-            "no CFI for the code or the process exited first; those stacks show their innermost frame only"
+            "no CFI for the code; those stacks show their innermost frame only"
+        }
+        LossReason::SiteProcessGone => {
+            "the process exited before its maps were read; those stacks show their innermost frame only"
         }
     }
 }

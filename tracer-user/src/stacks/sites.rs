@@ -13,16 +13,17 @@ use std::collections::HashMap;
 
 use super::{MAX_USER_FRAMES, validate};
 use crate::{
-    model::{RawStack, StackCopy},
+    model::{Counters, RawStack, StackCopy},
     procs::Procs,
-    unwind::Unwinder,
+    unwind::{UnwindError, Unwinder},
 };
 
-/// The frames of every site received so far, and how many could not be unwound.
+/// The frames of every site received so far, and how many could not be unwound, by reason.
 #[derive(Debug, Default)]
 pub(crate) struct Sites {
     stacks: HashMap<u64, RawStack>,
     not_unwound: u64,
+    process_gone: u64,
 }
 
 impl Sites {
@@ -31,9 +32,11 @@ impl Sites {
         &self.stacks
     }
 
-    /// Sites whose copy gave no frame beyond the instruction pointer.
-    pub(crate) fn not_unwound(&self) -> u64 {
-        self.not_unwound
+    /// Adds the failures to `counters`: copies that gave no frame beyond the instruction
+    /// pointer, and copies of processes whose maps were gone before they could be read.
+    pub(crate) fn add_to(&self, counters: &mut Counters) {
+        counters.sites_not_unwound += self.not_unwound;
+        counters.sites_process_gone += self.process_gone;
     }
 
     /// Unwinds a new site (once: a site id seen before keeps its frames).
@@ -41,8 +44,15 @@ impl Sites {
         if self.stacks.contains_key(&copy.site_id) {
             return;
         }
-        let unwound = unwinder.unwind_copy(procs, copy, MAX_USER_FRAMES).ok();
-        if unwound.as_ref().is_none_or(|(addrs, _)| addrs.len() < 2) {
+        let unwound = match unwinder.unwind_copy(procs, copy, MAX_USER_FRAMES) {
+            Ok(unwound) => Some(unwound),
+            Err(UnwindError::ProcessGone { .. }) => {
+                self.process_gone += 1;
+                None
+            }
+            Err(_) => None,
+        };
+        if unwound.as_ref().is_some_and(|(addrs, _)| addrs.len() < 2) {
             self.not_unwound += 1;
         }
         let maps = procs.maps(copy.pid);
