@@ -37,6 +37,84 @@ pub const DEFAULT_STACK_COPY_BYTES: u32 = 16 * 1024;
 /// frame pointers, ip/sp/bp alone do not tell two callers of the same blocking function apart.
 pub const SITE_MEMO_BYTES: usize = 512;
 
+/// The hash behind site ids and the stack-copy memo key (`tracer-ebpf/src/sites.rs`), here so
+/// that it is tested on the host.
+pub mod site_hash {
+    /// Code-like values are at least `1 << CODE_LIKE_MIN_BITS` (4 MiB: the classic non-PIE
+    /// text address; `mmap_min_addr` is below it)...
+    const CODE_LIKE_MIN_BITS: u32 = 22;
+    /// ... and below `1 << CODE_LIKE_END_BITS` (the x86_64 user half).
+    const CODE_LIKE_END_BITS: u32 = 47;
+    /// The running hash's start (FNV-1a's offset basis).
+    pub const START: u64 = 0xcbf2_9ce4_8422_2325;
+    /// FNV-1a's 64-bit prime.
+    pub const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    /// `v`, hidden from the optimizer: LLVM would turn the mask arithmetic in [`add_word`]
+    /// back into a comparison, which BPF (no conditional moves) makes into a branch, and a
+    /// branch per word multiplies the states the verifier explores.
+    #[inline(always)]
+    fn opaque(v: u64) -> u64 {
+        // SAFETY: a volatile read of a live local.
+        unsafe { core::ptr::read_volatile(&v) }
+    }
+
+    /// One stack word into a running hash, masked to zero unless it is code-like (in
+    /// `[0x400000, 2^47)`, where every return address lies): every word moves the hash, so
+    /// words count by position, but only code-like values by value. Loop counters, sizes and
+    /// fds (below 4 MiB) and kernel-half or float bit patterns do not split a site.
+    #[inline(always)]
+    pub fn add_word(hash: u64, word: u64) -> u64 {
+        // `above` is 0 below 4 MiB, `high` is 0 in the user half, and both are far below
+        // 2^63, so `x - 1` has its sign bit set exactly when `x == 0`: code-like is the sign
+        // bit of `(high - 1) & !(above - 1)`, spread over the word by an arithmetic shift.
+        let above = word >> CODE_LIKE_MIN_BITS;
+        let high = word >> CODE_LIKE_END_BITS;
+        let sign = opaque(high.wrapping_sub(1) & !above.wrapping_sub(1));
+        let code_like = ((sign as i64) >> 63) as u64;
+        (hash ^ (word & code_like)).wrapping_mul(PRIME)
+    }
+
+    /// splitmix64's finalizer, so that ids spread over all bits.
+    #[inline(always)]
+    pub fn finish(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn hash(words: &[u64]) -> u64 {
+            finish(words.iter().fold(START, |h, &w| add_word(h, w)))
+        }
+
+        /// Check that only code-like words count by value: small integers and kernel-half or
+        /// float bit patterns hash alike, return addresses (PIE, libraries, non-PIE) do not.
+        #[test]
+        fn only_code_like_words_count() {
+            let ret = 0x5555_5555_1234;
+            assert_eq!(hash(&[ret, 1, 2]), hash(&[ret, 77, 0x3f_ffff]));
+            assert_eq!(hash(&[ret, 0xffff_8000_0000_0000]), hash(&[ret, 0]));
+            assert_eq!(hash(&[ret, 1.5f64.to_bits()]), hash(&[ret, 0]));
+            for other in [0x5555_5555_1238, 0x7f12_3456_7890, 0x40_1136] {
+                assert_ne!(hash(&[ret, 0]), hash(&[other, 0]), "{other:#x}");
+                assert_ne!(hash(&[ret, 0]), hash(&[ret, other]), "{other:#x}");
+            }
+            // Position matters: the same words in another order are another stack.
+            let (a, b) = (0x5555_5555_1000, 0x7f00_0000_2000);
+            assert_ne!(hash(&[a, b]), hash(&[b, a]));
+            // The edges of the code-like range.
+            assert_ne!(hash(&[0x40_0000]), hash(&[0]));
+            assert_eq!(hash(&[0x3f_ffff]), hash(&[0]));
+            assert_ne!(hash(&[(1 << 47) - 1]), hash(&[0]));
+            assert_eq!(hash(&[1 << 47]), hash(&[0]));
+        }
+    }
+}
+
 /// Thread-state classes, used both as the `--state` filter mask and in aggregate keys.
 pub mod state {
     /// `TASK_INTERRUPTIBLE` sleep (S): futex, epoll, read, nanosleep...

@@ -4,13 +4,14 @@
 //! it once with DWARF CFI and caches the frames by site id.
 //!
 //! A site id must tell different stacks apart and give the same stack the same id, so it is
-//! shipped once and the in-kernel aggregate keeps one line for it. It hashes the process, ip, sp, the
-//! frame-pointer walk's id (auto) and every *code-like* word of the copy above sp: values in
-//! `[0x400000, 2^47)`, where every return address lies. Small integers (counters, sizes, fds)
-//! stay out, and so do kernel-half values and most bit patterns; heap and stack pointers and
-//! monotonic nanosecond clocks below 2^47 (1.6 days of uptime) stay in, so a loop that keeps
-//! such a changing value on its stack makes a new site per wait: correct, but shipped again
-//! (counted in `SITES_SHIPPED`). A `KNOWN_SITES` map (insert if absent) decides shipping.
+//! shipped once and the in-kernel aggregate keeps one line for it. It hashes the process, ip,
+//! sp, the frame-pointer walk's id (auto) and every *code-like* word of the copy above sp:
+//! values in `[0x400000, 2^47)`, where every return address lies. Small integers (counters,
+//! sizes, fds) stay out, and so do kernel-half values and most bit patterns; heap and stack
+//! pointers and monotonic nanosecond clocks below 2^47 (1.6 days of uptime) stay in, so a loop
+//! that keeps such a changing value on its stack makes a new site per wait: correct, but
+//! shipped again (counted in `SITES_SHIPPED`). A `KNOWN_SITES` map (insert if absent)
+//! decides shipping.
 //!
 //! The copy is read a page at a time from the start of sp's page, so every read has a constant
 //! size at a constant offset (the verifier's taste) and a read that faults near the top of
@@ -25,7 +26,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     MAX_STACK_COPY_PAGES, SITE_ID_TAG, SITE_MEMO_BYTES, STACK_COPY_PAGE, STACK_ID_MISSED,
-    STACK_ID_NONE, SiteCopy, SiteHeader, counter, flags,
+    STACK_ID_NONE, SiteCopy, SiteHeader, counter, flags, site_hash,
 };
 
 use crate::{
@@ -35,47 +36,9 @@ use crate::{
 };
 
 const EEXIST: i64 = 17;
-/// Code-like values are at least `1 << CODE_LIKE_MIN_BITS` (4 MiB: the classic non-PIE text
-/// address; mmap_min_addr is below it)...
-const CODE_LIKE_MIN_BITS: u32 = 22;
-/// ... and below `1 << CODE_LIKE_END_BITS` (the x86_64 user half).
-const CODE_LIKE_END_BITS: u32 = 47;
 const WORD: usize = 8;
 const MEMO_WORDS: usize = SITE_MEMO_BYTES / WORD;
 const COPY_WORDS: usize = MAX_STACK_COPY_PAGES * STACK_COPY_PAGE / WORD;
-
-/// `v`, hidden from the optimizer: LLVM would turn the mask arithmetic below back into
-/// comparisons, which BPF (no conditional moves) makes into branches, and a branch per word
-/// multiplies the states the verifier explores over thousands of words past its limit.
-#[inline(always)]
-fn opaque(v: u64) -> u64 {
-    // SAFETY: a volatile read of a live local.
-    unsafe { core::ptr::read_volatile(&v) }
-}
-
-/// All ones when `v != 0`, else zero, without a branch.
-#[inline(always)]
-fn nonzero_mask(v: u64) -> u64 {
-    opaque(((opaque(v | v.wrapping_neg()) as i64) >> 63) as u64)
-}
-
-/// One word into a running hash, masked to zero unless it is code-like (in
-/// `[0x400000, 2^47)`): every word moves the hash, so words are hashed by position, but only
-/// code-like values matter. FNV-style, cheap per word; [`finish`] mixes the result.
-#[inline(always)]
-fn add_word(hash: u64, word: u64) -> u64 {
-    let code_like =
-        nonzero_mask(word >> CODE_LIKE_MIN_BITS) & !nonzero_mask(word >> CODE_LIKE_END_BITS);
-    (hash ^ (word & code_like)).wrapping_mul(0x0000_0100_0000_01b3)
-}
-
-/// splitmix64's finalizer.
-#[inline(always)]
-fn finish(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 /// The word at word index `i < COPY_WORDS` of the copy.
 #[inline(always)]
@@ -114,12 +77,12 @@ pub(crate) fn memo_words(sp: u64) -> u64 {
         to_page_end / WORD
     };
     words = words.min(MEMO_WORDS);
-    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    let mut hash = site_hash::START;
     for i in 0..MEMO_WORDS {
         if i >= words {
             break;
         }
-        hash = add_word(hash, word_at(copy, i));
+        hash = site_hash::add_word(hash, word_at(copy, i));
     }
     hash
 }
@@ -143,7 +106,7 @@ unsafe extern "C" fn hash_word(index: u64, ctx: *mut c_void) -> i64 {
     if i >= COPY_WORDS {
         return 1;
     }
-    walk.hash = add_word(walk.hash, word_at(walk.copy, i));
+    walk.hash = site_hash::add_word(walk.hash, word_at(walk.copy, i));
     0
 }
 
@@ -200,7 +163,7 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C) -> u64 {
     let mut walk = HashWalk {
         copy,
         first: in_page / WORD,
-        hash: 0xcbf2_9ce4_8422_2325u64,
+        hash: site_hash::START,
     };
     let words = (copy_len / WORD).saturating_sub(walk.first);
     // SAFETY: `hash_word` has the callback signature `bpf_loop` expects, and `walk` outlives
@@ -215,11 +178,11 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C) -> u64 {
     }
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // The process too: the same words in two processes need not be the same code.
-    let mut hash = (walk.hash ^ u64::from(tgid)).wrapping_mul(0x0000_0100_0000_01b3);
+    let mut hash = (walk.hash ^ u64::from(tgid)).wrapping_mul(site_hash::PRIME);
     hash ^= regs.ip;
-    hash = (hash ^ regs.sp).wrapping_mul(0x0000_0100_0000_01b3);
-    hash = (hash ^ fp_stack_id).wrapping_mul(0x0000_0100_0000_01b3);
-    let site_id = finish(hash) | SITE_ID_TAG;
+    hash = (hash ^ regs.sp).wrapping_mul(site_hash::PRIME);
+    hash = (hash ^ fp_stack_id).wrapping_mul(site_hash::PRIME);
+    let site_id = site_hash::finish(hash) | SITE_ID_TAG;
     match KNOWN_SITES.insert(site_id, 1u8, BPF_NOEXIST.into()) {
         Ok(()) => {}
         Err(e) if -(e as i64) == EEXIST => return site_id,
