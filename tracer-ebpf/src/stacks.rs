@@ -143,48 +143,42 @@ pub(crate) fn for_wait<C: EbpfContext>(
         && thread.syscall.kind != syscalls::kind::NONE
         && class != state::RUNNABLE
         && !kthread;
-    // One call of `walk` below, not one per branch: the stack copy's hash loop is long, and
-    // the verifier walks every inlined copy of it.
-    let place = if memo_allowed {
-        let (ip, sp, bp, ret) = user_place(!copies);
-        // Without frame pointers `*(bp + 8)` says nothing; the code-like words above sp do.
-        let ret = if copies {
-            crate::sites::memo_words(sp)
-        } else {
-            ret
-        };
-        let memo = &thread.memo;
-        if memo.user_ip == ip
-            && memo.user_sp == sp
-            && memo.user_bp == bp
-            && memo.user_ret == ret
-            && memo.nr == thread.syscall.nr
-            && memo.resource == thread.syscall.resource
-            && memo.state == class
-            && memo.kernel_stack_id != STACK_ID_MISSED
-            && memo.user_stack_id != STACK_ID_MISSED
-            && ip != 0
-        {
-            count(counter::STACK_MEMO_HITS);
-            return (memo.kernel_stack_id, memo.user_stack_id);
-        }
-        Some((ip, sp, bp, ret))
-    } else {
-        None
-    };
-    let (k, u) = walk(ctx);
-    if let Some((ip, sp, bp, ret)) = place {
-        thread.memo = StackMemo {
-            user_ip: ip,
-            user_sp: sp,
-            user_bp: bp,
-            user_ret: ret,
-            resource: thread.syscall.resource,
-            nr: thread.syscall.nr,
-            state: class,
-            kernel_stack_id: k,
-            user_stack_id: u,
-        };
+    if !memo_allowed {
+        return walk(ctx);
     }
+    let (ip, sp, bp, ret) = user_place(!copies);
+    // Without frame pointers `*(bp + 8)` says nothing; the code-like words above sp do.
+    let ret = if copies {
+        crate::sites::memo_words(sp)
+    } else {
+        ret
+    };
+    let memo = &mut thread.memo;
+    if memo.user_ip == ip
+        && memo.user_sp == sp
+        && memo.user_bp == bp
+        && memo.user_ret == ret
+        && memo.nr == thread.syscall.nr
+        && memo.resource == thread.syscall.resource
+        && memo.state == class
+        && memo.kernel_stack_id != STACK_ID_MISSED
+        && memo.user_stack_id != STACK_ID_MISSED
+        && ip != 0
+    {
+        count(counter::STACK_MEMO_HITS);
+        return (memo.kernel_stack_id, memo.user_stack_id);
+    }
+    let (k, u) = walk(ctx);
+    *memo = StackMemo {
+        user_ip: ip,
+        user_sp: sp,
+        user_bp: bp,
+        user_ret: ret,
+        resource: thread.syscall.resource,
+        nr: thread.syscall.nr,
+        state: class,
+        kernel_stack_id: k,
+        user_stack_id: u,
+    };
     (k, u)
 }
