@@ -3,8 +3,16 @@
 //!
 //! Frame pointers everywhere (including leaf functions) so the tracer's frame-pointer walk sees
 //! the workload's own frames; glibc has none, which is why the sites issue raw syscalls.
+//!
+//! The workloads in [`NO_FRAME_POINTER`] are built a second time the way distributions build
+//! code, `-O2 -fomit-frame-pointer`, as `<STEM>_nofp` (`OFFCPU_SITES_NOFP_BIN`): what
+//! `profile --unwind dwarf` must unwind.
 
-use std::{env, fs, path::PathBuf, process::Command};
+use std::{
+    env, fs,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use anyhow::{Context, Result, bail};
 
@@ -16,6 +24,13 @@ const CFLAGS: &[&str] = &[
     "-mno-omit-leaf-frame-pointer",
     "-pthread",
 ];
+
+/// Flags of the second, frame-pointer-less build.
+const NO_FRAME_POINTER_CFLAGS: &[&str] =
+    &["-O2", "-g", "-Wall", "-fomit-frame-pointer", "-pthread"];
+
+/// Workloads also built without frame pointers.
+const NO_FRAME_POINTER: &[&str] = &["offcpu_sites"];
 
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
@@ -36,22 +51,36 @@ fn main() -> Result<()> {
             .file_stem()
             .and_then(|s| s.to_str())
             .context("workload file name is not UTF-8")?;
-        let output = out_dir.join(stem);
-        let status = Command::new("gcc")
-            .args(CFLAGS)
-            .arg("-o")
-            .arg(&output)
-            .arg(&source)
-            .status()
-            .context("running gcc (the C workloads need it)")?;
-        if !status.success() {
-            bail!("gcc failed on {}: {status}", source.display());
+        build(&source, &out_dir.join(stem), CFLAGS, stem)?;
+        if NO_FRAME_POINTER.contains(&stem) {
+            let nofp = format!("{stem}_nofp");
+            build(
+                &source,
+                &out_dir.join(&nofp),
+                NO_FRAME_POINTER_CFLAGS,
+                &nofp,
+            )?;
         }
-        println!(
-            "cargo:rustc-env={}_BIN={}",
-            stem.to_uppercase(),
-            output.display()
-        );
     }
+    Ok(())
+}
+
+/// Compiles `source` into `output` with `cflags` and exports the path as `<NAME>_BIN`.
+fn build(source: &Path, output: &Path, cflags: &[&str], name: &str) -> Result<()> {
+    let status = Command::new("gcc")
+        .args(cflags)
+        .arg("-o")
+        .arg(output)
+        .arg(source)
+        .status()
+        .context("running gcc (the C workloads need it)")?;
+    if !status.success() {
+        bail!("gcc failed on {}: {status}", source.display());
+    }
+    println!(
+        "cargo:rustc-env={}_BIN={}",
+        name.to_uppercase(),
+        output.display()
+    );
     Ok(())
 }

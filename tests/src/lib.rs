@@ -71,6 +71,12 @@ pub fn offcpu_sites_bin() -> &'static Path {
     Path::new(env!("OFFCPU_SITES_BIN"))
 }
 
+/// The `offcpu_sites` workload built without frame pointers (`-O2 -fomit-frame-pointer`),
+/// by `build.rs`.
+pub fn offcpu_sites_nofp_bin() -> &'static Path {
+    Path::new(env!("OFFCPU_SITES_NOFP_BIN"))
+}
+
 /// The `deadlock_abba` workload (see [`watch_workloads::abba`]), built by `build.rs`.
 pub fn deadlock_abba_bin() -> &'static Path {
     Path::new(env!("DEADLOCK_ABBA_BIN"))

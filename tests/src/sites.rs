@@ -35,9 +35,28 @@ pub fn trace_sites(
     extra_args: &[&str],
     stop_signal: libc::c_int,
 ) -> SitesTrace {
+    trace_sites_binary(
+        crate::offcpu_sites_bin(),
+        label,
+        iterations,
+        filter,
+        extra_args,
+        stop_signal,
+    )
+}
+
+/// [`trace_sites`] on a given build of the workload (e.g. the one without frame pointers).
+pub fn trace_sites_binary(
+    binary: &std::path::Path,
+    label: &str,
+    iterations: u32,
+    filter: impl FnOnce(&Tids) -> Vec<String>,
+    extra_args: &[&str],
+    stop_signal: libc::c_int,
+) -> SitesTrace {
     let dir = TempDir::new(label);
     let folded_path = dir.join("out.folded");
-    let mut workload = OffcpuSites::spawn(iterations);
+    let mut workload = OffcpuSites::spawn_binary(binary, iterations);
     let tids = workload.tids.clone();
 
     let mut args: Vec<String> = vec!["profile".into(), "--process-root".into(), "-o".into()];

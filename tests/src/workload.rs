@@ -3,6 +3,7 @@
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader, Write},
+    path::Path,
     process::{Child, ChildStdin, Command, Stdio},
     sync::mpsc::{self, Receiver},
     thread,
@@ -113,13 +114,18 @@ pub struct OffcpuSites {
 impl OffcpuSites {
     /// Starts the workload with `iterations` and reads its tids line.
     pub fn spawn(iterations: u32) -> Self {
-        let mut child = Command::new(offcpu_sites_bin())
+        Self::spawn_binary(offcpu_sites_bin(), iterations)
+    }
+
+    /// Starts a build of the workload (`binary`) with `iterations` and reads its tids line.
+    pub fn spawn_binary(binary: &Path, iterations: u32) -> Self {
+        let mut child = Command::new(binary)
             .args(["--iterations", &iterations.to_string()])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .unwrap_or_else(|e| panic!("spawning {}: {e}", offcpu_sites_bin().display()));
+            .unwrap_or_else(|e| panic!("spawning {}: {e}", binary.display()));
         let stdin = child.stdin.take();
         let stdout = child.stdout.take().expect("piped stdout");
         let (tx, lines) = mpsc::channel();

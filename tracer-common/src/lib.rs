@@ -22,6 +22,99 @@ pub const STACK_ID_MISSED: u64 = 1;
 /// Real stack ids (content hashes) are always >= this value.
 pub const STACK_ID_FIRST_REAL: u64 = 2;
 
+/// Tag bit of site ids ([`flags::STACK_COPIES`]): a user stack id with this bit set names a
+/// shipped stack copy ([`SiteHeader::site_id`]), not a frame-pointer stack in `STACKS`.
+pub const SITE_ID_TAG: u64 = 1 << 63;
+/// Page size the stack copy is read in (x86_64).
+pub const STACK_COPY_PAGE: usize = 4096;
+/// Most pages one stack copy holds: the page sp is in (from its start) and the ones above,
+/// so 16 KiB above sp always fit. The BPF side hashes up to this many pages word by word, and
+/// the verifier walks that loop: more pages would take it past its instruction limit.
+pub const MAX_STACK_COPY_PAGES: usize = 5;
+/// Default bytes copied above sp (`--stack-copy-bytes`).
+pub const DEFAULT_STACK_COPY_BYTES: u32 = 16 * 1024;
+/// Bytes above sp whose code-like words join the memo key when stacks are copied: without
+/// frame pointers, ip/sp/bp alone do not tell two callers of the same blocking function apart.
+pub const SITE_MEMO_BYTES: usize = 512;
+
+/// The hash behind site ids and the stack-copy memo key (`tracer-ebpf/src/sites.rs`), here so
+/// that it is tested on the host.
+pub mod site_hash {
+    /// Code-like values are at least `1 << CODE_LIKE_MIN_BITS` (4 MiB: the classic non-PIE
+    /// text address; `mmap_min_addr` is below it)...
+    const CODE_LIKE_MIN_BITS: u32 = 22;
+    /// ... and below `1 << CODE_LIKE_END_BITS` (the x86_64 user half).
+    const CODE_LIKE_END_BITS: u32 = 47;
+    /// The running hash's start (FNV-1a's offset basis).
+    pub const START: u64 = 0xcbf2_9ce4_8422_2325;
+    /// FNV-1a's 64-bit prime.
+    pub const PRIME: u64 = 0x0000_0100_0000_01b3;
+
+    /// `v`, hidden from the optimizer: LLVM would turn the mask arithmetic in [`add_word`]
+    /// back into a comparison, which BPF (no conditional moves) makes into a branch, and a
+    /// branch per word multiplies the states the verifier explores.
+    #[inline(always)]
+    fn opaque(v: u64) -> u64 {
+        // SAFETY: a volatile read of a live local.
+        unsafe { core::ptr::read_volatile(&v) }
+    }
+
+    /// One stack word into a running hash, masked to zero unless it is code-like (in
+    /// `[0x400000, 2^47)`, where every return address lies): every word moves the hash, so
+    /// words count by position, but only code-like values by value. Loop counters, sizes and
+    /// fds (below 4 MiB) and kernel-half or float bit patterns do not split a site.
+    #[inline(always)]
+    pub fn add_word(hash: u64, word: u64) -> u64 {
+        // `above` is 0 below 4 MiB, `high` is 0 in the user half, and both are far below
+        // 2^63, so `x - 1` has its sign bit set exactly when `x == 0`: code-like is the sign
+        // bit of `(high - 1) & !(above - 1)`, spread over the word by an arithmetic shift.
+        let above = word >> CODE_LIKE_MIN_BITS;
+        let high = word >> CODE_LIKE_END_BITS;
+        let sign = opaque(high.wrapping_sub(1) & !above.wrapping_sub(1));
+        let code_like = ((sign as i64) >> 63) as u64;
+        (hash ^ (word & code_like)).wrapping_mul(PRIME)
+    }
+
+    /// splitmix64's finalizer, so that ids spread over all bits.
+    #[inline(always)]
+    pub fn finish(mut z: u64) -> u64 {
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        fn hash(words: &[u64]) -> u64 {
+            finish(words.iter().fold(START, |h, &w| add_word(h, w)))
+        }
+
+        /// Check that only code-like words count by value: small integers and kernel-half or
+        /// float bit patterns hash alike, return addresses (PIE, libraries, non-PIE) do not.
+        #[test]
+        fn only_code_like_words_count() {
+            let ret = 0x5555_5555_1234;
+            assert_eq!(hash(&[ret, 1, 2]), hash(&[ret, 77, 0x3f_ffff]));
+            assert_eq!(hash(&[ret, 0xffff_8000_0000_0000]), hash(&[ret, 0]));
+            assert_eq!(hash(&[ret, 1.5f64.to_bits()]), hash(&[ret, 0]));
+            for other in [0x5555_5555_1238, 0x7f12_3456_7890, 0x40_1136] {
+                assert_ne!(hash(&[ret, 0]), hash(&[other, 0]), "{other:#x}");
+                assert_ne!(hash(&[ret, 0]), hash(&[ret, other]), "{other:#x}");
+            }
+            // Position matters: the same words in another order are another stack.
+            let (a, b) = (0x5555_5555_1000, 0x7f00_0000_2000);
+            assert_ne!(hash(&[a, b]), hash(&[b, a]));
+            // The edges of the code-like range.
+            assert_ne!(hash(&[0x40_0000]), hash(&[0]));
+            assert_eq!(hash(&[0x3f_ffff]), hash(&[0]));
+            assert_ne!(hash(&[(1 << 47) - 1]), hash(&[0]));
+            assert_eq!(hash(&[1 << 47]), hash(&[0]));
+        }
+    }
+}
+
 /// Thread-state classes, used both as the `--state` filter mask and in aggregate keys.
 pub mod state {
     /// `TASK_INTERRUPTIBLE` sleep (S): futex, epoll, read, nanosleep...
@@ -70,6 +163,14 @@ pub mod flags {
     /// Walk the Python frame chain of threads listed in `PY_THREADS` at switch-out
     /// (`profile --python`).
     pub const PYTHON_STACKS: u32 = 1 << 12;
+    /// `--unwind dwarf|auto`: a blocked thread's user stack is a *site*: on a memo miss the
+    /// top of its user stack is copied with its registers and shipped once per new site on
+    /// `SITES` for user space to unwind with DWARF CFI; the aggregate keys by site id
+    /// ([`SITE_ID_TAG`]) instead of a frame-pointer stack id.
+    pub const STACK_COPIES: u32 = 1 << 13;
+    /// With [`STACK_COPIES`] (`--unwind auto`): also walk the frame pointers and ship that
+    /// walk's stack id with the site, so user space can choose between the two.
+    pub const FP_WITH_COPIES: u32 = 1 << 14;
 }
 
 /// Everything the BPF side needs to know before it runs, set as the global `CONFIG` at load.
@@ -95,8 +196,9 @@ pub struct Config {
     pub task_flags_off: u32,
     /// `offsetof(struct task_struct, tgid)`.
     pub task_tgid_off: u32,
-    /// Explicit padding.
-    pub _pad: u32,
+    /// Bytes of user stack copied above sp for a site ([`flags::STACK_COPIES`]); rounded
+    /// up to whole pages and capped at [`MAX_STACK_COPY_PAGES`] pages by the BPF side.
+    pub stack_copy_bytes: u32,
     /// Offsets in `struct pt_regs` of the registers the programs read.
     pub regs: RegsOffsets,
 }
@@ -422,6 +524,40 @@ impl Default for PyStack {
     }
 }
 
+/// What BPF ships on `SITES` for a new site: the registers and where the copy starts,
+/// followed by `copy_len` bytes of user stack memory from `copy_start`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SiteHeader {
+    /// The site id (with [`SITE_ID_TAG`]): a hash of the process, ip, sp, the frame-pointer
+    /// stack id and the code-like words of the copy above sp.
+    pub site_id: u64,
+    /// With [`flags::FP_WITH_COPIES`], the frame-pointer walk's stack id (in `STACKS`).
+    pub fp_stack_id: u64,
+    /// User instruction pointer.
+    pub ip: u64,
+    /// User stack pointer.
+    pub sp: u64,
+    /// User frame pointer register.
+    pub bp: u64,
+    /// Address of the first copied byte (the start of sp's page).
+    pub copy_start: u64,
+    /// Thread group id.
+    pub tgid: u32,
+    /// Bytes copied (whole pages).
+    pub copy_len: u32,
+}
+
+/// The per-CPU scratch a site is built in and shipped from: header, then the copy.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SiteCopy {
+    /// What the copy is.
+    pub header: SiteHeader,
+    /// The stack memory, `header.copy_len` bytes used.
+    pub bytes: [u8; MAX_STACK_COPY_PAGES * STACK_COPY_PAGE],
+}
+
 /// Indexes into the per-CPU `COUNTERS` array.
 pub mod counter {
     /// Waits begun (switch-outs that passed the filters and were stored).
@@ -456,8 +592,16 @@ pub mod counter {
     /// Python stacks not stored because `PY_STACKS` was full, or whose frame chain could not
     /// be read.
     pub const PYTHON_STACK_ERROR: u32 = 13;
+    /// Sites shipped to user space on `SITES` (one per new site).
+    pub const SITES_SHIPPED: u32 = 14;
+    /// Stack copies that failed: sp's page could not be read (lost user stack).
+    pub const STACK_COPY_ERROR: u32 = 15;
+    /// Sites not shipped because the `SITES` ring was full (lost user stack).
+    pub const DROP_SITE_RING_FULL: u32 = 16;
+    /// Sites not shipped because `KNOWN_SITES` was full (lost user stack).
+    pub const DROP_SITES_FULL: u32 = 17;
     /// Number of counters.
-    pub const COUNT: u32 = 14;
+    pub const COUNT: u32 = 18;
 }
 
 /// Capacity defaults for the maps (overridable by the loader).
@@ -478,6 +622,10 @@ pub mod capacity {
     pub const PY_THREADS: u32 = 4_096;
     /// Distinct Python stacks (`PY_STACKS`).
     pub const PY_STACKS: u32 = 8_192;
+    /// Sites remembered as shipped (`KNOWN_SITES`).
+    pub const KNOWN_SITES: u32 = 16_384;
+    /// Bytes of the site ring buffer (`SITES`): about 200 full stack copies between drains.
+    pub const SITE_RING_BYTES: u32 = 4 * 1024 * 1024;
 }
 
 const _: () = assert!(core::mem::size_of::<Config>() == 88);
@@ -495,6 +643,8 @@ const _: () = assert!(core::mem::size_of::<PyThread>() == 40);
 const _: () = assert!(PY_FRAME_HEADER_BYTES <= core::mem::size_of::<PyFrameHeader>());
 const _: () = assert!(core::mem::size_of::<PyStack>() == 8 + 16 * PY_MAX_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);
+const _: () = assert!(core::mem::size_of::<SiteHeader>() == 56);
+const _: () = assert!(core::mem::size_of::<SiteCopy>() < 32 * 1024); // per-CPU value limit
 
 #[cfg(feature = "user")]
 mod pod {
@@ -509,4 +659,5 @@ mod pod {
     unsafe impl aya::Pod for StackTrace {}
     unsafe impl aya::Pod for PyThread {}
     unsafe impl aya::Pod for PyStack {}
+    unsafe impl aya::Pod for SiteHeader {}
 }

@@ -15,7 +15,7 @@ static CONFIG: Config = Config {
     task_pid_off: 0,
     task_flags_off: 0,
     task_tgid_off: 0,
-    _pad: 0,
+    stack_copy_bytes: 0,
     regs: RegsOffsets {
         args: [0; 6],
         orig_ax: 0,
@@ -60,6 +60,11 @@ pub(crate) fn cgroup_id() -> u64 {
 #[inline(always)]
 pub(crate) fn state_mask() -> u32 {
     field!(state_mask)
+}
+
+#[inline(always)]
+pub(crate) fn stack_copy_bytes() -> u32 {
+    field!(stack_copy_bytes)
 }
 
 #[inline(always)]

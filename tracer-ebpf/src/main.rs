@@ -19,6 +19,7 @@ mod filter;
 mod maps;
 mod python;
 mod sched;
+mod sites;
 mod stacks;
 mod syscall;
 mod wakeup;

@@ -5,8 +5,8 @@ use aya_ebpf::{
     maps::{HashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, StackTrace, ThreadState, capacity,
-    counter,
+    OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, SiteCopy, StackTrace, ThreadState,
+    capacity, counter,
 };
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
@@ -46,6 +46,20 @@ pub(crate) static PY_FRAME_HEADER: PerCpuArray<PyFrameHeader> = PerCpuArray::wit
 /// One Python-stack-sized scratch buffer per CPU.
 #[map]
 pub(crate) static PY_SCRATCH: PerCpuArray<PyStack> = PerCpuArray::with_max_entries(1, 0);
+
+/// One stack copy per CPU, built and shipped from here (`sites.rs`; 28 KiB, far beyond the
+/// BPF stack).
+#[map]
+pub(crate) static SITE_SCRATCH: PerCpuArray<SiteCopy> = PerCpuArray::with_max_entries(1, 0);
+
+/// Site ids already shipped on `SITES` (`sites.rs`).
+#[map]
+pub(crate) static KNOWN_SITES: HashMap<u64, u8> =
+    HashMap::with_max_entries(capacity::KNOWN_SITES, 0);
+
+/// New sites: a `SiteHeader` followed by the copied stack bytes, for user space to unwind.
+#[map]
+pub(crate) static SITES: RingBuf = RingBuf::with_byte_size(capacity::SITE_RING_BYTES, 0);
 
 /// Traced process ids (`-p`), when `flags::FILTER_TGIDS` is set.
 #[map]

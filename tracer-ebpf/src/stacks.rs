@@ -18,8 +18,8 @@ use aya_ebpf::{
     },
 };
 use tracer_common::{
-    MAX_STACK_DEPTH, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, StackMemo, ThreadState,
-    UserRegs, counter, flags, state, syscalls,
+    MAX_STACK_DEPTH, SITE_ID_TAG, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, StackMemo,
+    ThreadState, UserRegs, counter, flags, state, syscalls,
 };
 
 use crate::{
@@ -66,6 +66,8 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
             }
             hash = mix(hash ^ (*scratch).ips[i]);
         }
+        // The top bit tags site ids (`sites.rs`); stored stacks never carry it.
+        hash &= !SITE_ID_TAG;
         if hash < STACK_ID_FIRST_REAL {
             hash += STACK_ID_FIRST_REAL;
         }
@@ -120,13 +122,17 @@ pub(crate) fn for_wait<C: EbpfContext>(
     let flags = config::flags();
     let want_kernel = flags & flags::KERNEL_STACKS != 0;
     let want_user = flags & flags::USER_STACKS != 0 && !kthread;
+    // `--unwind dwarf|auto`: the user stack is a copied site (`sites.rs`).
+    let copies = want_user && flags & flags::STACK_COPIES != 0;
     let walk = |ctx: &C| {
         let k = if want_kernel {
             record(ctx, false)
         } else {
             STACK_ID_NONE
         };
-        let u = if want_user {
+        let u = if copies {
+            crate::sites::record(ctx)
+        } else if want_user {
             record(ctx, true)
         } else {
             STACK_ID_NONE
@@ -140,7 +146,13 @@ pub(crate) fn for_wait<C: EbpfContext>(
     if !memo_allowed {
         return walk(ctx);
     }
-    let (ip, sp, bp, ret) = user_place(true);
+    let (ip, sp, bp, ret) = user_place(!copies);
+    // Without frame pointers `*(bp + 8)` says nothing; the code-like words above sp do.
+    let ret = if copies {
+        crate::sites::memo_words(sp)
+    } else {
+        ret
+    };
     let memo = &mut thread.memo;
     if memo.user_ip == ip
         && memo.user_sp == sp

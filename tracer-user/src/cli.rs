@@ -10,7 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use tracer_common::state;
 
 use crate::{
-    capture::{CaptureConfig, ThreadKinds},
+    capture::{CaptureConfig, ThreadKinds, UnwindMode},
     export::{Format, folded::FoldedOptions},
 };
 
@@ -219,6 +219,16 @@ pub struct ProfileArgs {
     /// every switch-out and put in the user stacks as `function (file.py:line)`.
     #[arg(long)]
     pub python: bool,
+    /// How user stacks are unwound: fp (frame pointers, walked in the kernel), dwarf (the top
+    /// of the stack is copied once per new blocking site and unwound with DWARF CFI in user
+    /// space, for code without frame pointers), auto (both per new site; the DWARF unwind
+    /// when it reaches the thread's root, else the longer).
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = UnwindMode::Auto)]
+    pub unwind: UnwindMode,
+    /// Bytes of user stack copied above the stack pointer per new site (dwarf and auto).
+    /// Copied in whole pages from the start of sp's page, at most 5 pages (20 KiB).
+    #[arg(long, value_name = "BYTES", default_value_t = tracer_common::DEFAULT_STACK_COPY_BYTES)]
+    pub stack_copy_bytes: u32,
     /// Run this command and trace it (and only it) until it exits.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -353,6 +363,8 @@ impl ProfileArgs {
             in_flight_only: false,
             user_regs: false,
             python_stacks: self.python,
+            unwind: self.unwind,
+            stack_copy_bytes: self.stack_copy_bytes,
         }
     }
 

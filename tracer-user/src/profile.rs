@@ -20,7 +20,7 @@ use crate::{
     record::{ProfileRecorder, ProfileRun, RecordError},
     report::summary::Summary,
     runtime::PythonStacks,
-    stacks::Stacks,
+    stacks::{Sites, Stacks},
     ticker::Ticker,
 };
 
@@ -99,8 +99,8 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
         .map_err(ProfileError::Runtime)?;
     // Resolved with the maps as remembered while tracing (read again only for an address
     // outside them, and only from the same process): a pid reused since is not confused.
-    let (capture, mut procs, python) = runtime.block_on(trace(args))?;
     let mut stacks = Stacks::new();
+    let (capture, mut procs, python) = runtime.block_on(trace(args, &mut stacks))?;
     let mut samples = stacks.resolve_capture(&mut procs, &capture);
     if let Some(mut python) = python {
         for (pid, version) in python.versions() {
@@ -162,7 +162,10 @@ fn check_writable(outputs: &ProfileOutputs, record: Option<&PathBuf>) -> Result<
 }
 
 /// Traces until the duration ends, SIGINT/SIGTERM, or COMMAND exits.
-async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStacks>), ProfileError> {
+async fn trace(
+    args: &ProfileArgs,
+    stacks: &mut Stacks,
+) -> Result<(Capture, Procs, Option<PythonStacks>), ProfileError> {
     let mut ticker = Ticker::new().map_err(ProfileError::Runtime)?;
     let config = args.capture_config();
     let mut procs = Procs::new();
@@ -194,6 +197,7 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStack
     eprintln!("{}", tracing_line(args));
     ticker.start(POLL_INTERVAL, args.duration);
     let mut ticks: u64 = 0;
+    let mut sites = Sites::default();
     while ticker.tick().await {
         ticks += 1;
         procs.begin_scan();
@@ -223,12 +227,16 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStack
             list_python_threads(&mut session, python, &python_pids)?;
             learn_python_stacks(&session, python, &mut python_stacks_seen);
         }
+        for copy in session.new_sites() {
+            stacks.add_site(&mut sites, &mut procs, &copy);
+        }
         if let Some(c) = child.as_mut()
             && matches!(c.try_wait(), Ok(Some(_)))
         {
             break;
         }
     }
+    session.detach();
     procs.begin_scan();
     for pid in session.new_processes() {
         procs.remember(pid);
@@ -236,7 +244,11 @@ async fn trace(args: &ProfileArgs) -> Result<(Capture, Procs, Option<PythonStack
     if let Some(python) = python.as_mut() {
         learn_python_stacks(&session, python, &mut python_stacks_seen);
     }
-    let mut capture = session.finish()?;
+    for copy in session.new_sites() {
+        stacks.add_site(&mut sites, &mut procs, &copy);
+    }
+    let mut capture = session.finish(sites.stacks())?;
+    sites.add_to(&mut capture.counters);
     // Host-wide traces would otherwise show stallwatch's own idle threads.
     let own_pid = std::process::id();
     capture.samples.retain(|s| s.pid != own_pid);

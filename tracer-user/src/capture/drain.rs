@@ -4,8 +4,8 @@ use std::{collections::HashMap as StdHashMap, time::Duration};
 
 use aya::maps::{HashMap, MapData, PerCpuArray};
 use tracer_common::{
-    InFlight, OffCpuKey, OffCpuValue, PyStack, STACK_ID_MISSED, STACK_ID_NONE, StackTrace,
-    ThreadState, counter, syscalls,
+    InFlight, OffCpuKey, OffCpuValue, PyStack, SITE_ID_TAG, STACK_ID_MISSED, STACK_ID_NONE,
+    StackTrace, ThreadState, counter, syscalls,
 };
 
 use super::CaptureError;
@@ -24,10 +24,18 @@ pub(super) struct Maps {
 }
 
 /// Reads everything; waits still in progress are charged up to `now_ns` (CLOCK_MONOTONIC).
-pub(super) fn read(maps: &Maps, now_ns: u64, duration: Duration) -> Result<Capture, CaptureError> {
+/// User stack ids that name sites take their frames from `site_stacks`.
+pub(super) fn read(
+    maps: &Maps,
+    now_ns: u64,
+    duration: Duration,
+    site_stacks: &StdHashMap<u64, RawStack>,
+) -> Result<Capture, CaptureError> {
     let mut stacks = StackCache {
         map: &maps.stacks,
         resolved: StdHashMap::new(),
+        sites: site_stacks,
+        sites_missing: 0,
     };
     let python = |id: u64| python_stack(&maps.py_stacks, id);
     let mut samples = Vec::new();
@@ -48,9 +56,11 @@ pub(super) fn read(maps: &Maps, now_ns: u64, duration: Duration) -> Result<Captu
             samples.push(sample);
         }
     }
+    let mut counters = read_counters(&maps.counters);
+    counters.sites_missing = stacks.sites_missing;
     Ok(Capture {
         samples,
-        counters: read_counters(&maps.counters),
+        counters,
         duration,
         process_names: Default::default(),
     })
@@ -59,9 +69,44 @@ pub(super) fn read(maps: &Maps, now_ns: u64, duration: Duration) -> Result<Captu
 struct StackCache<'a> {
     map: &'a HashMap<MapData, u64, StackTrace>,
     resolved: StdHashMap<u64, RawStack>,
+    /// Frames of the sites received (`--unwind dwarf|auto`).
+    sites: &'a StdHashMap<u64, RawStack>,
+    /// Keys naming a site that never arrived (lost user stacks).
+    sites_missing: u64,
+}
+
+/// No sites: stacks read while tracing (`watch`) are frame-pointer walks only.
+static NO_SITES: std::sync::LazyLock<StdHashMap<u64, RawStack>> =
+    std::sync::LazyLock::new(StdHashMap::new);
+
+/// The frames of stack `id` in `STACKS` (`RawStack::Missed` when absent).
+pub(super) fn stored_stack(maps: &Maps, id: u64) -> RawStack {
+    match id {
+        STACK_ID_NONE => RawStack::None,
+        STACK_ID_MISSED => RawStack::Missed,
+        _ => match maps.stacks.get(&id, 0) {
+            Ok(trace) => frames(&trace),
+            Err(_) => RawStack::Missed,
+        },
+    }
 }
 
 impl StackCache<'_> {
+    /// A blocked thread's user stack: a site (tagged id) or a stored frame-pointer walk.
+    fn user(&mut self, id: u64) -> RawStack {
+        if id & SITE_ID_TAG == 0 || id == STACK_ID_MISSED {
+            return self.get(id);
+        }
+        match self.sites.get(&id) {
+            Some(stack) => stack.clone(),
+            None => {
+                self.sites_missing += 1;
+                RawStack::Missed
+            }
+        }
+    }
+
+    /// A stored stack (`STACKS`).
     fn get(&mut self, id: u64) -> RawStack {
         match id {
             STACK_ID_NONE => RawStack::None,
@@ -171,7 +216,7 @@ fn completed_sample(key: &OffCpuKey, value: &OffCpuValue, stacks: &mut StackCach
         tid: key.tid,
         comm: comm(&value.comm),
         kernel_stack: stacks.get(key.kernel_stack_id),
-        user_stack: stacks.get(key.user_stack_id),
+        user_stack: stacks.user(key.user_stack_id),
         call: call(key.kind, key.nr, key.resource, futex_op, 0),
         state: Some(State::from_class(key.state)),
         waker,
@@ -207,7 +252,7 @@ fn in_progress_sample(
         tid,
         comm: comm(&w.comm),
         kernel_stack: stacks.get(w.kernel_stack_id),
-        user_stack: stacks.get(w.user_stack_id),
+        user_stack: stacks.user(w.user_stack_id),
         call: call(
             w.syscall.kind,
             w.syscall.nr,
@@ -238,6 +283,8 @@ pub(super) fn read_in_flight(
     let mut stacks = StackCache {
         map: &maps.stacks,
         resolved: StdHashMap::new(),
+        sites: &NO_SITES,
+        sites_missing: 0,
     };
     let mut waits = Vec::new();
     let mut waiting_tids = Vec::new();
@@ -312,6 +359,10 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
         drop_unmatched_wait: get(counter::DROP_UNMATCHED_WAIT),
         python_stacks: get(counter::PYTHON_STACKS),
         python_stack_errors: get(counter::PYTHON_STACK_ERROR),
+        sites_shipped: get(counter::SITES_SHIPPED),
+        stack_copy_errors: get(counter::STACK_COPY_ERROR),
+        drop_site_ring_full: get(counter::DROP_SITE_RING_FULL),
+        drop_sites_full: get(counter::DROP_SITES_FULL),
         // Counted in user space, after symbolization (`stacks::validate`).
         ..Counters::default()
     }

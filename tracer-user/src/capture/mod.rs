@@ -26,6 +26,20 @@ pub enum ThreadKinds {
     KernelOnly,
 }
 
+/// How user stacks are unwound (`--unwind`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum UnwindMode {
+    /// Frame pointers only, walked in the kernel (`bpf_get_stack`).
+    Fp,
+    /// DWARF CFI: the top of the user stack is copied once per new site and unwound in user
+    /// space.
+    Dwarf,
+    /// Both on each new site; per site, the DWARF unwind when it reached the stack's root,
+    /// else the longer of the two.
+    #[default]
+    Auto,
+}
+
 /// What to capture; every filter here is applied in the kernel.
 #[derive(Clone, Debug)]
 pub struct CaptureConfig {
@@ -63,6 +77,10 @@ pub struct CaptureConfig {
     /// Walk the Python frames of the threads given to [`Session::set_python_threads`]
     /// (`--python`).
     pub python_stacks: bool,
+    /// How blocked threads' user stacks are unwound (`profile --unwind`).
+    pub unwind: UnwindMode,
+    /// Bytes of user stack copied above sp per site (`--stack-copy-bytes`).
+    pub stack_copy_bytes: u32,
 }
 
 impl Default for CaptureConfig {
@@ -84,6 +102,8 @@ impl Default for CaptureConfig {
             in_flight_only: false,
             user_regs: false,
             python_stacks: false,
+            unwind: UnwindMode::Fp,
+            stack_copy_bytes: tracer_common::DEFAULT_STACK_COPY_BYTES,
         }
     }
 }

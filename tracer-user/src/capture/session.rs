@@ -12,15 +12,17 @@ use aya::{
     programs::BtfTracePoint,
 };
 use tracer_common::{
-    Config, OffCpuKey, OffCpuValue, PyStack, PyThread, StackTrace, ThreadState, capacity, flags,
+    Config, OffCpuKey, OffCpuValue, PyStack, PyThread, SiteHeader, StackTrace, ThreadState,
+    capacity, flags,
 };
 
 use super::{
-    CaptureConfig, CaptureError, ThreadKinds, btf::KernelOffsets, drain, evict::StackSweeper,
+    CaptureConfig, CaptureError, ThreadKinds, UnwindMode, btf::KernelOffsets, drain,
+    evict::StackSweeper,
 };
 use crate::{
     clock::monotonic_ns,
-    model::{Capture, Counters, InFlightWait, RawPyFrame},
+    model::{Capture, Counters, InFlightWait, RawPyFrame, RawStack, StackCopy, UserRegs},
     procs,
 };
 
@@ -49,9 +51,14 @@ pub(crate) struct Session {
     filter_tgids: HashMap<MapData, u32, u8>,
     py_threads: HashMap<MapData, u32, PyThread>,
     new_processes: RingBuf<MapData>,
+    sites: RingBuf<MapData>,
+    /// Site records too short to hold their header (never expected; counted as lost sites).
+    malformed_sites: u64,
     maps: drain::Maps,
     sweeper: StackSweeper,
     started: Instant,
+    /// How long the programs were attached, once [`Session::detach`] ran.
+    traced_for: Option<Duration>,
 }
 
 impl Session {
@@ -118,17 +125,8 @@ impl Session {
             })?;
         }
 
-        let new_processes =
-            RingBuf::try_from(ebpf.take_map("NEW_PROCESSES").ok_or(CaptureError::Map {
-                name: "NEW_PROCESSES",
-                source: aya::maps::MapError::InvalidName {
-                    name: "NEW_PROCESSES".into(),
-                },
-            })?)
-            .map_err(|source| CaptureError::Map {
-                name: "NEW_PROCESSES",
-                source,
-            })?;
+        let new_processes = take::<RingBuf<MapData>>(&mut ebpf, "NEW_PROCESSES")?;
+        let sites = take::<RingBuf<MapData>>(&mut ebpf, "SITES")?;
         let maps = drain::Maps {
             totals: take::<HashMap<MapData, OffCpuKey, OffCpuValue>>(&mut ebpf, "OFFCPU_TOTALS")?,
             stacks: take::<HashMap<MapData, u64, StackTrace>>(&mut ebpf, "STACKS")?,
@@ -142,9 +140,12 @@ impl Session {
             filter_tgids,
             py_threads,
             new_processes,
+            sites,
+            malformed_sites: 0,
             maps,
             sweeper: StackSweeper::default(),
             started: Instant::now(),
+            traced_for: None,
         })
     }
 
@@ -217,6 +218,33 @@ impl Session {
         pids
     }
 
+    /// Stack copies of the sites that appeared since the last call (`--unwind dwarf|auto`):
+    /// unwind them while their processes live.
+    pub(crate) fn new_sites(&mut self) -> Vec<StackCopy> {
+        let mut copies = Vec::new();
+        while let Some(item) = self.sites.next() {
+            match parse_site(&item) {
+                Some((header, bytes)) => copies.push(StackCopy {
+                    site_id: header.site_id,
+                    pid: header.tgid,
+                    regs: UserRegs {
+                        ip: header.ip,
+                        sp: header.sp,
+                        bp: Some(header.bp),
+                    },
+                    frame_pointer_walk: match header.fp_stack_id {
+                        tracer_common::STACK_ID_NONE => RawStack::None,
+                        id => drain::stored_stack(&self.maps, id),
+                    },
+                    copy_start: header.copy_start,
+                    bytes: bytes.to_vec(),
+                }),
+                None => self.malformed_sites += 1,
+            }
+        }
+        copies
+    }
+
     /// Waits in progress that began at least `min_age` ago (`watch`), read while tracing, and
     /// the tids of every thread with a wait in progress, however recent.
     pub(crate) fn in_flight(
@@ -239,15 +267,31 @@ impl Session {
         drain::counters(&self.maps)
     }
 
-    /// Detaches every program, then drains the maps: completed waits from the aggregate, and
+    /// Detaches every program: nothing is recorded after this, so the sites and new processes
+    /// read next are the last ones.
+    pub(crate) fn detach(&mut self) {
+        if self.ebpf.take().is_some() {
+            self.traced_for = Some(self.started.elapsed());
+        }
+    }
+
+    /// Detaches every program (if [`Session::detach`] did not), then drains the maps: completed waits from the aggregate, and
     /// waits still in progress charged up to now.
-    pub(crate) fn finish(mut self) -> Result<Capture, CaptureError> {
+    ///
+    /// `site_stacks` holds the frames of every site received (from [`Session::new_sites`],
+    /// unwound by the caller, the last ones after [`Session::detach`]).
+    pub(crate) fn finish(
+        mut self,
+        site_stacks: &std::collections::HashMap<u64, RawStack>,
+    ) -> Result<Capture, CaptureError> {
         // Dropping the object closes the programs and their links: nothing is charged after
         // this point, so the drain reads a consistent snapshot.
-        self.ebpf.take();
-        let duration = self.started.elapsed();
+        self.detach();
+        let duration = self.traced_for.unwrap_or_else(|| self.started.elapsed());
         let now_ns = monotonic_ns();
-        drain::read(&self.maps, now_ns, duration)
+        let mut capture = drain::read(&self.maps, now_ns, duration, site_stacks)?;
+        capture.counters.sites_missing += self.malformed_sites;
+        Ok(capture)
     }
 }
 
@@ -316,6 +360,11 @@ fn kernel_config(
     if config.python_stacks {
         f |= flags::PYTHON_STACKS;
     }
+    match config.unwind {
+        UnwindMode::Fp => {}
+        UnwindMode::Dwarf => f |= flags::STACK_COPIES,
+        UnwindMode::Auto => f |= flags::STACK_COPIES | flags::FP_WITH_COPIES,
+    }
     Config {
         min_block_ns: config.min_block_us.saturating_mul(1000),
         max_block_ns: config
@@ -327,9 +376,21 @@ fn kernel_config(
         task_pid_off: offsets.task_pid,
         task_flags_off: offsets.task_flags,
         task_tgid_off: offsets.task_tgid,
-        _pad: 0,
+        stack_copy_bytes: config.stack_copy_bytes,
         regs: offsets.regs,
     }
+}
+
+/// A site record: its header and the copied bytes (`copy_len` of them, or what arrived).
+fn parse_site(record: &[u8]) -> Option<(SiteHeader, &[u8])> {
+    let header_len = std::mem::size_of::<SiteHeader>();
+    let head = record.get(..header_len)?;
+    // SAFETY: `SiteHeader` is `repr(C)` plain integers (every bit pattern valid), and `head`
+    // holds exactly its size; the read is unaligned-safe.
+    let header: SiteHeader = unsafe { std::ptr::read_unaligned(head.as_ptr().cast()) };
+    let rest = &record[header_len..];
+    let len = (header.copy_len as usize).min(rest.len());
+    Some((header, &rest[..len]))
 }
 
 /// The cgroup v2 id of a cgroup directory: its inode number (what `bpf_get_current_cgroup_id`

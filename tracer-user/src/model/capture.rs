@@ -108,6 +108,34 @@ pub(crate) struct Counters {
     /// Python stacks that could not be read or stored (`--python`).
     #[serde(default, skip_serializing_if = "is_zero")]
     pub python_stack_errors: u64,
+    /// Stack copies shipped to user space, one per new site (`--unwind dwarf|auto`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_shipped: u64,
+    /// User stacks lost: the stack could not be copied (sp's page unreadable).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stack_copy_errors: u64,
+    /// User stacks lost: the site ring buffer was full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drop_site_ring_full: u64,
+    /// User stacks lost: the known-sites map was full.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub drop_sites_full: u64,
+    /// User stacks lost: a wait names a site whose copy never arrived.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_missing: u64,
+    /// Sites whose copy could not be unwound past its first frame (no CFI for the code, a
+    /// stack unlike its CFI).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_not_unwound: u64,
+    /// Sites whose process was gone, its maps never read, before the copy could be unwound.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sites_process_gone: u64,
+}
+
+/// serde's `skip_serializing_if` for counters added later: absent when zero, so recordings
+/// without stack copies or Python stacks read and write as before.
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// What was lost: each kernel-side loss counter.
@@ -134,6 +162,18 @@ pub(crate) enum LossReason {
     UserFrameAfterBadFrame,
     /// Python stacks that could not be read or stored (`--python`).
     PythonStackError,
+    /// User stacks that could not be copied (`--unwind dwarf|auto`).
+    StackCopyError,
+    /// Stack copies not shipped: site ring buffer full.
+    SiteRingFull,
+    /// Stack copies not shipped: known-sites map full.
+    SiteMapFull,
+    /// Waits whose stack copy never arrived.
+    SiteMissing,
+    /// Stack copies that could not be unwound past their first frame.
+    SiteNotUnwound,
+    /// Stack copies of processes gone before they could be unwound.
+    SiteProcessGone,
 }
 
 impl LossReason {
@@ -150,6 +190,12 @@ impl LossReason {
             Self::UserFrameOutsideCode => "user frame outside code",
             Self::UserFrameAfterBadFrame => "user frame after a bad frame",
             Self::PythonStackError => "python stack error",
+            Self::StackCopyError => "user stack copy error",
+            Self::SiteRingFull => "site ring full",
+            Self::SiteMapFull => "site map full",
+            Self::SiteMissing => "site copy missing",
+            Self::SiteNotUnwound => "site not unwound",
+            Self::SiteProcessGone => "site of a process gone",
         }
     }
 }
@@ -180,6 +226,12 @@ impl Counters {
                 self.user_frames_after_bad_frame,
             ),
             (LossReason::PythonStackError, self.python_stack_errors),
+            (LossReason::StackCopyError, self.stack_copy_errors),
+            (LossReason::SiteRingFull, self.drop_site_ring_full),
+            (LossReason::SiteMapFull, self.drop_sites_full),
+            (LossReason::SiteMissing, self.sites_missing),
+            (LossReason::SiteNotUnwound, self.sites_not_unwound),
+            (LossReason::SiteProcessGone, self.sites_process_gone),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)
@@ -263,8 +315,4 @@ pub(crate) struct InFlightWait {
     pub refused_pi_lock: Option<RefusedPiLock>,
     /// Returns from poll-style calls seen for this thread.
     pub poll_returns: Option<PollReturns>,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }

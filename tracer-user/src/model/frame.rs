@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::UserRegs;
+
 /// A stack as recorded in the kernel: instruction pointers, innermost first.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub(crate) enum RawStack {
@@ -78,4 +80,22 @@ impl Frame {
             ..Self::default()
         }
     }
+}
+
+/// A copy of the top of a user stack with the registers at the time (`--unwind dwarf|auto`):
+/// BPF ships one per new site, user space unwinds it once with DWARF CFI.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct StackCopy {
+    /// The site id the aggregate keys by (`tracer_common::SITE_ID_TAG` set).
+    pub site_id: u64,
+    /// The process.
+    pub pid: u32,
+    /// Registers when the thread left the CPU.
+    pub regs: UserRegs,
+    /// BPF's frame-pointer walk of the same stack (`--unwind auto`), else `RawStack::None`.
+    pub frame_pointer_walk: RawStack,
+    /// Address of `bytes[0]`.
+    pub copy_start: u64,
+    /// The stack memory from `copy_start`.
+    pub bytes: Vec<u8>,
 }

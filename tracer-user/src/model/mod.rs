@@ -23,7 +23,7 @@ pub(crate) use fd::{
     Detail, EpollTarget, FdAccess, FdDescription, FdHolder, FdType, HolderThread, LocalPeer,
     SocketInfo, SocketProtocol, TcpTiming, TimerFdState, WatchedFd,
 };
-pub(crate) use frame::{Frame, FrameKind, RawStack};
+pub(crate) use frame::{Frame, FrameKind, RawStack, StackCopy};
 pub(crate) use runtime::{
     GreenState, GreenThread, RuntimeProcess, RuntimeThread, RuntimeWait, RuntimeWaitKind,
 };

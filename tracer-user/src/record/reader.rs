@@ -38,8 +38,8 @@ pub(crate) enum Recording {
     Profile {
         /// Its header.
         header: Header,
-        /// What it captured.
-        run: ProfileRun,
+        /// What it captured (boxed: it is far larger than the watch variant).
+        run: Box<ProfileRun>,
         /// User stacks were recorded.
         user_stacks: bool,
         /// Kernel stacks were recorded.
@@ -143,7 +143,7 @@ pub(crate) fn read(path: &Path) -> Result<Recording, RecordError> {
             };
             Ok(Recording::Profile {
                 header,
-                run,
+                run: Box::new(run),
                 user_stacks,
                 kernel_stacks,
             })

@@ -260,9 +260,13 @@ impl Summary {
             }
         }
         let c = &self.counters;
+        let copies = match c.sites_shipped {
+            0 => String::new(),
+            n => format!(", {n} stack copies shipped"),
+        };
         let _ = writeln!(
             out,
-            "Events: {} waits charged, {} stack memo hits, {} wakers recorded",
+            "Events: {} waits charged, {} stack memo hits, {} wakers recorded{copies}",
             c.waits_charged, c.stack_memo_hits, c.wakers_recorded
         );
         if self.losses.is_empty() {
@@ -301,6 +305,18 @@ fn loss_hint(reason: LossReason) -> &'static str {
         LossReason::PythonStackError => {
             "Python frame chains unreadable or the Python stack store full; \
              those waits show no Python frames"
+        }
+        LossReason::StackCopyError => {
+            "the stack could not be read; those waits show [missed user stack]"
+        }
+        LossReason::SiteRingFull | LossReason::SiteMapFull | LossReason::SiteMissing => {
+            "stack copies not delivered; those waits show [missed user stack]"
+        }
+        LossReason::SiteNotUnwound => {
+            "no CFI for the code; those stacks show their innermost frame only"
+        }
+        LossReason::SiteProcessGone => {
+            "the process exited before its maps were read; those stacks show their innermost frame only"
         }
     }
 }

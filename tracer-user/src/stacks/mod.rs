@@ -11,13 +11,15 @@
 //! and scan, [`crate::runtime::views`].) Processes' maps, memory and files come from the registry
 //! ([`crate::procs`]).
 
+mod sites;
 mod validate;
 
+pub(crate) use sites::Sites;
 pub(crate) use validate::FrameDrops;
 
 use crate::{
     inspect::KernelFrameName,
-    model::{Capture, Frame, FrameKind, RawStack, ResolvedSample, UserRegs},
+    model::{Capture, Frame, FrameKind, RawStack, ResolvedSample, StackCopy, UserRegs},
     procs::Procs,
     symbolize::Symbolizer,
     unwind::Unwinder,
@@ -126,6 +128,12 @@ impl Stacks {
             .map_or(addrs.len(), |p| validate::code_prefix_len(&p.maps, addrs));
         self.drops.count(addrs.len(), kept);
         self.symbolizer.user(procs, pid, &addrs[..kept])
+    }
+
+    /// Unwinds a site's stack copy into `sites` (`--unwind dwarf|auto`), with this
+    /// pipeline's unwinder and its cached CFI.
+    pub(crate) fn add_site(&mut self, sites: &mut Sites, procs: &mut Procs, copy: &StackCopy) {
+        sites.add(&mut self.unwinder, procs, copy);
     }
 
     /// The user frames dropped so far as no real frames (every stack this pipeline made).

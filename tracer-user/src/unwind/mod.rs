@@ -61,9 +61,10 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{FrameAddress, Unwinder as _};
 
 use elf::{Data, ElfCache, ElfUnwindInfo};
-use memory::ProcMem;
+use memory::{CopiedStack, ProcMem};
 use scan::Cursor;
 
+use crate::model::StackCopy;
 pub(crate) use crate::model::UserRegs;
 use crate::{
     inspect::InspectError,
@@ -179,8 +180,46 @@ impl Unwinder {
             cache: &mut process.cache,
             maps: &maps,
             mem: &mut mem,
+            reached_root: false,
         };
         Ok(walk.run(regs, max_frames))
+    }
+
+    /// Unwinds a stack copy BPF took when a thread blocked (`--unwind dwarf|auto`): the
+    /// stack is read from the copy only, code from the process while it lives. Returns the
+    /// addresses (as [`Unwinder::unwind`]) and whether the walk reached the stack's root (CFI
+    /// said there is no caller), rather than running out of copy or rules.
+    pub(crate) fn unwind_copy(
+        &mut self,
+        procs: &mut Procs,
+        copy: &StackCopy,
+        max_frames: usize,
+    ) -> Result<(Vec<u64>, bool), UnwindError> {
+        let pid = copy.pid;
+        let maps = procs
+            .maps(pid)
+            .filter(|maps| !maps.is_empty())
+            .ok_or(UnwindError::ProcessGone { pid })?;
+        let copy_end = copy.copy_start + copy.bytes.len() as u64;
+        let refused = maps
+            .find(copy.regs.sp)
+            .map_or(copy.copy_start..copy_end, |m| m.start..m.end);
+        let copied = CopiedStack {
+            start: copy.copy_start,
+            bytes: &copy.bytes,
+            refused,
+        };
+        let mut mem = ProcMem::over_copy(copied, procs.memory(pid).ok());
+        let process = self.process(procs, pid, &maps, &mut mem);
+        let mut walk = Walk {
+            unwinder: &process.unwinder,
+            cache: &mut process.cache,
+            maps: &maps,
+            mem: &mut mem,
+            reached_root: false,
+        };
+        let frames = walk.run(copy.regs, max_frames);
+        Ok((frames, walk.reached_root))
     }
 
     /// Drops what is cached for `pid` (call when the process exits), and ELF files that no
@@ -268,15 +307,19 @@ fn read_vdso(mem: &mut ProcMem, mapping: &Mapping) -> Result<ElfUnwindInfo, Unwi
 }
 
 /// One stack walk over one process's memory.
-struct Walk<'a> {
+struct Walk<'a, 'm> {
     unwinder: &'a UnwinderX86_64<Data>,
     cache: &'a mut CacheX86_64,
     maps: &'a Maps,
-    mem: &'a mut ProcMem,
+    mem: &'a mut ProcMem<'m>,
+    /// Set when CFI said the last frame has no caller (the thread's or process's root), not
+    /// merely that a return address read zero.
+    reached_root: bool,
 }
 
-impl Walk<'_> {
-    /// Collects up to `max_frames` addresses; every step must move sp strictly up.
+impl Walk<'_, '_> {
+    /// Collects up to `max_frames` addresses; every step must move sp strictly up. Each step
+    /// is by CFI, else a frame-pointer step, else a frame-record scan (module docs).
     fn run(&mut self, regs: UserRegs, max_frames: usize) -> Vec<u64> {
         let mut frames = Vec::new();
         if max_frames == 0 {
@@ -290,7 +333,12 @@ impl Walk<'_> {
         };
         let mut first = true;
         while frames.len() < max_frames {
-            let Some(next) = self.step(cursor, first) else {
+            let next = match self.cfi_step(cursor, first) {
+                Ok(next) => next,
+                Err(()) => scan::frame_pointer_step(self.mem, self.maps, cursor)
+                    .or_else(|| scan::find_frame_record(self.mem, self.maps, cursor.sp)),
+            };
+            let Some(next) = next else {
                 break;
             };
             if next.ip == 0 || next.sp <= cursor.sp {
@@ -303,15 +351,6 @@ impl Walk<'_> {
         frames
     }
 
-    /// The caller's registers: by CFI, else by a frame-pointer step, else by a scan.
-    fn step(&mut self, cursor: Cursor, first: bool) -> Option<Cursor> {
-        match self.cfi_step(cursor, first) {
-            Ok(next) => next,
-            Err(()) => scan::frame_pointer_step(self.mem, self.maps, cursor)
-                .or_else(|| scan::find_frame_record(self.mem, self.maps, cursor.sp)),
-        }
-    }
-
     /// One framehop step. `Ok(None)` is a proper end of stack; `Err` means CFI (or its
     /// frame-pointer fallback) could not produce a plausible caller.
     fn cfi_step(&mut self, cursor: Cursor, first: bool) -> Result<Option<Cursor>, ()> {
@@ -322,17 +361,23 @@ impl Walk<'_> {
         };
         let mut regs = UnwindRegsX86_64::new(cursor.ip, cursor.sp, cursor.bp.unwrap_or(UNKNOWN_BP));
         let mem = &mut *self.mem;
+        let mut last_read = None;
         let mut read_stack = |addr: u64| {
             if addr.abs_diff(UNKNOWN_BP) < UNKNOWN_BP_SLACK {
                 return Err(());
             }
-            mem.read_u64(addr).ok_or(())
+            let value = mem.read_u64(addr).ok_or(())?;
+            last_read = Some(value);
+            Ok(value)
         };
         let ret = self
             .unwinder
             .unwind_frame(address, &mut regs, self.cache, &mut read_stack)
             .map_err(|_| ())?;
         let Some(ret) = ret else {
+            // framehop also ends at a zero return address read from the stack: an end, but
+            // not evidence of the stack's root (a zeroed or truncated stack reads that way).
+            self.reached_root = last_read != Some(0);
             return Ok(None);
         };
         if !self.maps.is_code(ret) {

@@ -8,6 +8,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use super::*;
+use crate::model::StackCopy;
 use crate::symbolize::Symbolizer;
 
 const MAX_FRAMES: usize = 64;
@@ -254,4 +255,108 @@ fn garbage_sp_gives_short_stack() {
             .is_empty()
     );
     unwinder.forget(pid);
+}
+
+/// The stack bytes of this process from `sp`'s page start, `len` of them, as BPF copies them.
+fn copy_own_stack(sp: u64, len: usize) -> (u64, Vec<u8>) {
+    use std::os::unix::fs::FileExt as _;
+    let start = sp & !4095;
+    let mut bytes = vec![0u8; len];
+    let mem = std::fs::File::open("/proc/self/mem").expect("open /proc/self/mem");
+    let mut done = 0;
+    // A short read past the top of the stack just ends the copy, as in BPF.
+    while done < len {
+        match mem.read_at(&mut bytes[done..], start + done as u64) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => done += n,
+        }
+    }
+    bytes.truncate(done & !4095);
+    (start, bytes)
+}
+
+/// A copy of a blocked thread's stack unwinds into its three Rust frames after the thread
+/// has run on and exited (the walk reads the copy, not today's memory), and the same copy
+/// zeroed gives no caller.
+#[test]
+fn unwinds_a_stack_copy_after_the_thread_moved_on() {
+    let (read_fd, write_fd) = pipe();
+    let (tid_tx, tid_rx) = mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tid_tx.send(unsafe { libc::gettid() } as u32).unwrap();
+        unwind_test_outer(read_fd)
+    });
+    let pid = std::process::id();
+    let tid = tid_rx.recv().unwrap();
+    let regs = blocked_regs(pid, tid, libc::SYS_read as u64);
+    let (copy_start, bytes) = copy_own_stack(regs.sp, 16 * 1024);
+    // SAFETY: writes one byte from a live buffer; the fds are this test's.
+    unsafe {
+        libc::write(write_fd, b"x".as_ptr().cast(), 1);
+    }
+    assert_eq!(reader.join().unwrap(), 1);
+    // SAFETY: both fds are owned by this test and no longer used.
+    unsafe {
+        libc::close(read_fd);
+        libc::close(write_fd);
+    }
+    assert!(!bytes.is_empty(), "no stack copied at {:#x}", regs.sp);
+    let mut copy = StackCopy {
+        site_id: tracer_common::SITE_ID_TAG | 1,
+        pid,
+        regs,
+        frame_pointer_walk: crate::model::RawStack::None,
+        copy_start,
+        bytes,
+    };
+    let mut unwinder = Unwinder::default();
+    let mut procs = Procs::new();
+    let (addrs, reached_root) = unwinder
+        .unwind_copy(&mut procs, &copy, MAX_FRAMES)
+        .expect("unwind copy");
+    assert_eq!(addrs[0], regs.ip);
+    assert!(
+        reached_root,
+        "16 KiB hold this thread's stack up to clone3: {:#?}",
+        names(pid, &addrs)
+    );
+    assert_in_order(
+        &names(pid, &addrs),
+        &[
+            "unwind_test_inner",
+            "unwind_test_middle",
+            "unwind_test_outer",
+        ],
+    );
+    copy.bytes.fill(0);
+    let (zeroed, reached_root) = unwinder
+        .unwind_copy(&mut procs, &copy, MAX_FRAMES)
+        .expect("unwind zeroed copy");
+    assert!(
+        zeroed.len() <= 2 && !reached_root,
+        "a zeroed copy unwound: {:?}",
+        names(pid, &zeroed)
+    );
+}
+
+/// A copy of a stack that is not this process's (a bogus pid) is an error, not a panic.
+#[test]
+fn stack_copy_of_a_gone_process_is_an_error() {
+    let copy = StackCopy {
+        site_id: tracer_common::SITE_ID_TAG | 2,
+        pid: 0x7fff_fff0,
+        regs: UserRegs {
+            ip: 0x1000,
+            sp: 0x2000,
+            bp: Some(0),
+        },
+        frame_pointer_walk: crate::model::RawStack::None,
+        copy_start: 0x2000,
+        bytes: vec![0; 4096],
+    };
+    let err = Unwinder::default()
+        .unwind_copy(&mut Procs::new(), &copy, MAX_FRAMES)
+        .unwrap_err();
+    assert!(matches!(err, UnwindError::ProcessGone { .. }), "{err:?}");
 }

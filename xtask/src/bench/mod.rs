@@ -168,11 +168,26 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                 resend_sigint: false,
                 ok_codes: &[],
             };
-            configs.push(config("stallwatch", Some(spec(&[]))));
-            configs.push(config(
-                "stallwatch --no-stack-memo",
-                Some(spec(&["--no-stack-memo"])),
-            ));
+            if help.contains("--unwind") {
+                // Frame pointers (the kernel's walk) against stack copies unwound with DWARF
+                // (`sites.rs`), each with and without the memo: without it every switch-out
+                // copies and hashes the stack, which is the copy's cost.
+                for (label, args) in [
+                    (report::FP, &["--unwind", "fp"][..]),
+                    (report::FP_NO_MEMO, &["--unwind", "fp", "--no-stack-memo"]),
+                    (report::DWARF, &["--unwind", "dwarf"]),
+                    (
+                        report::DWARF_NO_MEMO,
+                        &["--unwind", "dwarf", "--no-stack-memo"],
+                    ),
+                    (report::AUTO, &["--unwind", "auto"]),
+                ] {
+                    configs.push(config(label, Some(spec(args))));
+                }
+            } else {
+                configs.push(config(report::FP, Some(spec(&[]))));
+                configs.push(config(report::FP_NO_MEMO, Some(spec(&["--no-stack-memo"]))));
+            }
             // `watch` keeps waits in flight only (no aggregation) but reads user registers at
             // every switch-out, and scans its maps every second.
             if help.contains("--python") && Path::new(PYTHON).is_file() {

@@ -59,6 +59,14 @@ fn machine() -> String {
     )
 }
 
+/// Labels of the stallwatch profile configurations.
+pub(super) const FP: &str = "stallwatch --unwind fp";
+pub(super) const FP_NO_MEMO: &str = "stallwatch --unwind fp --no-stack-memo";
+pub(super) const DWARF: &str = "stallwatch --unwind dwarf";
+pub(super) const DWARF_NO_MEMO: &str = "stallwatch --unwind dwarf --no-stack-memo";
+pub(super) const AUTO: &str = "stallwatch --unwind auto (default)";
+const OFFCPUTIME: &str = "offcputime (libbpf-tools)";
+
 /// Render the whole report.
 pub(super) fn markdown(
     configs: &[Config],
@@ -89,7 +97,7 @@ pub(super) fn markdown(
          are detected by their process holding BPF programs), then pingpong runs, then the tracer \
          gets SIGINT and must exit 0 (`watch`: 0, 10 or 11, as it may find stalls elsewhere on \
          the host). stallwatch runs as `stallwatch profile -d 1000 -o FILE.folded \
-         [--no-stack-memo | --python]` and `stallwatch watch -d 1000 -o FILE` (waits in flight only, user \
+         --unwind MODE [--no-stack-memo | --python]` and `stallwatch watch -d 1000 -o FILE` (waits in flight only, user \
          registers at each switch-out, a map scan every second), offcputime as plain `offcputime`, bpftrace as \
          `bpftrace -e 'tracepoint:sched:sched_switch {{ @[cpu] = count(); }}'` (a bare \
          sched_switch hook without stacks, as a floor). Symbolizing and writing output after \
@@ -190,10 +198,8 @@ pub(super) fn markdown(
     }
 
     writeln!(w, "## Stack memo\n")?;
-    let memo = configs.iter().find(|c| c.label == "stallwatch");
-    let no_memo = configs
-        .iter()
-        .find(|c| c.label == "stallwatch --no-stack-memo");
+    let memo = configs.iter().find(|c| c.label == FP);
+    let no_memo = configs.iter().find(|c| c.label == FP_NO_MEMO);
     match (memo, no_memo) {
         (Some(memo), Some(no_memo)) => {
             let rates = median_rate(memo).zip(median_rate(no_memo));
@@ -231,6 +237,7 @@ pub(super) fn markdown(
         )?,
     }
 
+    stack_copies(w, configs, base)?;
     python_section(w, configs)?;
 
     writeln!(w, "## Caveats\n")?;
@@ -312,6 +319,56 @@ fn python_section(w: &mut String, configs: &[Config]) -> anyhow::Result<()> {
     }
     writeln!(w)?;
     Ok(())
+}
+
+/// The "Stack copies" section: `--unwind dwarf` side by side with frame pointers and
+/// offcputime, and the cost of one copy (the memo off, so every switch-out copies).
+fn stack_copies(w: &mut String, configs: &[Config], base: Option<f64>) -> std::fmt::Result {
+    let find = |label: &str| configs.iter().find(|c| c.label == label);
+    writeln!(w, "## Stack copies (`--unwind dwarf`)\n")?;
+    let (Some(dwarf), Some(base)) = (find(DWARF), base) else {
+        return writeln!(w, "Not measured: this stallwatch has no `--unwind`.\n");
+    };
+    let ratio = |c: &Config| median_rate(c).map(|r| r / base);
+    if let Some(r) = ratio(dwarf) {
+        let verdict = if r >= 0.70 { "meets" } else { "misses" };
+        writeln!(
+            w,
+            "- `--unwind dwarf` leaves {r:.3} of the untraced throughput ({verdict} the 0.70 \
+             target)."
+        )?;
+    }
+    for (label, what) in [
+        (FP, "`--unwind fp`"),
+        (AUTO, "`--unwind auto`"),
+        (OFFCPUTIME, "offcputime"),
+    ] {
+        if let Some(r) = find(label).and_then(ratio) {
+            writeln!(w, "- {what} in the same run: {r:.3}.")?;
+        }
+    }
+    let switch = |c: &Config| ns_per_event(c, "sched_switch");
+    if let (Some(d), Some(f)) = (switch(dwarf), find(FP).and_then(switch)) {
+        writeln!(
+            w,
+            "- `sched_switch` with the memo: {d:.0} ns/event with stack copies, {f:.0} with \
+             frame pointers (the memo key reads and hashes {} bytes above sp).",
+            tracer_common::SITE_MEMO_BYTES
+        )?;
+    }
+    if let (Some(d), Some(f)) = (
+        find(DWARF_NO_MEMO).and_then(switch),
+        find(FP_NO_MEMO).and_then(switch),
+    ) {
+        writeln!(
+            w,
+            "- One stack copy (memo off, so every switch-out copies {} KiB above sp and hashes \
+             it; a known site is not shipped again): {d:.0} ns per `sched_switch`, against \
+             {f:.0} ns for a frame-pointer walk.",
+            tracer_common::DEFAULT_STACK_COPY_BYTES / 1024
+        )?;
+    }
+    writeln!(w)
 }
 
 #[cfg(test)]

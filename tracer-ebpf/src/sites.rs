@@ -1,0 +1,223 @@
+//! User stacks as *sites* (`--unwind dwarf|auto`): code built without frame pointers (most
+//! distributions' libc, `-O2` builds) cannot be walked in the kernel, so on a memo miss the
+//! top of the user stack is copied with the registers and shipped to user space, which unwinds
+//! it once with DWARF CFI and caches the frames by site id.
+//!
+//! A site id must tell different stacks apart and give the same stack the same id, so it is
+//! shipped once and the in-kernel aggregate keeps one line for it. It hashes the process, ip,
+//! sp, the frame-pointer walk's id (auto) and every *code-like* word of the copy above sp:
+//! values in `[0x400000, 2^47)`, where every return address lies. Small integers (counters,
+//! sizes, fds) stay out, and so do kernel-half values and most bit patterns; heap and stack
+//! pointers and monotonic nanosecond clocks below 2^47 (1.6 days of uptime) stay in, so a loop
+//! that keeps such a changing value on its stack makes a new site per wait: correct, but
+//! shipped again (counted in `SITES_SHIPPED`). A `KNOWN_SITES` map (insert if absent)
+//! decides shipping.
+//!
+//! The copy is read a page at a time from the start of sp's page, so every read has a constant
+//! size at a constant offset (the verifier's taste) and a read that faults near the top of
+//! the stack just ends the copy.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext,
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_current_pid_tgid, bpf_probe_read_user_buf, generated::bpf_loop},
+};
+use tracer_common::{
+    MAX_STACK_COPY_PAGES, SITE_ID_TAG, SITE_MEMO_BYTES, STACK_COPY_PAGE, STACK_ID_MISSED,
+    STACK_ID_NONE, SiteCopy, SiteHeader, counter, flags, site_hash,
+};
+
+use crate::{
+    config,
+    maps::{KNOWN_SITES, SITE_SCRATCH, SITES, count},
+    stacks,
+};
+
+const EEXIST: i64 = 17;
+const WORD: usize = 8;
+const MEMO_WORDS: usize = SITE_MEMO_BYTES / WORD;
+const COPY_WORDS: usize = MAX_STACK_COPY_PAGES * STACK_COPY_PAGE / WORD;
+
+/// The word at word index `i < COPY_WORDS` of the copy.
+#[inline(always)]
+fn word_at(copy: &SiteCopy, i: usize) -> u64 {
+    // SAFETY: callers keep `i` below `COPY_WORDS`, so the read is inside `bytes`, which
+    // starts 8-aligned (after the all-u64 header of a `repr(C)` struct).
+    unsafe { core::ptr::read(copy.bytes.as_ptr().add(i * WORD).cast::<u64>()) }
+}
+
+/// The memo key part for a copied stack: a hash of the code-like words in
+/// `[sp, sp + SITE_MEMO_BYTES)` (to the end of sp's page when the full window faults), so two
+/// callers of one blocking function at the same sp do not share a memo entry.
+#[inline(always)]
+pub(crate) fn memo_words(sp: u64) -> u64 {
+    let Some(copy) = SITE_SCRATCH.get_ptr_mut(0) else {
+        return 0;
+    };
+    // SAFETY: a per-CPU map value of the declared type; programs do not migrate while running.
+    let copy = unsafe { &mut *copy };
+    let window = &mut copy.bytes[..SITE_MEMO_BYTES];
+    // SAFETY: a checked user-memory read into a map value.
+    let mut words = if unsafe { bpf_probe_read_user_buf(sp as *const u8, window) }.is_ok() {
+        MEMO_WORDS
+    } else {
+        let to_page_end = STACK_COPY_PAGE - (sp as usize & (STACK_COPY_PAGE - 1));
+        if to_page_end >= SITE_MEMO_BYTES {
+            return 0;
+        }
+        let Some(part) = copy.bytes.get_mut(..to_page_end) else {
+            return 0;
+        };
+        // SAFETY: as above.
+        if unsafe { bpf_probe_read_user_buf(sp as *const u8, part) }.is_err() {
+            return 0;
+        }
+        to_page_end / WORD
+    };
+    words = words.min(MEMO_WORDS);
+    let mut hash = site_hash::START;
+    for i in 0..MEMO_WORDS {
+        if i >= words {
+            break;
+        }
+        hash = site_hash::add_word(hash, word_at(copy, i));
+    }
+    hash
+}
+
+/// What [`hash_word`] works on: the copy, where sp is in it, and the running hash.
+struct HashWalk<'a> {
+    copy: &'a SiteCopy,
+    /// Word index of sp in the copy.
+    first: usize,
+    hash: u64,
+}
+
+/// `bpf_loop` callback: adds word `first + index` of the copy to the hash.
+///
+/// # Safety
+/// `ctx` points at a live [`HashWalk`].
+unsafe extern "C" fn hash_word(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: the caller passes its `HashWalk`.
+    let walk = unsafe { &mut *ctx.cast::<HashWalk>() };
+    let i = walk.first + index as usize;
+    if i >= COPY_WORDS {
+        return 1;
+    }
+    walk.hash = site_hash::add_word(walk.hash, word_at(walk.copy, i));
+    0
+}
+
+/// Copies the running thread's user stack, ships it if the site is new, and returns the site
+/// id (`STACK_ID_MISSED` when nothing could be copied or shipped, counted by reason).
+#[inline(always)]
+pub(crate) fn record<C: EbpfContext>(ctx: &C) -> u64 {
+    let regs = stacks::user_regs();
+    if regs.sp == 0 {
+        count(counter::STACK_COPY_ERROR);
+        return STACK_ID_MISSED;
+    }
+    let fp_stack_id = if config::has(flags::FP_WITH_COPIES) {
+        stacks::record(ctx, true)
+    } else {
+        STACK_ID_NONE
+    };
+    let Some(copy) = SITE_SCRATCH.get_ptr_mut(0) else {
+        return STACK_ID_MISSED;
+    };
+    // SAFETY: a per-CPU map value of the declared type; programs do not migrate while running.
+    let copy = unsafe { &mut *copy };
+    let page_start = regs.sp & !(STACK_COPY_PAGE as u64 - 1);
+    let in_page = (regs.sp - page_start) as usize;
+    let wanted = config::stack_copy_bytes() as usize + in_page;
+    let pages = wanted
+        .div_ceil(STACK_COPY_PAGE)
+        .clamp(1, MAX_STACK_COPY_PAGES);
+    let mut copied = 0u32;
+    for page in 0..MAX_STACK_COPY_PAGES {
+        if page >= pages {
+            break;
+        }
+        let at = page * STACK_COPY_PAGE;
+        let Some(dst) = copy.bytes.get_mut(at..at + STACK_COPY_PAGE) else {
+            break;
+        };
+        let src = (page_start + at as u64) as *const u8;
+        // SAFETY: a checked user-memory read into a map value.
+        if unsafe { bpf_probe_read_user_buf(src, dst) }.is_err() {
+            break;
+        }
+        copied = page as u32 + 1;
+    }
+    // Read back through the map: the verifier then knows the length only by its bounds, so
+    // the paths out of the copy loop meet again instead of each verifying the hash loop.
+    copy.header.copy_len = copied * STACK_COPY_PAGE as u32;
+    // SAFETY: a volatile read of a map value field.
+    let copy_len = unsafe { core::ptr::read_volatile(&raw const copy.header.copy_len) } as usize;
+    if copy_len == 0 || copy_len > MAX_STACK_COPY_PAGES * STACK_COPY_PAGE {
+        count(counter::STACK_COPY_ERROR);
+        return STACK_ID_MISSED;
+    }
+    let mut walk = HashWalk {
+        copy,
+        first: in_page / WORD,
+        hash: site_hash::START,
+    };
+    let words = (copy_len / WORD).saturating_sub(walk.first);
+    // SAFETY: `hash_word` has the callback signature `bpf_loop` expects, and `walk` outlives
+    // the call. The verifier checks the callback once, not once per word.
+    unsafe {
+        bpf_loop(
+            words as u32,
+            hash_word as *mut c_void,
+            (&raw mut walk).cast::<c_void>(),
+            0,
+        );
+    }
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    // The process too: the same words in two processes need not be the same code.
+    let mut hash = (walk.hash ^ u64::from(tgid)).wrapping_mul(site_hash::PRIME);
+    hash ^= regs.ip;
+    hash = (hash ^ regs.sp).wrapping_mul(site_hash::PRIME);
+    hash = (hash ^ fp_stack_id).wrapping_mul(site_hash::PRIME);
+    let site_id = site_hash::finish(hash) | SITE_ID_TAG;
+    match KNOWN_SITES.insert(site_id, 1u8, BPF_NOEXIST.into()) {
+        Ok(()) => {}
+        Err(e) if -(e as i64) == EEXIST => return site_id,
+        Err(_) => {
+            count(counter::DROP_SITES_FULL);
+            return STACK_ID_MISSED;
+        }
+    }
+    copy.header = SiteHeader {
+        site_id,
+        fp_stack_id,
+        ip: regs.ip,
+        sp: regs.sp,
+        bp: regs.bp,
+        copy_start: page_start,
+        tgid,
+        copy_len: copy_len as u32,
+    };
+    let len = core::mem::size_of::<SiteHeader>() + copy_len;
+    // SAFETY: `SiteCopy` is `repr(C)`, header then bytes, with no padding between them.
+    let all = unsafe {
+        core::slice::from_raw_parts(
+            (copy as *const SiteCopy).cast::<u8>(),
+            core::mem::size_of::<SiteCopy>(),
+        )
+    };
+    let Some(record) = all.get(..len) else {
+        return STACK_ID_MISSED;
+    };
+    if SITES.output::<[u8]>(record, 0).is_err() {
+        // Not shipped: forget it, so the next wait there ships it again.
+        let _ = KNOWN_SITES.remove(site_id);
+        count(counter::DROP_SITE_RING_FULL);
+        return STACK_ID_MISSED;
+    }
+    count(counter::SITES_SHIPPED);
+    site_id
+}
