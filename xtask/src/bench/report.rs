@@ -237,7 +237,11 @@ pub(super) fn markdown(
         )?,
     }
 
-    stack_copies(w, configs, base)?;
+    let native_base = configs
+        .iter()
+        .find(|c| c.tracer.is_none() && c.workload == super::Workload::Native)
+        .and_then(median_rate);
+    stack_copies(w, configs, native_base)?;
     python_section(w, configs)?;
 
     writeln!(w, "## Caveats\n")?;
