@@ -36,6 +36,8 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// One wait of the watched workloads: longer than `once_json`'s 1 s threshold plus the time
 /// to reach it.
 const LONG_WAIT_MS: &str = "6000";
+/// One wait of the workloads `profile` traces (it charges a wait when it ends), ms.
+const SHORT_WAIT_MS: &str = "200";
 /// Time to let a watched workload's wait pass the 1 s threshold.
 const PAST_THRESHOLD: Duration = Duration::from_millis(1500);
 
@@ -92,6 +94,44 @@ fn once_frames(pid: u32, dir: &TempDir, name: &str) -> Vec<(String, String)> {
     user_frames(&report, pid)
 }
 
+/// `profile -p PID -d 2s --unwind MODE -o DIR/NAME.folded`, checked to exit 0: its folded
+/// lines.
+fn profile_folded(pid: u32, dir: &TempDir, name: &str, unwind: &str) -> Vec<FoldedLine> {
+    let folded_path = dir.join(&format!("{name}.folded"));
+    let pid_arg = pid.to_string();
+    let out = run(
+        [
+            "profile",
+            "-p",
+            &pid_arg,
+            "-d",
+            "2s",
+            "--unwind",
+            unwind,
+            "-o",
+            folded_path.to_str().expect("UTF-8 temp path"),
+        ],
+        RUN_TIMEOUT,
+    );
+    out.assert_code(0);
+    folded::read(&folded_path)
+}
+
+/// Panics unless the stacks with a frame for which `is_frame` holds carry at least 1 s of the
+/// 2 s profiled (the traced thread blocks in it nearly all the time).
+fn assert_profiled_in(lines: &[FoldedLine], what: &str, is_frame: impl Fn(&str) -> bool) {
+    let total = folded::total_us(
+        lines
+            .iter()
+            .filter(|l| l.frames.iter().any(|f| is_frame(f))),
+    );
+    assert!(
+        total >= 1_000_000,
+        "{total} us in {what} of 2 s traced:\n{}",
+        folded::dump(lines, 20)
+    );
+}
+
 /// A program's `--version`-style output, first line.
 fn version(program: &str, arg: &str) -> String {
     let out = Command::new(program)
@@ -110,7 +150,8 @@ fn version(program: &str, arg: &str) -> String {
 /// --interpreted-frames-native-stack`) shows in the main thread's user stack as a `jit` frame
 /// named `JS:~blockingWaitInJs FILE:LINE:COL`, as V8 wrote it, above the native `Atomics.wait`
 /// builtin; and that once the map is moved away the same address is no longer named (the name
-/// comes from the map, not from elsewhere).
+/// comes from the map, not from elsewhere); and that `profile --unwind dwarf` charges the
+/// waits of a second such program to the function in its folded stacks.
 #[test]
 fn node_function_named_through_perf_map() {
     if !require_bpf() {
@@ -171,6 +212,29 @@ fn node_function_named_through_perf_map() {
         frames.iter().any(|(kind, _)| kind == "jit"),
         "no (unnamed) jit frame left without the map: {frames:#?}"
     );
+
+    // profile charges waits as they end: a second run with short waits, whose stacks reach
+    // the JS function, unwound with DWARF through node and libc.
+    let short = RunningWorkload::spawn(
+        Path::new("node"),
+        &[
+            "--perf-basic-prof",
+            "--interpreted-frames-native-stack",
+            "--no-logfile-per-isolate",
+            &logfile,
+            script,
+            "--wait-ms",
+            SHORT_WAIT_MS,
+            "--count",
+            "30",
+        ],
+    );
+    short.wait_for("ready", STARTUP_TIMEOUT);
+    let _cleanup = RemoveOnDrop(perf_map_path(short.pid()));
+    let lines = profile_folded(short.pid(), &dir, "node", "dwarf");
+    assert_profiled_in(&lines, "blockingWaitInJs", |f| {
+        f.starts_with("JS:~blockingWaitInJs ") || f.starts_with("JS:*blockingWaitInJs ")
+    });
 }
 
 /// Check that `profile` charges the off-CPU time of a C2-compiled Java method blocked in a
@@ -213,22 +277,7 @@ fn java_compiled_method_named_in_profile() {
         "expected the JVM's 0x-prefixed lines"
     );
 
-    let folded_path = dir.join("java.folded");
-    let pid_arg = pid.to_string();
-    let out = run(
-        [
-            "profile",
-            "-p",
-            &pid_arg,
-            "-d",
-            "2s",
-            "-o",
-            folded_path.to_str().expect("UTF-8 temp path"),
-        ],
-        RUN_TIMEOUT,
-    );
-    out.assert_code(0);
-    let lines = folded::read(&folded_path);
+    let lines = profile_folded(pid, &dir, "java", "auto");
     let method =
         "int JitWait.readOneByte(java.nio.channels.Pipe$SourceChannel, java.nio.ByteBuffer)";
     let in_method: Vec<&FoldedLine> = lines
@@ -263,7 +312,8 @@ fn pyenv_312_or_later() -> Python {
 
 /// Check that a Python function blocked in `os.read` under `-X perf` shows in the main
 /// thread's user stack as a `jit` frame `py::wait_in_python:FILE` (its trampoline, named by
-/// CPython's perf map), above the native `os_read`.
+/// CPython's perf map), above the native `os_read`; and that `profile --unwind dwarf` charges
+/// the reads of a second such program to it in its folded stacks.
 #[test]
 fn python_function_named_through_perf_map() {
     if !require_bpf() {
@@ -291,4 +341,12 @@ fn python_function_named_through_perf_map() {
         .position(|(_, s)| s == "os_read")
         .unwrap_or_else(|| panic!("no os_read in the stack: {frames:#?}"));
     assert!(read < function, "os_read not under {expected}: {frames:#?}");
+
+    // profile charges waits as they end: a second run with short waits, whose stacks reach
+    // the trampoline, unwound with DWARF through CPython and libc.
+    let short = RunningWorkload::spawn(&python.path, &["-X", "perf", script_arg, SHORT_WAIT_MS]);
+    short.wait_for("ready", STARTUP_TIMEOUT);
+    let _cleanup = RemoveOnDrop(perf_map_path(short.pid()));
+    let lines = profile_folded(short.pid(), &dir, "python", "dwarf");
+    assert_profiled_in(&lines, &expected, |f| f == expected);
 }
