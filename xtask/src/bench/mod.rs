@@ -200,6 +200,13 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                 configs.push(python("py: untraced", None));
                 configs.push(python("py: stallwatch", Some(spec(&[]))));
                 configs.push(python("py: stallwatch --python", Some(spec(&["--python"]))));
+                if help.contains("--unwind") {
+                    // An interpreter's stack makes a new site at nearly every wait.
+                    configs.push(python(
+                        "py: stallwatch --unwind auto",
+                        Some(spec(&["--unwind", "auto"])),
+                    ));
+                }
             } else {
                 notes.push(format!(
                     "Python ping-pong not run: no {PYTHON} or no `profile --python`"
