@@ -21,19 +21,14 @@ use tracer_common::{
     STACK_ID_NONE, counter,
 };
 
-use crate::maps::{PY_FRAME_HEADER, PY_SCRATCH, PY_STACKS, PY_THREADS, count};
+use crate::{
+    maps::{PY_FRAME_HEADER, PY_SCRATCH, PY_STACKS, PY_THREADS, count},
+    stacks::mix,
+};
 
 const EEXIST: i64 = 17;
 /// Low bits of a stored code address that carry the frame's marker byte.
 const MARKER_BITS: u64 = 7;
-
-/// splitmix64's finalizer (as in `stacks.rs`).
-#[inline(always)]
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
 
 #[inline(always)]
 fn read_u64(addr: u64) -> Option<u64> {

@@ -29,9 +29,10 @@ use crate::{
 
 const EEXIST: i64 = 17;
 
-/// splitmix64's finalizer: a cheap, well-mixing 64-bit permutation.
+/// splitmix64's finalizer: a cheap, well-mixing 64-bit permutation (also for Python stacks,
+/// `python.rs`).
 #[inline(always)]
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     z ^ (z >> 31)

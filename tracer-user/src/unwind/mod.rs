@@ -174,15 +174,7 @@ impl Unwinder {
             false => UnwindError::MemUnreadable { pid, source },
         })?;
         let mut mem = ProcMem::new(memory);
-        let process = self.process(procs, pid, &maps, &mut mem);
-        let mut walk = Walk {
-            unwinder: &process.unwinder,
-            cache: &mut process.cache,
-            maps: &maps,
-            mem: &mut mem,
-            reached_root: false,
-        };
-        Ok(walk.run(regs, max_frames))
+        Ok(self.walk(procs, pid, &maps, &mut mem, regs, max_frames).0)
     }
 
     /// Unwinds a stack copy BPF took when a thread blocked (`--unwind dwarf|auto`): the
@@ -210,16 +202,7 @@ impl Unwinder {
             refused,
         };
         let mut mem = ProcMem::over_copy(copied, procs.memory(pid).ok());
-        let process = self.process(procs, pid, &maps, &mut mem);
-        let mut walk = Walk {
-            unwinder: &process.unwinder,
-            cache: &mut process.cache,
-            maps: &maps,
-            mem: &mut mem,
-            reached_root: false,
-        };
-        let frames = walk.run(copy.regs, max_frames);
-        Ok((frames, walk.reached_root))
+        Ok(self.walk(procs, pid, &maps, &mut mem, copy.regs, max_frames))
     }
 
     /// Drops what is cached for `pid` (call when the process exits), and ELF files that no
@@ -227,6 +210,29 @@ impl Unwinder {
     pub(crate) fn forget(&mut self, pid: u32) {
         self.processes.remove(&pid);
         self.files.prune();
+    }
+
+    /// Walks from `regs` with `pid`'s unwinder over `mem`: the addresses, and whether the walk
+    /// reached the stack's root.
+    fn walk(
+        &mut self,
+        procs: &Procs,
+        pid: u32,
+        maps: &Maps,
+        mem: &mut ProcMem,
+        regs: UserRegs,
+        max_frames: usize,
+    ) -> (Vec<u64>, bool) {
+        let process = self.process(procs, pid, maps, mem);
+        let mut walk = Walk {
+            unwinder: &process.unwinder,
+            cache: &mut process.cache,
+            maps,
+            mem,
+            reached_root: false,
+        };
+        let frames = walk.run(regs, max_frames);
+        (frames, walk.reached_root)
     }
 
     /// The unwinder for `pid`, (re)built if its executable mappings changed.

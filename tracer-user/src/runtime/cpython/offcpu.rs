@@ -24,7 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use py_spy::{Config, PythonSpy, config::LockingStrategy, python_process_info::PythonProcessInfo};
+use py_spy::{Config, PythonSpy, config::LockingStrategy};
 use tracer_common::{PyThread, py_marker};
 
 use super::{
@@ -33,7 +33,7 @@ use super::{
     is_python_file,
     layout::{Layout, layout},
     merge,
-    reader::{ListLayout, interpreter_list, list_layout},
+    reader::{ListLayout, interpreter_list, list_layout, version_and_runtime},
 };
 use crate::{
     model::{Frame, RawPyFrame},
@@ -85,15 +85,8 @@ struct OpenProcess {
 impl OpenProcess {
     fn open(pid: u32) -> Result<Self, OpenFailure> {
         let spy = Self::spy(pid).ok_or(OpenFailure::NotNow)?;
-        let version = PyVersion {
-            major: spy.version.major,
-            minor: spy.version.minor,
-            patch: spy.version.patch,
-        };
-        let runtime = PythonProcessInfo::new(&spy.process)
-            .ok()
-            .and_then(|info| info.get_symbol("_PyRuntime").copied())
-            .ok_or(OpenFailure::NotNow)?;
+        let (version, runtime) = version_and_runtime(&spy);
+        let runtime = runtime.ok_or(OpenFailure::NotNow)?;
         let memory = File::open(format!("/proc/{pid}/mem")).map_err(|_| OpenFailure::NotNow)?;
         let read_mem = |addr: u64, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
         let (Some(layout), Some(list)) = (

@@ -51,6 +51,20 @@ pub(crate) struct Reader {
     tid_offset: Option<u64>,
 }
 
+/// The CPython version py-spy found in a process and the address of its `_PyRuntime` (where
+/// the interpreter list and, from 3.13, the debug offsets start), if the symbol is there.
+pub(crate) fn version_and_runtime(spy: &PythonSpy) -> (PyVersion, Option<u64>) {
+    let version = PyVersion {
+        major: spy.version.major,
+        minor: spy.version.minor,
+        patch: spy.version.patch,
+    };
+    let runtime = PythonProcessInfo::new(&spy.process)
+        .ok()
+        .and_then(|info| info.get_symbol("_PyRuntime").copied());
+    (version, runtime)
+}
+
 impl Reader {
     /// Finds the interpreter of process `pid`, whose memory `read_mem` reads; `None` if it is
     /// not (yet) a CPython py-spy can read.
@@ -67,14 +81,7 @@ impl Reader {
             ..Config::default()
         };
         let spy = PythonSpy::new(i32::try_from(pid).ok()?, &config).ok()?;
-        let version = PyVersion {
-            major: spy.version.major,
-            minor: spy.version.minor,
-            patch: spy.version.patch,
-        };
-        let runtime = PythonProcessInfo::new(&spy.process)
-            .ok()
-            .and_then(|info| info.get_symbol("_PyRuntime").copied());
+        let (version, runtime) = version_and_runtime(&spy);
         let list = runtime.and_then(|at| list_layout(version, at, read_mem));
         let opened_head = spy.addresses.interpreter_address;
         Some(Self {
