@@ -45,6 +45,15 @@ impl WatchOutput {
             .collect()
     }
 
+    /// The first report object of `tid` with verdict `verdict`; panics with the report when
+    /// there is none.
+    pub fn thread_with(&self, tid: u32, verdict: &str) -> &Value {
+        self.thread(tid)
+            .into_iter()
+            .find(|t| t["verdict"] == verdict)
+            .unwrap_or_else(|| panic!("no {verdict} verdict for tid {tid}:\n{}", self.dump()))
+    }
+
     /// Verdicts ever given to `tid`.
     pub fn verdicts(&self, tid: u32) -> Vec<String> {
         self.thread(tid)

@@ -68,11 +68,7 @@ fn clients_of_a_deadlocked_server_lead_into_its_deadlock() {
     result.assert_code(10);
     for role in peer_chain::CLIENTS {
         let tid = client.tid(role);
-        let t = report
-            .thread(tid)
-            .into_iter()
-            .find(|t| t["verdict"] == "stall")
-            .unwrap_or_else(|| panic!("no stall for {role}:\n{}", report.dump()));
+        let t = report.thread_with(tid, "stall");
         assert_eq!(t["resource"]["peer_pid"], server.pid(), "{t:#}");
         // Which handler serves which connection cannot be known: no peer thread.
         assert!(t["resource"]["peer_tid"].is_null(), "{t:#}");

@@ -192,11 +192,7 @@ fn stuck_writer_is_a_stall_live_writer_is_not() {
 
     let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
     result.assert_code(10);
-    let stalled = report
-        .thread(stuck_reader)
-        .into_iter()
-        .find(|t| t["verdict"] == "stall")
-        .unwrap_or_else(|| panic!("no stall for the stuck reader:\n{}", report.dump()));
+    let stalled = report.thread_with(stuck_reader, "stall");
     assert_eq!(stalled["resource"]["peer_pid"], stuck, "{stalled:#}");
     assert!(
         stalled["explanation"]
@@ -229,11 +225,7 @@ fn reading_own_pipe_is_a_stall() {
 
     let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
     result.assert_code(10);
-    let t = report
-        .thread(reader)
-        .into_iter()
-        .find(|t| t["verdict"] == "stall")
-        .unwrap_or_else(|| panic!("no stall for the reader:\n{}", report.dump()));
+    let t = report.thread_with(reader, "stall");
     assert!(
         t["explanation"]
             .as_str()
@@ -291,11 +283,7 @@ fn unanswered_request_is_a_stall_naming_the_peer() {
     let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
     result.assert_code(10);
     let peer = format!("127.0.0.1:{}", workload.port());
-    let t = report
-        .thread(workload.tid("client"))
-        .into_iter()
-        .find(|t| t["verdict"] == "stall")
-        .unwrap_or_else(|| panic!("no stall for the client:\n{}", report.dump()));
+    let t = report.thread_with(workload.tid("client"), "stall");
     assert_eq!(t["resource"]["peer"], peer.as_str(), "{t:#}");
     let explanation = t["explanation"].as_str().unwrap_or_default();
     assert!(
@@ -357,11 +345,7 @@ fn child_reading_stuck_parents_pipe_is_a_stall() {
     let dir = TempDir::new("fdwaits-parent-stuck");
     let (_workload, parent, child) = pipe_parent("stuck");
     let (result, report) = watch_once(&[child], &dir.join("watch.jsonl"));
-    let stalled = report
-        .thread(child)
-        .into_iter()
-        .find(|t| t["verdict"] == "stall")
-        .unwrap_or_else(|| panic!("no stall for the child:\n{}", report.dump()));
+    let stalled = report.thread_with(child, "stall");
     assert_eq!(stalled["resource"]["peer_pid"], parent, "{stalled:#}");
     assert!(
         stalled["explanation"]
@@ -406,11 +390,7 @@ fn unix_request_unread_by_the_server_is_a_stall() {
     let server = workload.tid("server");
     let (result, report) = watch_once(&[workload.pid()], &dir.join("watch.jsonl"));
     result.assert_code(10);
-    let t = report
-        .thread(workload.tid("client"))
-        .into_iter()
-        .find(|t| t["verdict"] == "stall")
-        .unwrap_or_else(|| panic!("no stall for the unix client:\n{}", report.dump()));
+    let t = report.thread_with(workload.tid("client"), "stall");
     assert_eq!(t["resource"]["peer"], socket.to_str().unwrap(), "{t:#}");
     assert_eq!(t["resource"]["peer_pid"], server, "{t:#}");
     let explanation = t["explanation"].as_str().unwrap_or_default();

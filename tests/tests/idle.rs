@@ -5,7 +5,6 @@
 
 use std::{path::Path, thread, time::Duration};
 
-use serde_json::Value;
 use stallwatch_tests::{
     TempDir, compile_java, require_bpf,
     watch_report::WatchOutput,
@@ -43,11 +42,7 @@ fn assert_listed_idle(report: &WatchOutput, tids: &[u32]) {
 /// Asserts the result waiter `waiter` and the idle workers are `process_stalled`, the waiter
 /// explained as waiting for a result of `class` nobody works on, the workers naming it.
 fn assert_result_never_comes(report: &WatchOutput, waiter: u32, workers: &[u32], class: &str) {
-    let main: Vec<&Value> = report.thread(waiter);
-    let main = main
-        .iter()
-        .find(|t| t["verdict"] == "process_stalled")
-        .unwrap_or_else(|| panic!("result waiter not process_stalled:\n{}", report.dump()));
+    let main = report.thread_with(waiter, "process_stalled");
     assert_eq!(main["runtime"]["wait"]["kind"], "result", "{main:#}");
     assert!(
         main["runtime"]["wait"]["class"]
@@ -61,11 +56,7 @@ fn assert_result_never_comes(report: &WatchOutput, waiter: u32, workers: &[u32],
         "{explanation}"
     );
     for &tid in workers {
-        let t = report
-            .thread(tid)
-            .into_iter()
-            .find(|t| t["verdict"] == "process_stalled")
-            .unwrap_or_else(|| panic!("worker {tid} not process_stalled:\n{}", report.dump()));
+        let t = report.thread_with(tid, "process_stalled");
         assert_eq!(t["result_waiter_tid"], waiter, "{t:#}");
     }
 }

@@ -146,6 +146,30 @@ fn version(program: &str, arg: &str) -> String {
     text.lines().next().unwrap_or_default().to_owned()
 }
 
+/// `node_jit_wait.js --wait-ms WAIT_MS --count COUNT` under `--perf-basic-prof`, once it is
+/// ready (its function's code is in the map). V8's log (which `--perf-basic-prof` turns on)
+/// goes to `dir`, not the working directory.
+fn start_node_wait(dir: &TempDir, wait_ms: &str, count: &str) -> RunningWorkload {
+    let script = workload_file("node_jit_wait.js");
+    let logfile = format!("--logfile={}", dir.join("v8.log").display());
+    let workload = RunningWorkload::spawn(
+        Path::new("node"),
+        &[
+            "--perf-basic-prof",
+            "--interpreted-frames-native-stack",
+            "--no-logfile-per-isolate",
+            &logfile,
+            script.to_str().expect("UTF-8 path"),
+            "--wait-ms",
+            wait_ms,
+            "--count",
+            count,
+        ],
+    );
+    workload.wait_for("ready", STARTUP_TIMEOUT);
+    workload
+}
+
 /// Check that a JS function blocked in `Atomics.wait` (Node, `--perf-basic-prof
 /// --interpreted-frames-native-stack`) shows in the main thread's user stack as a `jit` frame
 /// named `JS:~blockingWaitInJs FILE:LINE:COL`, as V8 wrote it, above the native `Atomics.wait`
@@ -159,25 +183,7 @@ fn node_function_named_through_perf_map() {
     }
     println!("Node: {}", version("node", "--version"));
     let dir = TempDir::new("jit-node");
-    let script = workload_file("node_jit_wait.js");
-    let script = script.to_str().expect("UTF-8 path");
-    // V8's log (which --perf-basic-prof turns on) goes to the temp dir, not the cwd.
-    let logfile = format!("--logfile={}", dir.join("v8.log").display());
-    let workload = RunningWorkload::spawn(
-        Path::new("node"),
-        &[
-            "--perf-basic-prof",
-            "--interpreted-frames-native-stack",
-            "--no-logfile-per-isolate",
-            &logfile,
-            script,
-            "--wait-ms",
-            LONG_WAIT_MS,
-            "--count",
-            "3",
-        ],
-    );
-    workload.wait_for("ready", STARTUP_TIMEOUT);
+    let workload = start_node_wait(&dir, LONG_WAIT_MS, "3");
     let pid = workload.pid();
     let map = perf_map_path(pid);
     let _cleanup = RemoveOnDrop(map.clone());
@@ -215,21 +221,7 @@ fn node_function_named_through_perf_map() {
 
     // profile charges waits as they end: a second run with short waits, whose stacks reach
     // the JS function, unwound with DWARF through node and libc.
-    let short = RunningWorkload::spawn(
-        Path::new("node"),
-        &[
-            "--perf-basic-prof",
-            "--interpreted-frames-native-stack",
-            "--no-logfile-per-isolate",
-            &logfile,
-            script,
-            "--wait-ms",
-            SHORT_WAIT_MS,
-            "--count",
-            "30",
-        ],
-    );
-    short.wait_for("ready", STARTUP_TIMEOUT);
+    let short = start_node_wait(&dir, SHORT_WAIT_MS, "30");
     let _cleanup = RemoveOnDrop(perf_map_path(short.pid()));
     let lines = profile_folded(short.pid(), &dir, "node", "dwarf");
     assert_profiled_in(&lines, "blockingWaitInJs", |f| {

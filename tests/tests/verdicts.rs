@@ -50,11 +50,7 @@ fn node_loop_blocked_before_watch_is_known_from_frames() {
     thread::sleep(Duration::from_millis(1500));
     let (result, report) = once_json(workload.pid(), &dir.join("once.jsonl"));
     result.assert_code(10);
-    let main = report
-        .thread(workload.pid())
-        .into_iter()
-        .find(|t| t["verdict"] == "event_loop_blocked")
-        .unwrap_or_else(|| panic!("main thread not event_loop_blocked:\n{}", report.dump()));
+    let main = report.thread_with(workload.pid(), "event_loop_blocked");
     assert_eq!(main["event_loop"], true, "{main:#}");
     assert_eq!(main["event_loop_library"], "libuv", "{main:#}");
     let call = main["blocking_call"].as_str().unwrap_or_default();

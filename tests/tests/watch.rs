@@ -11,7 +11,8 @@ use stallwatch_tests::{
     tracer::{RunOutput, Tracer, run},
     watch_report::{WatchOutput, user_symbols},
     watch_workloads::{
-        self, DELAY_MS_ARG, MAIN, READY, RunningWorkload, abba, asyncio, healthy, recv, rust_abba,
+        self, DELAY_MS_ARG, MAIN, READY, RunningWorkload, abba, asyncio, healthy, once_json, recv,
+        rust_abba,
     },
     workload_file,
 };
@@ -49,18 +50,9 @@ fn assert_abba_cycle(report: &WatchOutput, a: u32, b: u32) {
     assert_eq!(distinct, [expected], "cycles:\n{}", report.dump());
 }
 
-/// The first report object of `tid` with verdict `verdict`.
-fn thread_with<'a>(report: &'a WatchOutput, tid: u32, verdict: &str) -> &'a Value {
-    report
-        .thread(tid)
-        .into_iter()
-        .find(|t| t["verdict"] == verdict)
-        .unwrap_or_else(|| panic!("no {verdict} verdict for tid {tid}:\n{}", report.dump()))
-}
-
 /// Checks one deadlocked thread: its owner, the mutex it wants and its lock-call frame.
 fn assert_deadlocked(report: &WatchOutput, tid: u32, owner: u32, mutex: u64, frame: &str) {
-    let t = thread_with(report, tid, "deadlock");
+    let t = report.thread_with(tid, "deadlock");
     assert_eq!(t["resource"]["owner_tid"], owner, "owner of {tid}:\n{t:#}");
     let wanted = t["resource"]["lock_uaddr"]
         .as_str()
@@ -117,7 +109,7 @@ fn abba_deadlock_is_reported_with_owners_and_stacks() {
 fn abba_deadlock_forming() {
     let (workload, report) = watch_abba_forming(&[]);
     let a = workload.tid(abba::THREAD_A);
-    assert_eq!(thread_with(&report, a, "deadlock")["origin"], "traced");
+    assert_eq!(report.thread_with(a, "deadlock")["origin"], "traced");
     let main = workload.tid(MAIN);
     assert!(
         report
@@ -186,21 +178,7 @@ fn deadlock_before_attach() {
     let (lock_a, lock_b) = (workload.lock(abba::LOCK_A), workload.lock(abba::LOCK_B));
 
     let once = dir.join("once.jsonl");
-    let result = run(
-        [
-            "watch",
-            "-p",
-            &pid,
-            "--once",
-            "--threshold",
-            "1s",
-            "--json",
-            "-o",
-            once.to_str().unwrap(),
-        ],
-        RUN_TIMEOUT,
-    );
-    result.assert_code(11);
+    once_json(workload.pid(), &once).0.assert_code(11);
     let live = dir.join("live.jsonl");
     let result = run(
         [
@@ -226,7 +204,7 @@ fn deadlock_before_attach() {
         assert_abba_cycle(&report, a, b);
         assert_deadlocked(&report, a, b, lock_b, abba::LOCK_B_WHILE_HOLDING_A);
         assert_deadlocked(&report, b, a, lock_a, abba::LOCK_A_WHILE_HOLDING_B);
-        let t = thread_with(&report, a, "deadlock");
+        let t = report.thread_with(a, "deadlock");
         assert_eq!(t["origin"], "snapshot", "{t:#}");
         assert!(
             t["blocked_for_ms"].as_u64().unwrap_or(0) >= 1000,
@@ -236,7 +214,7 @@ fn deadlock_before_attach() {
             !t["kernel_stack"].as_array().is_none_or(Vec::is_empty),
             "no kernel stack: {t:#}"
         );
-        let main = thread_with(&report, workload.tid(MAIN), "blocked_by_deadlock");
+        let main = report.thread_with(workload.tid(MAIN), "blocked_by_deadlock");
         assert_eq!(
             main["resource"]["owner_tid"], a,
             "main joins abba-a: {main:#}"
@@ -260,7 +238,7 @@ fn pi_deadlock_forming() {
     let (a, b) = (workload.tid(abba::THREAD_A), workload.tid(abba::THREAD_B));
     let sources: Vec<&Value> = [a, b]
         .iter()
-        .map(|&t| &thread_with(&report, t, "deadlock")["resource"]["owner_source"])
+        .map(|&t| &report.thread_with(t, "deadlock")["resource"]["owner_source"])
         .collect();
     assert!(
         sources.contains(&&Value::from("failed_pi_lock"))
@@ -323,7 +301,7 @@ fn pi_deadlock_before_attach() {
         report.dump()
     );
     let other = if parked[0] == a { b } else { a };
-    let t = thread_with(&report, other, "stall");
+    let t = report.thread_with(other, "stall");
     assert_eq!(t["resource"]["owner_tid"], parked[0], "{t:#}");
     assert_eq!(t["resource"]["owner_source"], "pi_word", "{t:#}");
 }
@@ -394,7 +372,7 @@ fn recv_on_a_silent_server() {
     result.assert_code(10);
     let peer = format!("127.0.0.1:{}", workload.port());
     for client in recv::CLIENTS {
-        let t = thread_with(&report, workload.tid(client), "stall");
+        let t = report.thread_with(workload.tid(client), "stall");
         assert_eq!(t["resource"]["peer"], peer.as_str(), "{t:#}");
         assert_eq!(t["wait"]["syscall"], "recvfrom", "{t:#}");
         assert!(
@@ -460,7 +438,7 @@ fn blocked_asyncio_loop(mode: &str) {
     let (result, report) = finish(tracer, &out);
     result.assert_code(10);
     let tid = workload.tid(asyncio::LOOP);
-    let t = thread_with(&report, tid, "event_loop_blocked");
+    let t = report.thread_with(tid, "event_loop_blocked");
     assert!(t["event_loop"] == true, "{mode}: {t:#}");
 }
 
