@@ -171,6 +171,12 @@ pub mod flags {
     /// With [`STACK_COPIES`] (`--unwind auto`): also walk the frame pointers and ship that
     /// walk's stack id with the site, so user space can choose between the two.
     pub const FP_WITH_COPIES: u32 = 1 << 14;
+    /// Read the blocking syscall from the thread's saved user registers at switch-out
+    /// (`orig_ax` and the argument registers, as `/proc/PID/syscall` does) instead of keeping
+    /// it from `sys_enter` to `sys_exit`: `profile` then needs no syscall hooks, which every
+    /// syscall on the host would pay for. `watch` keeps the hooks for what only they see
+    /// (the syscall's start time, a refused PI lock, a poll's return).
+    pub const SYSCALLS_FROM_REGS: u32 = 1 << 15;
 }
 
 /// Everything the BPF side needs to know before it runs, set as the global `CONFIG` at load.
@@ -217,6 +223,11 @@ pub struct RegsOffsets {
     pub sp: u32,
     /// User frame pointer.
     pub bp: u32,
+    /// `ax`: `-ENOSYS` from syscall entry until the syscall returns (`entry_64.S` pushes it
+    /// before dispatch), the user's own `rax` in an exception or interrupt.
+    pub ax: u32,
+    /// Keeps [`Config`] free of implicit padding.
+    pub _pad: u32,
 }
 
 /// The blocking syscall a thread is in, recorded at `sys_enter` and cleared at `sys_exit`.
@@ -628,7 +639,7 @@ pub mod capacity {
     pub const SITE_RING_BYTES: u32 = 4 * 1024 * 1024;
 }
 
-const _: () = assert!(core::mem::size_of::<Config>() == 88);
+const _: () = assert!(core::mem::size_of::<Config>() == 96);
 const _: () = assert!(core::mem::size_of::<SyscallCtx>() == 40);
 const _: () = assert!(core::mem::size_of::<UserRegs>() == 24);
 const _: () = assert!(core::mem::size_of::<FailedLock>() == 24);

@@ -104,6 +104,8 @@ pub const FUTEX_LOCK_PI2: u32 = 13;
 pub const FUTEX_TID_MASK: u32 = 0x3fff_ffff;
 /// `EDEADLK`.
 pub const EDEADLK: i64 = 35;
+/// `ENOSYS`: what x86_64 syscall entry puts in the saved `ax` until the syscall returns.
+pub const ENOSYS: i64 = 38;
 
 /// `FUTEX_PRIVATE_FLAG`: the futex is private to the process (no other process can wake it).
 pub const FUTEX_PRIVATE_FLAG: u64 = 128;

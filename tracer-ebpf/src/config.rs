@@ -22,6 +22,8 @@ static CONFIG: Config = Config {
         ip: 0,
         sp: 0,
         bp: 0,
+        ax: 0,
+        _pad: 0,
     },
 };
 
@@ -112,4 +114,9 @@ pub(crate) fn regs_sp_off() -> u32 {
 #[inline(always)]
 pub(crate) fn regs_bp_off() -> u32 {
     field!(regs.bp)
+}
+
+#[inline(always)]
+pub(crate) fn regs_ax_off() -> u32 {
+    field!(regs.ax)
 }

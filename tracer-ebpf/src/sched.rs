@@ -88,6 +88,9 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
         // such a task straight to this thread is invisible. Nothing here can recover it.
         count(counter::DROP_UNMATCHED_WAIT);
     }
+    if config::has(flags::SYSCALLS_FROM_REGS) && !kthread {
+        thread.syscall = crate::syscall::from_regs();
+    }
     let (kernel_stack_id, user_stack_id) = stacks::for_wait(ctx, thread, class, kthread);
     let wait = &mut thread.wait;
     wait.kernel_stack_id = kernel_stack_id;

@@ -1,10 +1,13 @@
 //! Syscall context: which blocking syscall a thread is in and on what, so every off-CPU
 //! interval carries a wait kind and a resource (futex address, fd, epoll fd...). Entry
-//! records it, exit always clears it (futexctn's pairing).
+//! records it, exit always clears it (futexctn's pairing); or, without those hooks
+//! (`flags::SYSCALLS_FROM_REGS`, `profile`), it is read from the saved user registers at
+//! switch-out, which hold the same number and arguments for as long as the syscall runs.
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
+        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
     },
     programs::BtfTracePointContext,
 };
@@ -18,6 +21,29 @@ fn arg(regs: *const u8, i: usize) -> u64 {
     // SAFETY: `regs` is the kernel's `struct pt_regs` for this syscall; checked read.
     unsafe { bpf_probe_read_kernel(regs.add(config::regs_arg_off(i) as usize) as *const u64) }
         .unwrap_or(0)
+}
+
+/// The context of tracked syscall `nr` whose arguments are in `regs`, stamped `enter_ns`.
+#[inline(always)]
+fn context(regs: *const u8, nr: u32, layout: syscalls::ArgLayout, enter_ns: u64) -> SyscallCtx {
+    let resource = arg(regs, layout.resource);
+    let detail = match layout.detail {
+        Some(i) => arg(regs, i),
+        None => 0,
+    };
+    let timeout = match layout.timeout {
+        Some(i) if Some(i) == layout.detail => detail,
+        Some(i) => arg(regs, i),
+        None => 0,
+    };
+    SyscallCtx {
+        kind: layout.kind,
+        nr,
+        resource,
+        detail,
+        timeout,
+        enter_ns,
+    }
 }
 
 /// `sys_enter`.
@@ -37,28 +63,41 @@ pub(crate) fn on_enter(ctx: &BtfTracePointContext) {
         return;
     }
     let regs: *const u8 = ctx.arg(0);
-    let resource = arg(regs, layout.resource);
-    let detail = match layout.detail {
-        Some(i) => arg(regs, i),
-        None => 0,
-    };
-    let timeout = match layout.timeout {
-        Some(i) if Some(i) == layout.detail => detail,
-        Some(i) => arg(regs, i),
-        None => 0,
-    };
     let Some(thread) = thread_entry(tid) else {
         return;
     };
-    thread.syscall = SyscallCtx {
-        kind: layout.kind,
-        nr,
-        resource,
-        detail,
-        timeout,
-        // SAFETY: helper without arguments.
-        enter_ns: unsafe { bpf_ktime_get_ns() },
+    // SAFETY: helper without arguments.
+    thread.syscall = context(regs, nr, layout, unsafe { bpf_ktime_get_ns() });
+}
+
+/// The tracked syscall the running user thread is in, from its saved user registers
+/// (`flags::SYSCALLS_FROM_REGS`); `enter_ns` is unknown (0). Outside a syscall `orig_ax` is
+/// negative (an interrupt) or a page fault's error code, which `ax` tells apart: syscall
+/// entry sets it to `-ENOSYS` and only the syscall's return overwrites it.
+#[inline(always)]
+pub(crate) fn from_regs() -> SyscallCtx {
+    let none = SyscallCtx {
+        kind: syscalls::kind::NONE,
+        nr: u32::MAX,
+        ..SyscallCtx::default()
     };
+    // SAFETY: `bpf_task_pt_regs(current)` points at the thread's saved user registers; every
+    // read goes through a checked probe-read helper.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let read = |off: u32| {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.ok()
+    };
+    let Some(nr) = read(config::regs_orig_ax_off()) else {
+        return none;
+    };
+    let Some(layout) = u32::try_from(nr).ok().and_then(syscalls::classify) else {
+        return none;
+    };
+    if read(config::regs_ax_off()) != Some(-syscalls::ENOSYS as u64) {
+        return none;
+    }
+    context(regs, nr as u32, layout, 0)
 }
 
 /// `sys_exit`: clears the syscall context, and remembers what `watch` needs afterwards: a PI

@@ -366,6 +366,7 @@ impl ProfileArgs {
             python_stacks: self.python,
             unwind: self.unwind,
             stack_copy_bytes: self.stack_copy_bytes,
+            syscall_hooks: false,
         }
     }
 

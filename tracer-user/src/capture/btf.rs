@@ -82,6 +82,8 @@ impl KernelOffsets {
                 ip: regs("ip")?,
                 sp: regs("sp")?,
                 bp: regs("bp")?,
+                ax: regs("ax")?,
+                _pad: 0,
             },
         })
     }
@@ -139,7 +141,8 @@ mod tests {
         }
         let off = KernelOffsets::from_running_kernel().expect("offsets");
         assert!(off.task_pid > 0 && off.task_pid < 16384);
-        // x86_64 pt_regs: r15 first, di at 112, orig_ax at 120, ip 128, sp 152.
+        // x86_64 pt_regs: r15 first, ax at 80, di at 112, orig_ax at 120, ip 128, sp 152.
+        assert_eq!(off.regs.ax, 80);
         assert_eq!(off.regs.args[0], 112);
         assert_eq!(off.regs.orig_ax, 120);
         assert_eq!(off.regs.ip, 128);

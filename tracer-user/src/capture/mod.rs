@@ -81,6 +81,11 @@ pub struct CaptureConfig {
     pub unwind: UnwindMode,
     /// Bytes of user stack copied above sp per site (`--stack-copy-bytes`).
     pub stack_copy_bytes: u32,
+    /// Follow syscalls from entry to exit with the `sys_enter`/`sys_exit` hooks (`watch`:
+    /// when a syscall began, refused PI locks, poll returns). Without them (`profile`) the
+    /// blocking syscall is read from the saved registers at switch-out, and no syscall on the
+    /// host pays for a hook.
+    pub syscall_hooks: bool,
 }
 
 impl Default for CaptureConfig {
@@ -104,6 +109,7 @@ impl Default for CaptureConfig {
             python_stacks: false,
             unwind: UnwindMode::Fp,
             stack_copy_bytes: tracer_common::DEFAULT_STACK_COPY_BYTES,
+            syscall_hooks: true,
         }
     }
 }

@@ -29,7 +29,9 @@ use crate::{
 /// The BPF object built by `build.rs` (empty when bpf-linker was missing).
 static BPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/stallwatch-bpf"));
 
-/// Every program in the object; each is a `tp_btf` program named after its tracepoint.
+/// Every program in the object; each is a `tp_btf` program named after its tracepoint. The
+/// syscall hooks are attached only with [`CaptureConfig::syscall_hooks`] and `sched_waking`
+/// only with [`CaptureConfig::wakers`]: a hook nobody needs still costs every event.
 const PROGRAMS: [&str; 7] = [
     "sched_process_fork",
     "sched_switch",
@@ -110,6 +112,14 @@ impl Session {
         let btf = aya::Btf::from_sys_fs()
             .map_err(|e| CaptureError::KernelUnsupported(super::btf::BtfError::Load(e)))?;
         for name in PROGRAMS {
+            let needed = match name {
+                "sys_enter" | "sys_exit" => config.syscall_hooks,
+                "sched_waking" => config.wakers,
+                _ => true,
+            };
+            if !needed {
+                continue;
+            }
             let attach = |ebpf: &mut Ebpf| -> Result<(), aya::programs::ProgramError> {
                 let program: &mut BtfTracePoint = ebpf
                     .program_mut(name)
@@ -359,6 +369,9 @@ fn kernel_config(
     }
     if config.python_stacks {
         f |= flags::PYTHON_STACKS;
+    }
+    if !config.syscall_hooks {
+        f |= flags::SYSCALLS_FROM_REGS;
     }
     match config.unwind {
         UnwindMode::Fp => {}
