@@ -37,6 +37,35 @@ pub const DEFAULT_STACK_COPY_BYTES: u32 = 16 * 1024;
 /// frame pointers, ip/sp/bp alone do not tell two callers of the same blocking function apart.
 pub const SITE_MEMO_BYTES: usize = 512;
 
+/// Most executable ranges of one process given to BPF ([`TextRanges`]); more are merged
+/// across their smallest gaps, which only lets a few more words count.
+pub const TEXT_RANGES_MAX: usize = 64;
+/// The start of an unused [`TextRanges`] slot: above every user address, below 2^62 (what
+/// [`site_hash::text_mask`]'s comparisons need).
+pub const TEXT_RANGE_UNUSED: u64 = 1 << 62;
+
+/// Where a process's code is (`TEXT_RANGES`, keyed by tgid, written by user space from
+/// `/proc/PID/maps` for `--unwind dwarf|auto`): only stack words in these ranges are return
+/// address candidates, so only they join a site id and the memo key. Heap pointers and clocks
+/// left on the stack then no longer make a new site at every wait.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TextRanges {
+    /// Range starts, ascending; unused slots hold [`TEXT_RANGE_UNUSED`].
+    pub starts: [u64; TEXT_RANGES_MAX],
+    /// One past each range's last byte.
+    pub ends: [u64; TEXT_RANGES_MAX],
+}
+
+impl Default for TextRanges {
+    fn default() -> Self {
+        Self {
+            starts: [TEXT_RANGE_UNUSED; TEXT_RANGES_MAX],
+            ends: [TEXT_RANGE_UNUSED; TEXT_RANGES_MAX],
+        }
+    }
+}
+
 /// The hash behind site ids and the stack-copy memo key (`tracer-ebpf/src/sites.rs`), here so
 /// that it is tested on the host.
 pub mod site_hash {
@@ -59,20 +88,57 @@ pub mod site_hash {
         unsafe { core::ptr::read_volatile(&v) }
     }
 
-    /// One stack word into a running hash, masked to zero unless it is code-like (in
-    /// `[0x400000, 2^47)`, where every return address lies): every word moves the hash, so
-    /// words count by position, but only code-like values by value. Loop counters, sizes and
-    /// fds (below 4 MiB) and kernel-half or float bit patterns do not split a site.
+    /// All ones when `word` is code-like (in `[0x400000, 2^47)`, where every return address
+    /// lies), else zero.
     #[inline(always)]
-    pub fn add_word(hash: u64, word: u64) -> u64 {
+    pub fn code_like_mask(word: u64) -> u64 {
         // `above` is 0 below 4 MiB, `high` is 0 in the user half, and both are far below
         // 2^63, so `x - 1` has its sign bit set exactly when `x == 0`: code-like is the sign
         // bit of `(high - 1) & !(above - 1)`, spread over the word by an arithmetic shift.
         let above = word >> CODE_LIKE_MIN_BITS;
         let high = word >> CODE_LIKE_END_BITS;
         let sign = opaque(high.wrapping_sub(1) & !above.wrapping_sub(1));
-        let code_like = ((sign as i64) >> 63) as u64;
-        (hash ^ (word & code_like)).wrapping_mul(PRIME)
+        ((sign as i64) >> 63) as u64
+    }
+
+    /// All ones when `a <= b`, for values below 2^62 (no branch, see [`opaque`]).
+    #[inline(always)]
+    fn le_mask(a: u64, b: u64) -> u64 {
+        !((opaque(b.wrapping_sub(a)) as i64 >> 63) as u64)
+    }
+
+    /// All ones when `word` lies in one of the process's executable ranges, else zero: a
+    /// branch-free binary search over the sorted starts ([`super::TextRanges`]).
+    #[inline(always)]
+    pub fn text_mask(ranges: &super::TextRanges, word: u64) -> u64 {
+        const LAST: usize = super::TEXT_RANGES_MAX - 1;
+        // Outside the user half, `le_mask`'s premise fails; such words are no code anyway.
+        let code_like = code_like_mask(word);
+        let word = word & code_like;
+        let mut lo = 0usize;
+        let mut half = super::TEXT_RANGES_MAX / 2;
+        while half > 0 {
+            let mid = (lo + half) & LAST;
+            lo += half & le_mask(ranges.starts[mid], word) as usize;
+            half /= 2;
+        }
+        let lo = lo & LAST;
+        code_like & le_mask(ranges.starts[lo], word) & !le_mask(ranges.ends[lo], word)
+    }
+
+    /// One stack word into a running hash, masked to zero unless `keep` is all ones: every
+    /// word moves the hash, so words count by position, but only kept words by value.
+    #[inline(always)]
+    pub fn add_word_masked(hash: u64, word: u64, keep: u64) -> u64 {
+        (hash ^ (word & keep)).wrapping_mul(PRIME)
+    }
+
+    /// [`add_word_masked`] keeping code-like words: loop counters, sizes and fds (below
+    /// 4 MiB) and kernel-half or float bit patterns do not split a site; heap pointers and
+    /// clocks do, which is why [`text_mask`] is used where the process's ranges are known.
+    #[inline(always)]
+    pub fn add_word(hash: u64, word: u64) -> u64 {
+        add_word_masked(hash, word, code_like_mask(word))
     }
 
     /// splitmix64's finalizer, so that ids spread over all bits.
@@ -111,6 +177,64 @@ pub mod site_hash {
             assert_eq!(hash(&[0x3f_ffff]), hash(&[0]));
             assert_ne!(hash(&[(1 << 47) - 1]), hash(&[0]));
             assert_eq!(hash(&[1 << 47]), hash(&[0]));
+        }
+
+        fn ranges(list: &[(u64, u64)]) -> super::super::TextRanges {
+            let mut r = super::super::TextRanges::default();
+            for (i, &(start, end)) in list.iter().enumerate() {
+                r.starts[i] = start;
+                r.ends[i] = end;
+            }
+            r
+        }
+
+        /// Check the search at every slot's edges, with few and with all slots used.
+        #[test]
+        fn text_mask_finds_exactly_the_ranges() {
+            for count in [1, 2, 3, 31, 63, super::super::TEXT_RANGES_MAX] {
+                let mut all = [(0, 0); super::super::TEXT_RANGES_MAX];
+                for (i, slot) in all.iter_mut().enumerate() {
+                    let start = 0x40_0000 + i as u64 * 0x10_0000;
+                    *slot = (start, start + 0x8000);
+                }
+                let list = &all[..count];
+                let r = ranges(list);
+                for &(start, end) in list {
+                    assert_eq!(text_mask(&r, start), u64::MAX, "{count}: {start:#x}");
+                    assert_eq!(text_mask(&r, end - 1), u64::MAX, "{count}: {end:#x}");
+                    assert_eq!(text_mask(&r, end), 0, "{count}: {end:#x}");
+                    assert_eq!(text_mask(&r, start - 1), 0, "{count}: {start:#x}");
+                }
+                for outside in [0, 1, 0x3f_ffff, 0x7fff_ffff_f000, 1 << 47, u64::MAX] {
+                    assert_eq!(text_mask(&r, outside), 0, "{count}: {outside:#x}");
+                }
+            }
+            let r = ranges(&[]);
+            assert_eq!(text_mask(&r, 0x40_0000), 0);
+        }
+
+        /// Check that with the process's ranges, a heap pointer that changes between two
+        /// waits does not change the hash, and a return address does.
+        #[test]
+        fn only_words_in_text_count_with_ranges() {
+            let r = ranges(&[
+                (0x5555_5555_0000, 0x5555_5556_0000),
+                (0x7f00_0000_0000, 0x7f00_0010_0000),
+            ]);
+            let hash = |words: &[u64]| {
+                finish(
+                    words
+                        .iter()
+                        .fold(START, |h, &w| add_word_masked(h, w, text_mask(&r, w))),
+                )
+            };
+            let ret = 0x5555_5555_1234;
+            assert_eq!(
+                hash(&[ret, 0x5555_6000_0010]),
+                hash(&[ret, 0x7f00_0100_0000])
+            );
+            assert_ne!(hash(&[ret, 0]), hash(&[0x7f00_0000_1000, 0]));
+            assert_ne!(hash(&[ret, 0]), hash(&[0, ret]));
         }
     }
 }
@@ -637,6 +761,9 @@ pub mod capacity {
     pub const KNOWN_SITES: u32 = 16_384;
     /// Bytes of the site ring buffer (`SITES`): about 200 full stack copies between drains.
     pub const SITE_RING_BYTES: u32 = 4 * 1024 * 1024;
+    /// Processes whose code ranges BPF holds (`TEXT_RANGES`, LRU: a process evicted hashes
+    /// its stacks by the code-like rule again); 1 KiB each.
+    pub const TEXT_RANGES: u32 = 4_096;
 }
 
 const _: () = assert!(core::mem::size_of::<Config>() == 96);
@@ -671,4 +798,5 @@ mod pod {
     unsafe impl aya::Pod for PyThread {}
     unsafe impl aya::Pod for PyStack {}
     unsafe impl aya::Pod for SiteHeader {}
+    unsafe impl aya::Pod for TextRanges {}
 }

@@ -2,11 +2,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, PerCpuArray, RingBuf},
+    maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, SiteCopy, StackTrace, ThreadState,
-    capacity, counter,
+    OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, SiteCopy, StackTrace, TextRanges,
+    ThreadState, capacity, counter,
 };
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
@@ -56,6 +56,11 @@ pub(crate) static SITE_SCRATCH: PerCpuArray<SiteCopy> = PerCpuArray::with_max_en
 #[map]
 pub(crate) static KNOWN_SITES: HashMap<u64, u8> =
     HashMap::with_max_entries(capacity::KNOWN_SITES, 0);
+
+/// Each process's executable ranges, keyed by tgid, from user space (`sites.rs`).
+#[map]
+pub(crate) static TEXT_RANGES: LruHashMap<u32, TextRanges> =
+    LruHashMap::with_max_entries(capacity::TEXT_RANGES, 0);
 
 /// New sites: a `SiteHeader` followed by the copied stack bytes, for user space to unwind.
 #[map]

@@ -5,13 +5,16 @@
 //!
 //! A site id must tell different stacks apart and give the same stack the same id, so it is
 //! shipped once and the in-kernel aggregate keeps one line for it. It hashes the process, ip,
-//! sp, the frame-pointer walk's id (auto) and every *code-like* word of the copy above sp:
-//! values in `[0x400000, 2^47)`, where every return address lies. Small integers (counters,
-//! sizes, fds) stay out, and so do kernel-half values and most bit patterns; heap and stack
-//! pointers and monotonic nanosecond clocks below 2^47 (1.6 days of uptime) stay in, so a loop
-//! that keeps such a changing value on its stack makes a new site per wait: correct, but
-//! shipped again (counted in `SITES_SHIPPED`). A `KNOWN_SITES` map (insert if absent)
-//! decides shipping.
+//! sp, the frame-pointer walk's id (auto) and, by position, every word of the copy above sp
+//! that lies in one of the process's executable ranges (`TEXT_RANGES`, given by user space
+//! from `/proc/PID/maps`): return addresses are there, heap pointers and clocks are not, so an
+//! interpreter that leaves different objects on its stack at each wait keeps one site. Until
+//! user space has given a process's ranges (its first milliseconds), or after the LRU map
+//! evicted them, every *code-like* word counts instead (in `[0x400000, 2^47)`): correct, but
+//! a changing pointer then makes a new site per wait, shipped again (`SITES_SHIPPED`). Code
+//! mapped after user space last read the maps (dlopen, JIT) does not count until it reads them
+//! again (it does when an unwound site leaves the known code): two stacks that differ only
+//! there share a site meanwhile. A `KNOWN_SITES` map (insert if absent) decides shipping.
 //!
 //! The copy is read a page at a time from the start of sp's page, so every read has a constant
 //! size at a constant offset (the verifier's taste) and a read that faults near the top of
@@ -26,12 +29,12 @@ use aya_ebpf::{
 };
 use tracer_common::{
     MAX_STACK_COPY_PAGES, SITE_ID_TAG, SITE_MEMO_BYTES, STACK_COPY_PAGE, STACK_ID_MISSED,
-    STACK_ID_NONE, SiteCopy, SiteHeader, counter, flags, site_hash,
+    STACK_ID_NONE, SiteCopy, SiteHeader, TextRanges, counter, flags, site_hash,
 };
 
 use crate::{
     config,
-    maps::{KNOWN_SITES, SITE_SCRATCH, SITES, count},
+    maps::{KNOWN_SITES, SITE_SCRATCH, SITES, TEXT_RANGES, count},
     stacks,
 };
 
@@ -39,6 +42,25 @@ const EEXIST: i64 = 17;
 const WORD: usize = 8;
 const MEMO_WORDS: usize = SITE_MEMO_BYTES / WORD;
 const COPY_WORDS: usize = MAX_STACK_COPY_PAGES * STACK_COPY_PAGE / WORD;
+
+/// The running process's executable ranges, if user space has given them.
+#[inline(always)]
+pub(crate) fn text_ranges(tgid: u32) -> Option<&'static TextRanges> {
+    // SAFETY: a map value read in place; user space replaces it whole, and a torn read can
+    // only change which words count for this one hash.
+    unsafe { TEXT_RANGES.get(&tgid) }
+}
+
+/// Adds `word` to `hash`, by value only if it may be a return address: in `ranges` when
+/// given, code-like otherwise.
+#[inline(always)]
+fn add(hash: u64, word: u64, ranges: Option<&TextRanges>) -> u64 {
+    let keep = match ranges {
+        Some(ranges) => site_hash::text_mask(ranges, word),
+        None => site_hash::code_like_mask(word),
+    };
+    site_hash::add_word_masked(hash, word, keep)
+}
 
 /// The word at word index `i < COPY_WORDS` of the copy.
 #[inline(always)]
@@ -48,11 +70,12 @@ fn word_at(copy: &SiteCopy, i: usize) -> u64 {
     unsafe { core::ptr::read(copy.bytes.as_ptr().add(i * WORD).cast::<u64>()) }
 }
 
-/// The memo key part for a copied stack: a hash of the code-like words in
-/// `[sp, sp + SITE_MEMO_BYTES)` (to the end of sp's page when the full window faults), so two
-/// callers of one blocking function at the same sp do not share a memo entry.
+/// The memo key part for a copied stack: a hash of the words in
+/// `[sp, sp + SITE_MEMO_BYTES)` that may be return addresses (to the end of sp's page when the
+/// full window faults), so two callers of one blocking function at the same sp do not share a
+/// memo entry.
 #[inline(always)]
-pub(crate) fn memo_words(sp: u64) -> u64 {
+pub(crate) fn memo_words(sp: u64, ranges: Option<&TextRanges>) -> u64 {
     let Some(copy) = SITE_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -77,19 +100,37 @@ pub(crate) fn memo_words(sp: u64) -> u64 {
         to_page_end / WORD
     };
     words = words.min(MEMO_WORDS);
-    let mut hash = site_hash::START;
-    for i in 0..MEMO_WORDS {
-        if i >= words {
-            break;
-        }
-        hash = site_hash::add_word(hash, word_at(copy, i));
-    }
-    hash
+    hash_words(copy, ranges, 0, words)
 }
 
-/// What [`hash_word`] works on: the copy, where sp is in it, and the running hash.
+/// The hash of `words` words of the copy from word index `first`, in a `bpf_loop` callback:
+/// the verifier checks the callback once, not once per word.
+#[inline(always)]
+fn hash_words(copy: &SiteCopy, ranges: Option<&TextRanges>, first: usize, words: usize) -> u64 {
+    let mut walk = HashWalk {
+        copy,
+        ranges,
+        first,
+        hash: site_hash::START,
+    };
+    // SAFETY: `hash_word` has the callback signature `bpf_loop` expects, and `walk` outlives
+    // the call.
+    unsafe {
+        bpf_loop(
+            words as u32,
+            hash_word as *mut c_void,
+            (&raw mut walk).cast::<c_void>(),
+            0,
+        );
+    }
+    walk.hash
+}
+
+/// What [`hash_word`] works on: the copy, where sp is in it, the process's ranges, and the
+/// running hash.
 struct HashWalk<'a> {
     copy: &'a SiteCopy,
+    ranges: Option<&'a TextRanges>,
     /// Word index of sp in the copy.
     first: usize,
     hash: u64,
@@ -106,14 +147,14 @@ unsafe extern "C" fn hash_word(index: u64, ctx: *mut c_void) -> i64 {
     if i >= COPY_WORDS {
         return 1;
     }
-    walk.hash = site_hash::add_word(walk.hash, word_at(walk.copy, i));
+    walk.hash = add(walk.hash, word_at(walk.copy, i), walk.ranges);
     0
 }
 
 /// Copies the running thread's user stack, ships it if the site is new, and returns the site
 /// id (`STACK_ID_MISSED` when nothing could be copied or shipped, counted by reason).
 #[inline(always)]
-pub(crate) fn record<C: EbpfContext>(ctx: &C) -> u64 {
+pub(crate) fn record<C: EbpfContext>(ctx: &C, ranges: Option<&TextRanges>) -> u64 {
     let regs = stacks::user_regs();
     if regs.sp == 0 {
         count(counter::STACK_COPY_ERROR);
@@ -160,25 +201,12 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C) -> u64 {
         count(counter::STACK_COPY_ERROR);
         return STACK_ID_MISSED;
     }
-    let mut walk = HashWalk {
-        copy,
-        first: in_page / WORD,
-        hash: site_hash::START,
-    };
-    let words = (copy_len / WORD).saturating_sub(walk.first);
-    // SAFETY: `hash_word` has the callback signature `bpf_loop` expects, and `walk` outlives
-    // the call. The verifier checks the callback once, not once per word.
-    unsafe {
-        bpf_loop(
-            words as u32,
-            hash_word as *mut c_void,
-            (&raw mut walk).cast::<c_void>(),
-            0,
-        );
-    }
+    let first = in_page / WORD;
+    let words = (copy_len / WORD).saturating_sub(first);
+    let hash = hash_words(copy, ranges, first, words);
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
     // The process too: the same words in two processes need not be the same code.
-    let mut hash = (walk.hash ^ u64::from(tgid)).wrapping_mul(site_hash::PRIME);
+    let mut hash = (hash ^ u64::from(tgid)).wrapping_mul(site_hash::PRIME);
     hash ^= regs.ip;
     hash = (hash ^ regs.sp).wrapping_mul(site_hash::PRIME);
     hash = (hash ^ fp_stack_id).wrapping_mul(site_hash::PRIME);

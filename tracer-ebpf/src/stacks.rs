@@ -13,8 +13,8 @@ use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
     helpers::{
-        bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_kernel, bpf_probe_read_user,
-        bpf_task_pt_regs,
+        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_kernel,
+        bpf_probe_read_user, bpf_task_pt_regs,
     },
 };
 use tracer_common::{
@@ -125,6 +125,11 @@ pub(crate) fn for_wait<C: EbpfContext>(
     let want_user = flags & flags::USER_STACKS != 0 && !kthread;
     // `--unwind dwarf|auto`: the user stack is a copied site (`sites.rs`).
     let copies = want_user && flags & flags::STACK_COPIES != 0;
+    let ranges = if copies {
+        crate::sites::text_ranges((bpf_get_current_pid_tgid() >> 32) as u32)
+    } else {
+        None
+    };
     let walk = |ctx: &C| {
         let k = if want_kernel {
             record(ctx, false)
@@ -132,7 +137,7 @@ pub(crate) fn for_wait<C: EbpfContext>(
             STACK_ID_NONE
         };
         let u = if copies {
-            crate::sites::record(ctx)
+            crate::sites::record(ctx, ranges)
         } else if want_user {
             record(ctx, true)
         } else {
@@ -150,7 +155,7 @@ pub(crate) fn for_wait<C: EbpfContext>(
     let (ip, sp, bp, ret) = user_place(!copies);
     // Without frame pointers `*(bp + 8)` says nothing; the code-like words above sp do.
     let ret = if copies {
-        crate::sites::memo_words(sp)
+        crate::sites::memo_words(sp, ranges)
     } else {
         ret
     };

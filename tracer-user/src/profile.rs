@@ -11,7 +11,7 @@ use std::{
 };
 
 use crate::{
-    capture::{CaptureError, Session},
+    capture::{CaptureError, Session, UnwindMode},
     cli::{BlockRangeError, ProfileArgs, ProfileOutputs, UnknownFormat},
     command::{CommandError, GatedChild},
     export::{Format, folded, svg},
@@ -20,7 +20,7 @@ use crate::{
     record::{ProfileRecorder, ProfileRun, RecordError},
     report::summary::Summary,
     runtime::PythonStacks,
-    stacks::{Sites, Stacks},
+    stacks::{Sites, Stacks, TextRangesGiven},
     ticker::Ticker,
 };
 
@@ -198,16 +198,19 @@ async fn trace(
     ticker.start(POLL_INTERVAL, args.duration);
     let mut ticks: u64 = 0;
     let mut sites = Sites::default();
+    let mut text_ranges = (config.unwind != UnwindMode::Fp).then(TextRangesGiven::default);
     while ticker.tick().await {
         ticks += 1;
         procs.begin_scan();
         if ticks % 10 == 2 {
-            watched.iter().for_each(|&pid| {
+            for &pid in &watched {
                 procs.remember(pid);
-            });
+                give_text_ranges(&mut session, &mut procs, text_ranges.as_mut(), pid)?;
+            }
         }
         for pid in session.new_processes() {
             procs.remember(pid);
+            give_text_ranges(&mut session, &mut procs, text_ranges.as_mut(), pid)?;
             if python.is_some() && !python_pids.contains(&pid) {
                 python_pids.push(pid);
             }
@@ -229,6 +232,8 @@ async fn trace(
         }
         for copy in session.new_sites() {
             stacks.add_site(&mut sites, &mut procs, &copy);
+            // Unwinding re-reads the maps when the stack leaves the known code.
+            give_text_ranges(&mut session, &mut procs, text_ranges.as_mut(), copy.pid)?;
         }
         if let Some(c) = child.as_mut()
             && matches!(c.try_wait(), Ok(Some(_)))
@@ -269,6 +274,23 @@ async fn trace(
         .await;
     }
     Ok((capture, procs, python))
+}
+
+/// Tells BPF where process `pid`'s code is when that changed since it was last told
+/// (`--unwind dwarf|auto`, `given` is `None` otherwise), so site ids hash return addresses only.
+fn give_text_ranges(
+    session: &mut Session,
+    procs: &mut Procs,
+    given: Option<&mut TextRangesGiven>,
+    pid: u32,
+) -> Result<(), ProfileError> {
+    if let Some(given) = given
+        && let Some(maps) = procs.maps(pid)
+        && let Some(ranges) = given.update(pid, &maps)
+    {
+        session.set_text_ranges(pid, &ranges)?;
+    }
+    Ok(())
 }
 
 /// How often (in ticks) the Python threads of traced processes are listed again for BPF

@@ -12,8 +12,8 @@ use aya::{
     programs::BtfTracePoint,
 };
 use tracer_common::{
-    Config, OffCpuKey, OffCpuValue, PyStack, PyThread, SiteHeader, StackTrace, ThreadState,
-    capacity, flags,
+    Config, OffCpuKey, OffCpuValue, PyStack, PyThread, SiteHeader, StackTrace, TextRanges,
+    ThreadState, capacity, flags,
 };
 
 use super::{
@@ -52,6 +52,7 @@ pub(crate) struct Session {
     ebpf: Option<Ebpf>,
     filter_tgids: HashMap<MapData, u32, u8>,
     py_threads: HashMap<MapData, u32, PyThread>,
+    text_ranges: HashMap<MapData, u32, TextRanges>,
     new_processes: RingBuf<MapData>,
     sites: RingBuf<MapData>,
     /// Site records too short to hold their header (never expected; counted as lost sites).
@@ -145,10 +146,12 @@ impl Session {
             py_stacks: take::<HashMap<MapData, u64, PyStack>>(&mut ebpf, "PY_STACKS")?,
         };
         let py_threads = take::<HashMap<MapData, u32, PyThread>>(&mut ebpf, "PY_THREADS")?;
+        let text_ranges = take::<HashMap<MapData, u32, TextRanges>>(&mut ebpf, "TEXT_RANGES")?;
         Ok(Self {
             ebpf: Some(ebpf),
             filter_tgids,
             py_threads,
+            text_ranges,
             new_processes,
             sites,
             malformed_sites: 0,
@@ -192,6 +195,20 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// Tells BPF where process `pid`'s code is, for its site ids (`--unwind dwarf|auto`).
+    pub(crate) fn set_text_ranges(
+        &mut self,
+        pid: u32,
+        ranges: &TextRanges,
+    ) -> Result<(), CaptureError> {
+        self.text_ranges
+            .insert(pid, ranges, 0)
+            .map_err(|source| CaptureError::Map {
+                name: "TEXT_RANGES",
+                source,
+            })
     }
 
     /// Python stacks stored since the last call, by process (`--python`): ids already in

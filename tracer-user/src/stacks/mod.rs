@@ -12,9 +12,11 @@
 //! ([`crate::procs`]).
 
 mod sites;
+mod text_ranges;
 mod validate;
 
 pub(crate) use sites::Sites;
+pub(crate) use text_ranges::TextRangesGiven;
 pub(crate) use validate::FrameDrops;
 
 use crate::{
