@@ -12,7 +12,7 @@ use stallwatch_tests::{
     folded::{FoldedLine, any_frame_contains},
     offcpu_sites_nofp_bin, require_bpf,
     sites::{FUTEX_WAIT_FRAMES, SitesTrace, pid_filter, trace_sites_binary},
-    workload::{CONDVAR, EPOLL, GATE_FUNCTION, PIPE, SLEEP},
+    workload::{CONDVAR, EPOLL, GATE_FUNCTION, PIPE, SIGNAL, SLEEP},
 };
 
 /// Per-site totals may differ from the workload's clock by this fraction (as in `profile.rs`).
@@ -82,7 +82,8 @@ fn measured_lines<'a>(trace: &'a SitesTrace, thread: &str, kernel: &[&str]) -> V
         .collect()
 }
 
-/// Traces the frame-pointer-less workload with `--unwind MODE`.
+/// Traces the frame-pointer-less workload with `--unwind MODE`, and `--wakers`: a waker's
+/// user stack is taken the same way.
 fn trace(mode: &str, summary: &std::path::Path) -> SitesTrace {
     let summary = summary.display().to_string();
     trace_sites_binary(
@@ -90,9 +91,30 @@ fn trace(mode: &str, summary: &std::path::Path) -> SitesTrace {
         &format!("unwind-{mode}"),
         ITERATIONS,
         pid_filter,
-        &["--unwind", mode, "--summary-json", &summary],
+        &["--unwind", mode, "--wakers", "--summary-json", &summary],
         libc::SIGINT,
     )
+}
+
+/// The condvar thread's measured lines that the signalling thread woke, and how many of
+/// their microseconds have a waker user stack holding (innermost first) libc's
+/// `pthread_cond_signal` called by `signal_thread`.
+fn signalled_by_caller(trace: &SitesTrace) -> (u64, u64) {
+    let woken: Vec<&FoldedLine> = measured_lines(trace, CONDVAR, FUTEX_WAIT_FRAMES)
+        .into_iter()
+        .filter(|l| l.parts(true).waker.is_some_and(|w| w.comm == SIGNAL))
+        .collect();
+    let total: u64 = woken.iter().map(|l| l.value_us).sum();
+    let with_caller: u64 = woken
+        .iter()
+        .filter(|l| {
+            l.parts(true)
+                .waker
+                .is_some_and(|w| holds_in_order(w.user, &["pthread_cond_signal", "signal_thread"]))
+        })
+        .map(|l| l.value_us)
+        .sum();
+    (with_caller, total)
 }
 
 /// Check that with `--unwind MODE` each site's waits carry its whole caller chain and add up
@@ -165,6 +187,15 @@ fn sites_are_attributed_to_their_callers(mode: &str) {
             &trace.context(thread),
         );
     }
+    // The waker's stack is unwound the same way: `pthread_cond_signal` keeps its caller.
+    let (with_caller, woken) = signalled_by_caller(&trace);
+    println!("--unwind {mode}: {with_caller} of {woken} us woken with the signaller's caller");
+    assert!(
+        woken > 0 && with_caller * 10 >= woken * 9,
+        "--unwind {mode}: only {with_caller} of {woken} us woken by {SIGNAL} show \
+         pthread_cond_signal called by signal_thread\n{}",
+        trace.context(CONDVAR)
+    );
     // Most of the condvar thread's time is in pthread_cond_wait, called by site_condvar_wait.
     let in_cond_wait: u64 = measured_lines(&trace, CONDVAR, FUTEX_WAIT_FRAMES)
         .iter()
@@ -198,7 +229,7 @@ fn auto_attributes_sites_without_frame_pointers() {
 }
 
 /// `--unwind fp` on the same build loses the callers: no sleep line reaches `sleep_thread`,
-/// no condvar line reaches `site_condvar_wait`. (If this fails, the workload kept its frame
+/// no condvar line reaches `site_condvar_wait`, no waker stack reaches `signal_thread`. (If this fails, the workload kept its frame
 /// pointers and the tests above prove nothing.)
 #[test]
 fn frame_pointers_lose_the_callers() {
@@ -225,4 +256,9 @@ fn frame_pointers_lose_the_callers() {
             );
         }
     }
+    let (with_caller, woken) = signalled_by_caller(&trace);
+    assert!(
+        woken > 0 && with_caller == 0,
+        "--unwind fp found signal_thread in {with_caller} of {woken} us of waker stacks"
+    );
 }

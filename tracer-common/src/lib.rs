@@ -497,6 +497,23 @@ pub struct StackMemo {
     pub user_stack_id: u64,
 }
 
+/// The per-thread waker memo (`--wakers` with `--unwind dwarf|auto`): where a thread last
+/// woke a traced wait from and the site its user stack was there, so a thread that keeps
+/// waking others from the same place is copied once, not at every wakeup.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WakerMemo {
+    /// User instruction pointer at the wakeup.
+    pub user_ip: u64,
+    /// User stack pointer at the wakeup.
+    pub user_sp: u64,
+    /// Hash of the words above sp that may be return addresses (as `StackMemo::user_ret`
+    /// with stack copies).
+    pub words: u64,
+    /// The site id recorded there.
+    pub user_stack_id: u64,
+}
+
 /// Aggregation key of `OFFCPU_TOTALS`: one flamegraph line.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
@@ -761,6 +778,8 @@ pub mod capacity {
     pub const KNOWN_SITES: u32 = 16_384;
     /// Bytes of the site ring buffer (`SITES`): about 200 full stack copies between drains.
     pub const SITE_RING_BYTES: u32 = 4 * 1024 * 1024;
+    /// Threads whose last wakeup site is remembered (`WAKER_MEMO`, LRU), 32 bytes each.
+    pub const WAKER_MEMO: u32 = 16_384;
     /// Processes whose code ranges BPF holds (`TEXT_RANGES`, LRU: a process evicted hashes
     /// its stacks by the code-like rule again); 1 KiB each.
     pub const TEXT_RANGES: u32 = 4_096;

@@ -39,15 +39,30 @@ pub(crate) fn current_selected(tgid: u32, tid: u32) -> bool {
     true
 }
 
-/// Whether the running thread is a kernel thread (`task->flags & PF_KTHREAD`, offset from BTF).
+/// `PF_EXITING`: the thread is in `do_exit` (its memory may already be gone).
+const PF_EXITING: u32 = 0x0000_0004;
+
+/// The running thread's `task->flags` (offset from BTF), 0 if unreadable.
 #[inline(always)]
-pub(crate) fn current_is_kthread() -> bool {
+fn current_flags() -> u32 {
     // SAFETY: `current` is a valid task; the read is checked by the helper.
     unsafe {
         let task = bpf_get_current_task() as *const u8;
         let flags_ptr = task.add(config::task_flags_off() as usize) as *const u32;
-        matches!(bpf_probe_read_kernel(flags_ptr), Ok(f) if f & PF_KTHREAD != 0)
+        bpf_probe_read_kernel(flags_ptr).unwrap_or(0)
     }
+}
+
+/// Whether the running thread is a kernel thread (`task->flags & PF_KTHREAD`).
+#[inline(always)]
+pub(crate) fn current_is_kthread() -> bool {
+    current_flags() & PF_KTHREAD != 0
+}
+
+/// Whether the running thread is exiting (`task->flags & PF_EXITING`).
+#[inline(always)]
+pub(crate) fn current_is_exiting() -> bool {
+    current_flags() & PF_EXITING != 0
 }
 
 /// Applies `-u`/`-k`: `Some(is_kthread)` when the running thread's kind is traced.

@@ -6,7 +6,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, SiteCopy, StackTrace, TextRanges,
-    ThreadState, capacity, counter,
+    ThreadState, WakerMemo, capacity, counter,
 };
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
@@ -61,6 +61,11 @@ pub(crate) static KNOWN_SITES: HashMap<u64, u8> =
 #[map]
 pub(crate) static TEXT_RANGES: LruHashMap<u32, TextRanges> =
     LruHashMap::with_max_entries(capacity::TEXT_RANGES, 0);
+
+/// Each waking thread's last wakeup site, keyed by tid (`sites::waker_site`).
+#[map]
+pub(crate) static WAKER_MEMO: LruHashMap<u32, WakerMemo> =
+    LruHashMap::with_max_entries(capacity::WAKER_MEMO, 0);
 
 /// New sites: a `SiteHeader` followed by the copied stack bytes, for user space to unwind.
 #[map]

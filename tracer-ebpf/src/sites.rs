@@ -29,12 +29,12 @@ use aya_ebpf::{
 };
 use tracer_common::{
     MAX_STACK_COPY_PAGES, SITE_ID_TAG, SITE_MEMO_BYTES, STACK_COPY_PAGE, STACK_ID_MISSED,
-    STACK_ID_NONE, SiteCopy, SiteHeader, TextRanges, counter, flags, site_hash,
+    STACK_ID_NONE, SiteCopy, SiteHeader, TextRanges, WakerMemo, counter, flags, site_hash,
 };
 
 use crate::{
     config,
-    maps::{KNOWN_SITES, SITE_SCRATCH, SITES, TEXT_RANGES, count},
+    maps::{KNOWN_SITES, SITE_SCRATCH, SITES, TEXT_RANGES, WAKER_MEMO, count},
     stacks,
 };
 
@@ -248,4 +248,36 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C, ranges: Option<&TextRanges>) -> u6
     }
     count(counter::SITES_SHIPPED);
     site_id
+}
+
+/// The site of the running thread's user stack as it wakes a traced wait (`--wakers`): the
+/// same copy as a wait's, behind a memo of its own keyed by the waker's tid (a waker is not
+/// in `THREADS` unless it also waits), so a thread that keeps waking others from the same
+/// place is copied once.
+#[inline(always)]
+pub(crate) fn waker_site<C: EbpfContext>(ctx: &C, tid: u32, tgid: u32) -> u64 {
+    let ranges = text_ranges(tgid);
+    let regs = stacks::user_regs();
+    let words = memo_words(regs.sp, ranges);
+    // SAFETY: a map value read by copy.
+    if config::has(flags::STACK_MEMO)
+        && let Some(memo) = unsafe { WAKER_MEMO.get(&tid) }
+        && memo.user_ip == regs.ip
+        && memo.user_sp == regs.sp
+        && memo.words == words
+        && memo.user_stack_id != STACK_ID_MISSED
+        && regs.ip != 0
+    {
+        count(counter::STACK_MEMO_HITS);
+        return memo.user_stack_id;
+    }
+    let user_stack_id = record(ctx, ranges);
+    let memo = WakerMemo {
+        user_ip: regs.ip,
+        user_sp: regs.sp,
+        words,
+        user_stack_id,
+    };
+    let _ = WAKER_MEMO.insert(&tid, &memo, 0);
+    user_stack_id
 }

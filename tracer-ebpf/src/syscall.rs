@@ -100,6 +100,22 @@ pub(crate) fn from_regs() -> SyscallCtx {
     context(regs, nr as u32, layout, 0)
 }
 
+/// Whether the running user thread is inside a syscall (any), by the same two registers as
+/// [`from_regs`]: a thread waking another on purpose is (futex wake, pipe write, kill); a
+/// thread an interrupt happened to find running, whose stack says nothing of the wakeup, is
+/// usually not.
+#[inline(always)]
+pub(crate) fn current_in_syscall() -> bool {
+    // SAFETY: as in `from_regs`.
+    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
+    let read = |off: u32| {
+        // SAFETY: as above.
+        unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.ok()
+    };
+    matches!(read(config::regs_orig_ax_off()), Some(nr) if (nr as i64) >= 0)
+        && read(config::regs_ax_off()) == Some(-syscalls::ENOSYS as u64)
+}
+
 /// `sys_exit`: clears the syscall context, and remembers what `watch` needs afterwards: a PI
 /// lock the kernel refused as a deadlock, and the return from a poll-style wait.
 #[inline(always)]

@@ -1,5 +1,6 @@
 //! Wakers (`--wakers`, offwaketime's view): when a waiting thread is woken, remember the
-//! waking thread and its stacks on the wait, so the charge at switch-in carries them.
+//! waking thread and its stacks on the wait, so the charge at switch-in carries them. The
+//! waker's user stack is taken the way `--unwind` says, as a wait's is.
 
 use aya_ebpf::{
     helpers::{bpf_get_current_comm, bpf_get_current_pid_tgid},
@@ -39,10 +40,19 @@ pub(crate) fn on_waking(ctx: &BtfTracePointContext) {
     } else {
         STACK_ID_NONE
     };
-    waker.user_stack_id = if want_user {
-        stacks::record(ctx, true)
-    } else {
+    waker.user_stack_id = if !want_user {
         STACK_ID_NONE
+    } else if config::has(flags::STACK_COPIES)
+        && crate::syscall::current_in_syscall()
+        && !filter::current_is_exiting()
+    {
+        // Copied only for a waker in a syscall: an interrupt's wakeup (a timer ending a
+        // sleep) finds whatever thread ran, anywhere in its code, and would make a new site
+        // at nearly every wakeup; an exiting thread (waking its joiner) may have no memory
+        // left to copy. Their frame-pointer walks (below) cost no copy.
+        crate::sites::waker_site(ctx, waker_tid, waker_tgid)
+    } else {
+        stacks::record(ctx, true)
     };
     waker.tgid = waker_tgid;
     waker.tid = waker_tid;

@@ -219,12 +219,12 @@ pub struct ProfileArgs {
     /// every switch-out and put in the user stacks as `function (file.py:line)`.
     #[arg(long)]
     pub python: bool,
-    /// How user stacks are unwound: fp (frame pointers, walked in the kernel; the default),
-    /// dwarf (the top of the stack is copied once per new blocking site and unwound with DWARF
-    /// CFI in user space, for code without frame pointers), auto (both per new site; the DWARF
-    /// unwind when it reaches the thread's root, else the longer). dwarf and auto cost far more
-    /// on interpreters, whose stacks make a new site at nearly every wait (docs/performance.md).
-    #[arg(long, value_name = "MODE", value_enum, default_value_t = UnwindMode::Fp)]
+    /// How user stacks are unwound: auto (the default: frame pointers and a stack copy per new
+    /// blocking site, unwound with DWARF CFI in user space; per site the DWARF unwind when it
+    /// reaches the thread's root, else the longer), dwarf (the copy only), fp (frame pointers
+    /// only, walked in the kernel: loses the callers of code built without them, such as
+    /// most distributions' libc). Costs in docs/performance.md.
+    #[arg(long, value_name = "MODE", value_enum, default_value_t = UnwindMode::Auto)]
     pub unwind: UnwindMode,
     /// Bytes of user stack copied above the stack pointer per new site (dwarf and auto).
     /// Copied in whole pages from the start of sp's page, at most 5 pages (20 KiB).

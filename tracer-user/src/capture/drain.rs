@@ -194,7 +194,7 @@ fn waker(
         tid,
         comm,
         kernel_stack: stacks.get(kernel_stack_id),
-        user_stack: stacks.get(user_stack_id),
+        user_stack: stacks.user(user_stack_id),
     })
 }
 

@@ -138,18 +138,18 @@ fn report_takes_a_file_and_output_options() {
     assert!(Cli::try_parse_from(["stallwatch", "report"]).is_err());
 }
 
-/// Check that `--unwind` defaults to fp, takes auto and dwarf, and reaches the capture
+/// Check that `--unwind` defaults to auto, takes fp and dwarf, and reaches the capture
 /// configuration with the copy size; watch never copies stacks.
 #[test]
 fn unwind_mode_maps_to_capture_config() {
     let c = profile(&[]).capture_config();
-    assert_eq!(c.unwind, UnwindMode::Fp);
+    assert_eq!(c.unwind, UnwindMode::Auto);
     assert_eq!(c.stack_copy_bytes, tracer_common::DEFAULT_STACK_COPY_BYTES);
     let c = profile(&["--unwind", "dwarf", "--stack-copy-bytes", "8192"]).capture_config();
     assert_eq!((c.unwind, c.stack_copy_bytes), (UnwindMode::Dwarf, 8192));
     assert_eq!(
-        profile(&["--unwind", "auto"]).capture_config().unwind,
-        UnwindMode::Auto
+        profile(&["--unwind", "fp"]).capture_config().unwind,
+        UnwindMode::Fp
     );
     assert!(Cli::try_parse_from(["stallwatch", "profile", "--unwind", "lbr"]).is_err());
     assert_eq!(watch(&[]).capture_config().unwind, UnwindMode::Fp);

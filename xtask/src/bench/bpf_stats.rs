@@ -82,16 +82,19 @@ pub(super) fn add_deltas(totals: &mut Totals, start: &[Prog], end: &[Prog]) {
     }
 }
 
-/// Enables `kernel.bpf_stats_enabled` and restores the previous value when dropped.
+/// Sets `kernel.bpf_stats_enabled` and restores the previous value when dropped.
 pub(super) struct StatsEnabled {
     previous: String,
 }
 
 impl StatsEnabled {
-    pub(super) fn enable() -> anyhow::Result<Self> {
+    /// Turns the statistics on or off until the value is dropped.
+    pub(super) fn set(on: bool) -> anyhow::Result<Self> {
         let previous =
             fs::read_to_string(STATS_SYSCTL).with_context(|| format!("reading {STATS_SYSCTL}"))?;
-        fs::write(STATS_SYSCTL, "1").with_context(|| format!("writing 1 to {STATS_SYSCTL}"))?;
+        let value = if on { "1" } else { "0" };
+        fs::write(STATS_SYSCTL, value)
+            .with_context(|| format!("writing {value} to {STATS_SYSCTL}"))?;
         Ok(StatsEnabled {
             previous: previous.trim().to_owned(),
         })

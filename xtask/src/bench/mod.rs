@@ -4,8 +4,9 @@
 //! throughput is bounded by context-switch cost, which is exactly where an off-CPU tracer's
 //! hooks run. Each round runs every configuration once, in an order that rotates per round so
 //! slow drift of the machine does not favour one configuration; the report compares medians.
-//! The tracers run host-wide in the background while pingpong runs, with
-//! `kernel.bpf_stats_enabled=1` so the kernel also reports each program's run time.
+//! The tracers run host-wide in the background while pingpong runs, with the kernel's BPF
+//! run-time statistics off (they slow every program run); one extra round with them on
+//! measures each program's run time.
 
 mod bpf_stats;
 mod report;
@@ -98,7 +99,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
         python: &py_pingpong,
     };
     let mut configs = configurations(&mut notes);
-    let _stats = StatsEnabled::enable()?;
+    let _stats_off = StatsEnabled::set(false)?;
     for round in 0..opts.rounds {
         let n = configs.len();
         for i in 0..n {
@@ -110,7 +111,7 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
                 opts.rounds,
                 config.label
             );
-            if let Err(err) = run_once(config, &workloads, opts.seconds) {
+            if let Err(err) = run_once(config, &workloads, opts.seconds, Measure::Throughput) {
                 if config.tracer.is_none() {
                     return Err(err.context("untraced pingpong run"));
                 }
@@ -127,7 +128,19 @@ pub(crate) fn run(opts: &Options) -> anyhow::Result<()> {
         }
         configs.retain(|c| !c.dropped);
     }
-    drop(_stats);
+    // One more round for the BPF cost columns, with the kernel's run-time statistics on: they
+    // slow every program run, so the rounds above ran without them.
+    {
+        let _stats_on = StatsEnabled::set(true)?;
+        for config in configs.iter_mut().filter(|c| c.tracer.is_some()) {
+            eprintln!("bench: BPF statistics: {}", config.label);
+            if let Err(err) = run_once(config, &workloads, opts.seconds, Measure::BpfCost) {
+                notes.push(format!("{}: no BPF statistics: {err:#}", config.label));
+            }
+            thread::sleep(Duration::from_millis(500));
+        }
+    }
+    drop(_stats_off);
 
     let markdown = report::markdown(&configs, &notes, opts)?;
     println!("{markdown}");
@@ -201,10 +214,10 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
                 configs.push(python("py: stallwatch", Some(spec(&[]))));
                 configs.push(python("py: stallwatch --python", Some(spec(&["--python"]))));
                 if help.contains("--unwind") {
-                    // An interpreter's stack makes a new site at nearly every wait.
+                    // An interpreter's stack holds heap pointers that change at every wait.
                     configs.push(python(
-                        "py: stallwatch --unwind auto",
-                        Some(spec(&["--unwind", "auto"])),
+                        "py: stallwatch --unwind fp",
+                        Some(spec(&["--unwind", "fp"])),
                     ));
                 }
             } else {
@@ -277,8 +290,22 @@ struct Workloads<'a> {
     python: &'a Path,
 }
 
-/// One pingpong run under `config`, recording throughput and the tracer's BPF counters.
-fn run_once(config: &mut Config, workloads: &Workloads, seconds: f64) -> anyhow::Result<()> {
+/// What one run is for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Measure {
+    /// Pingpong's throughput (kernel BPF statistics off).
+    Throughput,
+    /// The tracer's BPF run time per program (statistics on; the throughput is not kept).
+    BpfCost,
+}
+
+/// One pingpong run under `config`, recording its throughput or the tracer's BPF counters.
+fn run_once(
+    config: &mut Config,
+    workloads: &Workloads,
+    seconds: f64,
+    measure: Measure,
+) -> anyhow::Result<()> {
     let pingpong = |seconds| match config.workload {
         Workload::Native => pingpong_run(util::cmd(workloads.native), seconds),
         Workload::Python => {
@@ -293,6 +320,12 @@ fn run_once(config: &mut Config, workloads: &Workloads, seconds: f64) -> anyhow:
         return Ok(());
     };
     let tracer = Running::start(spec, |pid| !bpf_stats::owned_by(pid).is_empty())?;
+    if measure == Measure::Throughput {
+        let result = pingpong(seconds);
+        tracer.stop()?;
+        config.runs.push(result?);
+        return Ok(());
+    }
     let owned = bpf_stats::owned_by(tracer.pid());
     let start: Vec<_> = bpf_stats::snapshot()?
         .into_iter()
@@ -301,9 +334,8 @@ fn run_once(config: &mut Config, workloads: &Workloads, seconds: f64) -> anyhow:
     let result = pingpong(seconds);
     let end = bpf_stats::snapshot()?;
     tracer.stop()?;
-    let result = result?;
+    result?;
     bpf_stats::add_deltas(&mut config.bpf, &start, &end);
-    config.runs.push(result);
     Ok(())
 }
 
