@@ -126,6 +126,12 @@ pub mod site_hash {
         code_like & le_mask(ranges.starts[lo], word) & !le_mask(ranges.ends[lo], word)
     }
 
+    /// All ones when bit `i` of `positions` is set, else zero (no branch).
+    #[inline(always)]
+    pub fn bit_mask(positions: u64, i: usize) -> u64 {
+        opaque((positions >> i) & 1).wrapping_neg()
+    }
+
     /// One stack word into a running hash, masked to zero unless `keep` is all ones: every
     /// word moves the hash, so words count by position, but only kept words by value.
     #[inline(always)]
@@ -483,8 +489,13 @@ pub struct StackMemo {
     pub user_sp: u64,
     /// User frame pointer at switch-out.
     pub user_bp: u64,
-    /// The return address the frame pointer chain starts with (`*(bp + 8)`).
+    /// The return address the frame pointer chain starts with (`*(bp + 8)`); with stack
+    /// copies, the hash of the words above sp at [`Self::user_ret_positions`].
     pub user_ret: u64,
+    /// With stack copies: which of the words above sp (bit `i` = word `i`) were return address
+    /// candidates (inside the process's code) when the memo was filled. A later switch-out
+    /// hashes the same positions only, with no search, to tell whether it is the same stack.
+    pub user_ret_positions: u64,
     /// Syscall resource at switch-out.
     pub resource: u64,
     /// Syscall number at switch-out.
@@ -507,9 +518,12 @@ pub struct WakerMemo {
     pub user_ip: u64,
     /// User stack pointer at the wakeup.
     pub user_sp: u64,
-    /// Hash of the words above sp that may be return addresses (as `StackMemo::user_ret`
-    /// with stack copies).
+    /// Hash of the words above sp at `positions` (as `StackMemo::user_ret` with stack
+    /// copies).
     pub words: u64,
+    /// Which words above sp were return address candidates (as
+    /// `StackMemo::user_ret_positions`).
+    pub positions: u64,
     /// The site id recorded there.
     pub user_stack_id: u64,
 }
@@ -778,7 +792,7 @@ pub mod capacity {
     pub const KNOWN_SITES: u32 = 16_384;
     /// Bytes of the site ring buffer (`SITES`): about 200 full stack copies between drains.
     pub const SITE_RING_BYTES: u32 = 4 * 1024 * 1024;
-    /// Threads whose last wakeup site is remembered (`WAKER_MEMO`, LRU), 32 bytes each.
+    /// Threads whose last wakeup site is remembered (`WAKER_MEMO`, LRU), 40 bytes each.
     pub const WAKER_MEMO: u32 = 16_384;
     /// Processes whose code ranges BPF holds (`TEXT_RANGES`, LRU: a process evicted hashes
     /// its stacks by the code-like rule again); 1 KiB each.
@@ -792,8 +806,8 @@ const _: () = assert!(core::mem::size_of::<FailedLock>() == 24);
 const _: () = assert!(core::mem::size_of::<PollHistory>() == 16);
 const _: () = assert!(core::mem::size_of::<Waker>() == 40);
 const _: () = assert!(core::mem::size_of::<InFlight>() == 160);
-const _: () = assert!(core::mem::size_of::<StackMemo>() == 64);
-const _: () = assert!(core::mem::size_of::<ThreadState>() == 304);
+const _: () = assert!(core::mem::size_of::<StackMemo>() == 72);
+const _: () = assert!(core::mem::size_of::<ThreadState>() == 312);
 const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 80);
 const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
 const _: () = assert!(core::mem::size_of::<PyThread>() == 40);

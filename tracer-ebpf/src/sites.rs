@@ -70,12 +70,17 @@ fn word_at(copy: &SiteCopy, i: usize) -> u64 {
     unsafe { core::ptr::read(copy.bytes.as_ptr().add(i * WORD).cast::<u64>()) }
 }
 
-/// The memo key part for a copied stack: a hash of the words in
-/// `[sp, sp + SITE_MEMO_BYTES)` that may be return addresses (to the end of sp's page when the
-/// full window faults), so two callers of one blocking function at the same sp do not share a
-/// memo entry.
+/// Reads the memo window, `[sp, sp + SITE_MEMO_BYTES)` (to the end of sp's page when the full
+/// window faults), into the scratch copy, and returns which of its words were read (bit `i` =
+/// word `i`; 0 when none could be).
+///
+/// The memo key for a copied stack is a hash of the window's words that may be return
+/// addresses, so two callers of one blocking function at the same sp do not share a memo
+/// entry. Finding those words takes a search per word ([`memo_code_positions`], on a memo
+/// miss only); a switch-out at the memoized place hashes the positions the miss found
+/// ([`memo_hash`]): if the return addresses there are the same, so is the stack's top.
 #[inline(always)]
-pub(crate) fn memo_words(sp: u64, ranges: Option<&TextRanges>) -> u64 {
+pub(crate) fn memo_window(sp: u64) -> u64 {
     let Some(copy) = SITE_SCRATCH.get_ptr_mut(0) else {
         return 0;
     };
@@ -83,24 +88,93 @@ pub(crate) fn memo_words(sp: u64, ranges: Option<&TextRanges>) -> u64 {
     let copy = unsafe { &mut *copy };
     let window = &mut copy.bytes[..SITE_MEMO_BYTES];
     // SAFETY: a checked user-memory read into a map value.
-    let mut words = if unsafe { bpf_probe_read_user_buf(sp as *const u8, window) }.is_ok() {
-        MEMO_WORDS
-    } else {
-        let to_page_end = STACK_COPY_PAGE - (sp as usize & (STACK_COPY_PAGE - 1));
-        if to_page_end >= SITE_MEMO_BYTES {
-            return 0;
-        }
-        let Some(part) = copy.bytes.get_mut(..to_page_end) else {
-            return 0;
-        };
-        // SAFETY: as above.
-        if unsafe { bpf_probe_read_user_buf(sp as *const u8, part) }.is_err() {
-            return 0;
-        }
-        to_page_end / WORD
+    if unsafe { bpf_probe_read_user_buf(sp as *const u8, window) }.is_ok() {
+        return u64::MAX;
+    }
+    let to_page_end = STACK_COPY_PAGE - (sp as usize & (STACK_COPY_PAGE - 1));
+    if to_page_end >= SITE_MEMO_BYTES {
+        return 0;
+    }
+    let Some(part) = copy.bytes.get_mut(..to_page_end) else {
+        return 0;
     };
-    words = words.min(MEMO_WORDS);
-    hash_words(copy, ranges, 0, words)
+    // SAFETY: as above.
+    if unsafe { bpf_probe_read_user_buf(sp as *const u8, part) }.is_err() {
+        return 0;
+    }
+    (1u64 << (to_page_end / WORD)) - 1
+}
+
+/// The hash of the memo window's words at `positions` (bit `i` = word `i`), unrolled and
+/// without a branch: the check a switch-out at the memoized place pays.
+#[inline(always)]
+pub(crate) fn memo_hash(positions: u64) -> u64 {
+    let Some(copy) = SITE_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: as in `memo_window`.
+    let copy = unsafe { &*copy };
+    let mut hash = site_hash::START;
+    for i in 0..MEMO_WORDS {
+        hash =
+            site_hash::add_word_masked(hash, word_at(copy, i), site_hash::bit_mask(positions, i));
+    }
+    hash
+}
+
+/// Which of the memo window's `read` words may be return addresses: inside `ranges` when
+/// given, code-like otherwise (a search per word, in a `bpf_loop` callback).
+#[inline(always)]
+pub(crate) fn memo_code_positions(read: u64, ranges: Option<&TextRanges>) -> u64 {
+    let Some(copy) = SITE_SCRATCH.get_ptr(0) else {
+        return 0;
+    };
+    // SAFETY: as in `memo_window`.
+    let copy = unsafe { &*copy };
+    let mut walk = PositionWalk {
+        copy,
+        ranges,
+        positions: 0,
+    };
+    // SAFETY: `code_position` has the callback signature `bpf_loop` expects, and `walk`
+    // outlives the call.
+    unsafe {
+        bpf_loop(
+            MEMO_WORDS as u32,
+            code_position as *mut c_void,
+            (&raw mut walk).cast::<c_void>(),
+            0,
+        );
+    }
+    walk.positions & read
+}
+
+/// What [`code_position`] works on.
+struct PositionWalk<'a> {
+    copy: &'a SiteCopy,
+    ranges: Option<&'a TextRanges>,
+    positions: u64,
+}
+
+/// `bpf_loop` callback: sets bit `index` of the positions when word `index` may be a return
+/// address.
+///
+/// # Safety
+/// `ctx` points at a live [`PositionWalk`].
+unsafe extern "C" fn code_position(index: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: the caller passes its `PositionWalk`.
+    let walk = unsafe { &mut *ctx.cast::<PositionWalk>() };
+    let i = index as usize;
+    if i >= MEMO_WORDS {
+        return 1;
+    }
+    let word = word_at(walk.copy, i);
+    let keep = match walk.ranges {
+        Some(ranges) => site_hash::text_mask(ranges, word),
+        None => site_hash::code_like_mask(word),
+    };
+    walk.positions |= (keep & 1) << i;
+    0
 }
 
 /// The hash of `words` words of the copy from word index `first`, in a `bpf_loop` callback:
@@ -258,24 +332,27 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C, ranges: Option<&TextRanges>) -> u6
 pub(crate) fn waker_site<C: EbpfContext>(ctx: &C, tid: u32, tgid: u32) -> u64 {
     let ranges = text_ranges(tgid);
     let regs = stacks::user_regs();
-    let words = memo_words(regs.sp, ranges);
+    let read = memo_window(regs.sp);
     // SAFETY: a map value read by copy.
     if config::has(flags::STACK_MEMO)
         && let Some(memo) = unsafe { WAKER_MEMO.get(&tid) }
         && memo.user_ip == regs.ip
         && memo.user_sp == regs.sp
-        && memo.words == words
         && memo.user_stack_id != STACK_ID_MISSED
         && regs.ip != 0
+        && memo_hash(memo.positions & read) == memo.words
     {
         count(counter::STACK_MEMO_HITS);
         return memo.user_stack_id;
     }
+    let positions = memo_code_positions(read, ranges);
+    let words = memo_hash(positions);
     let user_stack_id = record(ctx, ranges);
     let memo = WakerMemo {
         user_ip: regs.ip,
         user_sp: regs.sp,
         words,
+        positions,
         user_stack_id,
     };
     let _ = WAKER_MEMO.insert(&tid, &memo, 0);

@@ -19,7 +19,7 @@ use aya_ebpf::{
 };
 use tracer_common::{
     MAX_STACK_DEPTH, SITE_ID_TAG, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, StackMemo,
-    ThreadState, UserRegs, counter, flags, state, syscalls,
+    TextRanges, ThreadState, UserRegs, counter, flags, state, syscalls,
 };
 
 use crate::{
@@ -125,12 +125,15 @@ pub(crate) fn for_wait<C: EbpfContext>(
     let want_user = flags & flags::USER_STACKS != 0 && !kthread;
     // `--unwind dwarf|auto`: the user stack is a copied site (`sites.rs`).
     let copies = want_user && flags & flags::STACK_COPIES != 0;
-    let ranges = if copies {
-        crate::sites::text_ranges((bpf_get_current_pid_tgid() >> 32) as u32)
-    } else {
-        None
+    // The process's code ranges, looked up on a memo miss only.
+    let ranges = || {
+        if copies {
+            crate::sites::text_ranges((bpf_get_current_pid_tgid() >> 32) as u32)
+        } else {
+            None
+        }
     };
-    let walk = |ctx: &C| {
+    let walk = |ctx: &C, ranges: Option<&TextRanges>| {
         let k = if want_kernel {
             record(ctx, false)
         } else {
@@ -150,36 +153,50 @@ pub(crate) fn for_wait<C: EbpfContext>(
         && class != state::RUNNABLE
         && !kthread;
     if !memo_allowed {
-        return walk(ctx);
+        return walk(ctx, ranges());
     }
     let (ip, sp, bp, ret) = user_place(!copies);
-    // Without frame pointers `*(bp + 8)` says nothing; the code-like words above sp do.
-    let ret = if copies {
-        crate::sites::memo_words(sp, ranges)
+    // Without frame pointers `*(bp + 8)` says nothing; the return addresses above sp do, at
+    // the positions the last miss found them (`sites::memo_window`).
+    let read = if copies {
+        crate::sites::memo_window(sp)
     } else {
-        ret
+        0
     };
     let memo = &mut thread.memo;
     if memo.user_ip == ip
         && memo.user_sp == sp
         && memo.user_bp == bp
-        && memo.user_ret == ret
         && memo.nr == thread.syscall.nr
         && memo.resource == thread.syscall.resource
         && memo.state == class
         && memo.kernel_stack_id != STACK_ID_MISSED
         && memo.user_stack_id != STACK_ID_MISSED
         && ip != 0
+        && memo.user_ret
+            == if copies {
+                crate::sites::memo_hash(memo.user_ret_positions & read)
+            } else {
+                ret
+            }
     {
         count(counter::STACK_MEMO_HITS);
         return (memo.kernel_stack_id, memo.user_stack_id);
     }
-    let (k, u) = walk(ctx);
+    let ranges = ranges();
+    let (positions, ret) = if copies {
+        let positions = crate::sites::memo_code_positions(read, ranges);
+        (positions, crate::sites::memo_hash(positions))
+    } else {
+        (0, ret)
+    };
+    let (k, u) = walk(ctx, ranges);
     *memo = StackMemo {
         user_ip: ip,
         user_sp: sp,
         user_bp: bp,
         user_ret: ret,
+        user_ret_positions: positions,
         resource: thread.syscall.resource,
         nr: thread.syscall.nr,
         state: class,
