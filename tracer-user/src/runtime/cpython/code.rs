@@ -287,7 +287,9 @@ mod tests {
             let (key, value) = line.split_once(' ').expect("key value");
             match key {
                 "version" => tables.push((value.to_owned(), 0, Vec::new(), Vec::new())),
-                "first_line" => tables.last_mut().expect("a version").1 = value.parse().expect("line"),
+                "first_line" => {
+                    tables.last_mut().expect("a version").1 = value.parse().expect("line")
+                }
                 "table" => {
                     tables.last_mut().expect("a version").2 = (0..value.len())
                         .step_by(2)
@@ -296,10 +298,11 @@ mod tests {
                 }
                 "lasti" => {
                     let (offset, line) = value.split_once(' ').expect("lasti line");
-                    tables.last_mut().expect("a version").3.push((
-                        offset.parse().expect("offset"),
-                        line.parse().expect("line"),
-                    ));
+                    tables
+                        .last_mut()
+                        .expect("a version")
+                        .3
+                        .push((offset.parse().expect("offset"), line.parse().expect("line")));
                 }
                 _ => panic!("unknown recorded line {line:?}"),
             }
@@ -316,7 +319,10 @@ mod tests {
     fn recorded_line_tables_give_cpythons_lines() {
         let tables = recorded_tables();
         let versions: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
-        assert_eq!(versions, ["3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13"]);
+        assert_eq!(
+            versions,
+            ["3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13"]
+        );
         for (version, first_line, table, points) in &tables {
             assert!(points.len() >= 10, "{version}");
             let is_3_10 = version.starts_with("3.10.");
@@ -337,7 +343,11 @@ mod tests {
                 let recorded = (0xdead_u64 << 32) | lasti as u64;
                 assert_eq!(info.line_at(recorded), Some(line), "{version} at {offset}");
             }
-            assert_eq!(info.line_at(u64::from(u32::MAX)), Some(*first_line), "{version} f_lasti -1");
+            assert_eq!(
+                info.line_at(u64::from(u32::MAX)),
+                Some(*first_line),
+                "{version} f_lasti -1"
+            );
         }
     }
 

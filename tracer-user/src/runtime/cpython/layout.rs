@@ -358,7 +358,10 @@ mod tests {
         assert_eq!(layout.frames.instr_offset, 56);
         assert_eq!(layout.frames.marker_offset, 70);
         assert_eq!(layout.frames.header_bytes, 72);
-        assert_eq!(layout.code.lines, LineFormat::Locations { instructions: 200 });
+        assert_eq!(
+            layout.code.lines,
+            LineFormat::Locations { instructions: 200 }
+        );
         memory.u64(0x1000 + 264, 128); // an owner byte past what BPF can read
         assert_eq!(super::layout(v(13), 0x1000, &memory.reader()), None);
         memory.u64(0x1000 + 264, 70);

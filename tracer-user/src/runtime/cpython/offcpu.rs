@@ -109,7 +109,10 @@ impl OpenProcess {
             )
         } else {
             let newest = spy.addresses.interpreter_address as u64;
-            (layout(version, 0, &read_mem), Some(Interpreters::Newest(newest)))
+            (
+                layout(version, 0, &read_mem),
+                Some(Interpreters::Newest(newest)),
+            )
         };
         let (Some(layout), Some(interpreters)) = (layout, interpreters) else {
             return Err(OpenFailure::Unsupported(version));
