@@ -16,7 +16,7 @@
 //!   form's varints. Forms 0–9 keep the line, 10–12 add 0–2, 13 and 14 add a signed varint,
 //!   15 has no line.
 
-use super::layout::{CodeLayout, LineFormat};
+use super::layout::{CodeLayout, LineFormat, Strings};
 use crate::runtime::{read_u32, read_u64};
 
 /// Longest string read from a code object (names and paths).
@@ -26,6 +26,8 @@ const MAX_LINETABLE_BYTES: u64 = 1 << 20;
 /// `PyBytesObject.ob_size` and `.ob_sval`.
 const BYTES_SIZE: u64 = 16;
 const BYTES_DATA: u64 = 32;
+/// `PyStringObject.ob_sval` (2.7; its size is where a `bytes` object's is).
+const BYTE_STRING_DATA: u64 = 36;
 /// `PyASCIIObject.length` and `.state`.
 const STRING_LENGTH: u64 = 16;
 const STRING_STATE: u64 = 32;
@@ -61,7 +63,9 @@ impl CodeInfo {
                 let index = instr.checked_sub(self.address + instructions)? / 2;
                 line_of(&self.linetable, self.first_line, index)
             }
-            LineFormat::Lnotab => lnotab_line(&self.linetable, self.first_line, lasti),
+            LineFormat::Lnotab { signed_lines } => {
+                lnotab_line(&self.linetable, self.first_line, lasti, signed_lines)
+            }
             LineFormat::LineTable310 => {
                 linetable_310_line(&self.linetable, self.first_line, lasti * 2)
             }
@@ -83,7 +87,7 @@ pub(crate) fn read_code(
     let filename = string_at(layout.filename)?;
     let first_line = read_u32(code + layout.first_line, read_mem)?;
     let linetable = read_u64(code + layout.linetable, read_mem)
-        .and_then(|table| read_bytes(table, read_mem))
+        .and_then(|table| read_bytes(table, layout.strings, read_mem))
         .unwrap_or_default();
     Some(CodeInfo {
         name,
@@ -101,6 +105,36 @@ fn read_string(
     layout: &CodeLayout,
     read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
 ) -> Option<String> {
+    match layout.strings {
+        Strings::Compact {
+            ascii_data,
+            compact_data,
+        } => read_compact_string(object, ascii_data, compact_data, read_mem),
+        Strings::Bytes => read_byte_string(object, read_mem),
+    }
+}
+
+/// A 2.7 `str` (`PyStringObject`): its bytes, which end with a NUL, as UTF-8.
+fn read_byte_string(object: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> Option<String> {
+    let size = read_u64(object + BYTES_SIZE, read_mem)?;
+    if size > MAX_STRING_BYTES {
+        return None;
+    }
+    let mut buf = vec![0u8; usize::try_from(size + 1).ok()?];
+    if !read_mem(object + BYTE_STRING_DATA, &mut buf) || buf.pop() != Some(0) {
+        return None;
+    }
+    Some(String::from_utf8_lossy(&buf).into_owned())
+}
+
+/// A compact 3.x `str`, whose characters start `ascii_data` (ASCII) or `compact_data` bytes
+/// in.
+fn read_compact_string(
+    object: u64,
+    ascii_data: u64,
+    compact_data: u64,
+    read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
+) -> Option<String> {
     let length = read_u64(object + STRING_LENGTH, read_mem)?;
     let state = read_u32(object + STRING_STATE, read_mem)?;
     let kind = (state >> 2) & 7;
@@ -113,12 +147,7 @@ fn read_string(
     if bytes > MAX_STRING_BYTES {
         return None;
     }
-    let data = object
-        + if ascii {
-            layout.ascii_data
-        } else {
-            layout.compact_data
-        };
+    let data = object + if ascii { ascii_data } else { compact_data };
     let mut buf = vec![0u8; usize::try_from(bytes).ok()?];
     if !read_mem(data, &mut buf) {
         return None;
@@ -136,20 +165,30 @@ fn read_string(
     })
 }
 
-/// A `bytes` object's contents.
-fn read_bytes(object: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -> Option<Vec<u8>> {
+/// A `bytes` object's contents (a `str`'s in 2.7, whose code objects hold `strings`
+/// [`Strings::Bytes`]).
+fn read_bytes(
+    object: u64,
+    strings: Strings,
+    read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
+) -> Option<Vec<u8>> {
     let size = read_u64(object + BYTES_SIZE, read_mem)?;
     if size > MAX_LINETABLE_BYTES {
         return None;
     }
     let mut buf = vec![0u8; usize::try_from(size).ok()?];
-    read_mem(object + BYTES_DATA, &mut buf).then_some(buf)
+    let data = match strings {
+        Strings::Compact { .. } => BYTES_DATA,
+        Strings::Bytes => BYTE_STRING_DATA,
+    };
+    read_mem(object + data, &mut buf).then_some(buf)
 }
 
-/// The line of byte offset `offset` by the `co_lnotab` `table` (3.6–3.9) of a code object
-/// starting at `first_line`: `PyCode_Addr2Line` of those versions (a negative offset, a frame
-/// that has not started, is on the first line).
-pub(crate) fn lnotab_line(table: &[u8], first_line: u32, offset: i64) -> Option<u32> {
+/// The line of byte offset `offset` by the `co_lnotab` `table` (2.7, 3.6–3.9; line
+/// increments `signed` from 3.6) of a code object starting at `first_line`:
+/// `PyCode_Addr2Line` of those versions (a negative offset, a frame that has not started, is
+/// on the first line).
+pub(crate) fn lnotab_line(table: &[u8], first_line: u32, offset: i64, signed: bool) -> Option<u32> {
     let mut line = i64::from(first_line);
     let mut address = 0i64;
     for pair in table.chunks_exact(2) {
@@ -157,7 +196,11 @@ pub(crate) fn lnotab_line(table: &[u8], first_line: u32, offset: i64) -> Option<
         if address > offset {
             break;
         }
-        line += i64::from(pair[1] as i8);
+        line += if signed {
+            i64::from(pair[1] as i8)
+        } else {
+            i64::from(pair[1])
+        };
     }
     u32::try_from(line).ok()
 }
@@ -270,12 +313,14 @@ mod tests {
         linetable: 136,
         first_line: 68,
         lines: LineFormat::Locations { instructions: 200 },
-        ascii_data: 40,
-        compact_data: 56,
+        strings: Strings::Compact {
+            ascii_data: 40,
+            compact_data: 56,
+        },
     };
 
     /// Line tables of a real code object, recorded by `testdata/line_tables.py` on CPython
-    /// 3.6 to 3.10, with the lines CPython itself gave for some of their instructions.
+    /// 2.7 and 3.6 to 3.10, with the lines CPython itself gave for some of their instructions.
     const RECORDED_TABLES: &str = include_str!("testdata/line_tables.txt");
 
     /// One recorded table: version, first line, table, and (byte offset, line) pairs.
@@ -310,9 +355,9 @@ mod tests {
         tables
     }
 
-    /// Check that the `co_lnotab` (3.6–3.9) and 3.10 `co_linetable` decoders give, on real
-    /// tables, the lines CPython gave for the same instructions (a negative line step, a jump
-    /// of more than 127 lines and more than 255 bytes on one line among them), through
+    /// Check that the `co_lnotab` (2.7, 3.6–3.9) and 3.10 `co_linetable` decoders give, on
+    /// real tables, the lines CPython gave for the same instructions (a negative line step, a
+    /// jump of more than 127 lines and more than 255 bytes on one line among them), through
     /// `line_at` with `f_lasti` as the frame keeps it (code units in 3.10, `f_lineno` in the
     /// high half of the recorded word).
     #[test]
@@ -321,7 +366,7 @@ mod tests {
         let versions: Vec<&str> = tables.iter().map(|t| t.0.as_str()).collect();
         assert_eq!(
             versions,
-            ["3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13"]
+            ["2.7.18", "3.6.15", "3.7.16", "3.8.18", "3.9.18", "3.10.13"]
         );
         for (version, first_line, table, points) in &tables {
             assert!(points.len() >= 10, "{version}");
@@ -335,7 +380,9 @@ mod tests {
                 format: if is_3_10 {
                     LineFormat::LineTable310
                 } else {
-                    LineFormat::Lnotab
+                    LineFormat::Lnotab {
+                        signed_lines: !version.starts_with("2."),
+                    }
                 },
             };
             for &(offset, line) in points {
@@ -424,5 +471,43 @@ mod tests {
         assert_eq!(info.line_at(code), None);
         memory.u32(0x30_000 + STRING_STATE, 1 << 2);
         assert_eq!(read_code(code, &LAYOUT, &memory.reader()), None);
+    }
+
+    /// Check that 2.7's byte-string names are read up to their NUL, its line table from a
+    /// byte string too, and that a name without its NUL is refused.
+    #[test]
+    fn byte_string_names() {
+        let layout = CodeLayout {
+            filename: 80,
+            name: 88,
+            linetable: 104,
+            first_line: 96,
+            lines: LineFormat::Lnotab {
+                signed_lines: false,
+            },
+            strings: Strings::Bytes,
+        };
+        let mut memory = Memory::default();
+        let code = 0x10_000;
+        for (offset, object, text) in [(88, 0x20_000, "wait_on_lock"), (80, 0x30_000, "/a.py")] {
+            memory.u64(code + offset, object);
+            memory.u64(object + BYTES_SIZE, text.len() as u64);
+            memory.bytes(object + BYTE_STRING_DATA, text.as_bytes());
+            memory.bytes(object + BYTE_STRING_DATA + text.len() as u64, &[0]);
+        }
+        memory.u32(code + 96, 7);
+        memory.u64(code + 104, 0x40_000);
+        memory.u64(0x40_000 + BYTES_SIZE, 4);
+        memory.bytes(0x40_000 + BYTE_STRING_DATA, &[0, 1, 9, 1, 0]);
+        let info = read_code(code, &layout, &memory.reader()).expect("code");
+        assert_eq!(
+            (info.name.as_str(), info.filename.as_str()),
+            ("wait_on_lock", "/a.py")
+        );
+        assert_eq!(info.line_at(u64::from(u32::MAX)), Some(7));
+        assert_eq!(info.line_at(8), Some(8));
+        assert_eq!(info.line_at(9), Some(9));
+        memory.bytes(0x30_000 + BYTE_STRING_DATA + 5, b"x");
+        assert_eq!(read_code(code, &layout, &memory.reader()), None);
     }
 }

@@ -89,10 +89,22 @@ pub(crate) struct CodeLayout {
     pub first_line: u64,
     /// The line table's format, and what a recorded instruction is.
     pub lines: LineFormat,
-    /// `sizeof(PyASCIIObject)`: where a compact ASCII string's characters start.
-    pub ascii_data: u64,
-    /// `sizeof(PyCompactUnicodeObject)`: where other compact strings' characters start.
-    pub compact_data: u64,
+    /// The string objects the names are.
+    pub strings: Strings,
+}
+
+/// How the names of a code object are kept.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Strings {
+    /// Compact `str` objects (3.3+).
+    Compact {
+        /// `sizeof(PyASCIIObject)`: where a compact ASCII string's characters start.
+        ascii_data: u64,
+        /// `sizeof(PyCompactUnicodeObject)`: where other compact strings' characters start.
+        compact_data: u64,
+    },
+    /// 2.7's byte strings, `PyStringObject` (`Include/stringobject.h`).
+    Bytes,
 }
 
 /// How a version keeps its line table and its frames' instruction ([`code`](super::code)).
@@ -104,12 +116,18 @@ pub(crate) enum LineFormat {
         /// Offset of `co_code_adaptive`.
         instructions: u64,
     },
-    /// 3.6–3.9: `co_lnotab`; the instruction is `f_lasti`, a byte offset.
-    Lnotab,
+    /// 2.7, 3.6–3.9: `co_lnotab`; the instruction is `f_lasti`, a byte offset.
+    Lnotab {
+        /// Whether line increments are signed bytes (3.6+) rather than unsigned (2.7).
+        signed_lines: bool,
+    },
     /// 3.10: `co_linetable` of (length, line) ranges; the instruction is `f_lasti`, an index
     /// of 2-byte code units.
     LineTable310,
 }
+
+/// 3.6–3.9's `co_lnotab`.
+const LNOTAB: LineFormat = LineFormat::Lnotab { signed_lines: true };
 
 /// The layout of CPython `version` whose `_PyRuntime` is at `runtime` (3.7+; 3.6 has none and
 /// needs none); `None` for a version not supported or debug offsets that do not check out.
@@ -172,8 +190,10 @@ fn frame_object_code(posonly: bool, lines: LineFormat) -> CodeLayout {
         linetable: 112 + shift,
         first_line: if posonly { 40 } else { 36 },
         lines,
-        ascii_data: 48,
-        compact_data: 72,
+        strings: Strings::Compact {
+            ascii_data: 48,
+            compact_data: 72,
+        },
     }
 }
 
@@ -193,20 +213,38 @@ fn known_layout(
         code,
     };
     match (version.major, version.minor) {
+        // 2.7: `PyThreadState` has no `prev` (`next`, `interp`, `frame`), its code objects
+        // keep `co_firstlineno` after the names and byte-string names.
+        (2, 7) => Some(Layout {
+            threads_head: 8,
+            thread_next: 0,
+            thread_id: ThreadId::Pthread(144),
+            frames: frame_objects(16, 120),
+            code: CodeLayout {
+                filename: 80,
+                name: 88,
+                linetable: 104,
+                first_line: 96,
+                lines: LineFormat::Lnotab {
+                    signed_lines: false,
+                },
+                strings: Strings::Bytes,
+            },
+        }),
         (3, 6) => Some(frame_object_layout(
             152,
             120,
-            frame_object_code(false, LineFormat::Lnotab),
+            frame_object_code(false, LNOTAB),
         )),
         (3, 7) => Some(frame_object_layout(
             176,
             104,
-            frame_object_code(false, LineFormat::Lnotab),
+            frame_object_code(false, LNOTAB),
         )),
         (3, 8 | 9) => Some(frame_object_layout(
             176,
             104,
-            frame_object_code(true, LineFormat::Lnotab),
+            frame_object_code(true, LNOTAB),
         )),
         (3, 10) => Some(frame_object_layout(
             176,
@@ -233,8 +271,10 @@ fn known_layout(
                 linetable: 136,
                 first_line: 72,
                 lines: LineFormat::Locations { instructions: 184 },
-                ascii_data: 48,
-                compact_data: 72,
+                strings: Strings::Compact {
+                    ascii_data: 48,
+                    compact_data: 72,
+                },
             },
         }),
         (3, 12) => Some(Layout {
@@ -257,8 +297,10 @@ fn known_layout(
                 linetable: 136,
                 first_line: 68,
                 lines: LineFormat::Locations { instructions: 192 },
-                ascii_data: 40,
-                compact_data: 56,
+                strings: Strings::Compact {
+                    ascii_data: 40,
+                    compact_data: 56,
+                },
             },
         }),
         (3, 13) => from_debug_offsets(runtime, read_mem),
@@ -305,8 +347,10 @@ fn from_debug_offsets(runtime: u64, read_mem: &dyn Fn(u64, &mut [u8]) -> bool) -
             lines: LineFormat::Locations {
                 instructions: at(d::CODE_ADAPTIVE)?,
             },
-            ascii_data: 40,
-            compact_data: 56,
+            strings: Strings::Compact {
+                ascii_data: 40,
+                compact_data: 56,
+            },
         },
     })
 }
@@ -380,9 +424,10 @@ mod tests {
         assert_eq!(super::layout(v(14), 0, &empty.reader()), None);
     }
 
-    /// Check that 3.6–3.10 walk frame objects, each read up to its `f_lasti` (what BPF reads
-    /// grows from 3.11's 72 bytes to 104–128), that 3.11 and 3.12 read 72 bytes, and that
-    /// only 3.8+ code objects have `co_posonlyargcount` before their names.
+    /// Check that 2.7 and 3.6–3.10 walk frame objects, each read up to its `f_lasti` (what BPF
+    /// reads grows from 3.11's 72 bytes to 104–128), that 3.11 and 3.12 read 72 bytes, that
+    /// only 3.8+ code objects have `co_posonlyargcount` before their names and that 2.7's
+    /// thread states and names differ.
     #[test]
     fn frame_object_versions() {
         let empty = Memory::default();
@@ -406,8 +451,17 @@ mod tests {
             );
         }
         assert_eq!(at(6).thread_id, ThreadId::Pthread(152));
+        let v27 = PyVersion {
+            major: 2,
+            minor: 7,
+            patch: 18,
+        };
+        let layout27 = layout(v27, 0, &empty.reader()).expect("2.7");
+        assert_eq!(layout27.frames.frame_ptr_offset, 16);
+        assert_eq!(layout27.frames.header_bytes, 128);
+        assert_eq!(layout27.code.strings, Strings::Bytes);
         assert_eq!(at(10).code.lines, LineFormat::LineTable310);
-        assert_eq!(at(9).code.lines, LineFormat::Lnotab);
+        assert_eq!(at(9).code.lines, LNOTAB);
         assert_eq!(at(10).frames.cframe_frame_offset, u32::MAX);
     }
 }

@@ -1,14 +1,15 @@
 """Records the line table of a real code object for code.rs's unit tests.
 
-Run under each CPython whose table format code.rs decodes (3.6-3.10):
-    for v in 3.6 3.7 3.8 3.9 3.10; do pythonV line_tables.py; done > line_tables.txt
+Run under each CPython whose table format code.rs decodes (2.7, 3.6-3.10):
+    for v in 2.7 3.6 3.7 3.8 3.9 3.10; do pythonV line_tables.py; done > line_tables.txt
 For `sample` (below) it prints the version, `co_firstlineno`, the table (`co_lnotab` up to
-3.9, `co_linetable` in 3.10) in hex, and one `lasti BYTES LINE` per call of `rec`: the
-caller's `f_lasti` as Python shows it (a byte offset; 3.10 keeps code units in the frame and
-doubles them here) and its `f_lineno`, which CPython computes from the table in C when no
-trace function is set. `sample` has lines run out of order (a negative line step from 3.8), a
-jump of more than 127 lines and a long range of bytecode on one line (more than 255 bytes),
-the cases the table formats split into several entries.
+3.9, its line increments unsigned in 2.7, `co_linetable` in 3.10) in hex, and one
+`lasti BYTES LINE` per call of `rec`: the caller's `f_lasti` as Python shows it (a byte
+offset; 3.10 keeps code units in the frame and doubles them here) and its `f_lineno`, which
+CPython computes from the table in C when no trace function is set. `sample` has lines run out
+of order (a negative line step from 3.8), a jump of more than 127 lines (one entry in 2.7, two
+from 3.6) and a long range of bytecode on one line (more than 255 bytes), the cases the table
+formats split into several entries.
 """
 
 import platform
