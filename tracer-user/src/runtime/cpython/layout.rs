@@ -3,22 +3,22 @@
 //!
 //! 3.13 publishes its offsets in `_Py_DebugOffsets` at the start of `_PyRuntime`
 //! (<https://github.com/python/cpython/blob/v3.13.0/Include/internal/pycore_runtime.h>), and
-//! they are read from there. 3.6 to 3.12 do not; their offsets are those of the structures in
+//! they are read from there. 2.7 to 3.12 do not; their offsets are those of the structures in
 //! each version's headers, as py-spy's generated bindings lay them out (its
-//! `python_bindings::v3_X_Y` modules are private: the numbers are written here, and were
+//! `python_bindings::vX_Y_Z` modules are private: the numbers are written here, and were
 //! checked with `offset_of!` on a copy of those bindings): `PyInterpreterState.threads`
 //! (`Include/internal/pycore_interp.h`), `PyThreadState` and `_PyCFrame`
 //! (`Include/cpython/pystate.h`), `_PyInterpreterFrame` (`Include/internal/pycore_frame.h`),
 //! `PyCodeObject` (`Include/cpython/code.h`), e.g.
 //! <https://github.com/python/cpython/blob/v3.11.0/Include/internal/pycore_frame.h> and
 //! <https://github.com/python/cpython/blob/v3.12.0/Include/internal/pycore_frame.h>. 3.10 and
-//! older keep a chain of frame *objects* instead (`tstate->frame`, `f_back`; e.g.
+//! older (2.7 too) keep a chain of frame *objects* instead (`tstate->frame`, `f_back`; e.g.
 //! <https://github.com/python/cpython/blob/v3.10.0/Include/cpython/frameobject.h>), each run by
-//! its own call of the eval loop. Frame layouts are stable within a minor version (the test
-//! suite runs 3.6.15, 3.8.18, 3.10.13, 3.11.2 and 3.13.0; 3.7.16, 3.9.18 and 3.12.1 were
-//! checked by hand). Other versions are not supported: 2.7 keeps `str` names as byte strings
-//! and another thread state, 3.14 tags its code pointers; both are left for later rather than
-//! guessed.
+//! its own call of the eval loop, whose thread states know their thread only by its
+//! `pthread_t`. Frame layouts are stable within a minor version (the test suite runs 2.7.18,
+//! 3.6.15, 3.8.18, 3.10.13, 3.11.2, 3.12.1 and 3.13.0; 3.7.16 and 3.9.18 were checked by hand).
+//! Other versions are not supported: 3.0–3.5 (not asked for), 3.14 tags its code pointers; both
+//! are left for later rather than guessed.
 
 use tracer_common::{PY_FRAME_HEADER_MAX_BYTES, PyThread, py_marker};
 
