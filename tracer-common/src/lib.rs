@@ -447,7 +447,7 @@ pub mod py_marker {
     pub const OWNER_CSTACK: u32 = 2;
     /// `FRAME_OWNED_BY_CSTACK` in CPython's `pycore_frame.h`.
     pub const CSTACK_OWNER_VALUE: u8 = 3;
-    /// 3.10 and older: a chain of frame objects, each run by its own C call of the eval loop,
+    /// 2.7 and 3.6–3.10: a chain of frame objects, each run by its own C call of the eval loop,
     /// so every frame is an entry. The recorded marker byte is the code pointer's low byte
     /// (always zero bits) rather than a field's.
     pub const FRAME_OBJECT: u32 = 3;
@@ -479,13 +479,14 @@ pub struct PyThread {
     /// or of the word starting with the `int f_lasti` of a frame object (3.10 and older; the
     /// other half is `f_lineno`, dropped in user space).
     pub instr_offset: u32,
-    /// Offset of the entry marker byte (`is_entry` or `owner`) in `_PyInterpreterFrame`.
+    /// Offset of the entry marker byte (`is_entry` or `owner`) in `_PyInterpreterFrame` (the
+    /// code pointer's low byte in a frame object, [`py_marker::FRAME_OBJECT`]).
     pub marker_offset: u32,
     /// A [`py_marker`] value.
     pub marker: u32,
     /// Bytes read from the start of each frame: a multiple of 8 from 8 to
     /// [`PY_FRAME_HEADER_MAX_BYTES`] that covers every field above (72 for 3.11–3.13, up to
-    /// 128 for the frame objects of 3.6).
+    /// 128 for the frame objects of 2.7 and 3.6).
     pub header_bytes: u32,
     /// Padding.
     pub _pad: u32,
@@ -493,7 +494,7 @@ pub struct PyThread {
 
 /// Most bytes of a frame read per frame (a [`PyFrameHeader`]): one read per frame covers
 /// every field the walk needs, `_PyInterpreterFrame`'s first 72 bytes (3.11–3.13) or a frame
-/// object's first 104–128 (3.10 down to 3.6, whose `f_lasti` lies further in).
+/// object's first 104–128 (3.10 down to 3.6, and 2.7, whose `f_lasti` lies further in).
 pub const PY_FRAME_HEADER_MAX_BYTES: usize = 128;
 
 /// The first [`PyThread::header_bytes`] of a frame, as BPF reads it, in a buffer of 16 words
