@@ -259,7 +259,9 @@ impl OpenProcess {
     /// The thread states `states` of process `pid` keyed by kernel tid rather than their
     /// thread id: the same on 3.11+; before, the tid in the glibc thread descriptor the
     /// `pthread_t` points to, at the place calibrated on these threads (calibrated again when
-    /// it no longer checks out); states whose tid is not found are left out.
+    /// it no longer checks out, the last place kept if that fails: a thread state outliving
+    /// its thread for a moment must not take every thread's frames away); states whose tid is
+    /// not found are left out.
     fn with_tids(&mut self, pid: u32, states: Vec<(u64, PyThread)>) -> Vec<(u32, PyThread)> {
         if let ThreadId::Native(_) = self.layout.thread_id {
             return states
@@ -273,8 +275,9 @@ impl OpenProcess {
         if !self
             .tid_offset
             .is_some_and(|offset| tids::check(&idents, offset, &live_tids, &read_mem))
+            && let Some(offset) = tids::calibrate(&idents, pid, &live_tids, &read_mem)
         {
-            self.tid_offset = tids::calibrate(&idents, pid, &live_tids, &read_mem);
+            self.tid_offset = Some(offset);
         }
         let Some(offset) = self.tid_offset else {
             return Vec::new();
