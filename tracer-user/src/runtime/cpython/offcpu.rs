@@ -2,7 +2,7 @@
 //! and naming the frames it recorded.
 //!
 //! While tracing, each CPython process's thread list is read (every interpreter's, as
-//! [`reader`](super::reader) follows them; the newest only on 3.6, which has no
+//! [`reader`](super::reader) follows them; the newest only on 2.7 and 3.6, which have no
 //! `_PyRuntime` to start the list from) and every thread state is handed to BPF with its
 //! version's frame layout ([`layout`](super::layout)), keyed by its kernel tid
 //! (`PyThreadState.native_thread_id` from 3.11; before, found from the `pthread_t` in
@@ -91,7 +91,7 @@ struct OpenProcess {
 enum Interpreters {
     /// Every interpreter, from `_PyRuntime` (3.7+).
     List(ListLayout),
-    /// The one py-spy found, the newest when the process was opened (3.6).
+    /// The one py-spy found, the newest when the process was opened (2.7, 3.6).
     Newest(u64),
 }
 
