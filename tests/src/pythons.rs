@@ -169,6 +169,24 @@ pub fn pyenv_pythons() -> Vec<Python> {
     pythons
 }
 
+/// pyenv's `major.minor` (the newest patch level there), also outside the range the other
+/// tests cover (`profile --python` reads 3.6 and 3.7 too); `None` if pyenv has none.
+pub fn pyenv_python(major: u32, minor: u32) -> Option<Python> {
+    let versions = pyenv_root().join("versions");
+    let prefix = format!("{major}.{minor}.");
+    let mut found: Vec<Python> = fs::read_dir(&versions)
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+        .filter_map(|entry| {
+            let binary = entry.path().join(format!("bin/python{major}.{minor}"));
+            Python::probe(&binary, Origin::Pyenv)
+        })
+        .collect();
+    found.sort_by_key(|p| p.version);
+    found.pop()
+}
+
 /// Fails under `STALLWATCH_REQUIRE_BPF=1` if there are no pyenv versions at all (CI must cover
 /// more than one CPython); otherwise says so.
 pub fn require_pyenv(pyenv: &[Python]) {

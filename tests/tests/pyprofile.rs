@@ -6,7 +6,8 @@
 //! and `recv_site` (a socket read fed every 20 ms), timing each call with the monotonic clock;
 //! a fourth alternates `short_sleep_site` and `long_sleep_site`, whose native stacks are the
 //! same (the per-thread stack memo must not merge their Python stacks).
-//! It runs on Debian's CPython 3.11 and pyenv's newest.
+//! It runs on Debian's CPython 3.11, pyenv's newest and 3.12 (an interpreter-frame chain each),
+//! and pyenv's 2.7, 3.6, 3.8 and 3.10 (frame-object chains).
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -15,9 +16,9 @@ use std::{
 
 use serde_json::Value;
 use stallwatch_tests::{
-    TempDir, assert_close,
+    REQUIRE_BPF_ENV, TempDir, assert_close,
     folded::{self, FoldedLine},
-    pythons::{Python, debian_and_newest, marker_line, pyenv_pythons},
+    pythons::{Python, debian_and_newest, marker_line, pyenv_python, pyenv_pythons},
     require_bpf,
     tracer::Tracer,
     workload_file,
@@ -41,6 +42,10 @@ const SITES: [(&str, &str, u64); 5] = [
     ("short_sleep_site", "short_sleep_site", 10_000),
     ("long_sleep_site", "long_sleep_site", 30_000),
 ];
+/// The CPythons before 3.11 (a chain of frame objects) the totals are checked on: 2.7 (byte
+/// strings, unsigned `co_lnotab`), the oldest 3.x read, one of 3.7–3.9 (one frame layout,
+/// `co_lnotab`) and 3.10 (its own line table).
+const FRAME_OBJECT_VERSIONS: [(u32, u32); 4] = [(2, 7), (3, 6), (3, 8), (3, 10)];
 /// Their callers, one per site.
 const CALLERS: [&str; 5] = [
     "run_sleeps",
@@ -198,24 +203,40 @@ fn python_frame(line: &FoldedLine, function: &str) -> Option<usize> {
     line.frames.iter().position(|f| f.starts_with(&prefix))
 }
 
-/// Check, on Debian's 3.11 and pyenv's newest, that under `--python` each site function's
-/// frame `site (py_offcpu_sites.py:LINE)` is in lines carrying its measured off-CPU total
-/// within 2% (short and long sleeps apart although their native stacks are the same), at the
-/// line of its blocking call, under its caller's frame, that the SVG draws exactly the Python
-/// frames green, and that the tracer says which CPython it read.
+/// pyenv's 3.12 (its frame layout is neither 3.11's nor 3.13's) and the
+/// [`FRAME_OBJECT_VERSIONS`], each if pyenv has it; under `STALLWATCH_REQUIRE_BPF=1` the
+/// frame-object ones must be there.
+fn pyenv_pythons_to_check(covered: &[(u32, u32, u32)]) -> Vec<Python> {
+    let mut pythons: Vec<Python> = pyenv_pythons()
+        .into_iter()
+        .filter(|p| p.version.1 == 12 && !covered.contains(&p.version))
+        .collect();
+    for (major, minor) in FRAME_OBJECT_VERSIONS {
+        match pyenv_python(major, minor) {
+            Some(python) => pythons.push(python),
+            None if std::env::var(REQUIRE_BPF_ENV).is_ok_and(|v| v == "1") => {
+                panic!("{REQUIRE_BPF_ENV}=1 but no pyenv CPython {major}.{minor}")
+            }
+            None => eprintln!("no pyenv CPython {major}.{minor} here: not checked"),
+        }
+    }
+    pythons
+}
+
+/// Check, on Debian's 3.11, pyenv's newest, 3.12, 3.10, 3.8, 3.6 and 2.7, that under `--python`
+/// each site function's frame `site (py_offcpu_sites.py:LINE)` is in lines carrying its
+/// measured off-CPU total within 2% (short and long sleeps apart although their native stacks
+/// are the same), at the line of its blocking call, under its caller's frame, that the SVG
+/// draws exactly the Python frames green, and that the tracer says which CPython it read.
 #[test]
 fn python_functions_carry_their_off_cpu_totals() {
     if !require_bpf() {
         return;
     }
-    // 3.12 too, when pyenv has it: its frame layout is neither 3.11's nor 3.13's.
     let mut pythons = debian_and_newest();
     let covered: Vec<(u32, u32, u32)> = pythons.iter().map(|p| p.version).collect();
-    pythons.extend(
-        pyenv_pythons()
-            .into_iter()
-            .filter(|p| p.version.1 == 12 && !covered.contains(&p.version)),
-    );
+    pythons.extend(pyenv_pythons_to_check(&covered));
+    let mut checked: Vec<String> = Vec::new();
     for python in pythons {
         eprintln!("profile --python on {python}");
         let run = trace(&python, ITERATIONS, &["--python"]);
@@ -283,36 +304,21 @@ fn python_functions_carry_their_off_cpu_totals() {
                 );
             }
         }
+        checked.push(run.version.clone());
     }
-}
-
-/// Check that a CPython without a known frame layout (pyenv's 3.10, a frame-object chain) gets
-/// no Python frames under `--python`, and that the tracer says so with its version.
-#[test]
-fn unsupported_versions_are_named() {
-    if !require_bpf() {
-        return;
-    }
-    let Some(python) = pyenv_pythons().into_iter().find(|p| p.version.1 == 10) else {
-        eprintln!("no pyenv CPython 3.10 here: nothing to check");
-        return;
+    eprintln!("Python frames checked on CPython {}", checked.join(", "));
+    // Debian's 3.11 and, when pyenv has them, the frame-object versions were among them.
+    let ran = |major: u32, minor: u32| {
+        checked
+            .iter()
+            .any(|v| v.starts_with(&format!("{major}.{minor}.")))
     };
-    eprintln!("profile --python on {python}");
-    let run = trace(&python, "5", &["--python"]);
-    let said = format!(
-        "No Python frames of PID {}: no frame layout for CPython {}",
-        run.pid, run.version
-    );
-    assert!(
-        run.stderr.contains(&said),
-        "no {said:?} in:\n{}",
-        run.stderr
-    );
-    for line in &run.lines {
-        assert!(
-            line.frames.iter().all(|f| !f.contains(".py:")),
-            "a Python frame on {python}: {:?}",
-            line.frames
+    assert!(ran(3, 11), "{checked:?}");
+    for (major, minor) in FRAME_OBJECT_VERSIONS {
+        assert_eq!(
+            ran(major, minor),
+            pyenv_python(major, minor).is_some(),
+            "{major}.{minor} in {checked:?}"
         );
     }
 }

@@ -613,6 +613,10 @@ pub mod py_marker {
     pub const OWNER_CSTACK: u32 = 2;
     /// `FRAME_OWNED_BY_CSTACK` in CPython's `pycore_frame.h`.
     pub const CSTACK_OWNER_VALUE: u8 = 3;
+    /// 2.7 and 3.6–3.10: a chain of frame objects, each run by its own C call of the eval loop,
+    /// so every frame is an entry. The recorded marker byte is the code pointer's low byte
+    /// (always zero bits) rather than a field's.
+    pub const FRAME_OBJECT: u32 = 3;
 }
 
 /// Where a traced Python thread's frames are and how they are laid out, written by the loader
@@ -624,35 +628,47 @@ pub struct PyThread {
     pub tstate: u64,
     /// Thread group id (recorded in the stacks so user space knows whose memory to read).
     pub tgid: u32,
-    /// Offset in `PyThreadState` of `current_frame` (3.13+) or of `cframe` (3.11–3.12).
+    /// Offset in `PyThreadState` of `current_frame` (3.13+), of `cframe` (3.11–3.12) or of
+    /// `frame` (3.10 and older).
     pub frame_ptr_offset: u32,
     /// Offset of `current_frame` in `_PyCFrame`, or `u32::MAX` when the thread state holds
-    /// the frame pointer itself (3.13+).
+    /// the frame pointer itself (3.13+, 3.10 and older).
     pub cframe_frame_offset: u32,
-    /// Offset of the code object pointer (`f_code`, `f_executable`) in `_PyInterpreterFrame`.
-    /// This and the other frame offsets lie within [`PY_FRAME_HEADER_BYTES`], pointers
+    /// Offset of the code object pointer (`f_code`, `f_executable`) in `_PyInterpreterFrame`
+    /// (or the frame object).
+    /// This and the other frame offsets lie within [`PyThread::header_bytes`], pointers
     /// 8-aligned.
     pub code_offset: u32,
-    /// Offset of `previous` in `_PyInterpreterFrame`.
+    /// Offset of `previous` in `_PyInterpreterFrame` (`f_back` in a frame object).
     pub previous_offset: u32,
-    /// Offset of the instruction pointer (`prev_instr`, `instr_ptr`) in `_PyInterpreterFrame`.
+    /// Offset of the instruction pointer (`prev_instr`, `instr_ptr`) in `_PyInterpreterFrame`,
+    /// or of the word starting with the `int f_lasti` of a frame object (3.10 and older; the
+    /// other half is `f_lineno`, dropped in user space).
     pub instr_offset: u32,
-    /// Offset of the entry marker byte (`is_entry` or `owner`) in `_PyInterpreterFrame`.
+    /// Offset of the entry marker byte (`is_entry` or `owner`) in `_PyInterpreterFrame` (the
+    /// code pointer's low byte in a frame object, [`py_marker::FRAME_OBJECT`]).
     pub marker_offset: u32,
     /// A [`py_marker`] value.
     pub marker: u32,
+    /// Bytes read from the start of each frame: a multiple of 8 from 8 to
+    /// [`PY_FRAME_HEADER_MAX_BYTES`] that covers every field above (72 for 3.11–3.13, up to
+    /// 128 for the frame objects of 2.7 and 3.6).
+    pub header_bytes: u32,
+    /// Padding.
+    pub _pad: u32,
 }
 
-/// Bytes of a `_PyInterpreterFrame` read per frame: every field the walk needs lies in them
-/// (3.11–3.13; the structure is 80 bytes with its first local), so one read per frame does.
-pub const PY_FRAME_HEADER_BYTES: usize = 72;
+/// Most bytes of a frame read per frame (a [`PyFrameHeader`]): one read per frame covers
+/// every field the walk needs, `_PyInterpreterFrame`'s first 72 bytes (3.11–3.13) or a frame
+/// object's first 104–128 (3.10 down to 3.6, and 2.7, whose `f_lasti` lies further in).
+pub const PY_FRAME_HEADER_MAX_BYTES: usize = 128;
 
-/// The first [`PY_FRAME_HEADER_BYTES`] of a frame, as BPF reads it, in a buffer of 16 words
+/// The first [`PyThread::header_bytes`] of a frame, as BPF reads it, in a buffer of 16 words
 /// so that an index masked with 15 always lies inside it (what the verifier checks).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PyFrameHeader {
-    /// The bytes, as native-endian words (the first `PY_FRAME_HEADER_BYTES / 8` are read).
+    /// The bytes, as native-endian words (the first `header_bytes / 8` are read).
     pub words: [u64; 16],
 }
 
@@ -810,8 +826,8 @@ const _: () = assert!(core::mem::size_of::<StackMemo>() == 72);
 const _: () = assert!(core::mem::size_of::<ThreadState>() == 312);
 const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 80);
 const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
-const _: () = assert!(core::mem::size_of::<PyThread>() == 40);
-const _: () = assert!(PY_FRAME_HEADER_BYTES <= core::mem::size_of::<PyFrameHeader>());
+const _: () = assert!(core::mem::size_of::<PyThread>() == 48);
+const _: () = assert!(PY_FRAME_HEADER_MAX_BYTES == core::mem::size_of::<PyFrameHeader>());
 const _: () = assert!(core::mem::size_of::<PyStack>() == 8 + 16 * PY_MAX_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<SiteHeader>() == 56);

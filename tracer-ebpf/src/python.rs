@@ -17,8 +17,7 @@ use aya_ebpf::{
     helpers::{bpf_probe_read_user, bpf_probe_read_user_buf},
 };
 use tracer_common::{
-    PY_FRAME_HEADER_BYTES, PY_MAX_DEPTH, PyFrameRef, STACK_ID_FIRST_REAL, STACK_ID_MISSED,
-    STACK_ID_NONE, counter,
+    PY_MAX_DEPTH, PyFrameRef, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, counter,
 };
 
 use crate::{
@@ -62,6 +61,9 @@ pub(crate) fn record(tid: u32, tgid: u32) -> u64 {
     let Some(header) = PY_FRAME_HEADER.get_ptr_mut(0) else {
         return STACK_ID_MISSED;
     };
+    // Bytes read per frame, as the version needs (72 from 3.11, up to 128 for the frame
+    // objects before): brought without a branch into 8..=128, a bound the verifier sees.
+    let header_bytes = ((((thread.header_bytes / 8).wrapping_sub(1)) & 15) * 8 + 8) as usize;
     // Word indexes of the fields in a frame's header (user space checked them: 8-aligned
     // pointers and a marker byte, all within the header).
     let code_at = (thread.code_offset / 8) as usize;
@@ -85,17 +87,14 @@ pub(crate) fn record(tid: u32, tgid: u32) -> u64 {
             let words = &mut (*header).words;
             if bpf_probe_read_user_buf(
                 frame as *const u8,
-                core::slice::from_raw_parts_mut(
-                    words.as_mut_ptr().cast::<u8>(),
-                    PY_FRAME_HEADER_BYTES,
-                ),
+                core::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), header_bytes),
             )
             .is_err()
             {
                 break;
             }
             // Masked so the verifier sees every read inside the buffer (16 words, of which
-            // the first PY_FRAME_HEADER_BYTES / 8 were read).
+            // the first header_bytes / 8 were read).
             let word = |at: usize| words[at & 15];
             let marker = (word(marker_at) >> marker_shift) & MARKER_BITS;
             let code = (word(code_at) & !MARKER_BITS) | marker;

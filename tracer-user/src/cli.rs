@@ -215,8 +215,9 @@ pub struct ProfileArgs {
     /// the memo's gain).
     #[arg(long)]
     pub no_stack_memo: bool,
-    /// Show the Python functions CPython 3.11–3.13 threads wait in: their frames are read at
-    /// every switch-out and put in the user stacks as `function (file.py:line)`.
+    /// Show the Python functions CPython 2.7 and 3.6–3.13 threads wait in: their frames are
+    /// read at every switch-out and put in the user stacks as `function (file.py:line)` (the
+    /// qualified name from 3.11, the plain name before).
     #[arg(long)]
     pub python: bool,
     /// How user stacks are unwound: auto (the default: frame pointers and a stack copy per new

@@ -109,7 +109,7 @@ pub fn run(args: &ProfileArgs) -> Result<(), ProfileError> {
         for (pid, version) in python.unsupported() {
             eprintln!(
                 "No Python frames of PID {pid}: no frame layout for CPython {version} \
-                 (3.11-3.13 have one)"
+                 (2.7 and 3.6-3.13 have one)"
             );
         }
         for resolved in &mut samples {

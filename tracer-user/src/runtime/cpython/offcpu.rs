@@ -2,12 +2,13 @@
 //! and naming the frames it recorded.
 //!
 //! While tracing, each CPython process's thread list is read (every interpreter's, as
-//! [`reader`](super::reader) follows them) and every thread state is handed to BPF with its
+//! [`reader`](super::reader) follows them; the newest only on 2.7 and 3.6, which have no
+//! `_PyRuntime` to start the list from) and every thread state is handed to BPF with its
 //! version's frame layout ([`layout`](super::layout)), keyed by its kernel tid
-//! (`PyThreadState.native_thread_id`, 3.11+). BPF records code object addresses and
-//! instruction pointers; each code object is read once per process ([`code`](super::code)),
-//! and at the end the frames are put among the native ones at the eval loop's frames
-//! ([`merge`](super::merge)).
+//! (`PyThreadState.native_thread_id` from 3.11; before, found from the `pthread_t` in
+//! `thread_id` by [`tids`](super::tids)). BPF records code object addresses and instructions;
+//! each code object is read once per process ([`code`](super::code)), and at the end the
+//! frames are put among the native ones at the eval loop's frames ([`merge`](super::merge)).
 //!
 //! Code objects are read while tracing, a few hundred milliseconds after BPF first stored a
 //! stack with them, and kept for the whole run: a code object freed during the trace and its
@@ -31,9 +32,10 @@ use super::{
     PyFrame, PyVersion,
     code::{CodeInfo, read_code},
     is_python_file,
-    layout::{Layout, layout},
+    layout::{Layout, ThreadId, layout},
     merge,
     reader::{ListLayout, interpreter_list, list_layout, version_and_runtime},
+    tids,
 };
 use crate::{
     model::{Frame, RawPyFrame},
@@ -78,28 +80,49 @@ struct OpenProcess {
     memory: File,
     version: PyVersion,
     layout: Layout,
-    list: ListLayout,
+    interpreters: Interpreters,
+    /// Calibrated place of the tid in glibc's thread descriptor (3.10 and older).
+    tid_offset: Option<u64>,
     codes: HashMap<u64, Option<CodeInfo>>,
+}
+
+/// Where a process's interpreters are found.
+#[derive(Clone, Copy)]
+enum Interpreters {
+    /// Every interpreter, from `_PyRuntime` (3.7+).
+    List(ListLayout),
+    /// The one py-spy found, the newest when the process was opened (2.7, 3.6).
+    Newest(u64),
 }
 
 impl OpenProcess {
     fn open(pid: u32) -> Result<Self, OpenFailure> {
         let spy = Self::spy(pid).ok_or(OpenFailure::NotNow)?;
         let (version, runtime) = version_and_runtime(&spy);
-        let runtime = runtime.ok_or(OpenFailure::NotNow)?;
         let memory = File::open(format!("/proc/{pid}/mem")).map_err(|_| OpenFailure::NotNow)?;
         let read_mem = |addr: u64, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
-        let (Some(layout), Some(list)) = (
-            layout(version, runtime, &read_mem),
-            list_layout(version, runtime, &read_mem),
-        ) else {
+        let (layout, interpreters) = if version.at_least(3, 7) {
+            let runtime = runtime.ok_or(OpenFailure::NotNow)?;
+            (
+                layout(version, runtime, &read_mem),
+                list_layout(version, runtime, &read_mem).map(Interpreters::List),
+            )
+        } else {
+            let newest = spy.addresses.interpreter_address as u64;
+            (
+                layout(version, 0, &read_mem),
+                Some(Interpreters::Newest(newest)),
+            )
+        };
+        let (Some(layout), Some(interpreters)) = (layout, interpreters) else {
             return Err(OpenFailure::Unsupported(version));
         };
         Ok(Self {
             memory,
             version,
             layout,
-            list,
+            interpreters,
+            tid_offset: None,
             codes: HashMap::new(),
         })
     }
@@ -138,13 +161,12 @@ impl PythonStacks {
     /// when `pid` is not a CPython this can read (not yet, or not a supported version).
     pub(crate) fn threads(&mut self, pid: u32) -> Option<Vec<(u32, PyThread)>> {
         let process = self.open(pid)?;
-        let read_mem = process.read_mem();
-        let mut threads = thread_states(
-            pid,
-            &process.layout,
-            &interpreter_list(process.list, &read_mem),
-            &read_mem,
-        );
+        let interpreters = match process.interpreters {
+            Interpreters::List(list) => interpreter_list(list, &process.read_mem()),
+            Interpreters::Newest(interpreter) => vec![interpreter],
+        };
+        let states = thread_states(pid, &process.layout, &interpreters, &process.read_mem());
+        let mut threads = process.with_tids(pid, states);
         // A forked child keeps its parent's thread states until it runs Python again: only
         // the process's own threads are handed to BPF.
         threads.retain(|(tid, _)| Path::new(&format!("/proc/{pid}/task/{tid}")).exists());
@@ -234,6 +256,40 @@ impl PythonStacks {
 }
 
 impl OpenProcess {
+    /// The thread states `states` of process `pid` keyed by kernel tid rather than their
+    /// thread id: the same on 3.11+; before, the tid in the glibc thread descriptor the
+    /// `pthread_t` points to, at the place calibrated on these threads (calibrated again when
+    /// it no longer checks out, the last place kept if that fails: a thread state outliving
+    /// its thread for a moment must not take every thread's frames away); states whose tid is
+    /// not found are left out.
+    fn with_tids(&mut self, pid: u32, states: Vec<(u64, PyThread)>) -> Vec<(u32, PyThread)> {
+        if let ThreadId::Native(_) = self.layout.thread_id {
+            return states
+                .into_iter()
+                .filter_map(|(id, thread)| Some((u32::try_from(id).ok()?, thread)))
+                .collect();
+        }
+        let live_tids = live_tids(pid);
+        let idents: Vec<u64> = states.iter().map(|s| s.0).collect();
+        let read_mem = |addr: u64, buf: &mut [u8]| self.memory.read_exact_at(buf, addr).is_ok();
+        if !self
+            .tid_offset
+            .is_some_and(|offset| tids::check(&idents, offset, &live_tids, &read_mem))
+            && let Some(offset) = tids::calibrate(&idents, pid, &live_tids, &read_mem)
+        {
+            self.tid_offset = Some(offset);
+        }
+        let Some(offset) = self.tid_offset else {
+            return Vec::new();
+        };
+        states
+            .into_iter()
+            .filter_map(|(ident, thread)| {
+                Some((tids::tid_at(ident, offset, &live_tids, &read_mem)?, thread))
+            })
+            .collect()
+    }
+
     /// A recorded frame named from its code object (read once per process).
     fn frame(&mut self, raw: &RawPyFrame) -> PyFrame {
         if !self.codes.contains_key(&raw.code) {
@@ -242,7 +298,7 @@ impl OpenProcess {
         }
         match self.codes.get(&raw.code).and_then(Option::as_ref) {
             Some(info) => PyFrame {
-                function: info.qualname.clone(),
+                function: info.name.clone(),
                 file: info.filename.clone(),
                 line: info.line_at(raw.instr).unwrap_or(0),
                 entry: false,
@@ -254,11 +310,14 @@ impl OpenProcess {
 }
 
 /// The Python frames with their runs marked (`entry` on the outermost frame of each C call
-/// of the eval loop) by the version's `marker` kind; 3.12+ shim frames are dropped.
+/// of the eval loop) by the version's `marker` kind; 3.12+ shim frames are dropped, and up to
+/// 3.10 every frame is a run of its own.
 fn runs(raw: &[RawPyFrame], frames: Vec<PyFrame>, marker: u32) -> Vec<PyFrame> {
     let mut out: Vec<PyFrame> = Vec::with_capacity(frames.len());
     for (raw, mut frame) in raw.iter().zip(frames) {
-        if marker == py_marker::OWNER_CSTACK {
+        if marker == py_marker::FRAME_OBJECT {
+            frame.entry = true;
+        } else if marker == py_marker::OWNER_CSTACK {
             if raw.marker == py_marker::CSTACK_OWNER_VALUE {
                 if let Some(last) = out.last_mut() {
                     last.entry = true;
@@ -282,14 +341,27 @@ fn unnamed(raw: &RawPyFrame) -> PyFrame {
     }
 }
 
-/// Every thread state of `interpreters` with a kernel tid, as BPF's `PY_THREADS` entries.
+/// The kernel tids of process `pid` now.
+fn live_tids(pid: u32) -> Vec<u32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every thread state of `interpreters` with a thread id (the kernel tid from 3.11, the
+/// `pthread_t` before), as BPF's `PY_THREADS` entries.
 fn thread_states(
     pid: u32,
     layout: &Layout,
     interpreters: &[u64],
     read_mem: &dyn Fn(u64, &mut [u8]) -> bool,
-) -> Vec<(u32, PyThread)> {
-    let mut found: Vec<(u32, PyThread)> = Vec::new();
+) -> Vec<(u64, PyThread)> {
+    let (ThreadId::Native(id_offset) | ThreadId::Pthread(id_offset)) = layout.thread_id;
+    let mut found: Vec<(u64, PyThread)> = Vec::new();
     for &interpreter in interpreters {
         let mut next = read_u64(interpreter + layout.threads_head, read_mem);
         let mut seen = 0;
@@ -298,16 +370,14 @@ fn thread_states(
             if seen > MAX_THREADS {
                 break;
             }
-            let tid = read_u64(tstate + layout.thread_native_id, read_mem)
-                .and_then(|t| u32::try_from(t).ok())
-                .filter(|&t| t != 0);
+            let id = read_u64(tstate + id_offset, read_mem).filter(|&t| t != 0);
             // A thread in several interpreters: the one it entered last is the list's
             // newest, which comes first; keep that.
-            if let Some(tid) = tid
-                && !found.iter().any(|(t, _)| *t == tid)
+            if let Some(id) = id
+                && !found.iter().any(|(t, _)| *t == id)
             {
                 found.push((
-                    tid,
+                    id,
                     PyThread {
                         tstate,
                         tgid: pid,
@@ -342,7 +412,7 @@ mod tests {
     }
 
     /// Check that runs are cut by `is_entry` on 3.11 and by the shim frames on 3.12+, which
-    /// are dropped.
+    /// are dropped, and that every frame is a run up to 3.10.
     #[test]
     fn runs_by_marker() {
         let entries = |frames: &[PyFrame]| -> Vec<(String, bool)> {
@@ -357,6 +427,14 @@ mod tests {
             entries(&runs(&raw311, frames.clone(), py_marker::IS_ENTRY)),
             [
                 ("inner".into(), false),
+                ("worker".into(), true),
+                ("<module>".into(), true)
+            ]
+        );
+        assert_eq!(
+            entries(&runs(&raw311, frames.clone(), py_marker::FRAME_OBJECT)),
+            [
+                ("inner".into(), true),
                 ("worker".into(), true),
                 ("<module>".into(), true)
             ]
@@ -405,7 +483,7 @@ mod tests {
         memory.u64(0x4000 + 160, 43);
         memory.u64(0x4000 + 8, 0x2000); // a loop back
         let threads = thread_states(40, &layout, &[interp], &memory.reader());
-        let tids: Vec<u32> = threads.iter().map(|t| t.0).collect();
+        let tids: Vec<u64> = threads.iter().map(|t| t.0).collect();
         assert_eq!(tids, [41, 43]);
         assert_eq!(threads[1].1.tstate, 0x4000);
         assert_eq!(threads[1].1.tgid, 40);
