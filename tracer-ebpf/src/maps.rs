@@ -57,6 +57,11 @@ pub(crate) static SITE_SCRATCH: PerCpuArray<SiteCopy> = PerCpuArray::with_max_en
 pub(crate) static KNOWN_SITES: HashMap<u64, u8> =
     HashMap::with_max_entries(capacity::KNOWN_SITES, 0);
 
+/// The running thread's saved user registers, one snapshot per CPU (`regs.rs`).
+#[map]
+pub(crate) static REGS_SCRATCH: PerCpuArray<[u64; crate::regs::REGS_WORDS]> =
+    PerCpuArray::with_max_entries(1, 0);
+
 /// Each process's executable ranges, keyed by tgid, from user space (`sites.rs`).
 #[map]
 pub(crate) static TEXT_RANGES: LruHashMap<u32, TextRanges> =

@@ -19,7 +19,9 @@ use crate::{
         OFFCPU_TOTALS, SEEN_TGIDS, THREADS, announce_exec, announce_process, count, task_thread,
         thread_entry,
     },
-    python, stacks,
+    python,
+    regs::Regs,
+    stacks,
 };
 
 // Task state bits (include/linux/sched.h), the values `sched_switch`'s prev_state reports.
@@ -88,10 +90,16 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
         // such a task straight to this thread is invisible. Nothing here can recover it.
         count(counter::DROP_UNMATCHED_WAIT);
     }
+    // A kernel thread has no user registers (its pt_regs are zeros or stale).
+    let regs = if kthread {
+        Regs::zero()
+    } else {
+        Regs::current()
+    };
     if config::has(flags::SYSCALLS_FROM_REGS) && !kthread {
-        thread.syscall = crate::syscall::from_regs();
+        thread.syscall = crate::syscall::from_regs(&regs);
     }
-    let (kernel_stack_id, user_stack_id) = stacks::for_wait(ctx, thread, class, kthread);
+    let (kernel_stack_id, user_stack_id) = stacks::for_wait(ctx, &regs, thread, class, kthread);
     let wait = &mut thread.wait;
     wait.kernel_stack_id = kernel_stack_id;
     wait.user_stack_id = user_stack_id;
@@ -104,7 +112,7 @@ fn switch_out(ctx: &BtfTracePointContext, preempt: bool, prev_state: u32, now: u
     wait.user_regs = if kthread || !config::has(flags::USER_REGS) {
         UserRegs::default()
     } else {
-        stacks::user_regs()
+        regs.user()
     };
     wait.waker = Waker::default();
     wait.tgid = tgid;

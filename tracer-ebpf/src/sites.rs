@@ -29,12 +29,14 @@ use aya_ebpf::{
 };
 use tracer_common::{
     MAX_STACK_COPY_PAGES, SITE_ID_TAG, SITE_MEMO_BYTES, STACK_COPY_PAGE, STACK_ID_MISSED,
-    STACK_ID_NONE, SiteCopy, SiteHeader, TextRanges, WakerMemo, counter, flags, site_hash,
+    STACK_ID_NONE, SiteCopy, SiteHeader, TextRanges, UserRegs, WakerMemo, counter, flags,
+    site_hash,
 };
 
 use crate::{
     config,
     maps::{KNOWN_SITES, SITE_SCRATCH, SITES, TEXT_RANGES, WAKER_MEMO, count},
+    regs::Regs,
     stacks,
 };
 
@@ -228,8 +230,7 @@ unsafe extern "C" fn hash_word(index: u64, ctx: *mut c_void) -> i64 {
 /// Copies the running thread's user stack, ships it if the site is new, and returns the site
 /// id (`STACK_ID_MISSED` when nothing could be copied or shipped, counted by reason).
 #[inline(always)]
-pub(crate) fn record<C: EbpfContext>(ctx: &C, ranges: Option<&TextRanges>) -> u64 {
-    let regs = stacks::user_regs();
+pub(crate) fn record<C: EbpfContext>(ctx: &C, regs: UserRegs, ranges: Option<&TextRanges>) -> u64 {
     if regs.sp == 0 {
         count(counter::STACK_COPY_ERROR);
         return STACK_ID_MISSED;
@@ -329,9 +330,9 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C, ranges: Option<&TextRanges>) -> u6
 /// in `THREADS` unless it also waits), so a thread that keeps waking others from the same
 /// place is copied once.
 #[inline(always)]
-pub(crate) fn waker_site<C: EbpfContext>(ctx: &C, tid: u32, tgid: u32) -> u64 {
+pub(crate) fn waker_site<C: EbpfContext>(ctx: &C, regs: &Regs, tid: u32, tgid: u32) -> u64 {
     let ranges = text_ranges(tgid);
-    let regs = stacks::user_regs();
+    let regs = regs.user();
     let read = memo_window(regs.sp);
     // SAFETY: a map value read by copy.
     if config::has(flags::STACK_MEMO)
@@ -347,7 +348,7 @@ pub(crate) fn waker_site<C: EbpfContext>(ctx: &C, tid: u32, tgid: u32) -> u64 {
     }
     let positions = memo_code_positions(read, ranges);
     let words = memo_hash(positions);
-    let user_stack_id = record(ctx, ranges);
+    let user_stack_id = record(ctx, regs, ranges);
     let memo = WakerMemo {
         user_ip: regs.ip,
         user_sp: regs.sp,

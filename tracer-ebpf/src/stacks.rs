@@ -12,10 +12,7 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext,
     bindings::{BPF_F_USER_STACK, BPF_NOEXIST},
-    helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_get_stack, bpf_probe_read_kernel,
-        bpf_probe_read_user, bpf_task_pt_regs,
-    },
+    helpers::{bpf_get_current_pid_tgid, bpf_get_stack, bpf_probe_read_user},
 };
 use tracer_common::{
     MAX_STACK_DEPTH, SITE_ID_TAG, STACK_ID_FIRST_REAL, STACK_ID_MISSED, STACK_ID_NONE, StackMemo,
@@ -25,6 +22,7 @@ use tracer_common::{
 use crate::{
     config,
     maps::{STACK_SCRATCH, STACKS, count},
+    regs::Regs,
 };
 
 const EEXIST: i64 = 17;
@@ -83,39 +81,18 @@ pub(crate) fn record<C: EbpfContext>(ctx: &C, user: bool) -> u64 {
     }
 }
 
-/// The running thread's saved user registers.
+/// The return address the frame-pointer chain starts with, `*(bp + 8)` (0 if unreadable).
 #[inline(always)]
-pub(crate) fn user_regs() -> UserRegs {
-    let (ip, sp, bp, _) = user_place(false);
-    UserRegs { ip, sp, bp }
-}
-
-/// Where the running thread is in user space: (ip, sp, bp, and with `with_ret` the return
-/// address at bp+8).
-#[inline(always)]
-fn user_place(with_ret: bool) -> (u64, u64, u64, u64) {
-    // SAFETY: `bpf_task_pt_regs(current)` points at the thread's saved user registers; every
-    // read goes through a checked probe-read helper.
-    unsafe {
-        let regs = bpf_task_pt_regs(bpf_get_current_task_btf()) as *const u8;
-        let read =
-            |off: u32| bpf_probe_read_kernel(regs.add(off as usize) as *const u64).unwrap_or(0);
-        let ip = read(config::regs_ip_off());
-        let sp = read(config::regs_sp_off());
-        let bp = read(config::regs_bp_off());
-        let ret = if with_ret {
-            bpf_probe_read_user((bp + 8) as *const u64).unwrap_or(0)
-        } else {
-            0
-        };
-        (ip, sp, bp, ret)
-    }
+fn first_return(bp: u64) -> u64 {
+    // SAFETY: a checked read of the current thread's user memory.
+    unsafe { bpf_probe_read_user((bp + 8) as *const u64) }.unwrap_or(0)
 }
 
 /// Kernel and user stack ids for the wait the running thread is entering.
 #[inline(always)]
 pub(crate) fn for_wait<C: EbpfContext>(
     ctx: &C,
+    regs: &Regs,
     thread: &mut ThreadState,
     class: u32,
     kthread: bool,
@@ -140,7 +117,7 @@ pub(crate) fn for_wait<C: EbpfContext>(
             STACK_ID_NONE
         };
         let u = if copies {
-            crate::sites::record(ctx, ranges)
+            crate::sites::record(ctx, regs.user(), ranges)
         } else if want_user {
             record(ctx, true)
         } else {
@@ -155,7 +132,8 @@ pub(crate) fn for_wait<C: EbpfContext>(
     if !memo_allowed {
         return walk(ctx, ranges());
     }
-    let (ip, sp, bp, ret) = user_place(!copies);
+    let UserRegs { ip, sp, bp } = regs.user();
+    let ret = if copies { 0 } else { first_return(bp) };
     // Without frame pointers `*(bp + 8)` says nothing; the return addresses above sp do, at
     // the positions the last miss found them (`sites::memo_window`).
     let read = if copies {

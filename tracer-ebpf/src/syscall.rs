@@ -6,14 +6,13 @@
 
 use aya_ebpf::{
     helpers::{
-        bpf_get_current_pid_tgid, bpf_get_current_task_btf, bpf_ktime_get_ns,
-        bpf_probe_read_kernel, bpf_probe_read_user, bpf_task_pt_regs,
+        bpf_get_current_pid_tgid, bpf_ktime_get_ns, bpf_probe_read_kernel, bpf_probe_read_user,
     },
     programs::BtfTracePointContext,
 };
 use tracer_common::{FailedLock, SyscallCtx, ThreadState, syscalls};
 
-use crate::{config, filter, maps::THREADS, maps::thread_entry};
+use crate::{config, filter, maps::THREADS, maps::thread_entry, regs::Regs};
 
 /// Reads the `i`th syscall argument from the saved user registers.
 #[inline(always)]
@@ -23,17 +22,22 @@ fn arg(regs: *const u8, i: usize) -> u64 {
         .unwrap_or(0)
 }
 
-/// The context of tracked syscall `nr` whose arguments are in `regs`, stamped `enter_ns`.
+/// The context of tracked syscall `nr` whose `i`th argument is `arg(i)`, stamped `enter_ns`.
 #[inline(always)]
-fn context(regs: *const u8, nr: u32, layout: syscalls::ArgLayout, enter_ns: u64) -> SyscallCtx {
-    let resource = arg(regs, layout.resource);
+fn context(
+    arg: impl Fn(usize) -> u64,
+    nr: u32,
+    layout: syscalls::ArgLayout,
+    enter_ns: u64,
+) -> SyscallCtx {
+    let resource = arg(layout.resource);
     let detail = match layout.detail {
-        Some(i) => arg(regs, i),
+        Some(i) => arg(i),
         None => 0,
     };
     let timeout = match layout.timeout {
         Some(i) if Some(i) == layout.detail => detail,
-        Some(i) => arg(regs, i),
+        Some(i) => arg(i),
         None => 0,
     };
     SyscallCtx {
@@ -67,7 +71,7 @@ pub(crate) fn on_enter(ctx: &BtfTracePointContext) {
         return;
     };
     // SAFETY: helper without arguments.
-    thread.syscall = context(regs, nr, layout, unsafe { bpf_ktime_get_ns() });
+    thread.syscall = context(|i| arg(regs, i), nr, layout, unsafe { bpf_ktime_get_ns() });
 }
 
 /// The tracked syscall the running user thread is in, from its saved user registers
@@ -75,29 +79,19 @@ pub(crate) fn on_enter(ctx: &BtfTracePointContext) {
 /// negative (an interrupt) or a page fault's error code, which `ax` tells apart: syscall
 /// entry sets it to `-ENOSYS` and only the syscall's return overwrites it.
 #[inline(always)]
-pub(crate) fn from_regs() -> SyscallCtx {
-    let none = SyscallCtx {
-        kind: syscalls::kind::NONE,
-        nr: u32::MAX,
-        ..SyscallCtx::default()
-    };
-    // SAFETY: `bpf_task_pt_regs(current)` points at the thread's saved user registers; every
-    // read goes through a checked probe-read helper.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    let read = |off: u32| {
-        // SAFETY: as above.
-        unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.ok()
-    };
-    let Some(nr) = read(config::regs_orig_ax_off()) else {
-        return none;
-    };
-    let Some(layout) = u32::try_from(nr).ok().and_then(syscalls::classify) else {
-        return none;
-    };
-    if read(config::regs_ax_off()) != Some(-syscalls::ENOSYS as u64) {
-        return none;
+pub(crate) fn from_regs(regs: &Regs) -> SyscallCtx {
+    let nr = regs.orig_ax();
+    match u32::try_from(nr).ok().and_then(syscalls::classify) {
+        Some(layout) if regs.ax() == -syscalls::ENOSYS as u64 => {
+            let arg = |i| regs.arg(i);
+            context(arg, nr as u32, layout, 0)
+        }
+        _ => SyscallCtx {
+            kind: syscalls::kind::NONE,
+            nr: u32::MAX,
+            ..SyscallCtx::default()
+        },
     }
-    context(regs, nr as u32, layout, 0)
 }
 
 /// Whether the running user thread is inside a syscall (any), by the same two registers as
@@ -105,15 +99,8 @@ pub(crate) fn from_regs() -> SyscallCtx {
 /// thread an interrupt happened to find running, whose stack says nothing of the wakeup, is
 /// usually not.
 #[inline(always)]
-pub(crate) fn current_in_syscall() -> bool {
-    // SAFETY: as in `from_regs`.
-    let regs = unsafe { bpf_task_pt_regs(bpf_get_current_task_btf()) } as *const u8;
-    let read = |off: u32| {
-        // SAFETY: as above.
-        unsafe { bpf_probe_read_kernel(regs.add(off as usize) as *const u64) }.ok()
-    };
-    matches!(read(config::regs_orig_ax_off()), Some(nr) if (nr as i64) >= 0)
-        && read(config::regs_ax_off()) == Some(-syscalls::ENOSYS as u64)
+pub(crate) fn in_syscall(regs: &Regs) -> bool {
+    (regs.orig_ax() as i64) >= 0 && regs.ax() == -syscalls::ENOSYS as u64
 }
 
 /// `sys_exit`: clears the syscall context, and remembers what `watch` needs afterwards: a PI

@@ -11,6 +11,7 @@ use tracer_common::{STACK_ID_NONE, counter, flags};
 use crate::{
     config, filter,
     maps::{announce_process, count, task_thread},
+    regs::Regs,
     stacks,
 };
 
@@ -40,17 +41,22 @@ pub(crate) fn on_waking(ctx: &BtfTracePointContext) {
     } else {
         STACK_ID_NONE
     };
+    let regs = if want_user && config::has(flags::STACK_COPIES) {
+        Regs::current()
+    } else {
+        Regs::zero()
+    };
     waker.user_stack_id = if !want_user {
         STACK_ID_NONE
     } else if config::has(flags::STACK_COPIES)
-        && crate::syscall::current_in_syscall()
+        && crate::syscall::in_syscall(&regs)
         && !filter::current_is_exiting()
     {
         // Copied only for a waker in a syscall: an interrupt's wakeup (a timer ending a
         // sleep) finds whatever thread ran, anywhere in its code, and would make a new site
         // at nearly every wakeup; an exiting thread (waking its joiner) may have no memory
         // left to copy. Their frame-pointer walks (below) cost no copy.
-        crate::sites::waker_site(ctx, waker_tid, waker_tgid)
+        crate::sites::waker_site(ctx, &regs, waker_tid, waker_tgid)
     } else {
         stacks::record(ctx, true)
     };
