@@ -93,6 +93,8 @@ pub struct SiteTruth {
     pub blocked_ns: u64,
     /// Number of blocking calls.
     pub count: u64,
+    /// The longest blocking call.
+    pub longest_ns: u64,
 }
 
 impl SiteTruth {

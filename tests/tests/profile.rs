@@ -194,11 +194,27 @@ fn min_block_drops_short_waits() {
         libc::SIGINT,
     );
     assert_site_total(&trace, SLEEP);
-    assert!(
-        trace.site_lines(SHORT).is_empty(),
-        "1 ms sleeps survived --min-block-us 10000\n{}",
-        trace.context(SHORT)
-    );
+    // A 1 ms sleep can last 10 ms on a loaded machine (the wakeup waits for a CPU); such a
+    // wait is rightly kept, so lines of the short thread are an error only when the workload
+    // saw none that long. Either way no line can hold less than one 10 ms wait.
+    let short = trace.truth.site(SHORT);
+    let lines = trace.site_lines(SHORT);
+    println!("longest 1 ms sleep: {} us", short.longest_ns / 1000);
+    if short.longest_ns < 9_000_000 {
+        assert!(
+            lines.is_empty(),
+            "1 ms sleeps survived --min-block-us 10000\n{}",
+            trace.context(SHORT)
+        );
+    }
+    for line in lines {
+        assert!(
+            line.value_us >= 10_000,
+            "a line under 10 ms survived --min-block-us 10000: {:?}\n{}",
+            line.frames,
+            trace.context(SHORT)
+        );
+    }
 }
 
 /// Check that `--max-block-us 5000` drops the 20 ms sleeps and keeps the 1 ms ones.

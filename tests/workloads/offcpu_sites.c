@@ -13,7 +13,8 @@
 // Protocol (stdout, one JSON object per line):
 //   1. {"pid":P,"tids":{"sw-sleep":T,...}}   once every thread exists and is named;
 //   2. unless --no-wait: read a line from stdin ("go") before the measured phase starts;
-//   3. {"pid":P,"sites":{"sw-sleep":{"tid":T,"blocked_ns":X,"count":N},...}} at the end.
+//   3. {"pid":P,"sites":{"sw-sleep":{"tid":T,"blocked_ns":X,"count":N,"longest_ns":L},...}}
+//      at the end.
 // Before the measured phase every thread blocks in gate_wait() (a read on a pipe that main
 // closes), so the gate wait is distinguishable from the sites in the folded output.
 //
@@ -56,6 +57,8 @@ struct site {
     // Measured blocked time at the site and number of blocking calls; 0 for helper threads.
     uint64_t blocked_ns;
     uint64_t count;
+    // The longest blocking call.
+    uint64_t longest_ns;
     pthread_t thread;
 };
 
@@ -112,6 +115,14 @@ __attribute__((noinline)) long gate_wait(void) {
     return raw_syscall4(SYS_read, gate_fds[0], (long)&c, 1, 0);
 }
 
+// Counts one blocking call that began at t0.
+static inline void account(struct site *s, uint64_t t0) {
+    uint64_t ns = now_ns() - t0;
+    s->blocked_ns += ns;
+    s->count++;
+    if (ns > s->longest_ns) s->longest_ns = ns;
+}
+
 static void die(const char *what) {
     fprintf(stderr, "offcpu_sites: %s: %s\n", what, strerror(errno));
     exit(1);
@@ -137,8 +148,7 @@ __attribute__((noinline)) void *sleep_thread(void *arg) {
     for (long i = 0; i < iterations; i++) {
         uint64_t t0 = now_ns();
         site_nanosleep(SITE_PERIOD_NS);
-        s->blocked_ns += now_ns() - t0;
-        s->count++;
+        account(s, t0);
     }
     return NULL;
 }
@@ -149,8 +159,7 @@ __attribute__((noinline)) void *short_thread(void *arg) {
     for (long i = 0; i < iterations * SHORT_PER_ITERATION; i++) {
         uint64_t t0 = now_ns();
         site_short_sleep(SHORT_PERIOD_NS);
-        s->blocked_ns += now_ns() - t0;
-        s->count++;
+        account(s, t0);
     }
     return NULL;
 }
@@ -161,8 +170,7 @@ __attribute__((noinline)) void *epoll_thread(void *arg) {
     for (long i = 0; i < iterations; i++) {
         uint64_t t0 = now_ns();
         site_epoll_wait(epoll_fd, SITE_PERIOD_NS / 1000000);
-        s->blocked_ns += now_ns() - t0;
-        s->count++;
+        account(s, t0);
     }
     return NULL;
 }
@@ -174,8 +182,7 @@ __attribute__((noinline)) void *pipe_thread(void *arg) {
     for (long i = 0; i < iterations; i++) {
         uint64_t t0 = now_ns();
         if (site_pipe_read(data_pipe[0], &c) != 1) die("pipe read");
-        s->blocked_ns += now_ns() - t0;
-        s->count++;
+        account(s, t0);
     }
     return NULL;
 }
@@ -199,8 +206,7 @@ __attribute__((noinline)) void *condvar_thread(void *arg) {
         pthread_mutex_lock(&cv_mutex);
         site_condvar_wait(i);
         pthread_mutex_unlock(&cv_mutex);
-        s->blocked_ns += now_ns() - t0;
-        s->count++;
+        account(s, t0);
     }
     return NULL;
 }
@@ -286,9 +292,10 @@ int main(int argc, char **argv) {
     int first = 1;
     for (size_t i = 0; i < NSITES; i++) {
         if (is_helper(&sites[i])) continue;
-        printf("%s\"%s\":{\"tid\":%d,\"blocked_ns\":%llu,\"count\":%llu}", first ? "" : ",",
-               sites[i].name, sites[i].tid, (unsigned long long)sites[i].blocked_ns,
-               (unsigned long long)sites[i].count);
+        printf("%s\"%s\":{\"tid\":%d,\"blocked_ns\":%llu,\"count\":%llu,\"longest_ns\":%llu}",
+               first ? "" : ",", sites[i].name, sites[i].tid,
+               (unsigned long long)sites[i].blocked_ns, (unsigned long long)sites[i].count,
+               (unsigned long long)sites[i].longest_ns);
         first = 0;
     }
     printf("}}\n");
