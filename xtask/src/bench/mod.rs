@@ -59,8 +59,10 @@ pub(crate) struct Config {
     tracer: Option<Spec>,
     /// Pingpong results, one per round.
     pub runs: Vec<PingPong>,
-    /// BPF run time and count per program name, summed over rounds.
+    /// BPF run time and count per program name, from the statistics round.
     pub bpf: Totals,
+    /// Pingpong's round trips in the statistics round (what `bpf` was spent on).
+    pub bpf_round_trips: u64,
     /// The tracer failed; the configuration is left out from the next round on.
     dropped: bool,
 }
@@ -160,6 +162,7 @@ fn configurations(notes: &mut Vec<String>) -> Vec<Config> {
         tracer,
         runs: Vec::new(),
         bpf: Totals::new(),
+        bpf_round_trips: 0,
         dropped: false,
     };
     let mut configs = vec![config("untraced", None)];
@@ -334,7 +337,7 @@ fn run_once(
     let result = pingpong(seconds);
     let end = bpf_stats::snapshot()?;
     tracer.stop()?;
-    result?;
+    config.bpf_round_trips += result?.round_trips;
     bpf_stats::add_deltas(&mut config.bpf, &start, &end);
     Ok(())
 }

@@ -26,7 +26,7 @@ fn median_rate(config: &Config) -> Option<f64> {
 /// Total BPF nanoseconds per pingpong round trip (all of the tracer's programs).
 fn bpf_ns_per_round_trip(config: &Config) -> Option<f64> {
     let ns: u64 = config.bpf.values().map(|(ns, _)| ns).sum();
-    let trips: u64 = config.runs.iter().map(|r| r.round_trips).sum();
+    let trips = config.bpf_round_trips;
     (ns > 0 && trips > 0).then(|| ns as f64 / trips as f64)
 }
 
@@ -172,7 +172,7 @@ pub(super) fn markdown(
     } else {
         writeln!(
             w,
-            "ns per program run (`run_time_ns / run_cnt`, host-wide, all rounds), with the number \
+            "ns per program run (`run_time_ns / run_cnt`, host-wide, in the statistics round), with the number \
              of runs in parentheses.\n"
         )?;
         let mut names: Vec<&String> = traced.iter().flat_map(|c| c.bpf.keys()).collect();
