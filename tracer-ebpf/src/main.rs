@@ -18,6 +18,7 @@ mod config;
 mod filter;
 mod maps;
 mod python;
+mod pythreads;
 mod sched;
 mod sites;
 mod stacks;

@@ -22,7 +22,8 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{PY_FRAME_HEADER, PY_SCRATCH, PY_STACKS, PY_THREADS, count},
+    maps::{PY_FRAME_HEADER, PY_SCRATCH, PY_STACKS, count},
+    pythreads,
     stacks::mix,
 };
 
@@ -37,18 +38,14 @@ fn read_u64(addr: u64) -> Option<u64> {
 }
 
 /// The Python stack of thread `tid` of process `tgid` (the running thread): its id in
-/// `PY_STACKS`, `STACK_ID_NONE` for a thread that is not a listed Python thread (or a reused
-/// tid of another process, until user space forgets it) or runs no Python code,
+/// `PY_STACKS`, `STACK_ID_NONE` for a thread that is not a Python thread (listed, or found by
+/// [`pythreads::thread`]) or runs no Python code,
 /// `STACK_ID_MISSED` (counted) when it could not be read or stored.
 #[inline(always)]
 pub(crate) fn record(tid: u32, tgid: u32) -> u64 {
-    // SAFETY: a map value read by copy.
-    let Some(thread) = (unsafe { PY_THREADS.get(&tid) }).copied() else {
+    let Some(thread) = pythreads::thread(tid, tgid) else {
         return STACK_ID_NONE;
     };
-    if thread.tgid != tgid {
-        return STACK_ID_NONE;
-    }
     let Some(scratch) = PY_SCRATCH.get_ptr_mut(0) else {
         return STACK_ID_MISSED;
     };

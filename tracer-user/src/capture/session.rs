@@ -12,8 +12,8 @@ use aya::{
     programs::BtfTracePoint,
 };
 use tracer_common::{
-    Config, OffCpuKey, OffCpuValue, PyStack, PyThread, SiteHeader, StackTrace, ThreadState,
-    capacity, flags,
+    Config, OffCpuKey, OffCpuValue, PyProcess, PyStack, PyThread, SiteHeader, StackTrace,
+    ThreadState, capacity, flags,
 };
 
 use super::{
@@ -50,6 +50,7 @@ pub(crate) struct Session {
     ebpf: Option<Ebpf>,
     filter_tgids: HashMap<MapData, u32, u8>,
     py_threads: HashMap<MapData, u32, PyThread>,
+    py_processes: HashMap<MapData, u32, PyProcess>,
     new_processes: RingBuf<MapData>,
     sites: RingBuf<MapData>,
     /// Site records too short to hold their header (never expected; counted as lost sites).
@@ -135,10 +136,12 @@ impl Session {
             py_stacks: take::<HashMap<MapData, u64, PyStack>>(&mut ebpf, "PY_STACKS")?,
         };
         let py_threads = take::<HashMap<MapData, u32, PyThread>>(&mut ebpf, "PY_THREADS")?;
+        let py_processes = take::<HashMap<MapData, u32, PyProcess>>(&mut ebpf, "PY_PROCESSES")?;
         Ok(Self {
             ebpf: Some(ebpf),
             filter_tgids,
             py_threads,
+            py_processes,
             new_processes,
             sites,
             malformed_sites: 0,
@@ -180,6 +183,29 @@ impl Session {
             if self.py_threads.get(tid, 0).ok().as_ref() != Some(thread) {
                 self.py_threads.insert(tid, thread, 0).map_err(err)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Tells BPF where the thread lists of CPython process `pid` are, so that it finds threads
+    /// started since the last [`Session::set_python_threads`]; `None` forgets the process
+    /// (`--python`).
+    pub(crate) fn set_python_process(
+        &mut self,
+        pid: u32,
+        process: Option<&PyProcess>,
+    ) -> Result<(), CaptureError> {
+        let Some(process) = process else {
+            let _ = self.py_processes.remove(&pid);
+            return Ok(());
+        };
+        if self.py_processes.get(&pid, 0).ok().as_ref() != Some(process) {
+            self.py_processes
+                .insert(pid, process, 0)
+                .map_err(|source| CaptureError::Map {
+                    name: "PY_PROCESSES",
+                    source,
+                })?;
         }
         Ok(())
     }

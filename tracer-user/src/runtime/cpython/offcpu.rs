@@ -25,7 +25,7 @@ use std::{
 };
 
 use py_spy::{Config, PythonSpy, config::LockingStrategy};
-use tracer_common::{PyThread, py_marker};
+use tracer_common::{PY_TSTATE_SPAN_BYTES, PyProcess, PyThread, py_marker};
 
 use super::{
     PyFrame, PyVersion,
@@ -149,6 +149,14 @@ impl PythonStacks {
         // the process's own threads are handed to BPF.
         threads.retain(|(tid, _)| Path::new(&format!("/proc/{pid}/task/{tid}")).exists());
         Some(threads)
+    }
+
+    /// Where BPF finds the thread states of process `pid` (its `PY_PROCESSES` entry), to look
+    /// up threads started after [`PythonStacks::threads`] listed them; `None` when `pid` is
+    /// not a CPython this can read.
+    pub(crate) fn process(&mut self, pid: u32) -> Option<PyProcess> {
+        let process = self.open(pid)?;
+        process_entry(pid, &process.layout, process.list)
     }
 
     /// Reads the code objects of `python`, frames just recorded in process `pid`, while the
@@ -282,6 +290,35 @@ fn unnamed(raw: &RawPyFrame) -> PyFrame {
     }
 }
 
+/// Process `pid`'s `PY_PROCESSES` entry: its interpreter list and thread-state layout, with
+/// the one span of each thread state BPF reads (its `next` and `native_thread_id`); `None`
+/// if they are not 8-aligned or too far apart for one read.
+fn process_entry(pid: u32, layout: &Layout, list: ListLayout) -> Option<PyProcess> {
+    let small = |offset: u64| u32::try_from(offset).ok().filter(|o| o % 8 == 0);
+    let next = small(layout.thread_next)?;
+    let id = small(layout.thread_native_id)?;
+    let span_offset = next.min(id);
+    let span_bytes = next.max(id) + 8 - span_offset;
+    if span_bytes as usize > PY_TSTATE_SPAN_BYTES {
+        return None;
+    }
+    Some(PyProcess {
+        interpreters_head: list.head_at,
+        interpreter_next_offset: u32::try_from(list.next_offset).ok()?,
+        threads_head_offset: u32::try_from(layout.threads_head).ok()?,
+        span_offset,
+        span_bytes,
+        thread_next_offset: next,
+        thread_id_offset: id,
+        pthread_tid_offset: u32::MAX,
+        _pad: 0,
+        frames: PyThread {
+            tgid: pid,
+            ..layout.frames
+        },
+    })
+}
+
 /// Every thread state of `interpreters` with a kernel tid, as BPF's `PY_THREADS` entries.
 fn thread_states(
     pid: u32,
@@ -291,21 +328,29 @@ fn thread_states(
 ) -> Vec<(u32, PyThread)> {
     let mut found: Vec<(u32, PyThread)> = Vec::new();
     for &interpreter in interpreters {
+        let mut in_this: Vec<(u32, u64)> = Vec::new();
+        let mut visited = std::collections::HashSet::new();
         let mut next = read_u64(interpreter + layout.threads_head, read_mem);
-        let mut seen = 0;
         while let Some(tstate) = next.filter(|&a| a != 0) {
-            seen += 1;
-            if seen > MAX_THREADS {
+            if visited.len() >= MAX_THREADS || !visited.insert(tstate) {
                 break;
             }
             let tid = read_u64(tstate + layout.thread_native_id, read_mem)
                 .and_then(|t| u32::try_from(t).ok())
                 .filter(|&t| t != 0);
-            // A thread in several interpreters: the one it entered last is the list's
-            // newest, which comes first; keep that.
-            if let Some(tid) = tid
-                && !found.iter().any(|(t, _)| *t == tid)
-            {
+            // Two states of one tid in one list: 3.11 makes a new thread's state in the
+            // thread that starts it, with the starter's tid, first in the list, until the new
+            // thread writes its own; the starter's own state is the older, later one.
+            if let Some(tid) = tid {
+                in_this.retain(|(t, _)| *t != tid);
+                in_this.push((tid, tstate));
+            }
+            next = read_u64(tstate + layout.thread_next, read_mem);
+        }
+        // A thread in several interpreters: the one it entered last is the newest, whose
+        // list is read first; keep that.
+        for (tid, tstate) in in_this {
+            if !found.iter().any(|(t, _)| *t == tid) {
                 found.push((
                     tid,
                     PyThread {
@@ -315,7 +360,6 @@ fn thread_states(
                     },
                 ));
             }
-            next = read_u64(tstate + layout.thread_next, read_mem);
         }
     }
     found
@@ -385,6 +429,36 @@ mod tests {
         );
     }
 
+    /// Check that a process entry spans `next` and `native_thread_id` in one read, points at
+    /// the interpreter list, carries the frame layout, and that offsets one read cannot cover
+    /// give none.
+    #[test]
+    fn process_entries_span_next_and_tid() {
+        let v311 = PyVersion {
+            major: 3,
+            minor: 11,
+            patch: 2,
+        };
+        let mut layout = layout(v311, 0, &Memory::default().reader()).expect("3.11");
+        let list = ListLayout {
+            head_at: 0x1028,
+            next_offset: 0,
+        };
+        let entry = process_entry(40, &layout, list).expect("entry");
+        assert_eq!(entry.interpreters_head, 0x1028);
+        assert_eq!(entry.threads_head_offset, 16);
+        assert_eq!((entry.span_offset, entry.span_bytes), (8, 160));
+        assert_eq!((entry.thread_next_offset, entry.thread_id_offset), (8, 160));
+        assert_eq!(entry.pthread_tid_offset, u32::MAX);
+        assert_eq!(entry.frames.tgid, 40);
+        assert_eq!(entry.frames.tstate, 0);
+        assert_eq!(entry.frames.frame_ptr_offset, 56);
+        layout.thread_native_id = 8 + PY_TSTATE_SPAN_BYTES as u64;
+        assert_eq!(process_entry(40, &layout, list), None);
+        layout.thread_native_id = 164;
+        assert_eq!(process_entry(40, &layout, list), None);
+    }
+
     /// Check that thread states are listed with their tids and the version's frame layout,
     /// that a thread state without a tid is skipped and that a loop in the list ends.
     #[test]
@@ -411,5 +485,35 @@ mod tests {
         assert_eq!(threads[1].1.tgid, 40);
         assert_eq!(threads[1].1.frame_ptr_offset, 56);
         assert_eq!(threads[1].1.cframe_frame_offset, 8);
+    }
+
+    /// Check that a tid with two states in one interpreter's list gets the older (3.11's
+    /// state of a thread not started yet carries its starter's tid, first in the list), and
+    /// one in two interpreters the newest interpreter's.
+    #[test]
+    fn thread_states_prefer_the_older_in_a_list_and_the_newer_interpreter() {
+        let v311 = PyVersion {
+            major: 3,
+            minor: 11,
+            patch: 2,
+        };
+        let layout = layout(v311, 0, &Memory::default().reader()).expect("3.11");
+        let mut memory = Memory::default();
+        let (sub, main) = (0x1000, 0x1800);
+        // The main interpreter: a new thread's state with its starter's tid 41, then 41's.
+        memory.u64(main + 16, 0x2000);
+        memory.u64(0x2000 + 160, 41);
+        memory.u64(0x2000 + 8, 0x3000);
+        memory.u64(0x3000 + 160, 41);
+        memory.u64(0x3000 + 8, 0x4000);
+        memory.u64(0x4000 + 160, 42);
+        memory.u64(0x4000 + 8, 0);
+        // A subinterpreter thread 42 entered.
+        memory.u64(sub + 16, 0x5000);
+        memory.u64(0x5000 + 160, 42);
+        memory.u64(0x5000 + 8, 0);
+        let threads = thread_states(40, &layout, &[sub, main], &memory.reader());
+        let tstates: Vec<(u32, u64)> = threads.iter().map(|(t, p)| (*t, p.tstate)).collect();
+        assert_eq!(tstates, [(42, 0x5000), (41, 0x3000)]);
     }
 }
