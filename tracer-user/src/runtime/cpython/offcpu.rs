@@ -9,11 +9,14 @@
 //! and at the end the frames are put among the native ones at the eval loop's frames
 //! ([`merge`](super::merge)).
 //!
+//! Threads started between two listings are found by BPF itself (`tracer-ebpf/src/pythreads.rs`)
+//! in the thread lists whose place each process's [`PyProcess`] entry gives it.
+//!
 //! Code objects are read while tracing, a few hundred milliseconds after BPF first stored a
-//! stack with them, and kept for the whole run: a code object freed during the trace and its
-//! address reused by another names the frames of the first after the second, and a stack
-//! first seen in the last moments of a process that then exited has its frames named
-//! `[python 0xADDR]`. Processes whose version has no known layout get no Python frames, and
+//! stack with them, and kept for the whole run; one whose address another code object took
+//! since is read again for the stacks stored after that ([`CodeCache`], which says what is
+//! still wrong). A stack first seen in the last moments of a process that then exited has its
+//! frames named `[python 0xADDR]`. Processes whose version has no known layout get no Python frames, and
 //! are listed so that the run can say so.
 
 use std::{
@@ -29,7 +32,7 @@ use tracer_common::{PY_TSTATE_SPAN_BYTES, PyProcess, PyThread, py_marker};
 
 use super::{
     PyFrame, PyVersion,
-    code::{CodeInfo, read_code},
+    code_cache::CodeCache,
     is_python_file,
     layout::{Layout, layout},
     merge,
@@ -79,7 +82,7 @@ struct OpenProcess {
     version: PyVersion,
     layout: Layout,
     list: ListLayout,
-    codes: HashMap<u64, Option<CodeInfo>>,
+    codes: CodeCache,
 }
 
 impl OpenProcess {
@@ -100,7 +103,7 @@ impl OpenProcess {
             version,
             layout,
             list,
-            codes: HashMap::new(),
+            codes: CodeCache::default(),
         })
     }
 
@@ -159,13 +162,14 @@ impl PythonStacks {
         process_entry(pid, &process.layout, process.list)
     }
 
-    /// Reads the code objects of `python`, frames just recorded in process `pid`, while the
-    /// process still runs (they are named from this cache at the end).
+    /// Reads the code objects of `python`, a stack just stored by BPF in process `pid`, while
+    /// the process still runs (new ones, and those whose address another object has taken
+    /// since they were read: [`CodeCache`]); the stack is named from these reads at the end.
     pub(crate) fn learn(&mut self, pid: u32, python: &[RawPyFrame]) {
         if let Some(Process::Open(process)) = self.processes.get_mut(&pid) {
-            for raw in python {
-                process.frame(raw);
-            }
+            let memory = &process.memory;
+            let read_mem = |addr, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
+            process.codes.learn(python, &process.layout.code, &read_mem);
         }
     }
 
@@ -209,10 +213,7 @@ impl PythonStacks {
             return native.to_vec();
         }
         let (frames, marker) = match self.processes.get_mut(&pid) {
-            Some(Process::Open(process)) => (
-                python.iter().map(|f| process.frame(f)).collect(),
-                process.layout.frames.marker,
-            ),
+            Some(Process::Open(process)) => (process.frames(python), process.layout.frames.marker),
             _ => (python.iter().map(unnamed).collect(), py_marker::IS_ENTRY),
         };
         merge::merge(native, &runs(python, frames, marker))
@@ -242,22 +243,25 @@ impl PythonStacks {
 }
 
 impl OpenProcess {
-    /// A recorded frame named from its code object (read once per process).
-    fn frame(&mut self, raw: &RawPyFrame) -> PyFrame {
-        if !self.codes.contains_key(&raw.code) {
-            let info = read_code(raw.code, &self.layout.code, &self.read_mem());
-            self.codes.insert(raw.code, info);
-        }
-        match self.codes.get(&raw.code).and_then(Option::as_ref) {
-            Some(info) => PyFrame {
-                function: info.qualname.clone(),
-                file: info.filename.clone(),
-                line: info.line_at(raw.instr).unwrap_or(0),
-                entry: false,
-                locals: Vec::new(),
-            },
-            None => unnamed(raw),
-        }
+    /// A recorded stack's frames named from their code objects, as [`CodeCache`] read them.
+    fn frames(&mut self, python: &[RawPyFrame]) -> Vec<PyFrame> {
+        let memory = &self.memory;
+        let read_mem = |addr, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
+        let names = self.codes.names(python, &self.layout.code, &read_mem);
+        python
+            .iter()
+            .zip(names)
+            .map(|(raw, info)| match info {
+                Some(info) => PyFrame {
+                    function: info.qualname.clone(),
+                    file: info.filename.clone(),
+                    line: info.line_at(raw.instr).unwrap_or(0),
+                    entry: false,
+                    locals: Vec::new(),
+                },
+                None => unnamed(raw),
+            })
+            .collect()
     }
 }
 
