@@ -19,7 +19,7 @@ use serde_json::Value;
 use stallwatch_tests::{
     TempDir, assert_close,
     folded::{self, FoldedLine},
-    pythons::{Python, debian_and_newest, marker_line, pyenv_pythons},
+    pythons::{PyWorkload, Python, debian_and_newest, marker_line, pyenv_pythons, scripts},
     require_bpf,
     tracer::Tracer,
     workload_file,
@@ -441,5 +441,72 @@ fn new_threads_have_python_frames_from_their_first_wait() {
             "the watchdog thread was looked up at too many of its {dumps} wake-ups\n{}",
             context()
         );
+    }
+}
+
+/// Check, on Debian's 3.11 and pyenv's newest, that in a process with two interpreters
+/// (`py_subinterp.py`, its subinterpreter thread started after the tracer and blocking at
+/// once) the new thread's wait has Python frames under `--python`: the subinterpreter's,
+/// `blocked_in_subinterpreter (<string>:4)`, or, when the thread was first seen before it
+/// entered the subinterpreter, its main interpreter's `run_in_subinterpreter` (the entry is
+/// corrected by the next thread listing, after the wait began), and the main thread its own.
+#[test]
+fn new_threads_in_subinterpreters_have_their_frames() {
+    if !require_bpf() {
+        return;
+    }
+    for python in debian_and_newest() {
+        eprintln!("profile --python on {python}, a subinterpreter in a new thread");
+        let dir = TempDir::new("pyprofile-subinterp");
+        let folded_path = dir.join("out.folded");
+        let out = folded_path.display().to_string();
+        let workload = PyWorkload::spawn(&python, scripts::SUBINTERP, &["--delay-ms", "1500"]);
+        let pid = workload.pid().to_string();
+        let mut tracer = Tracer::spawn(["profile", "-p", &pid, "--python", "-o", &out]);
+        tracer.wait_tracing();
+        let facts = workload.facts();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let output = tracer.stop(libc::SIGINT);
+        output.assert_code(0);
+        let lines = folded::read(&folded_path);
+        let context = || {
+            format!(
+                "{python}\nfacts: {facts}\nfolded:\n{}stderr:\n{}",
+                folded::dump(&lines, 60),
+                output.stderr
+            )
+        };
+        assert!(
+            output.stderr.contains(&format!(
+                "(CPython {})",
+                facts["python"]["version"].as_str().expect("version")
+            )),
+            "{}",
+            context()
+        );
+        let sub_line = facts["sub_line"].as_u64().expect("sub_line");
+        let run_line = workload.line("main-run-string");
+        let has = |frame: &str| lines.iter().any(|l| l.frames.iter().any(|f| f == frame));
+        let in_sub = format!("blocked_in_subinterpreter (<string>:{sub_line})");
+        let in_main = format!("run_in_subinterpreter ({}:{run_line})", scripts::SUBINTERP);
+        assert!(
+            has(&in_sub) || has(&in_main),
+            "neither {in_sub:?} nor {in_main:?}\n{}",
+            context()
+        );
+        eprintln!(
+            "  the subinterpreter thread's wait had {} frames",
+            if has(&in_sub) {
+                "the subinterpreter's"
+            } else {
+                "its main interpreter's"
+            }
+        );
+        let main_line = workload.line("main-read");
+        let main = format!(
+            "blocked_in_main_interpreter ({}:{main_line})",
+            scripts::SUBINTERP
+        );
+        assert!(has(&main), "no {main:?}\n{}", context());
     }
 }

@@ -1,12 +1,15 @@
 """py_new_threads: a thread per request, each waiting at once for known times, for
 `profile --python` on threads younger than its 200 ms thread listing.
 
-Held until stdin says "go"; then the main thread starts ITERATIONS threads, one every 300 ms
-(each joined before the next starts), each running `handle_request`, which right away calls
+Held until stdin says "go"; then the main thread starts ITERATIONS threads, one every 300 ms,
+each running `handle_request`, which right away calls
 `request_sleep_site` (time.sleep, 20 ms) and `request_lock_site` (a timed acquire of a
 threading.Lock the main thread holds, never got, 20 ms), timing each call with the monotonic
-clock, and exits. A thread lives about 45 ms: unless a thread listing happens to fall in its
-life, only the tracer's own lookup at switch-out gives its waits Python frames.
+clock, then parks (on an Event) until the end. Its waits are over about 45 ms after it started:
+unless a thread listing happens to fall in that time, only the tracer's own lookup at
+switch-out gives them Python frames. (The threads exit only once the watchdog below is
+stopped: faulthandler's dump reads the thread list unlocked and crashes on a thread state
+being freed.)
 
 faulthandler's watchdog (a C thread with no Python thread state) wakes every 5 ms meanwhile
 and writes a traceback to a temporary file: a thread of a Python process the tracer never
@@ -46,9 +49,10 @@ def request_lock_site(lock, totals):
     assert not got
 
 
-def handle_request(lock, totals):
+def handle_request(lock, totals, done):
     request_sleep_site(totals)
     request_lock_site(lock, totals)
+    done.wait()
 
 
 def main():
@@ -60,15 +64,20 @@ def main():
     common = {"pid": os.getpid(), "version": platform.python_version()}
     print(json.dumps({**common, "ready": True}), flush=True)
     sys.stdin.readline()
+    done = threading.Event()
+    threads = []
     faulthandler.dump_traceback_later(WATCHDOG_S, repeat=True, file=dumps)
     for i in range(iterations):
         thread = threading.Thread(
-            target=handle_request, args=(lock, totals), name=f"request-{i}"
+            target=handle_request, args=(lock, totals, done), name=f"request-{i}"
         )
         thread.start()
+        threads.append(thread)
         time.sleep(START_EVERY_S)
-        thread.join()
     faulthandler.cancel_dump_traceback_later()
+    done.set()
+    for thread in threads:
+        thread.join()
     dumps.seek(0)
     watchdog_dumps = sum(1 for line in dumps if line.startswith("Timeout ("))
     print(

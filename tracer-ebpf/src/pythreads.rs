@@ -13,7 +13,9 @@
 //! and puts it first in the list; the new thread writes its own tid there when it runs, so
 //! until then the starter has two matches, its own the older. The search runs in a `bpf_loop` callback, checked once by the verifier
 //! whatever the bound. A thread found is stored in `PY_THREADS`, so its next switch-out is a
-//! plain lookup, and user space's next listing rewrites the entry anyway.
+//! plain lookup, and user space's next listing rewrites the entry anyway. (So a thread found
+//! before it enters a subinterpreter keeps its main interpreter's state, and frames, until
+//! that listing, as a listed one does.)
 //!
 //! A thread with no thread state (a native helper thread, e.g. faulthandler's watchdog) must
 //! not pay the search at every switch-out: misses are remembered in `PY_THREAD_MISSES` with
