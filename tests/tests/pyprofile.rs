@@ -8,6 +8,9 @@
 //! same (the per-thread stack memo must not merge their Python stacks).
 //! It runs on Debian's CPython 3.11, pyenv's newest and 3.12 (an interpreter-frame chain each),
 //! and pyenv's 2.7, 3.6, 3.8 and 3.10 (frame-object chains).
+//! `workloads/py_new_threads.py` starts a thread per request that waits at once and is gone
+//! long before the tracer's next thread listing: BPF must find those threads itself. That
+//! test runs on Debian's CPython 3.11 and pyenv's newest.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -18,7 +21,9 @@ use serde_json::Value;
 use stallwatch_tests::{
     REQUIRE_BPF_ENV, TempDir, assert_close,
     folded::{self, FoldedLine},
-    pythons::{Python, debian_and_newest, marker_line, pyenv_python, pyenv_pythons},
+    pythons::{
+        PyWorkload, Python, debian_and_newest, marker_line, pyenv_python, pyenv_pythons, scripts,
+    },
     require_bpf,
     tracer::Tracer,
     workload_file,
@@ -65,14 +70,14 @@ struct Workload {
 }
 
 impl Workload {
-    fn start(python: &Python, iterations: &str) -> Self {
+    fn start(python: &Python, script: &str, iterations: &str) -> Self {
         let mut child = Command::new(&python.path)
-            .arg(workload_file(SCRIPT))
+            .arg(workload_file(script))
             .arg(iterations)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
-            .unwrap_or_else(|e| panic!("starting {SCRIPT} on {python}: {e}"));
+            .unwrap_or_else(|e| panic!("starting {script} on {python}: {e}"));
         let stdin = child.stdin.take();
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let ready = read_json(&mut stdout);
@@ -88,14 +93,15 @@ impl Workload {
         }
     }
 
-    /// Lets the threads run, waits for them and returns the measured totals (ns) by site.
+    /// Lets the threads run, waits for them and returns the workload's done line (the
+    /// measured totals (ns) by site in `sites`).
     fn go(&mut self) -> Value {
         let mut stdin = self.stdin.take().expect("stdin");
         stdin.write_all(b"go\n").expect("writing go");
         drop(stdin);
         let done = read_json(&mut self.stdout);
         let _ = self.child.wait();
-        done["sites"].clone()
+        done
     }
 }
 
@@ -119,7 +125,11 @@ struct Run {
     svg_fills: Vec<(String, (u8, u8, u8))>,
     /// Waits the tracer reported lost (`drop_unmatched_wait`).
     lost_waits: u64,
+    /// The summary's counters.
+    counters: Value,
     stderr: String,
+    /// The workload's done line.
+    done: Value,
     truth: Value,
     pid: u32,
     version: String,
@@ -127,12 +137,17 @@ struct Run {
 
 /// Runs the workload under `profile -p PID` plus `extra_args`, until it is done.
 fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
+    trace_script(python, SCRIPT, iterations, extra_args)
+}
+
+/// Runs workload `script` under `profile -p PID` plus `extra_args`, until it is done.
+fn trace_script(python: &Python, script: &str, iterations: &str, extra_args: &[&str]) -> Run {
     let dir = TempDir::new("pyprofile");
     let folded_path = dir.join("out.folded");
     let summary_path = dir.join("summary.json");
     let svg_path = dir.join("out.svg");
     let svg = svg_path.display().to_string();
-    let mut workload = Workload::start(python, iterations);
+    let mut workload = Workload::start(python, script, iterations);
     let pid = workload.pid.to_string();
     let out = folded_path.display().to_string();
     let summary = summary_path.display().to_string();
@@ -150,7 +165,7 @@ fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
     args.extend_from_slice(extra_args);
     let mut tracer = Tracer::spawn(&args);
     tracer.wait_tracing();
-    let truth = workload.go();
+    let done = workload.go();
     let output = tracer.stop(libc::SIGINT);
     output.assert_code(0);
     let summary: Value = serde_json::from_str(
@@ -163,8 +178,10 @@ fn trace(python: &Python, iterations: &str, extra_args: &[&str]) -> Run {
         lost_waits: summary["counters"]["drop_unmatched_wait"]
             .as_u64()
             .unwrap_or(0),
+        counters: summary["counters"].clone(),
         stderr: output.stderr,
-        truth,
+        truth: done["sites"].clone(),
+        done,
         pid: workload.pid,
         version: workload.version.clone(),
     }
@@ -343,5 +360,162 @@ fn python_frames_are_opt_in() {
             "a Python frame without --python: {:?}",
             line.frames
         );
+    }
+}
+
+/// The thread-per-request workload: a new thread every 300 ms, each waiting at once.
+const NEW_THREADS_SCRIPT: &str = "py_new_threads.py";
+/// Requests it serves, one new thread each.
+const REQUESTS: &str = "12";
+/// Its site functions, each waiting 20 ms once per request, both called by `handle_request`.
+const REQUEST_SITES: [&str; 2] = ["request_sleep_site", "request_lock_site"];
+/// How long one request site's wait is (µs), for waits the tracer reports lost.
+const REQUEST_WAIT_US: u64 = 20_000;
+
+/// Check, on Debian's 3.11 and pyenv's newest, that under `--python` threads started during
+/// the trace (one per request, each waiting within its first milliseconds and gone after
+/// about 45 ms, younger than the 200 ms thread listing) have Python frames: each site
+/// function's frame, at its blocking line under `handle_request`, is in lines carrying its
+/// measured total within 2%; that BPF found those threads itself (`python_threads_found`);
+/// and that the process's native watchdog thread, which has no thread state, was not looked
+/// up again at each of its wake-ups (`python_thread_not_found` well below them).
+#[test]
+fn new_threads_have_python_frames_from_their_first_wait() {
+    if !require_bpf() {
+        return;
+    }
+    for python in debian_and_newest() {
+        eprintln!("profile --python on {python}, a new thread per request");
+        let run = trace_script(&python, NEW_THREADS_SCRIPT, REQUESTS, &["--python"]);
+        let context = || {
+            format!(
+                "{python}\nfolded:\n{}counters: {}\nstderr:\n{}",
+                folded::dump(&run.lines, 60),
+                run.counters,
+                run.stderr
+            )
+        };
+        assert!(
+            run.stderr.contains(&format!(
+                "Python frames of PID {} (CPython {})",
+                run.pid, run.version
+            )),
+            "{}",
+            context()
+        );
+        for site in REQUEST_SITES {
+            let lines: Vec<&FoldedLine> = run
+                .lines
+                .iter()
+                .filter(|l| python_frame(l, site).is_some())
+                .collect();
+            let truth_us = run.truth[site].as_u64().expect("site total") / 1000;
+            let traced_us = folded::total_us(lines.iter().copied());
+            let lost_us =
+                (run.lost_waits * REQUEST_WAIT_US).min(truth_us.saturating_sub(traced_us));
+            assert_close(
+                &format!(
+                    "{site} in new threads on CPython {} ({} waits lost)",
+                    run.version, run.lost_waits
+                ),
+                traced_us + lost_us,
+                truth_us,
+                TOLERANCE,
+                &context(),
+            );
+            let line_no = marker_line(&workload_file(NEW_THREADS_SCRIPT), site);
+            let expected = format!("{site} ({NEW_THREADS_SCRIPT}:{line_no})");
+            for line in &lines {
+                let at = python_frame(line, site).expect("filtered");
+                assert_eq!(line.frames[at], expected, "{}", context());
+                assert!(
+                    python_frame(line, "handle_request").is_some_and(|c| c < at),
+                    "{site}: no handle_request frame above it in {:?}\n{}",
+                    line.frames,
+                    context()
+                );
+            }
+        }
+        let counter = |name: &str| run.counters[name].as_u64().unwrap_or(0);
+        let requests: u64 = run.done["threads"].as_u64().expect("threads");
+        assert!(
+            counter("python_threads_found") * 2 >= requests,
+            "BPF found fewer than half of the {requests} request threads\n{}",
+            context()
+        );
+        let dumps = run.done["watchdog_dumps"].as_u64().expect("watchdog_dumps");
+        assert!(dumps >= 100, "the watchdog woke only {dumps} times");
+        assert!(
+            counter("python_thread_not_found") * 5 < dumps,
+            "the watchdog thread was looked up at too many of its {dumps} wake-ups\n{}",
+            context()
+        );
+    }
+}
+
+/// Check, on Debian's 3.11 and pyenv's newest, that in a process with two interpreters
+/// (`py_subinterp.py`, its subinterpreter thread started after the tracer and blocking at
+/// once) the new thread's wait has Python frames under `--python`: the subinterpreter's,
+/// `blocked_in_subinterpreter (<string>:4)`, or, when the thread was first seen before it
+/// entered the subinterpreter, its main interpreter's `run_in_subinterpreter` (the entry is
+/// corrected by the next thread listing, after the wait began), and the main thread its own.
+#[test]
+fn new_threads_in_subinterpreters_have_their_frames() {
+    if !require_bpf() {
+        return;
+    }
+    for python in debian_and_newest() {
+        eprintln!("profile --python on {python}, a subinterpreter in a new thread");
+        let dir = TempDir::new("pyprofile-subinterp");
+        let folded_path = dir.join("out.folded");
+        let out = folded_path.display().to_string();
+        let workload = PyWorkload::spawn(&python, scripts::SUBINTERP, &["--delay-ms", "1500"]);
+        let pid = workload.pid().to_string();
+        let mut tracer = Tracer::spawn(["profile", "-p", &pid, "--python", "-o", &out]);
+        tracer.wait_tracing();
+        let facts = workload.facts();
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        let output = tracer.stop(libc::SIGINT);
+        output.assert_code(0);
+        let lines = folded::read(&folded_path);
+        let context = || {
+            format!(
+                "{python}\nfacts: {facts}\nfolded:\n{}stderr:\n{}",
+                folded::dump(&lines, 60),
+                output.stderr
+            )
+        };
+        assert!(
+            output.stderr.contains(&format!(
+                "(CPython {})",
+                facts["python"]["version"].as_str().expect("version")
+            )),
+            "{}",
+            context()
+        );
+        let sub_line = facts["sub_line"].as_u64().expect("sub_line");
+        let run_line = workload.line("main-run-string");
+        let has = |frame: &str| lines.iter().any(|l| l.frames.iter().any(|f| f == frame));
+        let in_sub = format!("blocked_in_subinterpreter (<string>:{sub_line})");
+        let in_main = format!("run_in_subinterpreter ({}:{run_line})", scripts::SUBINTERP);
+        assert!(
+            has(&in_sub) || has(&in_main),
+            "neither {in_sub:?} nor {in_main:?}\n{}",
+            context()
+        );
+        eprintln!(
+            "  the subinterpreter thread's wait had {} frames",
+            if has(&in_sub) {
+                "the subinterpreter's"
+            } else {
+                "its main interpreter's"
+            }
+        );
+        let main_line = workload.line("main-read");
+        let main = format!(
+            "blocked_in_main_interpreter ({}:{main_line})",
+            scripts::SUBINTERP
+        );
+        assert!(has(&main), "no {main:?}\n{}", context());
     }
 }

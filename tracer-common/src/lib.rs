@@ -706,6 +706,62 @@ impl Default for PyStack {
     }
 }
 
+/// Most bytes of a `PyThreadState` BPF reads per thread state while it looks a thread up in
+/// its interpreters' thread lists ([`PyProcess`]): one read covers both fields it needs.
+pub const PY_TSTATE_SPAN_BYTES: usize = 256;
+
+/// Where BPF finds the thread states of a CPython process, to look up a thread of it that
+/// `PY_THREADS` does not list yet (one started since user space last read the thread lists).
+/// Written by the loader into `PY_PROCESSES`, keyed by tgid (`--python`).
+///
+/// Every offset is a byte offset; those in `PyThreadState` are 8-aligned and lie within the
+/// `span_bytes` read from `span_offset` (the loader checks).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyProcess {
+    /// Address of `_PyRuntime.interpreters.head`: the newest interpreter, whose `next` links
+    /// lead to the others (the main interpreter last).
+    pub interpreters_head: u64,
+    /// Offset of `next` in `PyInterpreterState`.
+    pub interpreter_next_offset: u32,
+    /// Offset of the head of the thread list (`threads.head`) in `PyInterpreterState`.
+    pub threads_head_offset: u32,
+    /// Offset in `PyThreadState` of the first byte read per thread state.
+    pub span_offset: u32,
+    /// Bytes read per thread state (at most [`PY_TSTATE_SPAN_BYTES`]).
+    pub span_bytes: u32,
+    /// Offset of `next` in `PyThreadState`.
+    pub thread_next_offset: u32,
+    /// Offset in `PyThreadState` of the field that tells the thread: `native_thread_id`
+    /// (the kernel tid, 3.11+), or `thread_id` (a `pthread_t`) with `pthread_tid_offset`.
+    pub thread_id_offset: u32,
+    /// `u32::MAX` when the field at `thread_id_offset` is the kernel tid; otherwise it is a
+    /// glibc `pthread_t` (the descriptor's address) and the tid (a 32-bit `pid_t`) is at this
+    /// offset in the descriptor (3.8-3.10, calibrated by the loader).
+    pub pthread_tid_offset: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    /// The frame layout of the process's threads, as in their `PY_THREADS` entries (`tstate`
+    /// left zero; `tgid` the process's).
+    pub frames: PyThread,
+}
+
+/// The bytes of one thread state BPF read ([`PyProcess::span_bytes`] of them), as words.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PyTstateSpan {
+    /// The bytes, as native-endian words.
+    pub words: [u64; PY_TSTATE_SPAN_BYTES / 8],
+}
+
+impl Default for PyTstateSpan {
+    fn default() -> Self {
+        Self {
+            words: [0; PY_TSTATE_SPAN_BYTES / 8],
+        }
+    }
+}
+
 /// What BPF ships on `SITES` for a new site: the registers and where the copy starts,
 /// followed by `copy_len` bytes of user stack memory from `copy_start`.
 #[repr(C)]
@@ -782,8 +838,20 @@ pub mod counter {
     pub const DROP_SITE_RING_FULL: u32 = 16;
     /// Sites not shipped because `KNOWN_SITES` was full (lost user stack).
     pub const DROP_SITES_FULL: u32 = 17;
+    /// Python threads BPF found in their interpreter's thread list at a switch-out, before
+    /// user space listed them (`--python`): stored in `PY_THREADS` and walked at once.
+    pub const PYTHON_THREADS_FOUND: u32 = 18;
+    /// Thread states read while looking threads up (the cost of the lookups).
+    pub const PYTHON_THREAD_STATES_READ: u32 = 19;
+    /// Lookups that found no thread state with the thread's tid: a native thread of a Python
+    /// process, or one whose thread state is not bound yet. Not a loss; the miss is cached.
+    pub const PYTHON_THREAD_NOT_FOUND: u32 = 20;
+    /// Lookups that failed (a thread state could not be read, the list was longer than the
+    /// bound) or whose thread could not be stored (`PY_THREADS` full): the wait has no Python
+    /// frames if its thread had any.
+    pub const PYTHON_THREAD_SEARCH_ERROR: u32 = 21;
     /// Number of counters.
-    pub const COUNT: u32 = 18;
+    pub const COUNT: u32 = 22;
 }
 
 /// Capacity defaults for the maps (overridable by the loader).
@@ -804,6 +872,11 @@ pub mod capacity {
     pub const PY_THREADS: u32 = 4_096;
     /// Distinct Python stacks (`PY_STACKS`).
     pub const PY_STACKS: u32 = 8_192;
+    /// CPython processes whose thread lists BPF can search (`PY_PROCESSES`).
+    pub const PY_PROCESSES: u32 = 1_024;
+    /// Threads whose last lookup found nothing, remembered so that they are not looked up
+    /// at every switch-out (`PY_THREAD_MISSES`, least recently used evicted).
+    pub const PY_THREAD_MISSES: u32 = 4_096;
     /// Sites remembered as shipped (`KNOWN_SITES`).
     pub const KNOWN_SITES: u32 = 16_384;
     /// Bytes of the site ring buffer (`SITES`): about 200 full stack copies between drains.
@@ -828,6 +901,8 @@ const _: () = assert!(core::mem::size_of::<OffCpuKey>() == 80);
 const _: () = assert!(core::mem::size_of::<OffCpuValue>() == 56);
 const _: () = assert!(core::mem::size_of::<PyThread>() == 48);
 const _: () = assert!(PY_FRAME_HEADER_MAX_BYTES == core::mem::size_of::<PyFrameHeader>());
+const _: () = assert!(core::mem::size_of::<PyProcess>() == 88);
+const _: () = assert!(core::mem::size_of::<PyTstateSpan>() == PY_TSTATE_SPAN_BYTES);
 const _: () = assert!(core::mem::size_of::<PyStack>() == 8 + 16 * PY_MAX_DEPTH);
 const _: () = assert!(core::mem::size_of::<StackTrace>() == 8 + 8 * MAX_STACK_DEPTH);
 const _: () = assert!(core::mem::size_of::<SiteHeader>() == 56);
@@ -846,6 +921,7 @@ mod pod {
     unsafe impl aya::Pod for StackTrace {}
     unsafe impl aya::Pod for PyThread {}
     unsafe impl aya::Pod for PyStack {}
+    unsafe impl aya::Pod for PyProcess {}
     unsafe impl aya::Pod for SiteHeader {}
     unsafe impl aya::Pod for TextRanges {}
 }

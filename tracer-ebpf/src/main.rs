@@ -18,6 +18,7 @@ mod config;
 mod filter;
 mod maps;
 mod python;
+mod pythreads;
 mod regs;
 mod sched;
 mod sites;

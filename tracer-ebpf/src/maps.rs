@@ -5,9 +5,11 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
 use tracer_common::{
-    OffCpuKey, OffCpuValue, PyFrameHeader, PyStack, PyThread, SiteCopy, StackTrace, TextRanges,
-    ThreadState, WakerMemo, capacity, counter,
+    OffCpuKey, OffCpuValue, PyFrameHeader, PyProcess, PyStack, PyThread, PyTstateSpan, SiteCopy,
+    StackTrace, TextRanges, ThreadState, WakerMemo, capacity, counter,
 };
+
+use crate::pythreads::ThreadMiss;
 
 /// Per-thread state (current syscall, current wait, stack memo), keyed by tid.
 #[map]
@@ -33,6 +35,22 @@ pub(crate) static STACK_SCRATCH: PerCpuArray<StackTrace> = PerCpuArray::with_max
 #[map]
 pub(crate) static PY_THREADS: HashMap<u32, PyThread> =
     HashMap::with_max_entries(capacity::PY_THREADS, 0);
+
+/// CPython processes whose thread lists BPF searches for threads `PY_THREADS` lacks
+/// (`--python`): tgid -> where the lists are. Written by the loader.
+#[map]
+pub(crate) static PY_PROCESSES: HashMap<u32, PyProcess> =
+    HashMap::with_max_entries(capacity::PY_PROCESSES, 0);
+
+/// Threads of CPython processes whose last lookup found no thread state: tid -> when to look
+/// again (`pythreads.rs`).
+#[map]
+pub(crate) static PY_THREAD_MISSES: LruHashMap<u32, ThreadMiss> =
+    LruHashMap::with_max_entries(capacity::PY_THREAD_MISSES, 0);
+
+/// The thread state being read by a lookup, one per CPU.
+#[map]
+pub(crate) static PY_TSTATE_SPAN: PerCpuArray<PyTstateSpan> = PerCpuArray::with_max_entries(1, 0);
 
 /// Content-addressed Python stacks: hash of the frames -> frames.
 #[map]

@@ -3,7 +3,7 @@
 //! The native stack of a CPython thread shows only `_PyEval_EvalFrameDefault`; which Python
 //! functions it runs lives in the interpreter's frame chain. For each thread the loader lists
 //! in `PY_THREADS` (its `PyThreadState` address and its version's frame layout, learned from
-//! the interpreter's memory in user space), the chain is followed here while the thread is
+//! the interpreter's memory in user space), or that `pythreads.rs` finds, the chain is followed here while the thread is
 //! `current`, up to `PY_MAX_DEPTH` frames, and stored content-addressed like native stacks.
 //! Only code object addresses and instruction pointers are recorded: names and lines are read
 //! in user space, once per code object.
@@ -21,7 +21,8 @@ use tracer_common::{
 };
 
 use crate::{
-    maps::{PY_FRAME_HEADER, PY_SCRATCH, PY_STACKS, PY_THREADS, count},
+    maps::{PY_FRAME_HEADER, PY_SCRATCH, PY_STACKS, count},
+    pythreads,
     stacks::mix,
 };
 
@@ -36,18 +37,14 @@ fn read_u64(addr: u64) -> Option<u64> {
 }
 
 /// The Python stack of thread `tid` of process `tgid` (the running thread): its id in
-/// `PY_STACKS`, `STACK_ID_NONE` for a thread that is not a listed Python thread (or a reused
-/// tid of another process, until user space forgets it) or runs no Python code,
+/// `PY_STACKS`, `STACK_ID_NONE` for a thread that is not a Python thread (listed, or found by
+/// [`pythreads::thread`]) or runs no Python code,
 /// `STACK_ID_MISSED` (counted) when it could not be read or stored.
 #[inline(always)]
 pub(crate) fn record(tid: u32, tgid: u32) -> u64 {
-    // SAFETY: a map value read by copy.
-    let Some(thread) = (unsafe { PY_THREADS.get(&tid) }).copied() else {
+    let Some(thread) = pythreads::thread(tid, tgid) else {
         return STACK_ID_NONE;
     };
-    if thread.tgid != tgid {
-        return STACK_ID_NONE;
-    }
     let Some(scratch) = PY_SCRATCH.get_ptr_mut(0) else {
         return STACK_ID_MISSED;
     };

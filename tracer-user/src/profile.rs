@@ -224,6 +224,7 @@ async fn trace(
                 .into_iter()
                 .partition(|&pid| crate::procs::exists(pid));
             for pid in gone {
+                session.set_python_process(pid, None)?;
                 session.set_python_threads(pid, &[])?;
             }
             python_pids = alive;
@@ -294,7 +295,8 @@ fn give_text_ranges(
 }
 
 /// How often (in ticks) the Python threads of traced processes are listed again for BPF
-/// (`--python`): threads started since get their frames recorded from then on.
+/// (`--python`). Threads started in between are found by BPF itself, in the thread lists
+/// whose place [`list_python_threads`] gave it.
 const PYTHON_THREADS_EVERY_TICKS: u64 = 2;
 
 /// Names the code objects of the Python stacks BPF stored since the last call, while their
@@ -310,13 +312,17 @@ fn learn_python_stacks(
 }
 
 /// Tells BPF where the Python threads of the CPython processes among `pids` keep their
-/// frames (`--python`).
+/// frames, and where their thread lists are for threads started before the next call
+/// (`--python`).
 fn list_python_threads(
     session: &mut Session,
     python: &mut PythonStacks,
     pids: &[u32],
 ) -> Result<(), ProfileError> {
     for &pid in pids {
+        if let Some(process) = python.process(pid) {
+            session.set_python_process(pid, Some(&process))?;
+        }
         if let Some(threads) = python.threads(pid) {
             session.set_python_threads(pid, &threads)?;
         }

@@ -363,6 +363,10 @@ fn read_counters(map: &PerCpuArray<MapData, u64>) -> Counters {
         stack_copy_errors: get(counter::STACK_COPY_ERROR),
         drop_site_ring_full: get(counter::DROP_SITE_RING_FULL),
         drop_sites_full: get(counter::DROP_SITES_FULL),
+        python_threads_found: get(counter::PYTHON_THREADS_FOUND),
+        python_thread_states_read: get(counter::PYTHON_THREAD_STATES_READ),
+        python_thread_not_found: get(counter::PYTHON_THREAD_NOT_FOUND),
+        python_thread_search_errors: get(counter::PYTHON_THREAD_SEARCH_ERROR),
         // Counted in user space, after symbolization (`stacks::validate`).
         ..Counters::default()
     }

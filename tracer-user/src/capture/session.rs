@@ -12,8 +12,8 @@ use aya::{
     programs::BtfTracePoint,
 };
 use tracer_common::{
-    Config, OffCpuKey, OffCpuValue, PyStack, PyThread, SiteHeader, StackTrace, TextRanges,
-    ThreadState, capacity, flags,
+    Config, OffCpuKey, OffCpuValue, PyProcess, PyStack, PyThread, SiteHeader, StackTrace,
+    TextRanges, ThreadState, capacity, flags,
 };
 
 use super::{
@@ -53,6 +53,7 @@ pub(crate) struct Session {
     filter_tgids: HashMap<MapData, u32, u8>,
     py_threads: HashMap<MapData, u32, PyThread>,
     text_ranges: HashMap<MapData, u32, TextRanges>,
+    py_processes: HashMap<MapData, u32, PyProcess>,
     new_processes: RingBuf<MapData>,
     sites: RingBuf<MapData>,
     /// Site records too short to hold their header (never expected; counted as lost sites).
@@ -147,11 +148,13 @@ impl Session {
         };
         let py_threads = take::<HashMap<MapData, u32, PyThread>>(&mut ebpf, "PY_THREADS")?;
         let text_ranges = take::<HashMap<MapData, u32, TextRanges>>(&mut ebpf, "TEXT_RANGES")?;
+        let py_processes = take::<HashMap<MapData, u32, PyProcess>>(&mut ebpf, "PY_PROCESSES")?;
         Ok(Self {
             ebpf: Some(ebpf),
             filter_tgids,
             py_threads,
             text_ranges,
+            py_processes,
             new_processes,
             sites,
             malformed_sites: 0,
@@ -209,6 +212,29 @@ impl Session {
                 name: "TEXT_RANGES",
                 source,
             })
+    }
+
+    /// Tells BPF where the thread lists of CPython process `pid` are, so that it finds threads
+    /// started since the last [`Session::set_python_threads`]; `None` forgets the process
+    /// (`--python`).
+    pub(crate) fn set_python_process(
+        &mut self,
+        pid: u32,
+        process: Option<&PyProcess>,
+    ) -> Result<(), CaptureError> {
+        let Some(process) = process else {
+            let _ = self.py_processes.remove(&pid);
+            return Ok(());
+        };
+        if self.py_processes.get(&pid, 0).ok().as_ref() != Some(process) {
+            self.py_processes
+                .insert(pid, process, 0)
+                .map_err(|source| CaptureError::Map {
+                    name: "PY_PROCESSES",
+                    source,
+                })?;
+        }
+        Ok(())
     }
 
     /// Python stacks stored since the last call, by process (`--python`): ids already in

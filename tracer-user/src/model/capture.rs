@@ -130,6 +130,20 @@ pub(crate) struct Counters {
     /// Sites whose process was gone, its maps never read, before the copy could be unwound.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sites_process_gone: u64,
+    /// Python threads BPF found in their thread lists before user space listed them
+    /// (`--python`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub python_threads_found: u64,
+    /// Thread states BPF read looking threads up (`--python`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub python_thread_states_read: u64,
+    /// Lookups of threads with no thread state (native threads of Python processes, or not
+    /// bound yet; `--python`). Not a loss.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub python_thread_not_found: u64,
+    /// Lookups that failed or whose thread could not be stored (`--python`).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub python_thread_search_errors: u64,
 }
 
 /// serde's `skip_serializing_if` for counters added later: absent when zero, so recordings
@@ -174,6 +188,8 @@ pub(crate) enum LossReason {
     SiteNotUnwound,
     /// Stack copies of processes gone before they could be unwound.
     SiteProcessGone,
+    /// Python thread lookups that failed (`--python`).
+    PythonThreadSearchError,
 }
 
 impl LossReason {
@@ -196,6 +212,7 @@ impl LossReason {
             Self::SiteMissing => "site copy missing",
             Self::SiteNotUnwound => "site not unwound",
             Self::SiteProcessGone => "site of a process gone",
+            Self::PythonThreadSearchError => "python thread search error",
         }
     }
 }
@@ -232,6 +249,10 @@ impl Counters {
             (LossReason::SiteMissing, self.sites_missing),
             (LossReason::SiteNotUnwound, self.sites_not_unwound),
             (LossReason::SiteProcessGone, self.sites_process_gone),
+            (
+                LossReason::PythonThreadSearchError,
+                self.python_thread_search_errors,
+            ),
         ]
         .into_iter()
         .filter(|(_, n)| *n > 0)

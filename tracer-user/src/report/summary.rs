@@ -318,6 +318,10 @@ fn loss_hint(reason: LossReason) -> &'static str {
         LossReason::SiteProcessGone => {
             "the process exited before its maps were read; those stacks show their innermost frame only"
         }
+        LossReason::PythonThreadSearchError => {
+            "threads not yet listed could not be looked up in their interpreter; \
+             their waits may show no Python frames"
+        }
     }
 }
 

@@ -13,10 +13,11 @@
 //! - the asyncio task an event loop is running ([`asyncio`]);
 //! - the Python frames put among the native ones where the eval loop runs them ([`merge`]);
 //! - for `profile --python`, where BPF finds each thread's frames and what the frames it
-//!   recorded are ([`offcpu`], [`layout`], [`code`]).
+//!   recorded are ([`offcpu`], [`layout`], [`code`], [`code_cache`]).
 
 mod asyncio;
 mod code;
+mod code_cache;
 mod layout;
 mod merge;
 mod objects;

@@ -10,11 +10,14 @@
 //! each code object is read once per process ([`code`](super::code)), and at the end the
 //! frames are put among the native ones at the eval loop's frames ([`merge`](super::merge)).
 //!
+//! Threads started between two listings are found by BPF itself (`tracer-ebpf/src/pythreads.rs`)
+//! in the thread lists whose place each process's [`PyProcess`] entry gives it.
+//!
 //! Code objects are read while tracing, a few hundred milliseconds after BPF first stored a
-//! stack with them, and kept for the whole run: a code object freed during the trace and its
-//! address reused by another names the frames of the first after the second, and a stack
-//! first seen in the last moments of a process that then exited has its frames named
-//! `[python 0xADDR]`. Processes whose version has no known layout get no Python frames, and
+//! stack with them, and kept for the whole run; one whose address another code object took
+//! since is read again for the stacks stored after that ([`CodeCache`], which says what is
+//! still wrong). A stack first seen in the last moments of a process that then exited has its
+//! frames named `[python 0xADDR]`. Processes whose version has no known layout get no Python frames, and
 //! are listed so that the run can say so.
 
 use std::{
@@ -26,11 +29,11 @@ use std::{
 };
 
 use py_spy::{Config, PythonSpy, config::LockingStrategy};
-use tracer_common::{PyThread, py_marker};
+use tracer_common::{PY_TSTATE_SPAN_BYTES, PyProcess, PyThread, py_marker};
 
 use super::{
     PyFrame, PyVersion,
-    code::{CodeInfo, read_code},
+    code_cache::CodeCache,
     is_python_file,
     layout::{Layout, ThreadId, layout},
     merge,
@@ -83,7 +86,7 @@ struct OpenProcess {
     interpreters: Interpreters,
     /// Calibrated place of the tid in glibc's thread descriptor (3.10 and older).
     tid_offset: Option<u64>,
-    codes: HashMap<u64, Option<CodeInfo>>,
+    codes: CodeCache,
 }
 
 /// Where a process's interpreters are found.
@@ -123,7 +126,7 @@ impl OpenProcess {
             layout,
             interpreters,
             tid_offset: None,
-            codes: HashMap::new(),
+            codes: CodeCache::default(),
         })
     }
 
@@ -173,13 +176,30 @@ impl PythonStacks {
         Some(threads)
     }
 
-    /// Reads the code objects of `python`, frames just recorded in process `pid`, while the
-    /// process still runs (they are named from this cache at the end).
+    /// Where BPF finds the thread states of process `pid` (its `PY_PROCESSES` entry), to look
+    /// up threads started after [`PythonStacks::threads`] listed them; `None` when `pid` is
+    /// not a CPython this can read, has no interpreter list (2.7, 3.6), or (3.8-3.10) the tid's
+    /// place in glibc's thread descriptor is not known yet.
+    pub(crate) fn process(&mut self, pid: u32) -> Option<PyProcess> {
+        let process = self.open(pid)?;
+        let Interpreters::List(list) = process.interpreters else {
+            return None;
+        };
+        let pthread_tid_offset = match process.layout.thread_id {
+            ThreadId::Native(_) => None,
+            ThreadId::Pthread(_) => Some(process.tid_offset?),
+        };
+        process_entry(pid, &process.layout, list, pthread_tid_offset)
+    }
+
+    /// Reads the code objects of `python`, a stack just stored by BPF in process `pid`, while
+    /// the process still runs (new ones, and those whose address another object has taken
+    /// since they were read: [`CodeCache`]); the stack is named from these reads at the end.
     pub(crate) fn learn(&mut self, pid: u32, python: &[RawPyFrame]) {
         if let Some(Process::Open(process)) = self.processes.get_mut(&pid) {
-            for raw in python {
-                process.frame(raw);
-            }
+            let memory = &process.memory;
+            let read_mem = |addr, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
+            process.codes.learn(python, &process.layout.code, &read_mem);
         }
     }
 
@@ -223,10 +243,7 @@ impl PythonStacks {
             return native.to_vec();
         }
         let (frames, marker) = match self.processes.get_mut(&pid) {
-            Some(Process::Open(process)) => (
-                python.iter().map(|f| process.frame(f)).collect(),
-                process.layout.frames.marker,
-            ),
+            Some(Process::Open(process)) => (process.frames(python), process.layout.frames.marker),
             _ => (python.iter().map(unnamed).collect(), py_marker::IS_ENTRY),
         };
         merge::merge(native, &runs(python, frames, marker))
@@ -290,22 +307,25 @@ impl OpenProcess {
             .collect()
     }
 
-    /// A recorded frame named from its code object (read once per process).
-    fn frame(&mut self, raw: &RawPyFrame) -> PyFrame {
-        if !self.codes.contains_key(&raw.code) {
-            let info = read_code(raw.code, &self.layout.code, &self.read_mem());
-            self.codes.insert(raw.code, info);
-        }
-        match self.codes.get(&raw.code).and_then(Option::as_ref) {
-            Some(info) => PyFrame {
-                function: info.name.clone(),
-                file: info.filename.clone(),
-                line: info.line_at(raw.instr).unwrap_or(0),
-                entry: false,
-                locals: Vec::new(),
-            },
-            None => unnamed(raw),
-        }
+    /// A recorded stack's frames named from their code objects, as [`CodeCache`] read them.
+    fn frames(&mut self, python: &[RawPyFrame]) -> Vec<PyFrame> {
+        let memory = &self.memory;
+        let read_mem = |addr, buf: &mut [u8]| memory.read_exact_at(buf, addr).is_ok();
+        let names = self.codes.names(python, &self.layout.code, &read_mem);
+        python
+            .iter()
+            .zip(names)
+            .map(|(raw, info)| match info {
+                Some(info) => PyFrame {
+                    function: info.name.clone(),
+                    file: info.filename.clone(),
+                    line: info.line_at(raw.instr).unwrap_or(0),
+                    entry: false,
+                    locals: Vec::new(),
+                },
+                None => unnamed(raw),
+            })
+            .collect()
     }
 }
 
@@ -341,6 +361,45 @@ fn unnamed(raw: &RawPyFrame) -> PyFrame {
     }
 }
 
+/// Process `pid`'s `PY_PROCESSES` entry: its interpreter list and thread-state layout, with
+/// the one span of each thread state BPF reads (its `next` and thread id: `native_thread_id`,
+/// or up to 3.10 the `pthread_t` whose descriptor holds the tid at `pthread_tid_offset`);
+/// `None` if they are not 8-aligned or too far apart for one read.
+fn process_entry(
+    pid: u32,
+    layout: &Layout,
+    list: ListLayout,
+    pthread_tid_offset: Option<u64>,
+) -> Option<PyProcess> {
+    let small = |offset: u64| u32::try_from(offset).ok().filter(|o| o % 8 == 0);
+    let next = small(layout.thread_next)?;
+    let (ThreadId::Native(id_offset) | ThreadId::Pthread(id_offset)) = layout.thread_id;
+    let id = small(id_offset)?;
+    let span_offset = next.min(id);
+    let span_bytes = next.max(id) + 8 - span_offset;
+    if span_bytes as usize > PY_TSTATE_SPAN_BYTES {
+        return None;
+    }
+    Some(PyProcess {
+        interpreters_head: list.head_at,
+        interpreter_next_offset: u32::try_from(list.next_offset).ok()?,
+        threads_head_offset: u32::try_from(layout.threads_head).ok()?,
+        span_offset,
+        span_bytes,
+        thread_next_offset: next,
+        thread_id_offset: id,
+        pthread_tid_offset: match pthread_tid_offset {
+            Some(offset) => u32::try_from(offset).ok()?,
+            None => u32::MAX,
+        },
+        _pad: 0,
+        frames: PyThread {
+            tgid: pid,
+            ..layout.frames
+        },
+    })
+}
+
 /// The kernel tids of process `pid` now.
 fn live_tids(pid: u32) -> Vec<u32> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
@@ -363,21 +422,29 @@ fn thread_states(
     let (ThreadId::Native(id_offset) | ThreadId::Pthread(id_offset)) = layout.thread_id;
     let mut found: Vec<(u64, PyThread)> = Vec::new();
     for &interpreter in interpreters {
+        let mut in_this: Vec<(u64, u64)> = Vec::new();
+        let mut visited = std::collections::HashSet::new();
         let mut next = read_u64(interpreter + layout.threads_head, read_mem);
-        let mut seen = 0;
         while let Some(tstate) = next.filter(|&a| a != 0) {
-            seen += 1;
-            if seen > MAX_THREADS {
+            if visited.len() >= MAX_THREADS || !visited.insert(tstate) {
                 break;
             }
-            let id = read_u64(tstate + id_offset, read_mem).filter(|&t| t != 0);
-            // A thread in several interpreters: the one it entered last is the list's
-            // newest, which comes first; keep that.
-            if let Some(id) = id
-                && !found.iter().any(|(t, _)| *t == id)
-            {
+            let tid = read_u64(tstate + id_offset, read_mem).filter(|&t| t != 0);
+            // Two states of one tid in one list: 3.11 makes a new thread's state in the
+            // thread that starts it, with the starter's tid, first in the list, until the new
+            // thread writes its own; the starter's own state is the older, later one.
+            if let Some(tid) = tid {
+                in_this.retain(|(t, _)| *t != tid);
+                in_this.push((tid, tstate));
+            }
+            next = read_u64(tstate + layout.thread_next, read_mem);
+        }
+        // A thread in several interpreters: the one it entered last is the newest, whose
+        // list is read first; keep that.
+        for (tid, tstate) in in_this {
+            if !found.iter().any(|(t, _)| *t == tid) {
                 found.push((
-                    id,
+                    tid,
                     PyThread {
                         tstate,
                         tgid: pid,
@@ -385,7 +452,6 @@ fn thread_states(
                     },
                 ));
             }
-            next = read_u64(tstate + layout.thread_next, read_mem);
         }
     }
     found
@@ -412,7 +478,7 @@ mod tests {
     }
 
     /// Check that runs are cut by `is_entry` on 3.11 and by the shim frames on 3.12+, which
-    /// are dropped, and that every frame is a run up to 3.10.
+    /// are dropped.
     #[test]
     fn runs_by_marker() {
         let entries = |frames: &[PyFrame]| -> Vec<(String, bool)> {
@@ -463,6 +529,43 @@ mod tests {
         );
     }
 
+    /// Check that a process entry spans `next` and `native_thread_id` in one read, points at
+    /// the interpreter list, carries the frame layout, and that offsets one read cannot cover
+    /// give none.
+    #[test]
+    fn process_entries_span_next_and_tid() {
+        let v311 = PyVersion {
+            major: 3,
+            minor: 11,
+            patch: 2,
+        };
+        let mut layout = layout(v311, 0, &Memory::default().reader()).expect("3.11");
+        let list = ListLayout {
+            head_at: 0x1028,
+            next_offset: 0,
+        };
+        let entry = process_entry(40, &layout, list, None).expect("entry");
+        assert_eq!(entry.interpreters_head, 0x1028);
+        assert_eq!(entry.threads_head_offset, 16);
+        assert_eq!((entry.span_offset, entry.span_bytes), (8, 160));
+        assert_eq!((entry.thread_next_offset, entry.thread_id_offset), (8, 160));
+        assert_eq!(entry.pthread_tid_offset, u32::MAX);
+        assert_eq!(entry.frames.tgid, 40);
+        assert_eq!(entry.frames.tstate, 0);
+        assert_eq!(entry.frames.frame_ptr_offset, 56);
+        layout.thread_id = ThreadId::Native(8 + PY_TSTATE_SPAN_BYTES as u64);
+        assert_eq!(process_entry(40, &layout, list, None), None);
+        layout.thread_id = ThreadId::Native(164);
+        assert_eq!(process_entry(40, &layout, list, None), None);
+        // Up to 3.10 the id is a `pthread_t`, with the tid's place in its descriptor.
+        layout.thread_id = ThreadId::Pthread(160);
+        let entry = process_entry(40, &layout, list, Some(720)).expect("entry");
+        assert_eq!(
+            (entry.thread_id_offset, entry.pthread_tid_offset),
+            (160, 720)
+        );
+    }
+
     /// Check that thread states are listed with their tids and the version's frame layout,
     /// that a thread state without a tid is skipped and that a loop in the list ends.
     #[test]
@@ -489,5 +592,35 @@ mod tests {
         assert_eq!(threads[1].1.tgid, 40);
         assert_eq!(threads[1].1.frame_ptr_offset, 56);
         assert_eq!(threads[1].1.cframe_frame_offset, 8);
+    }
+
+    /// Check that a tid with two states in one interpreter's list gets the older (3.11's
+    /// state of a thread not started yet carries its starter's tid, first in the list), and
+    /// one in two interpreters the newest interpreter's.
+    #[test]
+    fn thread_states_prefer_the_older_in_a_list_and_the_newer_interpreter() {
+        let v311 = PyVersion {
+            major: 3,
+            minor: 11,
+            patch: 2,
+        };
+        let layout = layout(v311, 0, &Memory::default().reader()).expect("3.11");
+        let mut memory = Memory::default();
+        let (sub, main) = (0x1000, 0x1800);
+        // The main interpreter: a new thread's state with its starter's tid 41, then 41's.
+        memory.u64(main + 16, 0x2000);
+        memory.u64(0x2000 + 160, 41);
+        memory.u64(0x2000 + 8, 0x3000);
+        memory.u64(0x3000 + 160, 41);
+        memory.u64(0x3000 + 8, 0x4000);
+        memory.u64(0x4000 + 160, 42);
+        memory.u64(0x4000 + 8, 0);
+        // A subinterpreter thread 42 entered.
+        memory.u64(sub + 16, 0x5000);
+        memory.u64(0x5000 + 160, 42);
+        memory.u64(0x5000 + 8, 0);
+        let threads = thread_states(40, &layout, &[sub, main], &memory.reader());
+        let tstates: Vec<(u64, u64)> = threads.iter().map(|(t, p)| (*t, p.tstate)).collect();
+        assert_eq!(tstates, [(42, 0x5000), (41, 0x3000)]);
     }
 }
