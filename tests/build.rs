@@ -6,7 +6,8 @@
 //!
 //! The workloads in [`NO_FRAME_POINTER`] are built a second time the way distributions build
 //! code, `-O2 -fomit-frame-pointer`, as `<STEM>_nofp` (`OFFCPU_SITES_NOFP_BIN`): what
-//! `profile --unwind dwarf` must unwind.
+//! `profile --unwind dwarf` must unwind. Those in [`SHARED_LIBRARIES`] are libraries a
+//! workload in another language loads, built as `lib<STEM>.so` (`<STEM>_SO`).
 
 use std::{
     env, fs,
@@ -32,6 +33,9 @@ const NO_FRAME_POINTER_CFLAGS: &[&str] =
 /// Workloads also built without frame pointers.
 const NO_FRAME_POINTER: &[&str] = &["offcpu_sites"];
 
+/// Shared libraries rather than programs.
+const SHARED_LIBRARIES: &[&str] = &["native_waker"];
+
 fn main() -> Result<()> {
     let manifest_dir = PathBuf::from(env::var("CARGO_MANIFEST_DIR")?);
     let out_dir = PathBuf::from(env::var("OUT_DIR")?);
@@ -51,6 +55,17 @@ fn main() -> Result<()> {
             .file_stem()
             .and_then(|s| s.to_str())
             .context("workload file name is not UTF-8")?;
+        if SHARED_LIBRARIES.contains(&stem) {
+            let output = out_dir.join(format!("lib{stem}.so"));
+            let cflags: Vec<&str> = CFLAGS.iter().copied().chain(["-shared", "-fPIC"]).collect();
+            compile(&source, &output, &cflags)?;
+            println!(
+                "cargo:rustc-env={}_SO={}",
+                stem.to_uppercase(),
+                output.display()
+            );
+            continue;
+        }
         build(&source, &out_dir.join(stem), CFLAGS, stem)?;
         if NO_FRAME_POINTER.contains(&stem) {
             let nofp = format!("{stem}_nofp");
@@ -65,8 +80,8 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Compiles `source` into `output` with `cflags` and exports the path as `<NAME>_BIN`.
-fn build(source: &Path, output: &Path, cflags: &[&str], name: &str) -> Result<()> {
+/// Compiles `source` into `output` with `cflags`.
+fn compile(source: &Path, output: &Path, cflags: &[&str]) -> Result<()> {
     let status = Command::new("gcc")
         .args(cflags)
         .arg("-o")
@@ -77,6 +92,12 @@ fn build(source: &Path, output: &Path, cflags: &[&str], name: &str) -> Result<()
     if !status.success() {
         bail!("gcc failed on {}: {status}", source.display());
     }
+    Ok(())
+}
+
+/// Compiles `source` into `output` with `cflags` and exports the path as `<NAME>_BIN`.
+fn build(source: &Path, output: &Path, cflags: &[&str], name: &str) -> Result<()> {
+    compile(source, output, cflags)?;
     println!(
         "cargo:rustc-env={}_BIN={}",
         name.to_uppercase(),

@@ -8,9 +8,9 @@
 //! same (the per-thread stack memo must not merge their Python stacks).
 //! It runs on Debian's CPython 3.11, pyenv's newest and 3.12 (an interpreter-frame chain each),
 //! and pyenv's 2.7, 3.6, 3.8 and 3.10 (frame-object chains).
-//! `workloads/py_new_threads.py` starts a thread per request that waits at once and is gone
-//! long before the tracer's next thread listing: BPF must find those threads itself. That
-//! test runs on Debian's CPython 3.11 and pyenv's newest.
+//! `workloads/py_new_threads.py` starts a thread per request whose waits are over long before
+//! the tracer's next thread listing: BPF must find those threads itself. That test runs on
+//! Debian's CPython 3.11 and pyenv's newest.
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -74,6 +74,8 @@ impl Workload {
         let mut child = Command::new(&python.path)
             .arg(workload_file(script))
             .arg(iterations)
+            // `py_new_threads.py`'s native thread.
+            .env("STALLWATCH_NATIVE_WAKER", env!("NATIVE_WAKER_SO"))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -311,7 +313,12 @@ fn python_functions_carry_their_off_cpu_totals() {
             let expected = format!("{site} ({SCRIPT}:{line_no})");
             for line in &lines {
                 let at = python_frame(line, site).expect("filtered");
-                assert_eq!(line.frames[at], expected, "{}", context());
+                // The site is at its marked call, unless the wait was in the workload's clock
+                // read after it (2.7 can wait for the GIL there, outside the timed call).
+                let in_clock = python_frame(line, "now_ns").is_some_and(|c| c > at);
+                if !in_clock {
+                    assert_eq!(line.frames[at], expected, "{}", context());
+                }
                 let caller_at = python_frame(line, caller);
                 assert!(
                     caller_at.is_some_and(|c| c < at),
@@ -373,11 +380,11 @@ const REQUEST_SITES: [&str; 2] = ["request_sleep_site", "request_lock_site"];
 const REQUEST_WAIT_US: u64 = 20_000;
 
 /// Check, on Debian's 3.11 and pyenv's newest, that under `--python` threads started during
-/// the trace (one per request, each waiting within its first milliseconds and gone after
-/// about 45 ms, younger than the 200 ms thread listing) have Python frames: each site
+/// the trace (one per request, each waiting within its first milliseconds and done waiting
+/// after about 45 ms, younger than the 200 ms thread listing) have Python frames: each site
 /// function's frame, at its blocking line under `handle_request`, is in lines carrying its
 /// measured total within 2%; that BPF found those threads itself (`python_threads_found`);
-/// and that the process's native watchdog thread, which has no thread state, was not looked
+/// and that the process's native thread (`native_waker.c`), which has no thread state, was not looked
 /// up again at each of its wake-ups (`python_thread_not_found` well below them).
 #[test]
 fn new_threads_have_python_frames_from_their_first_wait() {
@@ -443,11 +450,14 @@ fn new_threads_have_python_frames_from_their_first_wait() {
             "BPF found fewer than half of the {requests} request threads\n{}",
             context()
         );
-        let dumps = run.done["watchdog_dumps"].as_u64().expect("watchdog_dumps");
-        assert!(dumps >= 100, "the watchdog woke only {dumps} times");
+        let wakeups = run.done["native_wakeups"].as_u64().expect("native_wakeups");
         assert!(
-            counter("python_thread_not_found") * 5 < dumps,
-            "the watchdog thread was looked up at too many of its {dumps} wake-ups\n{}",
+            wakeups >= 100,
+            "the native thread woke only {wakeups} times"
+        );
+        assert!(
+            counter("python_thread_not_found") * 5 < wakeups,
+            "the native thread was looked up at too many of its {wakeups} wake-ups\n{}",
             context()
         );
     }

@@ -7,33 +7,30 @@ each running `handle_request`, which right away calls
 threading.Lock the main thread holds, never got, 20 ms), timing each call with the monotonic
 clock, then parks (on an Event) until the end. Its waits are over about 45 ms after it started:
 unless a thread listing happens to fall in that time, only the tracer's own lookup at
-switch-out gives them Python frames. (The threads exit only once the watchdog below is
-stopped: faulthandler's dump reads the thread list unlocked and crashes on a thread state
-being freed.)
+switch-out gives them Python frames.
 
-faulthandler's watchdog (a C thread with no Python thread state) wakes every 5 ms meanwhile
-and writes a traceback to a temporary file: a thread of a Python process the tracer never
-finds. Its wake-ups are counted from the file ("watchdog_dumps").
+A native thread with no Python thread state (`native_waker.c`, the library named by
+$STALLWATCH_NATIVE_WAKER, loaded with ctypes) wakes every 5 ms meanwhile: a thread of a
+Python process the tracer never finds. It counts its wake-ups ("native_wakeups").
 
 Prints a ready line once set up:
     {"pid": P, "version": "3.11.2", "ready": true}
 and when done:
-    {"pid": P, "version": "3.11.2", "threads": N, "watchdog_dumps": N,
+    {"pid": P, "version": "3.11.2", "threads": N, "native_wakeups": N,
      "sites": {"request_sleep_site": NS, "request_lock_site": NS}}
 """
 
-import faulthandler
+import ctypes
 import json
 import os
 import platform
 import sys
-import tempfile
 import threading
 import time
 
 WAIT_S = 0.020
 START_EVERY_S = 0.300
-WATCHDOG_S = 0.005
+NATIVE_WAKE_US = 5000
 
 
 def request_sleep_site(totals):
@@ -60,13 +57,14 @@ def main():
     totals = {"request_sleep_site": 0, "request_lock_site": 0}
     lock = threading.Lock()
     lock.acquire()
-    dumps = tempfile.TemporaryFile(mode="w+")
+    waker = ctypes.CDLL(os.environ["STALLWATCH_NATIVE_WAKER"])
     common = {"pid": os.getpid(), "version": platform.python_version()}
     print(json.dumps({**common, "ready": True}), flush=True)
     sys.stdin.readline()
     done = threading.Event()
     threads = []
-    faulthandler.dump_traceback_later(WATCHDOG_S, repeat=True, file=dumps)
+    if waker.start_waker(NATIVE_WAKE_US) != 0:
+        raise OSError("start_waker failed")
     for i in range(iterations):
         thread = threading.Thread(
             target=handle_request, args=(lock, totals, done), name=f"request-{i}"
@@ -74,18 +72,16 @@ def main():
         thread.start()
         threads.append(thread)
         time.sleep(START_EVERY_S)
-    faulthandler.cancel_dump_traceback_later()
     done.set()
     for thread in threads:
         thread.join()
-    dumps.seek(0)
-    watchdog_dumps = sum(1 for line in dumps if line.startswith("Timeout ("))
+    native_wakeups = ctypes.c_long.in_dll(waker, "waker_wakeups").value
     print(
         json.dumps(
             {
                 **common,
                 "threads": iterations,
-                "watchdog_dumps": watchdog_dumps,
+                "native_wakeups": native_wakeups,
                 "sites": totals,
             }
         ),
