@@ -222,6 +222,55 @@ fn python_frame(line: &FoldedLine, function: &str) -> Option<usize> {
     line.frames.iter().position(|f| f.starts_with(&prefix))
 }
 
+/// Check that the lines with `site`'s Python frame carry the total the workload measured for
+/// it within 2% (less waits the tracer reported lost, `wait_us` each), show the site at the
+/// line of `script` marked `tag`, and are under a `caller` frame.
+fn assert_site_attributed(
+    run: &Run,
+    script: &str,
+    (site, tag): (&str, &str),
+    wait_us: u64,
+    caller: &str,
+    context: &dyn Fn() -> String,
+) {
+    let lines: Vec<&FoldedLine> = run
+        .lines
+        .iter()
+        .filter(|l| python_frame(l, site).is_some())
+        .collect();
+    let truth_us = run.truth[site].as_u64().expect("site total") / 1000;
+    let traced_us = folded::total_us(lines.iter().copied());
+    // Waits reported lost are allowed to be missing, and only missing.
+    let lost_us = (run.lost_waits * wait_us).min(truth_us.saturating_sub(traced_us));
+    assert_close(
+        &format!(
+            "{site} on CPython {} ({} waits lost)",
+            run.version, run.lost_waits
+        ),
+        traced_us + lost_us,
+        truth_us,
+        TOLERANCE,
+        &context(),
+    );
+    let line_no = marker_line(&workload_file(script), tag);
+    let expected = format!("{site} ({script}:{line_no})");
+    for line in &lines {
+        let at = python_frame(line, site).expect("filtered");
+        // The site is at its marked call, unless the wait was in the workload's clock read
+        // after it (2.7 can wait for the GIL there, outside the timed call).
+        let in_clock = python_frame(line, "now_ns").is_some_and(|c| c > at);
+        if !in_clock {
+            assert_eq!(line.frames[at], expected, "{}", context());
+        }
+        assert!(
+            python_frame(line, caller).is_some_and(|c| c < at),
+            "{site}: no {caller} frame above it in {:?}\n{}",
+            line.frames,
+            context()
+        );
+    }
+}
+
 /// pyenv's 3.12 (its frame layout is neither 3.11's nor 3.13's) and the
 /// [`FRAME_OBJECT_VERSIONS`], each if pyenv has it; under `STALLWATCH_REQUIRE_BPF=1` the
 /// frame-object ones must be there.
@@ -290,43 +339,7 @@ fn python_functions_carry_their_off_cpu_totals() {
             );
         }
         for ((site, tag, wait_us), caller) in SITES.into_iter().zip(CALLERS) {
-            let lines: Vec<&FoldedLine> = run
-                .lines
-                .iter()
-                .filter(|l| python_frame(l, site).is_some())
-                .collect();
-            let truth_us = run.truth[site].as_u64().expect("site total") / 1000;
-            let traced_us = folded::total_us(lines.iter().copied());
-            // Waits reported lost are allowed to be missing, and only missing.
-            let lost_us = (run.lost_waits * wait_us).min(truth_us.saturating_sub(traced_us));
-            assert_close(
-                &format!(
-                    "{site} on CPython {} ({} waits lost)",
-                    run.version, run.lost_waits
-                ),
-                traced_us + lost_us,
-                truth_us,
-                TOLERANCE,
-                &context(),
-            );
-            let line_no = marker_line(&workload_file(SCRIPT), tag);
-            let expected = format!("{site} ({SCRIPT}:{line_no})");
-            for line in &lines {
-                let at = python_frame(line, site).expect("filtered");
-                // The site is at its marked call, unless the wait was in the workload's clock
-                // read after it (2.7 can wait for the GIL there, outside the timed call).
-                let in_clock = python_frame(line, "now_ns").is_some_and(|c| c > at);
-                if !in_clock {
-                    assert_eq!(line.frames[at], expected, "{}", context());
-                }
-                let caller_at = python_frame(line, caller);
-                assert!(
-                    caller_at.is_some_and(|c| c < at),
-                    "{site}: no {caller} frame above it in {:?}\n{}",
-                    line.frames,
-                    context()
-                );
-            }
+            assert_site_attributed(&run, SCRIPT, (site, tag), wait_us, caller, &context);
         }
         checked.push(run.version.clone());
     }
@@ -384,8 +397,8 @@ const REQUEST_WAIT_US: u64 = 20_000;
 /// after about 45 ms, younger than the 200 ms thread listing) have Python frames: each site
 /// function's frame, at its blocking line under `handle_request`, is in lines carrying its
 /// measured total within 2%; that BPF found those threads itself (`python_threads_found`);
-/// and that the process's native thread (`native_waker.c`), which has no thread state, was not looked
-/// up again at each of its wake-ups (`python_thread_not_found` well below them).
+/// and that the process's native thread (`native_waker.c`), which has no thread state, was
+/// not looked up again at each of its wake-ups (`python_thread_not_found` well below them).
 #[test]
 fn new_threads_have_python_frames_from_their_first_wait() {
     if !require_bpf() {
@@ -411,37 +424,14 @@ fn new_threads_have_python_frames_from_their_first_wait() {
             context()
         );
         for site in REQUEST_SITES {
-            let lines: Vec<&FoldedLine> = run
-                .lines
-                .iter()
-                .filter(|l| python_frame(l, site).is_some())
-                .collect();
-            let truth_us = run.truth[site].as_u64().expect("site total") / 1000;
-            let traced_us = folded::total_us(lines.iter().copied());
-            let lost_us =
-                (run.lost_waits * REQUEST_WAIT_US).min(truth_us.saturating_sub(traced_us));
-            assert_close(
-                &format!(
-                    "{site} in new threads on CPython {} ({} waits lost)",
-                    run.version, run.lost_waits
-                ),
-                traced_us + lost_us,
-                truth_us,
-                TOLERANCE,
-                &context(),
+            assert_site_attributed(
+                &run,
+                NEW_THREADS_SCRIPT,
+                (site, site),
+                REQUEST_WAIT_US,
+                "handle_request",
+                &context,
             );
-            let line_no = marker_line(&workload_file(NEW_THREADS_SCRIPT), site);
-            let expected = format!("{site} ({NEW_THREADS_SCRIPT}:{line_no})");
-            for line in &lines {
-                let at = python_frame(line, site).expect("filtered");
-                assert_eq!(line.frames[at], expected, "{}", context());
-                assert!(
-                    python_frame(line, "handle_request").is_some_and(|c| c < at),
-                    "{site}: no handle_request frame above it in {:?}\n{}",
-                    line.frames,
-                    context()
-                );
-            }
         }
         let counter = |name: &str| run.counters[name].as_u64().unwrap_or(0);
         let requests: u64 = run.done["threads"].as_u64().expect("threads");

@@ -305,19 +305,7 @@ fn signed_varint(table: &[u8], at: &mut usize) -> Option<i64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::cpython::tests_memory::Memory;
-
-    const LAYOUT: CodeLayout = CodeLayout {
-        filename: 112,
-        name: 128,
-        linetable: 136,
-        first_line: 68,
-        lines: LineFormat::Locations { instructions: 200 },
-        strings: Strings::Compact {
-            ascii_data: 40,
-            compact_data: 56,
-        },
-    };
+    use crate::runtime::cpython::tests_memory::{CODE_LAYOUT, Memory};
 
     /// Line tables of a real code object, recorded by `testdata/line_tables.py` on CPython
     /// 2.7 and 3.6 to 3.10, with the lines CPython itself gave for some of their instructions.
@@ -463,14 +451,14 @@ mod tests {
         memory.u64(code + 136, 0x40_000);
         memory.u64(0x40_000 + BYTES_SIZE, 4);
         memory.bytes(0x40_000 + BYTES_DATA, &[0x80 | 1, 0, 0x80 | (11 << 3), 0]);
-        let info = read_code(code, &LAYOUT, &memory.reader()).expect("code");
+        let info = read_code(code, &CODE_LAYOUT, &memory.reader()).expect("code");
         assert_eq!(info.name, "Worker.wait_on_lock");
         assert_eq!(info.filename, "/tmp/app.py");
         assert_eq!(info.line_at(code + 200 + 2), Some(40));
         assert_eq!(info.line_at(code + 200 + 4), Some(41));
         assert_eq!(info.line_at(code), None);
         memory.u32(0x30_000 + STRING_STATE, 1 << 2);
-        assert_eq!(read_code(code, &LAYOUT, &memory.reader()), None);
+        assert_eq!(read_code(code, &CODE_LAYOUT, &memory.reader()), None);
     }
 
     /// Check that 2.7's byte-string names are read up to their NUL, its line table from a

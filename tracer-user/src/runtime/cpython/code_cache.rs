@@ -194,22 +194,8 @@ fn fingerprint(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::runtime::cpython::{
-        layout::{LineFormat, Strings},
-        tests_memory::Memory,
-    };
+    use crate::runtime::cpython::tests_memory::{CODE_LAYOUT, Memory};
 
-    const LAYOUT: CodeLayout = CodeLayout {
-        filename: 112,
-        name: 128,
-        linetable: 136,
-        first_line: 68,
-        lines: LineFormat::Locations { instructions: 200 },
-        strings: Strings::Compact {
-            ascii_data: 40,
-            compact_data: 56,
-        },
-    };
     const CODE: u64 = 0x10_000;
 
     /// Writes a compact ASCII string object at `at`.
@@ -242,7 +228,7 @@ mod tests {
 
     fn qualnames(cache: &mut CodeCache, frames: &[RawPyFrame], memory: &Memory) -> Vec<String> {
         cache
-            .names(frames, &LAYOUT, &memory.reader())
+            .names(frames, &CODE_LAYOUT, &memory.reader())
             .into_iter()
             .map(|info| info.map_or("?".to_owned(), |i| i.name.clone()))
             .collect()
@@ -258,14 +244,14 @@ mod tests {
         code_object(&mut memory, 0x20_000, "first", 10);
         let mut cache = CodeCache::default();
         let before = frames(0);
-        cache.learn(&before, &LAYOUT, &memory.reader());
+        cache.learn(&before, &CODE_LAYOUT, &memory.reader());
         let unchanged = frames(2);
-        cache.learn(&unchanged, &LAYOUT, &memory.reader());
+        cache.learn(&unchanged, &CODE_LAYOUT, &memory.reader());
         assert_eq!(cache.reads.len(), 1, "an unchanged object is read once");
         // The object is freed and another takes its address.
         code_object(&mut memory, 0x30_000, "second", 20);
         let after = frames(4);
-        cache.learn(&after, &LAYOUT, &memory.reader());
+        cache.learn(&after, &CODE_LAYOUT, &memory.reader());
         assert_eq!(qualnames(&mut cache, &before, &memory), ["first"]);
         assert_eq!(qualnames(&mut cache, &unchanged, &memory), ["first"]);
         assert_eq!(qualnames(&mut cache, &after, &memory), ["second"]);
@@ -276,7 +262,7 @@ mod tests {
         memory.u64(CODE + OB_TYPE, 0x8888);
         memory.u64(CODE + 128, 0x40_000);
         let freed = frames(8);
-        cache.learn(&freed, &LAYOUT, &memory.reader());
+        cache.learn(&freed, &CODE_LAYOUT, &memory.reader());
         assert_eq!(qualnames(&mut cache, &freed, &memory), ["second"]);
     }
 
@@ -286,7 +272,7 @@ mod tests {
     fn fingerprints_cover_their_fields() {
         let mut memory = Memory::default();
         code_object(&mut memory, 0x20_000, "f", 10);
-        let print = |memory: &Memory| fingerprint(CODE, &LAYOUT, &memory.reader());
+        let print = |memory: &Memory| fingerprint(CODE, &CODE_LAYOUT, &memory.reader());
         let first = print(&memory).expect("fingerprint");
         assert_eq!(first.name, 0x20_000);
         assert_eq!(first.first_line, 10);
@@ -296,6 +282,6 @@ mod tests {
             changed.bytes(CODE + offset, &vec![0xee; size]);
             assert_ne!(print(&changed), Some(first), "field at {offset}");
         }
-        assert_eq!(fingerprint(0x90_000, &LAYOUT, &memory.reader()), None);
+        assert_eq!(fingerprint(0x90_000, &CODE_LAYOUT, &memory.reader()), None);
     }
 }

@@ -2,6 +2,21 @@
 
 use std::collections::BTreeMap;
 
+use super::layout::{CodeLayout, LineFormat, Strings};
+
+/// A 3.11-like code object layout for tests that make code objects up.
+pub(crate) const CODE_LAYOUT: CodeLayout = CodeLayout {
+    filename: 112,
+    name: 128,
+    linetable: 136,
+    first_line: 68,
+    lines: LineFormat::Locations { instructions: 200 },
+    strings: Strings::Compact {
+        ascii_data: 40,
+        compact_data: 56,
+    },
+};
+
 /// Sparse memory: byte by byte.
 #[derive(Default)]
 pub(crate) struct Memory {
