@@ -3,8 +3,9 @@
 //! The native stack of a CPython thread shows only `_PyEval_EvalFrameDefault`; which Python
 //! functions it runs lives in the interpreter's frame chain. For each thread the loader lists
 //! in `PY_THREADS` (its `PyThreadState` address and its version's frame layout, learned from
-//! the interpreter's memory in user space), or that `pythreads.rs` finds, the chain is followed here while the thread is
-//! `current`, up to `PY_MAX_DEPTH` frames, and stored content-addressed like native stacks.
+//! the interpreter's memory in user space), or that `pythreads.rs` finds, the chain is
+//! followed here while the thread is `current`, up to `PY_MAX_DEPTH` frames, and stored
+//! content-addressed like native stacks.
 //! Only code object addresses and instruction pointers are recorded: names and lines are read
 //! in user space, once per code object.
 //!

@@ -11,8 +11,8 @@
 //! and its id. The interpreter's whole list is read and its *last* (oldest) match taken:
 //! 3.11 creates a new thread's state in the thread that starts it, with the starter's tid,
 //! and puts it first in the list; the new thread writes its own tid there when it runs, so
-//! until then the starter has two matches, its own the older. The search runs in a `bpf_loop` callback, checked once by the verifier
-//! whatever the bound. A thread found is stored in `PY_THREADS`, so its next switch-out is a
+//! until then the starter has two matches, its own the older. The search runs in a `bpf_loop`
+//! callback, checked once by the verifier whatever the bound. A thread found is stored in `PY_THREADS`, so its next switch-out is a
 //! plain lookup, and user space's next listing rewrites the entry anyway. (So a thread found
 //! before it enters a subinterpreter keeps its main interpreter's state, and frames, until
 //! that listing, as a listed one does.)

@@ -81,11 +81,9 @@ pub(crate) fn on_enter(ctx: &BtfTracePointContext) {
 #[inline(always)]
 pub(crate) fn from_regs(regs: &Regs) -> SyscallCtx {
     let nr = regs.orig_ax();
-    match u32::try_from(nr).ok().and_then(syscalls::classify) {
-        Some(layout) if regs.ax() == -syscalls::ENOSYS as u64 => {
-            let arg = |i| regs.arg(i);
-            context(arg, nr as u32, layout, 0)
-        }
+    let layout = u32::try_from(nr).ok().and_then(syscalls::classify);
+    match layout {
+        Some(layout) if in_syscall(regs) => context(|i| regs.arg(i), nr as u32, layout, 0),
         _ => SyscallCtx {
             kind: syscalls::kind::NONE,
             nr: u32::MAX,
@@ -94,8 +92,8 @@ pub(crate) fn from_regs(regs: &Regs) -> SyscallCtx {
     }
 }
 
-/// Whether the running user thread is inside a syscall (any), by the same two registers as
-/// [`from_regs`]: a thread waking another on purpose is (futex wake, pipe write, kill); a
+/// Whether the running user thread is inside a syscall (any; see [`from_regs`] for why both
+/// registers): a thread waking another on purpose is (futex wake, pipe write, kill); a
 /// thread an interrupt happened to find running, whose stack says nothing of the wakeup, is
 /// usually not.
 #[inline(always)]

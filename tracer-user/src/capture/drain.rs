@@ -80,11 +80,11 @@ static NO_SITES: std::sync::LazyLock<StdHashMap<u64, RawStack>> =
     std::sync::LazyLock::new(StdHashMap::new);
 
 /// The frames of stack `id` in `STACKS` (`RawStack::Missed` when absent).
-pub(super) fn stored_stack(maps: &Maps, id: u64) -> RawStack {
+pub(super) fn stored_stack(map: &HashMap<MapData, u64, StackTrace>, id: u64) -> RawStack {
     match id {
         STACK_ID_NONE => RawStack::None,
         STACK_ID_MISSED => RawStack::Missed,
-        _ => match maps.stacks.get(&id, 0) {
+        _ => match map.get(&id, 0) {
             Ok(trace) => frames(&trace),
             Err(_) => RawStack::Missed,
         },
@@ -108,18 +108,11 @@ impl StackCache<'_> {
 
     /// A stored stack (`STACKS`).
     fn get(&mut self, id: u64) -> RawStack {
-        match id {
-            STACK_ID_NONE => RawStack::None,
-            STACK_ID_MISSED => RawStack::Missed,
-            _ => self
-                .resolved
-                .entry(id)
-                .or_insert_with(|| match self.map.get(&id, 0) {
-                    Ok(trace) => frames(&trace),
-                    Err(_) => RawStack::Missed,
-                })
-                .clone(),
-        }
+        let map = self.map;
+        self.resolved
+            .entry(id)
+            .or_insert_with(|| stored_stack(map, id))
+            .clone()
     }
 }
 

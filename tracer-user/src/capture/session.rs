@@ -285,10 +285,7 @@ impl Session {
                         sp: header.sp,
                         bp: Some(header.bp),
                     },
-                    frame_pointer_walk: match header.fp_stack_id {
-                        tracer_common::STACK_ID_NONE => RawStack::None,
-                        id => drain::stored_stack(&self.maps, id),
-                    },
+                    frame_pointer_walk: drain::stored_stack(&self.maps.stacks, header.fp_stack_id),
                     copy_start: header.copy_start,
                     bytes: bytes.to_vec(),
                 }),
