@@ -38,7 +38,13 @@ fn profile(extra: &[&str], command: &[&str]) -> Vec<FoldedLine> {
     args.extend_from_slice(command);
     let out = tracer::run(&args, EXIT_TIMEOUT);
     out.assert_code(0);
-    folded::parse(&out.stdout)
+    let lines = folded::parse(&out.stdout);
+    assert!(
+        !lines.is_empty(),
+        "no line for {command:?}; stderr:\n{}",
+        out.stderr
+    );
+    lines
 }
 
 /// Runs `tool ARGS`, panicking on failure.

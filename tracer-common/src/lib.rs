@@ -821,9 +821,9 @@ pub mod counter {
     /// New-process notices lost because the ring buffer was full (those processes may not
     /// symbolize if they exit before the trace ends).
     pub const DROP_NEW_PROCESS_NOTICE: u32 = 10;
-    /// A thread left the CPU again while its previous wait was still stamped: its switch-in
-    /// was never seen, so the previous wait is lost. Happens when the kernel emits no
-    /// `sched_switch` for the task that switched to it (see `sched.rs`).
+    /// A thread left the CPU again, or exited, while its previous wait was still stamped: its
+    /// switch-in was never seen, so the previous wait is lost. Happens when the kernel emits
+    /// no `sched_switch` for the task that switched to it (see `sched.rs`).
     pub const DROP_UNMATCHED_WAIT: u32 = 11;
     /// Python stacks recorded at switch-out (`--python`).
     pub const PYTHON_STACKS: u32 = 12;

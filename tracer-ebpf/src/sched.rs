@@ -209,12 +209,18 @@ fn add_to_existing(key: &OffCpuKey, delta_ns: u64) -> bool {
     true
 }
 
-/// `sched_process_exit`: the exiting thread is `current`; forget it.
+/// `sched_process_exit`: the exiting thread is `current`; forget it. A wait still stamped
+/// here was never seen ending (the thread runs, so it was switched in unseen, as in
+/// `switch_out`): lost, and counted, like one found at the next switch-out.
 #[inline(always)]
 pub(crate) fn on_exit() {
     let pid_tgid = bpf_get_current_pid_tgid();
     let tid = pid_tgid as u32;
     let tgid = (pid_tgid >> 32) as u32;
+    // SAFETY: a map value read in place.
+    if unsafe { THREADS.get(&tid) }.is_some_and(|t| t.wait.start_ns != 0) {
+        count(counter::DROP_UNMATCHED_WAIT);
+    }
     let _ = THREADS.remove(tid);
     if tid == tgid {
         let _ = SEEN_TGIDS.remove(tgid);
